@@ -1,0 +1,319 @@
+// CPU kernels of the fused losses (reverse and collision cross-entropy from logits).
+// One task per block of rows (at::parallel_for); each row is processed in at most three
+// contiguous passes that stay in L1/L2: max of the logits, exp + sums (+ log y), gradients.
+// Sums are taken in float lanes within blocks of kBlock classes and in float64 across blocks.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "../losses.h"
+#include "fastmath.h"
+
+namespace entclust {
+namespace cpu {
+namespace {
+
+constexpr int64_t kBlock = 1024;
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// One clone per ISA, picked at load time; the always-inline row code is compiled into each.
+#define ENTCLUST_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ENTCLUST_ISA_CLONES
+#endif
+
+template <typename A>
+constexpr A inf() {
+  return std::numeric_limits<A>::infinity();
+}
+
+// Below this p / s the collision sum sigma . y has lost precision to underflow of exp and of
+// the products e_k y_k; such rows are recomputed in the log domain (float64).
+template <typename A>
+constexpr double underflow_threshold();
+template <>
+constexpr double underflow_threshold<float>() { return 1e-20; }
+template <>
+constexpr double underflow_threshold<double>() { return 1e-280; }
+
+template <typename T, typename A>
+ENTCLUST_ALWAYS_INLINE A row_max(const T* l, int64_t K) {
+  A m = -inf<A>();
+#pragma omp simd reduction(max : m)
+  for (int64_t k = 0; k < K; ++k) {
+    const A v = static_cast<A>(l[k]);
+    m = v > m ? v : m;
+  }
+  return m;
+}
+
+// Per-row sums of the forward pass: s = sum e_k with e_k = exp(l_k - max l), and
+// w = sum e_k v_k with v_k = -ln y_k (reverse CE) or v_k = y_k (collision CE).
+struct RowSums {
+  double s = 0, w = 0, ysum = 0;
+  double ymin = std::numeric_limits<double>::infinity();
+};
+
+// Reverse CE forward for one row; with STORE, e_k and -ln y_k go to the scratch rows.
+template <bool STORE, typename T, typename A>
+ENTCLUST_ALWAYS_INLINE RowSums rce_sums(const T* l, const T* y, int64_t K, A m, A* e_buf, A* v_buf) {
+  RowSums r;
+  A ym = inf<A>();
+  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+    const int64_t k1 = std::min(K, k0 + kBlock);
+    A bs = 0, bw = 0, by = 0;
+#pragma omp simd reduction(+ : bs, bw, by) reduction(min : ym)
+    for (int64_t k = k0; k < k1; ++k) {
+      const A yk = static_cast<A>(y[k]);
+      const A e = op_exp(static_cast<A>(static_cast<A>(l[k]) - m));
+      const A v = -op_log(yk);
+      bs += e;
+      bw += e > A(0) ? e * v : A(0);  // sigma_k = 0 contributes 0, even where y_k = 0
+      by += yk;
+      ym = yk < ym ? yk : ym;
+      if (STORE) {
+        e_buf[k] = e;
+        v_buf[k] = v;
+      }
+    }
+    r.s += bs;
+    r.w += bw;
+    r.ysum += by;
+  }
+  r.ymin = ym;
+  return r;
+}
+
+template <bool STORE, typename T, typename A>
+ENTCLUST_ALWAYS_INLINE RowSums cce_sums(const T* l, const T* y, int64_t K, A m, A* e_buf) {
+  RowSums r;
+  A ym = inf<A>();
+  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+    const int64_t k1 = std::min(K, k0 + kBlock);
+    A bs = 0, bw = 0, by = 0;
+#pragma omp simd reduction(+ : bs, bw, by) reduction(min : ym)
+    for (int64_t k = k0; k < k1; ++k) {
+      const A yk = static_cast<A>(y[k]);
+      const A e = op_exp(static_cast<A>(static_cast<A>(l[k]) - m));
+      bs += e;
+      bw += e * yk;
+      by += yk;
+      ym = yk < ym ? yk : ym;
+      if (STORE) e_buf[k] = e;
+    }
+    r.s += bs;
+    r.w += bw;
+    r.ysum += by;
+  }
+  r.ymin = ym;
+  return r;
+}
+
+// Reverse CE gradients (MATH.md): dH/dl_j = sigma_j (-ln y_j - H), dH/dy_j = -sigma_j / y_j,
+// both 0 where sigma_j = 0.
+template <bool GL, bool GY, typename T, typename A>
+ENTCLUST_ALWAYS_INLINE void rce_grads(const T* y, int64_t K, A inv_s, A h, A scale, const A* e_buf,
+                                      const A* v_buf, T* gl, T* gy) {
+#pragma omp simd
+  for (int64_t k = 0; k < K; ++k) {
+    const A sig = e_buf[k] * inv_s;
+    const bool live = sig > A(0);
+    if (GL) gl[k] = static_cast<T>(live ? scale * sig * (v_buf[k] - h) : A(0));
+    if (GY) gy[k] = static_cast<T>(live ? -scale * sig / static_cast<A>(y[k]) : A(0));
+  }
+}
+
+// Collision CE gradients with p = sigma . y: dL/dl_j = sigma_j - y_j sigma_j / p,
+// dL/dy_j = -sigma_j / p; sigma_j / p = e_j * inv_p with inv_p = 1 / sum_k e_k y_k.
+template <bool GL, bool GY, typename T, typename A>
+ENTCLUST_ALWAYS_INLINE void cce_grads(const T* y, int64_t K, A inv_s, A inv_p, A scale, const A* e_buf,
+                                      T* gl, T* gy) {
+#pragma omp simd
+  for (int64_t k = 0; k < K; ++k) {
+    const A e = e_buf[k];
+    if (GL) gl[k] = static_cast<T>(scale * (e * inv_s - static_cast<A>(y[k]) * e * inv_p));
+    if (GY) gy[k] = static_cast<T>(-scale * e * inv_p);
+  }
+}
+
+// Collision CE for a row whose sigma . y underflowed: everything in float64 log space.
+// Returns the loss; writes gradients when asked.
+template <typename T>
+double cce_row_logspace(const T* l, const T* y, int64_t K, double scale, T* gl, T* gy) {
+  double m = -inf<double>();
+  for (int64_t k = 0; k < K; ++k) m = std::max(m, static_cast<double>(l[k]));
+  double s = 0;
+  for (int64_t k = 0; k < K; ++k) s += std::exp(static_cast<double>(l[k]) - m);
+  const double lse = m + std::log(s);
+  double m2 = -inf<double>();
+  for (int64_t k = 0; k < K; ++k) {
+    const double yk = static_cast<double>(y[k]);
+    if (yk > 0) m2 = std::max(m2, static_cast<double>(l[k]) + std::log(yk));
+  }
+  double ln_p;  // ln(sigma . y)
+  if (m2 == -inf<double>()) {
+    ln_p = -inf<double>();
+  } else {
+    double t = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double yk = static_cast<double>(y[k]);
+      if (yk > 0) t += std::exp(static_cast<double>(l[k]) + std::log(yk) - m2);
+    }
+    ln_p = m2 + std::log(t) - lse;
+  }
+  for (int64_t k = 0; gl != nullptr && k < K; ++k) {
+    const double lk = static_cast<double>(l[k]) - lse;
+    const double yk = static_cast<double>(y[k]);
+    const double ratio = std::exp(lk - ln_p);  // sigma_k / p
+    gl[k] = static_cast<T>(scale * (std::exp(lk) - yk * ratio));
+  }
+  for (int64_t k = 0; gy != nullptr && k < K; ++k) {
+    const double lk = static_cast<double>(l[k]) - lse;
+    gy[k] = static_cast<T>(-scale * std::exp(lk - ln_p));
+  }
+  return -ln_p;
+}
+
+// Arguments of one call, shared by every row task.
+template <typename T, typename A>
+struct RowTask {
+  const T* l;
+  const T* y;
+  int64_t K;
+  A scale;
+  T* gl;  // nullptr when not requested
+  T* gy;
+  A* rows;
+  A* ysum;
+  A* ymin;
+};
+
+template <bool GL, bool GY, typename T, typename A>
+ENTCLUST_ALWAYS_INLINE void rce_rows(const RowTask<T, A>& t, int64_t begin, int64_t end, A* scratch) {
+  constexpr bool STORE = GL || GY;
+  const int64_t K = t.K;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* l = t.l + i * K;
+    const T* y = t.y + i * K;
+    const A m = row_max<T, A>(l, K);
+    const RowSums r = rce_sums<STORE>(l, y, K, m, scratch, scratch + K);
+    const double h = r.w / r.s;  // H(sigma, y) = sum_k e_k (-ln y_k) / sum_k e_k
+    t.rows[i] = static_cast<A>(h);
+    t.ysum[i] = static_cast<A>(r.ysum);
+    t.ymin[i] = static_cast<A>(r.ymin);
+    if (STORE) {
+      rce_grads<GL, GY>(y, K, static_cast<A>(1.0 / r.s), static_cast<A>(h), t.scale, scratch,
+                        scratch + K, GL ? t.gl + i * K : nullptr, GY ? t.gy + i * K : nullptr);
+    }
+  }
+}
+
+template <bool GL, bool GY, typename T, typename A>
+ENTCLUST_ALWAYS_INLINE void cce_rows(const RowTask<T, A>& t, int64_t begin, int64_t end, A* scratch) {
+  constexpr bool STORE = GL || GY;
+  const int64_t K = t.K;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* l = t.l + i * K;
+    const T* y = t.y + i * K;
+    T* gl = GL ? t.gl + i * K : nullptr;
+    T* gy = GY ? t.gy + i * K : nullptr;
+    const A m = row_max<T, A>(l, K);
+    const RowSums r = cce_sums<STORE>(l, y, K, m, scratch);
+    t.ysum[i] = static_cast<A>(r.ysum);
+    t.ymin[i] = static_cast<A>(r.ymin);
+    if (r.w > r.s * underflow_threshold<A>() && r.s < inf<double>()) {
+      t.rows[i] = static_cast<A>(std::log(r.s) - std::log(r.w));  // -ln(w / s)
+      if (STORE) {
+        cce_grads<GL, GY>(y, K, static_cast<A>(1.0 / r.s), static_cast<A>(1.0 / r.w), t.scale,
+                          scratch, gl, gy);
+      }
+    } else if (r.w != r.w || r.s != r.s) {  // NaN in the input: propagate, the caller reports it
+      t.rows[i] = std::numeric_limits<A>::quiet_NaN();
+      for (int64_t k = 0; gl != nullptr && k < K; ++k) gl[k] = static_cast<T>(t.rows[i]);
+      for (int64_t k = 0; gy != nullptr && k < K; ++k) gy[k] = static_cast<T>(t.rows[i]);
+    } else {
+      t.rows[i] = static_cast<A>(cce_row_logspace(l, y, K, static_cast<double>(t.scale), gl, gy));
+    }
+  }
+}
+
+// Runs ROWS<GL, GY> over rows [begin, end) with the gradient flags known at compile time.
+#define ENTCLUST_DISPATCH_GRADS(ROWS, t, begin, end, scratch)               \
+  do {                                                                      \
+    if ((t).gl && (t).gy) ROWS<true, true>((t), (begin), (end), (scratch)); \
+    else if ((t).gl) ROWS<true, false>((t), (begin), (end), (scratch));     \
+    else if ((t).gy) ROWS<false, true>((t), (begin), (end), (scratch));     \
+    else ROWS<false, false>((t), (begin), (end), (scratch));                \
+  } while (0)
+
+template <typename T, typename A>
+void rce_range(const RowTask<T, A>& t, int64_t begin, int64_t end, A* scratch) {
+  ENTCLUST_DISPATCH_GRADS(rce_rows, t, begin, end, scratch);
+}
+template <typename T, typename A>
+void cce_range(const RowTask<T, A>& t, int64_t begin, int64_t end, A* scratch) {
+  ENTCLUST_DISPATCH_GRADS(cce_rows, t, begin, end, scratch);
+}
+
+// float32, the hot path: ISA-specific clones.
+ENTCLUST_ISA_CLONES void rce_range_f32(const RowTask<float, float>& t, int64_t b, int64_t e, float* s) {
+  ENTCLUST_DISPATCH_GRADS(rce_rows, t, b, e, s);
+}
+ENTCLUST_ISA_CLONES void cce_range_f32(const RowTask<float, float>& t, int64_t b, int64_t e, float* s) {
+  ENTCLUST_DISPATCH_GRADS(cce_rows, t, b, e, s);
+}
+template <>
+void rce_range<float, float>(const RowTask<float, float>& t, int64_t b, int64_t e, float* s) {
+  rce_range_f32(t, b, e, s);
+}
+template <>
+void cce_range<float, float>(const RowTask<float, float>& t, int64_t b, int64_t e, float* s) {
+  cce_range_f32(t, b, e, s);
+}
+
+enum class Loss { kReverse, kCollision };
+
+template <Loss LOSS>
+LossResult loss_cpu(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t reduction,
+                    bool grad_logits, bool grad_y) {
+  const char* name = LOSS == Loss::kReverse ? "reverse_cross_entropy" : "collision_cross_entropy";
+  check_loss_inputs(name, logits_in, y_in, reduction);
+  const at::Tensor logits = logits_in.contiguous();
+  const at::Tensor y = y_in.contiguous();
+  LossBuffers b = allocate_loss_buffers(logits, y, reduction, grad_logits, grad_y);
+  const int64_t N = logits.size(0), K = logits.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "entclust_loss_cpu", [&] {
+    using A = at::opmath_type<scalar_t>;
+    RowTask<scalar_t, A> task{logits.data_ptr<scalar_t>(),
+                              y.data_ptr<scalar_t>(),
+                              K,
+                              static_cast<A>(b.scale),
+                              grad_logits ? b.grad_logits.data_ptr<scalar_t>() : nullptr,
+                              grad_y ? b.grad_y.data_ptr<scalar_t>() : nullptr,
+                              b.rows.data_ptr<A>(),
+                              b.stats.data_ptr<A>(),
+                              b.stats.data_ptr<A>() + N};
+    const int64_t grain = std::max<int64_t>(1, 16384 / K);
+    at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+      std::vector<A> scratch(grad_logits || grad_y ? 2 * K : 0);
+      if (LOSS == Loss::kReverse) rce_range(task, begin, end, scratch.data());
+      else cce_range(task, begin, end, scratch.data());
+    });
+  });
+  return finish(b, reduction, logits.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(entclust, CPU, m) {
+  m.impl("reverse_cross_entropy", &loss_cpu<Loss::kReverse>);
+  m.impl("collision_cross_entropy", &loss_cpu<Loss::kCollision>);
+}
+
+}  // namespace cpu
+}  // namespace entclust

@@ -1,0 +1,44 @@
+// Every op schema of entclust, in one place. Kernels live in cpu/*.cpp and cuda/*.cu and are
+// registered with TORCH_LIBRARY_IMPL, so the dispatcher picks the device.
+#include <torch/extension.h>
+
+#ifndef ENTCLUST_BUILD_TORCH_VERSION
+#define ENTCLUST_BUILD_TORCH_VERSION "unknown"
+#endif
+
+TORCH_LIBRARY(entclust, m) {
+  // Fused loss ops. `reduction`: 0 none, 1 mean, 2 sum. Returns
+  //   (loss, stats, grad_logits, grad_y)
+  // loss: (N,) or scalar in the dtype of logits; stats: (2, N) row sums and row minima of y
+  // (float32, float64 for float64 inputs); grad_*: gradient of `loss` for a unit upstream
+  // gradient, already scaled for the reduction, or an empty tensor when not requested.
+  m.def(
+      "reverse_cross_entropy(Tensor logits, Tensor y, int reduction, bool grad_logits, "
+      "bool grad_y) -> (Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "collision_cross_entropy(Tensor logits, Tensor y, int reduction, bool grad_logits, "
+      "bool grad_y) -> (Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict info;
+  info["torch_version"] = ENTCLUST_BUILD_TORCH_VERSION;
+#ifdef ENTCLUST_WITH_CUDA
+  info["cuda"] = true;
+  info["cuda_arch_list"] = ENTCLUST_CUDA_ARCH_LIST;
+#else
+  info["cuda"] = false;
+  info["cuda_arch_list"] = "";
+#endif
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("build_info", &build_info, "What this build of entclust._C was compiled with.");
+}

@@ -1,0 +1,30 @@
+"""entclust: fused losses and pseudo-label solvers for discriminative entropy clustering."""
+from ._build import build_info
+from .losses import (
+    collision_cross_entropy,
+    margin_penalty,
+    mi_loss,
+    renyi_entropy,
+    reverse_cross_entropy,
+    shannon_entropy,
+    strong_fairness,
+    weak_fairness,
+)
+from .modules import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "build_info",
+    "reverse_cross_entropy",
+    "collision_cross_entropy",
+    "strong_fairness",
+    "weak_fairness",
+    "mi_loss",
+    "renyi_entropy",
+    "shannon_entropy",
+    "margin_penalty",
+    "ReverseCrossEntropyLoss",
+    "CollisionCrossEntropyLoss",
+    "SelfLabelingLoss",
+]

@@ -1,0 +1,126 @@
+"""Input checks with messages that name the argument and what was received."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._build import check_device
+
+# Default tolerance on |sum_k y_k - 1| per row, by dtype (rounding of a normalised row plus
+# the kernel's own summation error stay far below these).
+SUM_TOL = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def default_sum_tol(dtype: torch.dtype) -> float:
+    return SUM_TOL.get(dtype, 1e-4)
+
+
+def check_tensor(name: str, t, *, floating: bool = True) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if floating and not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    check_device(name, t)
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+def class_dim(name: str, t: torch.Tensor, dim: int) -> int:
+    """Normalise ``dim`` and check that it indexes at least one class."""
+    if t.dim() == 0:
+        raise ValueError(f"{name} must have a class dimension, got a 0-d tensor")
+    if not -t.dim() <= dim < t.dim():
+        raise ValueError(f"dim={dim} is out of range for {name} of shape {tuple(t.shape)}")
+    dim %= t.dim()
+    if t.shape[dim] < 1:
+        raise ValueError(f"{name} must have K >= 1 classes along dim={dim}, got shape {tuple(t.shape)}")
+    return dim
+
+
+def check_pair(op: str, logits, y) -> None:
+    check_tensor("logits", logits)
+    check_tensor("y", y)
+    if y.dtype != logits.dtype:
+        raise TypeError(f"{op}: y has dtype {y.dtype} but logits has dtype {logits.dtype}; cast one of them")
+    if y.device != logits.device:
+        raise ValueError(f"{op}: y is on {y.device} but logits is on {logits.device}")
+    if y.shape != logits.shape:
+        raise ValueError(f"{op}: y must have the shape of logits {tuple(logits.shape)}, got {tuple(y.shape)}")
+
+
+def _first_row(mask: torch.Tensor) -> int:
+    return int(mask.nonzero()[0, 0])
+
+
+def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None) -> None:
+    """``p``: (N, K) rows that must be finite, non-negative and sum to 1 within ``sum_tol``."""
+    bad = ~torch.isfinite(p)
+    if bad.any():
+        raise ValueError(f"{name} must be finite: {int(bad.sum())} NaN/Inf entries, first in row {_first_row(bad.any(1))}")
+    if (p < 0).any():
+        row = _first_row((p < 0).any(1))
+        raise ValueError(f"{name} must be non-negative: row {row} has minimum {p[row].min().item():.6g}")
+    tol = default_sum_tol(p.dtype) if sum_tol is None else sum_tol
+    if math.isfinite(tol) and p.shape[0] > 0:
+        sums = p.sum(1, dtype=torch.float64)
+        off = (sums - 1).abs() > tol
+        if off.any():
+            row = _first_row(off.unsqueeze(1))
+            raise ValueError(
+                f"rows of {name} must sum to 1 (tolerance {tol:g}): row {row} sums to {sums[row].item():.8g}; "
+                f"normalise it, or pass sum_tol=math.inf to accept unnormalised rows"
+            )
+
+
+def check_loss_result(op: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor,
+                      stats: torch.Tensor, sum_tol: float) -> None:
+    """One cheap check over the kernel's per-row statistics; a precise diagnosis only on failure."""
+    if logits.shape[0] == 0:
+        return
+    ysum, ymin = stats[0], stats[1]
+    ok = torch.isfinite(loss).all() & torch.isfinite(ysum).all() & (ymin >= 0).all()
+    if math.isfinite(sum_tol):
+        ok &= ((ysum - 1).abs() <= sum_tol).all()
+    if bool(ok):
+        return
+    _diagnose(op, logits, y, sum_tol)
+
+
+def _diagnose(op: str, logits: torch.Tensor, y: torch.Tensor, sum_tol: float) -> None:
+    bad = torch.isnan(logits) | (logits == math.inf)
+    if bad.any():
+        raise ValueError(f"{op}: logits must not contain NaN or +inf: {int(bad.sum())} such entries, "
+                         f"first in row {_first_row(bad.any(1))}")
+    dead = (logits == -math.inf).all(1)
+    if dead.any():
+        raise ValueError(f"{op}: row {_first_row(dead.unsqueeze(1))} of logits is all -inf: softmax is undefined")
+    check_distributions("y", y, sum_tol)
+    sigma = torch.softmax(logits.double(), dim=1)
+    if op == "reverse_cross_entropy":
+        hole = (sigma > 0) & (y == 0)
+        row = _first_row(hole.any(1))
+        raise ValueError(
+            f"{op}: y is 0 where softmax(logits) > 0 (row {row}, class {int(hole[row].nonzero()[0, 0])}), so "
+            f"H(sigma, y) = +inf there. Smooth y, e.g. (1 - eps) * y + eps / K, or pass validate=False to get inf")
+    overlap = (sigma * y.double()).sum(1)
+    row = _first_row((overlap == 0).unsqueeze(1)) if (overlap == 0).any() else 0
+    raise ValueError(
+        f"{op}: sigma . y = 0 in row {row} (y has no mass where softmax(logits) > 0), so -ln(sigma . y) = +inf; "
+        f"pass validate=False to get inf")
+
+
+def prior_vector(prior, k: int, like: torch.Tensor) -> torch.Tensor:
+    """The prior u as a (K,) tensor of ``like``'s dtype and device; uniform when None."""
+    if prior is None:
+        return torch.full((k,), 1.0 / k, dtype=like.dtype, device=like.device)
+    if not isinstance(prior, torch.Tensor):
+        prior = torch.as_tensor(prior, dtype=like.dtype)
+    if prior.shape != (k,):
+        raise ValueError(f"prior must have shape ({k},), got {tuple(prior.shape)}")
+    prior = prior.to(dtype=like.dtype, device=like.device)
+    check_distributions("prior", prior.unsqueeze(0), default_sum_tol(prior.dtype))
+    return prior

@@ -1,0 +1,191 @@
+"""Losses of discriminative entropy clustering (formulas: shared/MATH.md).
+
+``reverse_cross_entropy`` and ``collision_cross_entropy`` run fused C++/CUDA kernels straight
+from logits; the others are compositions of PyTorch ops.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import ops
+from ._validation import (
+    check_distributions,
+    check_loss_result,
+    check_pair,
+    check_reduction,
+    check_tensor,
+    class_dim,
+    default_sum_tol,
+    prior_vector,
+)
+
+_ZERO_Y_DOC = """
+    Zeros in ``y``: a class with ``sigma_k = 0`` (its softmax underflows, or its logit is
+    ``-inf``) contributes 0 to the value and to both gradients, whatever ``y_k`` is."""
+
+
+def _fused(op_name: str, logits, y, reduction: str, dim: int, validate: bool, sum_tol):
+    check_pair(op_name, logits, y)
+    check_reduction(reduction)
+    dim = class_dim("logits", logits, dim)
+    k = logits.shape[dim]
+    batch_shape = logits.movedim(dim, -1).shape[:-1]
+    logits2 = logits.movedim(dim, -1).reshape(-1, k)
+    y2 = y.movedim(dim, -1).reshape(-1, k)
+    grad_on = torch.is_grad_enabled()
+    loss, stats, _, _ = getattr(ops, op_name)(
+        logits2, y2, ops.REDUCTIONS[reduction], grad_on and logits.requires_grad, grad_on and y.requires_grad
+    )
+    if validate and not torch.compiler.is_compiling():
+        tol = default_sum_tol(y.dtype) if sum_tol is None else float(sum_tol)
+        check_loss_result(op_name, logits2.detach(), y2.detach(), loss.detach(), stats, tol)
+    return loss.reshape(batch_shape) if reduction == "none" else loss
+
+
+def reverse_cross_entropy(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    reduction: str = "mean",
+    dim: int = -1,
+    weight: torch.Tensor | None = None,
+    validate: bool = True,
+    sum_tol: float | None = None,
+) -> torch.Tensor:
+    """Reverse cross-entropy ``H(sigma, y) = -sum_k sigma_k ln y_k`` with ``sigma = softmax(logits)``.
+
+    Args:
+        logits: ``(..., K, ...)`` raw scores, classes along ``dim``; finite or ``-inf`` (masked).
+        y: pseudo-labels, same shape, dtype and device; rows on the probability simplex.
+        reduction: ``"mean"`` over rows (default), ``"sum"``, or ``"none"`` (shape of logits
+            without ``dim``). The mean over zero rows is NaN, as in ``torch.nn.functional.cross_entropy``.
+        weight: optional ``(K,)`` non-negative class weights: ``-sum_k w_k sigma_k ln y_k``.
+        validate: check inputs (one host sync, no extra pass over memory: the kernel returns
+            row sums and minima of ``y``). Skipped inside ``torch.compile``.
+        sum_tol: tolerance on ``|sum_k y_k - 1|`` per row; default 1e-8 (float64), 1e-4
+            (float32), 1e-2 (float16/bfloat16); ``math.inf`` accepts unnormalised ``y``.
+
+    Returns the loss; differentiable in ``logits`` and ``y`` (first derivatives).
+    Gradients: ``d/dl_j = sigma_j (-ln y_j - H)``, ``d/dy_k = -sigma_k / y_k``.
+    """ + _ZERO_Y_DOC + """
+    A class with ``sigma_k > 0`` and ``y_k = 0`` makes the row's loss ``+inf`` (its true value):
+    with ``validate=True`` that raises ``ValueError``; with ``validate=False`` the loss is
+    ``inf`` and that row's gradients are not finite.
+    """
+    if weight is None:
+        return _fused("reverse_cross_entropy", logits, y, reduction, dim, validate, sum_tol)
+    # -sum_k w_k sigma_k ln y_k = H(sigma, y ** w): same kernel on the (unnormalised) powers.
+    check_pair("reverse_cross_entropy", logits, y)
+    check_tensor("weight", weight)
+    d = class_dim("logits", logits, dim)
+    if weight.shape != (logits.shape[d],):
+        raise ValueError(f"weight must have shape ({logits.shape[d]},), got {tuple(weight.shape)}")
+    if not bool(torch.isfinite(weight).all() & (weight >= 0).all()):
+        raise ValueError("weight must be finite and non-negative")
+    if validate:
+        check_distributions("y", y.detach().movedim(d, -1).reshape(-1, logits.shape[d]), sum_tol)
+    shape = [1] * logits.dim()
+    shape[d] = -1
+    powered = y ** weight.to(y.dtype).reshape(shape)
+    return _fused("reverse_cross_entropy", logits, powered, reduction, d, validate, math.inf)
+
+
+def collision_cross_entropy(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    reduction: str = "mean",
+    dim: int = -1,
+    validate: bool = True,
+    sum_tol: float | None = None,
+) -> torch.Tensor:
+    """Collision cross-entropy ``H2(y, sigma) = -ln sum_k sigma_k y_k``, ``sigma = softmax(logits)``.
+
+    Computed in the log domain: when ``sigma . y`` underflows the row is recomputed as
+    ``logsumexp(logits) - logsumexp(logits + ln y)`` in float64. Arguments as in
+    :func:`reverse_cross_entropy`. Gradients: ``d/dl_j = sigma_j (1 - y_j / p)``,
+    ``d/dy_k = -sigma_k / p`` with ``p = sigma . y``; a uniform ``y`` has zero gradient in the logits.
+    """ + _ZERO_Y_DOC + """
+    Zeros in ``y`` are otherwise harmless; only ``sigma . y = 0`` (no overlap) gives ``+inf``,
+    which raises with ``validate=True``.
+    """
+    return _fused("collision_cross_entropy", logits, y, reduction, dim, validate, sum_tol)
+
+
+def _rows(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
+    check_tensor(name, p)
+    dim = class_dim(name, p, dim)
+    return p.movedim(dim, -1).reshape(-1, p.shape[dim])
+
+
+def strong_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True) -> torch.Tensor:
+    """``KL(u || p_bar)`` with ``p_bar`` the mean of the distributions ``p`` over every dim but ``dim``.
+
+    Zero prior entries contribute 0; a class with ``u_k > 0`` and ``p_bar_k = 0`` gives ``+inf``.
+    """
+    rows = _rows("p", p, dim)
+    if validate:
+        check_distributions("p", rows.detach())
+    u = prior_vector(prior, rows.shape[1], rows)
+    p_bar = rows.mean(0)
+    return (torch.special.xlogy(u, u) - torch.special.xlogy(u, p_bar)).sum()
+
+
+def weak_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True) -> torch.Tensor:
+    """``KL(p_bar || u)`` (prior work's fairness term), ``p_bar`` as in :func:`strong_fairness`."""
+    rows = _rows("p", p, dim)
+    if validate:
+        check_distributions("p", rows.detach())
+    u = prior_vector(prior, rows.shape[1], rows)
+    p_bar = rows.mean(0)
+    return (torch.special.xlogy(p_bar, p_bar) - torch.special.xlogy(p_bar, u)).sum()
+
+
+def shannon_entropy(p: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
+    """``H(p) = -sum_k p_k ln p_k`` along ``dim`` (``0 ln 0 = 0``)."""
+    check_tensor("p", p)
+    return -torch.special.xlogy(p, p).sum(dim)
+
+
+def mi_loss(logits: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
+    """Bridle's mutual-information loss ``mean_i H(sigma_i) - H(sigma_bar)`` (minimised; <= 0)."""
+    rows = _rows("logits", logits, dim)
+    log_sigma = torch.log_softmax(rows, dim=1)
+    sigma = log_sigma.exp()
+    decisiveness = -(sigma * log_sigma).sum(1).mean()
+    sigma_bar = sigma.mean(0)
+    return decisiveness + torch.special.xlogy(sigma_bar, sigma_bar).sum()
+
+
+def renyi_entropy(p: torch.Tensor, alpha: float, *, dim: int = -1) -> torch.Tensor:
+    """Rényi entropy ``R_alpha(p) = ln(sum_k p_k^alpha) / (1 - alpha)`` along ``dim``.
+
+    The limits are exact: ``alpha = 1`` Shannon, ``alpha = inf`` ``-ln max_k p_k``,
+    ``alpha = 0`` ``ln |supp p|``. ``alpha`` must be >= 0.
+    """
+    check_tensor("p", p)
+    alpha = float(alpha)
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if alpha == 1.0:
+        return shannon_entropy(p, dim=dim)
+    if alpha == math.inf:
+        return -torch.log(p.amax(dim))
+    if alpha == 0.0:
+        return torch.log((p > 0).sum(dim).to(p.dtype))
+    tiny = torch.finfo(p.dtype).tiny
+    # alpha ln p with zeros masked (not -inf * 0) so that gradients stay finite.
+    scaled = torch.where(p > 0, alpha * torch.log(p.clamp_min(tiny)), -math.inf)
+    return torch.logsumexp(scaled, dim) / (1.0 - alpha)
+
+
+def margin_penalty(head) -> torch.Tensor:
+    """``||v||^2`` of a linear head (an ``nn.Linear`` or its weight tensor); the bias is excluded."""
+    if isinstance(head, nn.Linear):
+        return head.weight.pow(2).sum()
+    if isinstance(head, torch.Tensor):
+        return head.pow(2).sum()
+    raise TypeError(f"head must be an nn.Linear or a weight tensor, got {type(head).__name__}")

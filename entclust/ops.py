@@ -1,0 +1,90 @@
+"""Typed access to the compiled ops ``torch.ops.entclust.*``: fake (meta) kernels for
+torch.compile and autograd formulas. The public, validated API is in :mod:`entclust.losses`.
+
+The loss ops are *fused*: when an input needs a gradient, the forward kernel writes that
+gradient too (for a unit upstream gradient, already scaled by the reduction), so the backward
+is free when the upstream gradient is 1 and one multiplication otherwise. This halves the
+memory traffic of forward + backward compared with recomputing softmax in the backward.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _C  # noqa: F401  (loads the library: registers torch.ops.entclust.*)
+
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+LOSS_OPS = ("reverse_cross_entropy", "collision_cross_entropy")
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fake_loss(logits, y, reduction, grad_logits, grad_y):
+    n = logits.shape[0]
+    loss = logits.new_empty((n,)) if reduction == 0 else logits.new_empty(())
+    stats = logits.new_empty((2, n), dtype=_opmath(logits.dtype))
+    gl = torch.empty_like(logits, memory_format=torch.contiguous_format) if grad_logits else logits.new_empty((0,))
+    gy = torch.empty_like(y, memory_format=torch.contiguous_format) if grad_y else y.new_empty((0,))
+    return loss, stats, gl, gy
+
+
+def _setup_context(ctx, inputs, output):
+    _, _, reduction, grad_logits, grad_y = inputs
+    _, stats, gl, gy = output
+    ctx.reduction = reduction
+    ctx.computed = (grad_logits, grad_y)
+    ctx.mark_non_differentiable(stats, gl, gy)
+    ctx.save_for_backward(gl, gy)
+
+
+def _is_exactly_one(g: torch.Tensor) -> bool:
+    """True when ``g`` is a concrete scalar equal to 1 (the usual ``loss.backward()``); never
+    inspects values while tracing, under functorch transforms, or for tensor subclasses."""
+    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.numel() != 1:
+        return False
+    if torch._C._functorch.is_functorch_wrapped_tensor(g):
+        return False
+    return bool(g == 1)
+
+
+def _chain(saved: torch.Tensor, g: torch.Tensor, reduction: int) -> torch.Tensor:
+    if reduction == 0:
+        return saved * g.unsqueeze(-1)
+    return saved if _is_exactly_one(g) else saved * g
+
+
+def _backward(ctx, g_loss, g_stats, g_gl, g_gy):
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            "entclust losses have first derivatives only: backward with create_graph=True "
+            "(double backward) through them is not implemented"
+        )
+    gl, gy = ctx.saved_tensors
+    grads = [None] * 5
+    for index, (saved, computed) in enumerate(zip((gl, gy), ctx.computed)):
+        if not ctx.needs_input_grad[index]:
+            continue
+        if not computed:
+            name = ("logits", "y")[index]
+            raise RuntimeError(
+                f"the gradient for {name} was not computed in the forward call "
+                f"(grad_{name}=False); call the op with grad_{name}=True when {name} requires grad"
+            )
+        grads[index] = _chain(saved, g_loss, ctx.reduction)
+    return tuple(grads)
+
+
+for _name in LOSS_OPS:
+    torch.library.register_fake(f"entclust::{_name}")(_fake_loss)
+    torch.library.register_autograd(f"entclust::{_name}", _backward, setup_context=_setup_context)
+
+
+def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool, grad_y: bool):
+    """Raw fused op on ``(N, K)`` inputs; returns ``(loss, stats, grad_logits, grad_y)``."""
+    return torch.ops.entclust.reverse_cross_entropy(logits, y, reduction, grad_logits, grad_y)
+
+
+def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool, grad_y: bool):
+    """Raw fused op on ``(N, K)`` inputs; returns ``(loss, stats, grad_logits, grad_y)``."""
+    return torch.ops.entclust.collision_cross_entropy(logits, y, reduction, grad_logits, grad_y)
