@@ -169,8 +169,9 @@ double cce_row_logspace(const T* l, const T* y, int64_t K, double scale, T* gl, 
   for (int64_t k = 0; gl != nullptr && k < K; ++k) {
     const double lk = static_cast<double>(l[k]) - lse;
     const double yk = static_cast<double>(y[k]);
-    const double ratio = std::exp(lk - ln_p);  // sigma_k / p
-    gl[k] = static_cast<T>(scale * (std::exp(lk) - yk * ratio));
+    // y_k sigma_k / p, formed in log space: sigma_k / p alone may overflow where y_k = 0
+    const double y_ratio = yk > 0 ? std::exp(lk + std::log(yk) - ln_p) : 0.0;
+    gl[k] = static_cast<T>(scale * (std::exp(lk) - y_ratio));
   }
   for (int64_t k = 0; gy != nullptr && k < K; ++k) {
     const double lk = static_cast<double>(l[k]) - lse;

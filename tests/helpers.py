@@ -1,0 +1,47 @@
+"""Shared test helpers: dtypes, devices, tensor makers, tolerances."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import entclust
+
+FLOAT_DTYPES = [torch.float32, torch.float64]
+HALF_DTYPES = [torch.float16, torch.bfloat16]
+DTYPES = FLOAT_DTYPES + HALF_DTYPES
+
+
+def devices() -> list:
+    out = ["cpu"]
+    if torch.cuda.is_available() and "cuda" in entclust.build_info()["kernels"]:
+        out.append("cuda")
+    return out
+
+
+DEVICES = devices()
+requires_cuda = pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and entclust's CUDA kernels")
+
+
+def make_logits(shape, dtype=torch.float32, device="cpu", scale=3.0, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype=dtype, device=device)
+
+
+def make_simplex(shape, dtype=torch.float32, device="cpu", temperature=2.0, dim=-1, seed=1) -> torch.Tensor:
+    """Rows on the simplex along ``dim``, normalised in float64 then cast; mixed with 10%
+    uniform mass so that no entry underflows to 0 in half precision."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.softmax(temperature * torch.randn(shape, generator=g, dtype=torch.float64), dim=dim)
+    k = shape[dim] if len(shape) else 1
+    return (0.9 * p + 0.1 / max(k, 1)).to(dtype=dtype, device=device)
+
+
+def tolerances(dtype: torch.dtype) -> dict:
+    """Tolerances for kernel vs reference. Half types: the reference itself runs in float32 on
+    upcast inputs, so the kernel is compared to the same rounding of that float32 result."""
+    return {
+        torch.float64: dict(rtol=1e-10, atol=1e-12),
+        torch.float32: dict(rtol=2e-5, atol=2e-6),
+        torch.float16: dict(rtol=1e-2, atol=1e-3),
+        torch.bfloat16: dict(rtol=2e-2, atol=4e-3),
+    }[dtype]
