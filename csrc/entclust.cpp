@@ -9,16 +9,17 @@
 TORCH_LIBRARY(entclust, m) {
   // Fused loss ops. `reduction`: 0 none, 1 mean, 2 sum. Returns
   //   (loss, stats, grad_logits, grad_y)
-  // loss: (N,) or scalar in the dtype of logits; stats: (2, N) row sums and row minima of y
-  // (float32, float64 for float64 inputs); grad_*: gradient of `loss` for a unit upstream
-  // gradient, already scaled for the reduction, or an empty tensor when not requested.
+  // loss: (N,) or scalar in the dtype of logits; stats: (3, N) row sums of y, row minima of y
+  // and a 0/1 "report this row" flag (float32, float64 for float64 inputs; see losses.h);
+  // grad_*: gradient of `loss` for a unit upstream gradient, already scaled for the
+  // reduction, or an empty tensor when not requested. `sum_tol`: allowed |sum_k y_k - 1|.
   m.def(
       "reverse_cross_entropy(Tensor logits, Tensor y, int reduction, bool grad_logits, "
-      "bool grad_y) -> (Tensor, Tensor, Tensor, Tensor)",
+      "bool grad_y, float sum_tol) -> (Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
   m.def(
       "collision_cross_entropy(Tensor logits, Tensor y, int reduction, bool grad_logits, "
-      "bool grad_y) -> (Tensor, Tensor, Tensor, Tensor)",
+      "bool grad_y, float sum_tol) -> (Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }
 

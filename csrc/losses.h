@@ -34,8 +34,9 @@ inline void check_loss_inputs(const char* op, const at::Tensor& logits, const at
 
 // Per-row outputs of a loss kernel, all in opmath precision:
 //   rows  (N,)   loss of each row
-//   stats (2, N) sum_k y_k and min_k y_k of each row, so the Python side can validate y
-//                without another pass over memory.
+//   stats (3, N) sum_k y_k, min_k y_k and a 0/1 flag per row (1: non-finite loss, y not
+//                finite, negative, or its sum off by more than sum_tol), so that validating
+//                the inputs costs no further pass over memory.
 struct LossBuffers {
   at::Tensor rows, stats, grad_logits, grad_y;
   double scale;  // factor folded into the gradients: 1/N for mean, 1 otherwise
@@ -47,7 +48,7 @@ inline LossBuffers allocate_loss_buffers(const at::Tensor& logits, const at::Ten
   auto opts = logits.options().dtype(opmath_dtype(logits.scalar_type()));
   LossBuffers b;
   b.rows = at::empty({n}, opts);
-  b.stats = at::empty({2, n}, opts);
+  b.stats = at::empty({3, n}, opts);
   b.grad_logits = grad_logits ? at::empty_like(logits, at::MemoryFormat::Contiguous)
                               : at::empty({0}, logits.options());
   b.grad_y = grad_y ? at::empty_like(y, at::MemoryFormat::Contiguous) : at::empty({0}, y.options());

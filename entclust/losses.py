@@ -31,18 +31,21 @@ def _fused(op_name: str, logits, y, reduction: str, dim: int, validate: bool, su
     check_pair(op_name, logits, y)
     check_reduction(reduction)
     dim = class_dim("logits", logits, dim)
-    k = logits.shape[dim]
-    batch_shape = logits.movedim(dim, -1).shape[:-1]
-    logits2 = logits.movedim(dim, -1).reshape(-1, k)
-    y2 = y.movedim(dim, -1).reshape(-1, k)
+    if logits.dim() == 2 and dim == 1:  # the common (N, K) case: no views to build
+        logits2, y2, batch_shape = logits, y, logits.shape[:1]
+    else:
+        k = logits.shape[dim]
+        batch_shape = logits.movedim(dim, -1).shape[:-1]
+        logits2 = logits.movedim(dim, -1).reshape(-1, k)
+        y2 = y.movedim(dim, -1).reshape(-1, k)
     grad_on = torch.is_grad_enabled()
+    tol = default_sum_tol(y.dtype) if sum_tol is None else float(sum_tol)
     loss, stats, _, _ = getattr(ops, op_name)(
-        logits2, y2, ops.REDUCTIONS[reduction], grad_on and logits.requires_grad, grad_on and y.requires_grad
+        logits2, y2, ops.REDUCTIONS[reduction], grad_on and logits.requires_grad, grad_on and y.requires_grad, tol
     )
     if validate and not torch.compiler.is_compiling():
-        tol = default_sum_tol(y.dtype) if sum_tol is None else float(sum_tol)
-        check_loss_result(op_name, logits2.detach(), y2.detach(), loss.detach(), stats, tol)
-    return loss.reshape(batch_shape) if reduction == "none" else loss
+        check_loss_result(op_name, logits2.detach(), y2.detach(), stats, tol)
+    return loss.reshape(batch_shape) if reduction == "none" and loss.shape != batch_shape else loss
 
 
 def reverse_cross_entropy(

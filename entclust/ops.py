@@ -20,17 +20,17 @@ def _opmath(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _fake_loss(logits, y, reduction, grad_logits, grad_y):
+def _fake_loss(logits, y, reduction, grad_logits, grad_y, sum_tol):
     n = logits.shape[0]
     loss = logits.new_empty((n,)) if reduction == 0 else logits.new_empty(())
-    stats = logits.new_empty((2, n), dtype=_opmath(logits.dtype))
+    stats = logits.new_empty((3, n), dtype=_opmath(logits.dtype))
     gl = torch.empty_like(logits, memory_format=torch.contiguous_format) if grad_logits else logits.new_empty((0,))
     gy = torch.empty_like(y, memory_format=torch.contiguous_format) if grad_y else y.new_empty((0,))
     return loss, stats, gl, gy
 
 
 def _setup_context(ctx, inputs, output):
-    _, _, reduction, grad_logits, grad_y = inputs
+    _, _, reduction, grad_logits, grad_y, _ = inputs
     _, stats, gl, gy = output
     ctx.reduction = reduction
     ctx.computed = (grad_logits, grad_y)
@@ -39,19 +39,14 @@ def _setup_context(ctx, inputs, output):
 
 
 def _is_exactly_one(g: torch.Tensor) -> bool:
-    """True when ``g`` is a concrete scalar equal to 1 (the usual ``loss.backward()``); never
-    inspects values while tracing, under functorch transforms, or for tensor subclasses."""
-    if torch.compiler.is_compiling() or type(g) is not torch.Tensor or g.numel() != 1:
+    """True when ``g`` is a concrete CPU scalar equal to 1 (the usual ``loss.backward()``); never
+    inspects values while tracing, under functorch transforms, for tensor subclasses, or on
+    an accelerator (where reading the value would synchronise the stream)."""
+    if type(g) is not torch.Tensor or g.numel() != 1 or g.device.type != "cpu" or torch.compiler.is_compiling():
         return False
     if torch._C._functorch.is_functorch_wrapped_tensor(g):
         return False
-    return bool(g == 1)
-
-
-def _chain(saved: torch.Tensor, g: torch.Tensor, reduction: int) -> torch.Tensor:
-    if reduction == 0:
-        return saved * g.unsqueeze(-1)
-    return saved if _is_exactly_one(g) else saved * g
+    return g.item() == 1.0
 
 
 def _backward(ctx, g_loss, g_stats, g_gl, g_gy):
@@ -60,9 +55,10 @@ def _backward(ctx, g_loss, g_stats, g_gl, g_gy):
             "entclust losses have first derivatives only: backward with create_graph=True "
             "(double backward) through them is not implemented"
         )
-    gl, gy = ctx.saved_tensors
-    grads = [None] * 5
-    for index, (saved, computed) in enumerate(zip((gl, gy), ctx.computed)):
+    saved = ctx.saved_tensors
+    unit = ctx.reduction != 0 and _is_exactly_one(g_loss)
+    grads = [None] * 6
+    for index, computed in enumerate(ctx.computed):
         if not ctx.needs_input_grad[index]:
             continue
         if not computed:
@@ -71,7 +67,12 @@ def _backward(ctx, g_loss, g_stats, g_gl, g_gy):
                 f"the gradient for {name} was not computed in the forward call "
                 f"(grad_{name}=False); call the op with grad_{name}=True when {name} requires grad"
             )
-        grads[index] = _chain(saved, g_loss, ctx.reduction)
+        if unit:
+            grads[index] = saved[index]
+        elif ctx.reduction == 0:
+            grads[index] = saved[index] * g_loss.unsqueeze(-1)
+        else:
+            grads[index] = saved[index] * g_loss
     return tuple(grads)
 
 
@@ -80,11 +81,13 @@ for _name in LOSS_OPS:
     torch.library.register_autograd(f"entclust::{_name}", _backward, setup_context=_setup_context)
 
 
-def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool, grad_y: bool):
+def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool, grad_y: bool,
+                          sum_tol: float):
     """Raw fused op on ``(N, K)`` inputs; returns ``(loss, stats, grad_logits, grad_y)``."""
-    return torch.ops.entclust.reverse_cross_entropy(logits, y, reduction, grad_logits, grad_y)
+    return torch.ops.entclust.reverse_cross_entropy(logits, y, reduction, grad_logits, grad_y, sum_tol)
 
 
-def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool, grad_y: bool):
+def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool, grad_y: bool,
+                            sum_tol: float):
     """Raw fused op on ``(N, K)`` inputs; returns ``(loss, stats, grad_logits, grad_y)``."""
-    return torch.ops.entclust.collision_cross_entropy(logits, y, reduction, grad_logits, grad_y)
+    return torch.ops.entclust.collision_cross_entropy(logits, y, reduction, grad_logits, grad_y, sum_tol)

@@ -59,56 +59,81 @@ struct RowSums {
   double ymin = std::numeric_limits<double>::infinity();
 };
 
-// Reverse CE forward for one row; with STORE, e_k and -ln y_k go to the scratch rows.
-template <bool STORE, typename T, typename A>
-ENTCLUST_ALWAYS_INLINE RowSums rce_sums(const T* l, const T* y, int64_t K, A m, A* e_buf, A* v_buf) {
-  RowSums r;
-  A ym = inf<A>();
-  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
-    const int64_t k1 = std::min(K, k0 + kBlock);
-    A bs = 0, bw = 0, by = 0;
+// Rows are processed in whole vectors of kLanes classes; the remaining K % kLanes classes go
+// through the same vectorised block code on a padded copy (logit -inf, label 1: e_k = 0 and
+// no contribution), because a scalar remainder of exp/log costs more than the vector body
+// for K of a few hundred and everything for K < kLanes. Row sums/minima of y for the
+// remainder are taken separately, in scalar code (no transcendentals there).
+constexpr int64_t kLanes = 16;
+
+// The padded remainder has a constant trip count, which GCC unrolls completely before the
+// vectoriser runs (and then leaves scalar); an opaque count keeps it a vectorisable loop.
+ENTCLUST_ALWAYS_INLINE int64_t opaque(int64_t n) {
+#if defined(__GNUC__)
+  asm("" : "+r"(n));
+#endif
+  return n;
+}
+
+// Block sums over n classes: s += e_k with e_k = exp(l_k - m), and w += e_k (-ln y_k)
+// (reverse CE) or w += e_k y_k (collision CE); with STATS also the sum and minimum of y;
+// with STORE, e_k (and -ln y_k for reverse CE) are written to e_out (v_out).
+template <bool RCE, bool STORE, bool STATS, typename L, typename A>
+ENTCLUST_ALWAYS_INLINE void block_sums(const L* l, const L* y, int64_t n, A m, A* e_out, A* v_out, A& bs,
+                                       A& bw, A& by, A& ym) {
 #pragma omp simd reduction(+ : bs, bw, by) reduction(min : ym)
-    for (int64_t k = k0; k < k1; ++k) {
-      const A yk = static_cast<A>(y[k]);
-      const A e = op_exp(static_cast<A>(static_cast<A>(l[k]) - m));
+  for (int64_t k = 0; k < n; ++k) {
+    const A yk = static_cast<A>(y[k]);
+    const A e = op_exp(static_cast<A>(static_cast<A>(l[k]) - m));
+    bs += e;
+    if (RCE) {
       const A v = -op_log(yk);
-      bs += e;
       bw += e > A(0) ? e * v : A(0);  // sigma_k = 0 contributes 0, even where y_k = 0
+      if (STORE) v_out[k] = v;
+    } else {
+      bw += e * yk;
+    }
+    if (STATS) {
       by += yk;
       ym = yk < ym ? yk : ym;
-      if (STORE) {
-        e_buf[k] = e;
-        v_buf[k] = v;
-      }
     }
+    if (STORE) e_out[k] = e;
+  }
+}
+
+// Forward sums of one row; with STORE, e_k (and -ln y_k) go to the scratch rows e_buf (v_buf).
+template <bool RCE, bool STORE, typename T, typename A>
+ENTCLUST_ALWAYS_INLINE RowSums row_sums(const T* l, const T* y, int64_t K, A m, A* e_buf, A* v_buf) {
+  RowSums r;
+  A ym = inf<A>();
+  const int64_t kv = K - K % kLanes;
+  for (int64_t k0 = 0; k0 < kv; k0 += kBlock) {
+    const int64_t n = std::min(kv - k0, kBlock);
+    A bs = 0, bw = 0, by = 0;
+    block_sums<RCE, STORE, true>(l + k0, y + k0, n, m, e_buf + k0, v_buf + k0, bs, bw, by, ym);
     r.s += bs;
     r.w += bw;
     r.ysum += by;
   }
-  r.ymin = ym;
-  return r;
-}
-
-template <bool STORE, typename T, typename A>
-ENTCLUST_ALWAYS_INLINE RowSums cce_sums(const T* l, const T* y, int64_t K, A m, A* e_buf) {
-  RowSums r;
-  A ym = inf<A>();
-  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
-    const int64_t k1 = std::min(K, k0 + kBlock);
-    A bs = 0, bw = 0, by = 0;
-#pragma omp simd reduction(+ : bs, bw, by) reduction(min : ym)
-    for (int64_t k = k0; k < k1; ++k) {
-      const A yk = static_cast<A>(y[k]);
-      const A e = op_exp(static_cast<A>(static_cast<A>(l[k]) - m));
-      bs += e;
-      bw += e * yk;
-      by += yk;
-      ym = yk < ym ? yk : ym;
-      if (STORE) e_buf[k] = e;
+  if (kv < K) {
+    const int64_t rest = K - kv;
+    A tl[kLanes], ty[kLanes], te[kLanes], tv[kLanes];
+    for (int64_t j = 0; j < kLanes; ++j) {
+      tl[j] = j < rest ? static_cast<A>(l[kv + j]) : -inf<A>();
+      ty[j] = j < rest ? static_cast<A>(y[kv + j]) : A(1);
     }
+    A bs = 0, bw = 0, unused_sum = 0, unused_min = 0;
+    block_sums<RCE, true, false>(tl, ty, opaque(kLanes), m, te, tv, bs, bw, unused_sum, unused_min);
     r.s += bs;
     r.w += bw;
-    r.ysum += by;
+    for (int64_t j = 0; j < rest; ++j) {
+      r.ysum += ty[j];
+      ym = ty[j] < ym ? ty[j] : ym;
+      if (STORE) {
+        e_buf[kv + j] = te[j];
+        if (RCE) v_buf[kv + j] = tv[j];
+      }
+    }
   }
   r.ymin = ym;
   return r;
@@ -192,7 +217,20 @@ struct RowTask {
   A* rows;
   A* ysum;
   A* ymin;
+  A* bad;
+  double sum_tol;
 };
+
+// Per-row verdict for the Python-side check (1 = something to report): a non-finite loss,
+// non-finite or negative y, or a row sum off by more than sum_tol (sum_tol = inf: unchecked).
+template <typename T, typename A>
+ENTCLUST_ALWAYS_INLINE void record_row(const RowTask<T, A>& t, int64_t i, double loss, double ysum, double ymin) {
+  t.rows[i] = static_cast<A>(loss);
+  t.ysum[i] = static_cast<A>(ysum);
+  t.ymin[i] = static_cast<A>(ymin);
+  const bool ok = std::isfinite(loss) && std::isfinite(ysum) && ymin >= 0 && !(std::fabs(ysum - 1.0) > t.sum_tol);
+  t.bad[i] = ok ? A(0) : A(1);
+}
 
 template <bool GL, bool GY, typename T, typename A>
 ENTCLUST_ALWAYS_INLINE void rce_rows(const RowTask<T, A>& t, int64_t begin, int64_t end, A* scratch) {
@@ -202,11 +240,9 @@ ENTCLUST_ALWAYS_INLINE void rce_rows(const RowTask<T, A>& t, int64_t begin, int6
     const T* l = t.l + i * K;
     const T* y = t.y + i * K;
     const A m = row_max<T, A>(l, K);
-    const RowSums r = rce_sums<STORE>(l, y, K, m, scratch, scratch + K);
+    const RowSums r = row_sums<true, STORE>(l, y, K, m, scratch, scratch + K);
     const double h = r.w / r.s;  // H(sigma, y) = sum_k e_k (-ln y_k) / sum_k e_k
-    t.rows[i] = static_cast<A>(h);
-    t.ysum[i] = static_cast<A>(r.ysum);
-    t.ymin[i] = static_cast<A>(r.ymin);
+    record_row(t, i, h, r.ysum, r.ymin);
     if (STORE) {
       rce_grads<GL, GY>(y, K, static_cast<A>(1.0 / r.s), static_cast<A>(h), t.scale, scratch,
                         scratch + K, GL ? t.gl + i * K : nullptr, GY ? t.gy + i * K : nullptr);
@@ -224,22 +260,22 @@ ENTCLUST_ALWAYS_INLINE void cce_rows(const RowTask<T, A>& t, int64_t begin, int6
     T* gl = GL ? t.gl + i * K : nullptr;
     T* gy = GY ? t.gy + i * K : nullptr;
     const A m = row_max<T, A>(l, K);
-    const RowSums r = cce_sums<STORE>(l, y, K, m, scratch);
-    t.ysum[i] = static_cast<A>(r.ysum);
-    t.ymin[i] = static_cast<A>(r.ymin);
+    const RowSums r = row_sums<false, STORE>(l, y, K, m, scratch, scratch + K);
+    double loss;
     if (r.w > r.s * underflow_threshold<A>() && r.s < inf<double>()) {
-      t.rows[i] = static_cast<A>(std::log(r.s) - std::log(r.w));  // -ln(w / s)
+      loss = std::log(r.s / r.w);  // -ln(w / s)
       if (STORE) {
         cce_grads<GL, GY>(y, K, static_cast<A>(1.0 / r.s), static_cast<A>(1.0 / r.w), t.scale,
                           scratch, gl, gy);
       }
     } else if (r.w != r.w || r.s != r.s) {  // NaN in the input: propagate, the caller reports it
-      t.rows[i] = std::numeric_limits<A>::quiet_NaN();
-      for (int64_t k = 0; gl != nullptr && k < K; ++k) gl[k] = static_cast<T>(t.rows[i]);
-      for (int64_t k = 0; gy != nullptr && k < K; ++k) gy[k] = static_cast<T>(t.rows[i]);
+      loss = std::numeric_limits<double>::quiet_NaN();
+      for (int64_t k = 0; gl != nullptr && k < K; ++k) gl[k] = static_cast<T>(loss);
+      for (int64_t k = 0; gy != nullptr && k < K; ++k) gy[k] = static_cast<T>(loss);
     } else {
-      t.rows[i] = static_cast<A>(cce_row_logspace(l, y, K, static_cast<double>(t.scale), gl, gy));
+      loss = cce_row_logspace(l, y, K, static_cast<double>(t.scale), gl, gy);
     }
+    record_row(t, i, loss, r.ysum, r.ymin);
   }
 }
 
@@ -281,7 +317,7 @@ enum class Loss { kReverse, kCollision };
 
 template <Loss LOSS>
 LossResult loss_cpu(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t reduction,
-                    bool grad_logits, bool grad_y) {
+                    bool grad_logits, bool grad_y, double sum_tol) {
   const char* name = LOSS == Loss::kReverse ? "reverse_cross_entropy" : "collision_cross_entropy";
   check_loss_inputs(name, logits_in, y_in, reduction);
   const at::Tensor logits = logits_in.contiguous();
@@ -298,7 +334,9 @@ LossResult loss_cpu(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t
                               grad_y ? b.grad_y.data_ptr<scalar_t>() : nullptr,
                               b.rows.data_ptr<A>(),
                               b.stats.data_ptr<A>(),
-                              b.stats.data_ptr<A>() + N};
+                              b.stats.data_ptr<A>() + N,
+                              b.stats.data_ptr<A>() + 2 * N,
+                              sum_tol};
     const int64_t grain = std::max<int64_t>(1, 16384 / K);
     at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
       std::vector<A> scratch(grad_logits || grad_y ? 2 * K : 0);

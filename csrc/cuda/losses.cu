@@ -24,6 +24,7 @@ __device__ __forceinline__ A underflow_threshold() { return sizeof(A) == 4 ? A(1
 struct Args {
   int64_t n, k;
   double scale;
+  double sum_tol;
   bool grad_logits, grad_y;
 };
 
@@ -36,6 +37,7 @@ struct Ptrs {
   A* __restrict__ rows;
   A* __restrict__ ysum;
   A* __restrict__ ymin;
+  A* __restrict__ bad;
 };
 
 // Loads class `k` of the row (or the neutral element past K) from registers or memory.
@@ -168,6 +170,10 @@ __global__ void __launch_bounds__(G == 32 ? 256 : G)
       p.rows[row] = loss;
       p.ysum[row] = ys;
       p.ymin[row] = ym;
+      // same verdict as cpu/losses.cpp record_row
+      const bool ok = isfinite(loss) && isfinite(ys) && ym >= A(0) &&
+                      !(fabs(static_cast<double>(ys) - 1.0) > args.sum_tol);
+      p.bad[row] = ok ? A(0) : A(1);
     }
   }
 }
@@ -197,7 +203,7 @@ void dispatch_shape(const Ptrs<T, A>& p, const Args& args, cudaStream_t stream, 
 
 template <bool RCE>
 LossResult loss_cuda(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t reduction, bool grad_logits,
-                     bool grad_y) {
+                     bool grad_y, double sum_tol) {
   check_loss_inputs(RCE ? "reverse_cross_entropy" : "collision_cross_entropy", logits_in, y_in, reduction);
   const c10::cuda::CUDAGuard guard(logits_in.device());
   const at::Tensor logits = logits_in.contiguous();
@@ -208,7 +214,7 @@ LossResult loss_cuda(const at::Tensor& logits_in, const at::Tensor& y_in, int64_
     int sm_count = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, logits.get_device()));
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    const Args args{N, K, b.scale, grad_logits, grad_y};
+    const Args args{N, K, b.scale, sum_tol, grad_logits, grad_y};
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "entclust_loss_cuda", [&] {
       using A = at::opmath_type<scalar_t>;
       const Ptrs<scalar_t, A> p{logits.data_ptr<scalar_t>(),
@@ -217,7 +223,8 @@ LossResult loss_cuda(const at::Tensor& logits_in, const at::Tensor& y_in, int64_
                                 grad_y ? b.grad_y.data_ptr<scalar_t>() : nullptr,
                                 b.rows.data_ptr<A>(),
                                 b.stats.data_ptr<A>(),
-                                b.stats.data_ptr<A>() + N};
+                                b.stats.data_ptr<A>() + N,
+                                b.stats.data_ptr<A>() + 2 * N};
       dispatch_shape<scalar_t, A, RCE>(p, args, stream, sm_count);
     });
   }
