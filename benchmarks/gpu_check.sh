@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# On a CUDA machine, in one command: build the extension with CUDA kernels in place, run the
+# whole test suite (the CUDA tests included), then the loss benchmark on the GPU and on the CPU.
+# Results go under $OUT (or ./results): logs, JSON and PNG.
+#   bash benchmarks/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-results}
+mkdir -p "$OUT"
+PYTHON=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Build for the GPU that is here (9.0 on H100/H200) unless the caller says otherwise.
+if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+  TORCH_CUDA_ARCH_LIST=$($PYTHON -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
+  export TORCH_CUDA_ARCH_LIST
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+echo "== build (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
+ENTCLUST_FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} $PYTHON setup.py build_ext --inplace > "$OUT/build.log" 2>&1 \
+  || { tail -40 "$OUT/build.log"; exit 1; }
+$PYTHON -m entclust info | tee "$OUT/info.txt"
+echo "== tests"
+$PYTHON -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/tests.log" | tail -15
+tests_rc=${PIPESTATUS[0]}
+echo "== benchmarks"
+$PYTHON benchmarks/bench_losses.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/bench_cuda.md"
+$PYTHON benchmarks/bench_losses.py --device cpu --out "$OUT" 2>&1 | tee "$OUT/bench_cpu.md"
+exit "$tests_rc"
