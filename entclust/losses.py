@@ -124,26 +124,26 @@ def _rows(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
     return p.movedim(dim, -1).reshape(-1, p.shape[dim])
 
 
+def _mean_and_prior(p: torch.Tensor, prior, dim: int, validate: bool):
+    """``p_bar``, the mean of the distributions ``p`` over every dim but ``dim``, and the prior."""
+    rows = _rows("p", p, dim)
+    if validate:
+        check_distributions("p", rows.detach())
+    return rows.mean(0), prior_vector(prior, rows.shape[1], rows)
+
+
 def strong_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True) -> torch.Tensor:
     """``KL(u || p_bar)`` with ``p_bar`` the mean of the distributions ``p`` over every dim but ``dim``.
 
     Zero prior entries contribute 0; a class with ``u_k > 0`` and ``p_bar_k = 0`` gives ``+inf``.
     """
-    rows = _rows("p", p, dim)
-    if validate:
-        check_distributions("p", rows.detach())
-    u = prior_vector(prior, rows.shape[1], rows)
-    p_bar = rows.mean(0)
+    p_bar, u = _mean_and_prior(p, prior, dim, validate)
     return (torch.special.xlogy(u, u) - torch.special.xlogy(u, p_bar)).sum()
 
 
 def weak_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True) -> torch.Tensor:
     """``KL(p_bar || u)`` (prior work's fairness term), ``p_bar`` as in :func:`strong_fairness`."""
-    rows = _rows("p", p, dim)
-    if validate:
-        check_distributions("p", rows.detach())
-    u = prior_vector(prior, rows.shape[1], rows)
-    p_bar = rows.mean(0)
+    p_bar, u = _mean_and_prior(p, prior, dim, validate)
     return (torch.special.xlogy(p_bar, p_bar) - torch.special.xlogy(p_bar, u)).sum()
 
 
