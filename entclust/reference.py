@@ -6,6 +6,9 @@ PyTorch compositions and have no separate reference.
 """
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 
 
@@ -27,3 +30,225 @@ def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: st
     """``-ln sum_k softmax(logits)_k y_k = logsumexp(l) - logsumexp(l + ln y)``."""
     rows = torch.logsumexp(logits, dim) - torch.logsumexp(logits + torch.log(y), dim)
     return _reduce(rows, reduction)
+
+
+# ---- pseudo-label problems and solvers (MATH.md, "Pseudo-label problems and solvers") ------
+# sigma: (N, K) or (B, N, K) for B independent problems; y alike; prior u: (K,) or None
+# (uniform). Losses are in mean form, so the EM steps use c = lam * N.
+
+class SolverResult(NamedTuple):
+    """y: the pseudo-labels; per problem: iterations run, objective, Frank-Wolfe gap, and
+    whether the stated criterion was met."""
+
+    y: torch.Tensor
+    iterations: torch.Tensor
+    objective: torch.Tensor
+    fw_gap: torch.Tensor
+    converged: torch.Tensor
+    criterion: str
+
+
+def _prior(prior, sigma: torch.Tensor) -> torch.Tensor:
+    k = sigma.shape[-1]
+    if prior is None:
+        return torch.full((k,), 1.0 / k, dtype=sigma.dtype, device=sigma.device)
+    return torch.as_tensor(prior, dtype=sigma.dtype, device=sigma.device)
+
+
+def _fairness(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """KL(u || y_bar) per problem; u_k = 0 contributes 0."""
+    y_bar = y.mean(-2)
+    return (torch.special.xlogy(u, u) - torch.special.xlogy(u, y_bar)).sum(-1)
+
+
+def rce_objective(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
+    """``(1/N) sum_i H(sigma_i, y_i) + lam KL(u || y_bar)`` per problem."""
+    u = _prior(prior, sigma)
+    ce = torch.where(sigma > 0, -sigma * torch.log(y), torch.zeros_like(sigma)).sum(-1).mean(-1)
+    return ce + lam * _fairness(y, u)
+
+
+def cce_objective(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
+    """``-(1/N) sum_i ln(sigma_i . y_i) + lam KL(u || y_bar)`` per problem."""
+    u = _prior(prior, sigma)
+    return -torch.log((sigma * y).sum(-1)).mean(-1) + lam * _fairness(y, u)
+
+
+def _fairness_gradient(y, u, lam):
+    n = y.shape[-2]
+    y_bar = y.mean(-2, keepdim=True)
+    # d/dy_ik [-lam sum_k u_k ln y_bar_k] = -lam u_k / (N y_bar_k); 0 where u_k = 0
+    return torch.where(u > 0, -lam * u / (n * y_bar), torch.zeros_like(y_bar))
+
+
+def rce_gradient(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
+    """``g_ik = -sigma_ik / (N y_ik) - lam u_k / (N y_bar_k)`` (first term 0 where sigma_ik = 0)."""
+    n = sigma.shape[-2]
+    data = torch.where(sigma > 0, -sigma / (n * y), torch.zeros_like(sigma))
+    return data + _fairness_gradient(y, _prior(prior, sigma), lam)
+
+
+def cce_gradient(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
+    """``g_ik = -sigma_ik / (N sigma_i . y_i) - lam u_k / (N y_bar_k)``."""
+    n = sigma.shape[-2]
+    p = (sigma * y).sum(-1, keepdim=True)
+    return -sigma / (n * p) + _fairness_gradient(y, _prior(prior, sigma), lam)
+
+
+def fw_gap(gradient: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Frank-Wolfe gap ``sum_i (sum_k y_ik g_ik - min_k g_ik)`` per problem: >= 0, 0 exactly at
+    the optimum of a convex problem over a product of simplices, and >= f(y) - f*."""
+    inner = torch.where(y > 0, y * gradient, torch.zeros_like(y)).sum(-1)
+    return (inner - gradient.amin(-1)).sum(-1)
+
+
+def _e_step(y: torch.Tensor) -> torch.Tensor:
+    """S_ik = y_ik / sum_j y_jk (a class no point uses gets S = 0)."""
+    col = y.sum(-2, keepdim=True)
+    return torch.where(col > 0, y / col, torch.zeros_like(y))
+
+
+def _finish(sigma, y, prior, lam, iterations, converged, criterion, problem):
+    objective = (rce_objective if problem == "rce" else cce_objective)(sigma, y, prior, lam)
+    grad = (rce_gradient if problem == "rce" else cce_gradient)(sigma, y, prior, lam)
+    return SolverResult(y, iterations, objective, fw_gap(grad, y), converged, criterion)
+
+
+def _iterate(step, sigma, y, tol, max_iter):
+    """Runs ``y <- step(y)`` per problem until max |dy| <= tol; returns y, iterations, converged."""
+    batch = sigma.shape[:-2]
+    iterations = torch.zeros(batch, dtype=torch.int64, device=sigma.device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=sigma.device)
+    for _ in range(max_iter):
+        y_new = step(y)
+        delta = (y_new - y).abs().amax((-2, -1))
+        active = ~converged
+        y = torch.where(active[..., None, None], y_new, y)
+        iterations += active.long()
+        converged |= delta <= tol
+        if bool(converged.all()):
+            break
+    return y, iterations, converged
+
+
+def em_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-9, max_iter: int = 1000, y0=None) -> SolverResult:
+    """EM for the reverse-CE problem (seed 004 eqs. 45-46), from y = sigma unless y0 is given:
+    E-step ``S_ik = y_ik / sum_j y_jk``; M-step ``y_ik = (sigma_ik + c u_k S_ik) / (1 + c sum_m u_m S_im)``
+    with c = lam N. Stops when max |y_new - y| <= tol."""
+    u = _prior(prior, sigma)
+    c = lam * sigma.shape[-2]
+
+    def step(y):
+        num = sigma + c * u * _e_step(y)
+        return num / num.sum(-1, keepdim=True)  # = 1 + c sum_m u_m S_im, as rows of sigma sum to 1
+
+    y, iterations, converged = _iterate(step, sigma, sigma if y0 is None else y0, tol, max_iter)
+    return _finish(sigma, y, prior, lam, iterations, converged, f"max|dy| <= {tol:g}", "rce")
+
+
+def cce_m_step(sigma, a, *, newton_tol: float = 1e-12, newton_max_iter: int = 100) -> torch.Tensor:
+    """Per row, ``argmin_y -ln(sigma . y) - sum_k a_k ln y_k`` over the simplex (seed 003 §4 and
+    appendix C), with ``b = 1 + sum_k a_k``:
+
+    * some ``a_k = 0``: free mass on ``c* = argmax_{a_k = 0} sigma_k``, ``sigma . y = sigma_c* / b``,
+      ``y_k = a_k / (b (1 - sigma_k / sigma_c*))``, ``y_c* = 1 - sum`` when that is feasible;
+    * otherwise (or infeasible: then y = 0 on the classes with a_k = 0):
+      ``y_k = a_k / (b - sigma_k / x)`` where x solves ``sum_k y_k(x) = 1``, by Newton from
+      Lemma 1's start ``max_k sigma_k / (b - a_k)``, which increases monotonically to the root.
+    """
+    pos = a > 0
+    b = 1 + a.sum(-1, keepdim=True)
+    zero = torch.zeros_like(sigma)
+
+    # appendix C: closed form with the free mass on c*
+    sig_free = torch.where(pos, torch.full_like(sigma, -1.0), sigma)
+    s_star, c_star = sig_free.max(-1, keepdim=True)
+    has_free = (~pos).any(-1, keepdim=True) & (s_star > 0)
+    denom = b * (1 - sigma / torch.where(s_star > 0, s_star, torch.ones_like(s_star)))
+    closed = torch.where(pos, a / torch.where(denom > 0, denom, torch.ones_like(denom)), zero)
+    rest = 1 - closed.sum(-1, keepdim=True)
+    feasible = has_free & (rest >= 0) & torch.where(pos, denom > 0, torch.ones_like(pos)).all(-1, keepdim=True)
+    closed = closed.scatter(-1, c_star, rest.clamp_min(0))
+
+    # Newton on x over the classes with a_k > 0
+    x = torch.where(pos, sigma / (b - a), zero).amax(-1, keepdim=True)  # Lemma 1
+    for _ in range(newton_max_iter):
+        d = torch.where(pos, b - sigma / x, torch.ones_like(sigma))
+        f = torch.where(pos, a / d, zero).sum(-1, keepdim=True) - 1
+        df = -torch.where(pos, a * sigma / (x * x * d * d), zero).sum(-1, keepdim=True)
+        step = torch.where(df < 0, f / df, torch.zeros_like(f))
+        x = x - step
+        if bool((f.abs() <= newton_tol).all()):
+            break
+    d = torch.where(pos, b - sigma / x, torch.ones_like(sigma))
+    newton = torch.where(pos, a / d, zero)
+    newton = newton / newton.sum(-1, keepdim=True).clamp_min(torch.finfo(sigma.dtype).tiny)
+    return torch.where(feasible, closed, newton)
+
+
+def em_cce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-9, max_iter: int = 1000,
+           newton_tol: float = 1e-12, newton_max_iter: int = 100, y0=None) -> SolverResult:
+    """EM for the collision-CE problem (seed 003): the E-step of :func:`em_rce`, then the
+    M-step :func:`cce_m_step` with ``a_ik = c u_k S_ik``, c = lam N."""
+    u = _prior(prior, sigma)
+    c = lam * sigma.shape[-2]
+
+    def step(y):
+        return cce_m_step(sigma, c * u * _e_step(y), newton_tol=newton_tol, newton_max_iter=newton_max_iter)
+
+    y, iterations, converged = _iterate(step, sigma, sigma if y0 is None else y0, tol, max_iter)
+    return _finish(sigma, y, prior, lam, iterations, converged, f"max|dy| <= {tol:g}", "cce")
+
+
+def project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each row (last dim) onto the probability simplex (sort-based,
+    Duchi et al. 2008): ``w = max(v - theta, 0)`` with theta from the sorted prefix sums."""
+    k = v.shape[-1]
+    s, _ = v.sort(-1, descending=True)
+    css = s.cumsum(-1) - 1
+    ranks = torch.arange(1, k + 1, dtype=v.dtype, device=v.device)
+    rho = ((s - css / ranks) > 0).sum(-1, keepdim=True).clamp_min(1)  # >= 1 for finite v
+    theta = css.gather(-1, rho - 1) / rho.to(v.dtype)
+    return (v - theta).clamp_min(0)
+
+
+def pgd_cce(sigma, prior=None, lam: float = 100.0, *, step: float = 1.0, fairness: str = "strong",
+            tol: float = 1e-9, max_iter: int = 1000, y0=None) -> SolverResult:
+    """Projected gradient descent on the collision-CE problem (seed 003 Table 1): a gradient
+    step of size ``step`` then exact projection of each row onto the simplex. ``fairness``:
+    "strong" (``KL(u||y_bar)``, eq. 11) or "weak" (``KL(y_bar||u)``, eq. 10). The result's
+    objective and gap refer to the strong-fairness problem (the one EM solves) when
+    ``fairness="strong"``, and are NaN-free but not certificates otherwise."""
+    u = _prior(prior, sigma)
+    n = sigma.shape[-2]
+
+    def step_fn(y):
+        if fairness == "strong":
+            g = cce_gradient(sigma, y, u, lam)
+        else:
+            p = (sigma * y).sum(-1, keepdim=True)
+            y_bar = y.mean(-2, keepdim=True)
+            g = -sigma / (n * p) + lam * (torch.log(y_bar / u) + 1) / n
+        return project_simplex(y - step * g)
+
+    y, iterations, converged = _iterate(step_fn, sigma, sigma if y0 is None else y0, tol, max_iter)
+    return _finish(sigma, y, u, lam, iterations, converged, f"max|dy| <= {tol:g}", "cce")
+
+
+def sinkhorn_knopp(sigma, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9, max_iter: int = 1000):
+    """SeLa's balanced assignment: ``Q = diag(alpha) P diag(beta)`` with ``P = sigma^lam_sk``,
+    row sums 1/N and column sums u (log domain). Returns (Q, labels = argmax_k Q_ik, iterations)."""
+    u = _prior(prior, sigma)
+    n = sigma.shape[-2]
+    log_p = lam_sk * torch.log(sigma)
+    log_u = torch.log(u)
+    log_beta = torch.zeros_like(sigma[..., :1, :])
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        log_alpha = -math.log(n) - torch.logsumexp(log_p + log_beta, -1, keepdim=True)
+        log_beta = log_u - torch.logsumexp(log_p + log_alpha, -2, keepdim=True)
+        row = torch.logsumexp(log_p + log_alpha + log_beta, -1).exp()
+        if bool(((row - 1.0 / n).abs() * n <= tol).all()):
+            break
+    q = (log_p + log_alpha + log_beta).exp()
+    return q, q.argmax(-1), iterations
