@@ -111,3 +111,24 @@ def test_sinkhorn_marginals():
     torch.testing.assert_close(q.sum(-1), torch.full((60,), 1 / 60, dtype=torch.float64))
     torch.testing.assert_close(q.sum(0), u, atol=1e-9, rtol=0)
     assert labels.shape == (60,) and iterations < 1000
+
+
+@pytest.mark.parametrize("k", [2, 20, 200])
+def test_dual_newton_certifies_the_optimum_em_approaches(k):
+    sigma = problem(250, k, seed=k)
+    exact = R.dual_newton_rce(sigma, lam=100.0, tol=1e-9)
+    assert bool(exact.converged) and exact.iterations <= 40
+    assert -1e-9 <= exact.fw_gap <= 1e-9
+    assert torch.allclose(exact.y.sum(-1), torch.ones(250, dtype=torch.float64)) and torch.all(exact.y > 0)
+    em = R.em_rce(sigma, lam=100.0, max_iter=300, tol=0)
+    # EM's value is above the optimum by at most its own gap
+    assert exact.objective <= em.objective + 1e-12
+    assert em.objective - exact.objective <= em.fw_gap + 1e-12
+
+
+def test_dual_newton_batched_and_refuses_zeros():
+    sigma = problem(30, 4, batch=(2,))
+    both = R.dual_newton_rce(sigma, lam=10.0)
+    torch.testing.assert_close(both.y[1], R.dual_newton_rce(sigma[1], lam=10.0).y)
+    with pytest.raises(ValueError, match="needs sigma > 0"):
+        R.dual_newton_rce(torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=torch.float64))
