@@ -21,6 +21,14 @@ TORCH_LIBRARY(entclust, m) {
       "collision_cross_entropy(Tensor logits, Tensor y, int reduction, bool grad_logits, "
       "bool grad_y, float sum_tol) -> (Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+
+  // EM for the reverse-CE pseudo-label problem (MATH.md), all iterations in one call.
+  // sigma (B, N, K), prior (K,), c = lam * N; stops a problem when max |dy| <= tol.
+  // Returns (y (B, N, K), iterations (B,) int64, converged (B,) bool).
+  m.def(
+      "em_rce(Tensor sigma, Tensor prior, float lam, float tol, int max_iter, Tensor? y0) "
+      "-> (Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
 }
 
 namespace {

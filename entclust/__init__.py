@@ -11,6 +11,8 @@ from .losses import (
     weak_fairness,
 )
 from .modules import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
+from .results import SolverResult
+from .solvers import em_rce
 
 __version__ = "0.1.0"
 
@@ -27,4 +29,6 @@ __all__ = [
     "ReverseCrossEntropyLoss",
     "CollisionCrossEntropyLoss",
     "SelfLabelingLoss",
+    "em_rce",
+    "SolverResult",
 ]

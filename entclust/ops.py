@@ -91,3 +91,15 @@ def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: in
                             sum_tol: float):
     """Raw fused op on ``(N, K)`` inputs; returns ``(loss, stats, grad_logits, grad_y)``."""
     return torch.ops.entclust.collision_cross_entropy(logits, y, reduction, grad_logits, grad_y, sum_tol)
+
+
+@torch.library.register_fake("entclust::em_rce")
+def _fake_em_rce(sigma, prior, lam, tol, max_iter, y0):
+    b = sigma.shape[0]
+    return (torch.empty_like(sigma, memory_format=torch.contiguous_format),
+            sigma.new_empty((b,), dtype=torch.int64), sigma.new_empty((b,), dtype=torch.bool))
+
+
+def em_rce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, y0=None):
+    """Raw EM op on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
+    return torch.ops.entclust.em_rce(sigma, prior, lam, tol, max_iter, y0)

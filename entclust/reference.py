@@ -7,9 +7,10 @@ PyTorch compositions and have no separate reference.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
+
+from .results import SolverResult
 
 
 def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -35,18 +36,6 @@ def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: st
 # ---- pseudo-label problems and solvers (MATH.md, "Pseudo-label problems and solvers") ------
 # sigma: (N, K) or (B, N, K) for B independent problems; y alike; prior u: (K,) or None
 # (uniform). Losses are in mean form, so the EM steps use c = lam * N.
-
-class SolverResult(NamedTuple):
-    """y: the pseudo-labels; per problem: iterations run, objective, Frank-Wolfe gap, and
-    whether the stated criterion was met."""
-
-    y: torch.Tensor
-    iterations: torch.Tensor
-    objective: torch.Tensor
-    fw_gap: torch.Tensor
-    converged: torch.Tensor
-    criterion: str
-
 
 def _prior(prior, sigma: torch.Tensor) -> torch.Tensor:
     k = sigma.shape[-1]

@@ -9,6 +9,14 @@
 
 #define ENTCLUST_ALWAYS_INLINE inline __attribute__((always_inline))
 
+#if defined(__GNUC__) && defined(__x86_64__)
+// One clone per ISA, picked at load time by CPU features (model-based `arch=` clones were not
+// picked on virtualised Xeons); the always-inline code a clone calls is compiled into each.
+#define ENTCLUST_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ENTCLUST_ISA_CLONES
+#endif
+
 namespace entclust {
 namespace cpu {
 

@@ -20,13 +20,6 @@ namespace {
 
 constexpr int64_t kBlock = 1024;
 
-#if defined(__GNUC__) && defined(__x86_64__)
-// One clone per ISA, picked at load time; the always-inline row code is compiled into each.
-#define ENTCLUST_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ENTCLUST_ISA_CLONES
-#endif
-
 template <typename A>
 constexpr A inf() {
   return std::numeric_limits<A>::infinity();

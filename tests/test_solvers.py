@@ -1,0 +1,111 @@
+"""Fused pseudo-label solvers against entclust.reference, properties and input errors."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import entclust
+from entclust import reference as R
+
+
+def problem(shape, scale=3.0, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(scale * torch.randn(shape, generator=g, dtype=torch.float64), -1).to(dtype)
+
+
+# (B, N, K): K = 1, single rows, batches, and one problem large enough (N K >= 2^16) for the
+# row-parallel path
+SHAPES = [(1, 1, 1), (2, 5, 1), (1, 1, 6), (3, 30, 4), (1, 250, 200), (1, 400, 200), (5, 40, 7)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("lam", [0.0, 1.0, 100.0])
+def test_em_rce_matches_reference(shape, lam):
+    sigma = problem(shape)
+    got = entclust.em_rce(sigma, lam=lam, max_iter=60, tol=1e-12)
+    want = R.em_rce(sigma, lam=lam, max_iter=60, tol=1e-12)
+    torch.testing.assert_close(got.y, want.y, rtol=0, atol=1e-12)
+    assert torch.equal(got.iterations, want.iterations) and torch.equal(got.converged, want.converged)
+    torch.testing.assert_close(got.objective, want.objective)
+    torch.testing.assert_close(got.fw_gap, want.fw_gap, rtol=1e-9, atol=1e-12)
+
+
+def test_em_rce_float32_and_unbatched_and_y0_and_prior():
+    sigma = problem((30, 5))
+    prior = torch.tensor([0.1, 0.2, 0.0, 0.3, 0.4], dtype=torch.float64)
+    y0 = problem((30, 5), seed=9)
+    want = R.em_rce(sigma, prior, lam=5.0, max_iter=40, tol=0, y0=y0)
+    got = entclust.em_rce(sigma, prior, lam=5.0, max_iter=40, tol=0, y0=y0)
+    assert got.y.shape == (30, 5) and got.iterations.shape == ()
+    torch.testing.assert_close(got.y, want.y, rtol=0, atol=1e-12)
+    got32 = entclust.em_rce(sigma.float(), prior, lam=5.0, max_iter=40, tol=0, y0=y0.float())
+    torch.testing.assert_close(got32.y.double(), want.y, rtol=0, atol=2e-6)
+    assert got32.fw_gap.dtype == torch.float64  # the certificate is computed in float64
+
+
+def test_em_rce_limits_and_convergence():
+    sigma = problem((40, 4))
+    torch.testing.assert_close(entclust.em_rce(sigma, lam=0.0).y, sigma)
+    res = entclust.em_rce(sigma, lam=1.0, max_iter=5000)
+    assert bool(res.converged) and res.fw_gap < 1e-9 and res.criterion == "max|dy| <= 1e-10"
+
+
+def test_em_rce_batched_equals_single():
+    sigma = problem((4, 25, 6))
+    batched = entclust.em_rce(sigma, lam=10.0, max_iter=30, tol=0)
+    for b in range(4):
+        torch.testing.assert_close(batched.y[b], entclust.em_rce(sigma[b], lam=10.0, max_iter=30, tol=0).y)
+
+
+def test_em_rce_does_not_modify_inputs_and_opcheck():
+    sigma = problem((2, 10, 3))
+    y0 = problem((2, 10, 3), seed=5)
+    before = (sigma.clone(), y0.clone())
+    entclust.em_rce(sigma, y0=y0, max_iter=5)
+    assert torch.equal(sigma, before[0]) and torch.equal(y0, before[1])
+    prior = torch.full((3,), 1 / 3, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.entclust.em_rce, (sigma, prior, 10.0, 1e-9, 20, None))
+    torch.library.opcheck(torch.ops.entclust.em_rce, (sigma, prior, 10.0, 1e-9, 20, y0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 12), st.floats(0.0, 300.0), st.integers(0, 2**31 - 1))
+def test_em_rce_properties(n, k, lam, seed):
+    sigma = problem((n, k), seed=seed)
+    res = entclust.em_rce(sigma, lam=lam, max_iter=50)
+    assert torch.allclose(res.y.sum(-1), torch.ones(n, dtype=sigma.dtype)) and torch.all(res.y >= 0)
+    assert res.objective <= R.rce_objective(sigma, sigma, None, lam) + 1e-10  # never worse than the start
+    assert res.fw_gap >= -1e-9
+    assert res.fw_gap >= res.objective - R.dual_newton_rce(sigma, lam=lam).objective - 1e-9 if lam > 0 else True
+
+
+def test_em_rce_bad_input():
+    sigma = problem((6, 3))
+    with pytest.raises(ValueError, match="rows of sigma must sum to 1"):
+        entclust.em_rce(sigma * 1.1)
+    with pytest.raises(ValueError, match="sigma must be non-negative"):
+        entclust.em_rce(sigma - 0.5)
+    bad = sigma.clone()
+    bad[2, 1] = math.nan
+    with pytest.raises(ValueError, match="sigma must be finite"):
+        entclust.em_rce(bad)
+    with pytest.raises(ValueError, match="rows of prior must sum to 1"):
+        entclust.em_rce(sigma, prior=torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"prior must have shape \(3,\)"):
+        entclust.em_rce(sigma, prior=torch.tensor([1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0, got -1"):
+        entclust.em_rce(sigma, lam=-1)
+    with pytest.raises(ValueError, match="max_iter must be an int >= 0"):
+        entclust.em_rce(sigma, max_iter=-3)
+    with pytest.raises(ValueError, match="tol must be >= 0"):
+        entclust.em_rce(sigma, tol=-1.0)
+    with pytest.raises(ValueError, match="y0 must match sigma"):
+        entclust.em_rce(sigma, y0=sigma[:3])
+    with pytest.raises(ValueError, match=r"sigma must have shape \(N, K\) or \(B, N, K\)"):
+        entclust.em_rce(sigma.reshape(1, 1, 6, 3))
+    with pytest.raises(TypeError, match="sigma must be float32 or float64"):
+        entclust.em_rce(sigma.half())
+    with pytest.raises(RuntimeError, match="kernels for cpu and cuda only"):
+        entclust.em_rce(torch.empty(2, 3, 4, device="meta"), validate=False)
