@@ -29,6 +29,11 @@ TORCH_LIBRARY(entclust, m) {
       "em_rce(Tensor sigma, Tensor prior, float lam, float tol, int max_iter, Tensor? y0) "
       "-> (Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // EM for the collision-CE problem, M-step by per-row Newton (|sum_k y_k - 1| <= newton_tol).
+  m.def(
+      "em_cce(Tensor sigma, Tensor prior, float lam, float tol, int max_iter, float newton_tol, "
+      "int newton_max_iter, Tensor? y0) -> (Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
 }
 
 namespace {

@@ -12,7 +12,7 @@ from .losses import (
 )
 from .modules import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
 from .results import SolverResult
-from .solvers import em_rce
+from .solvers import em_cce, em_rce
 
 __version__ = "0.1.0"
 
@@ -30,5 +30,6 @@ __all__ = [
     "CollisionCrossEntropyLoss",
     "SelfLabelingLoss",
     "em_rce",
+    "em_cce",
     "SolverResult",
 ]

@@ -93,13 +93,28 @@ def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: in
     return torch.ops.entclust.collision_cross_entropy(logits, y, reduction, grad_logits, grad_y, sum_tol)
 
 
-@torch.library.register_fake("entclust::em_rce")
-def _fake_em_rce(sigma, prior, lam, tol, max_iter, y0):
+def _fake_em(sigma):
     b = sigma.shape[0]
     return (torch.empty_like(sigma, memory_format=torch.contiguous_format),
             sigma.new_empty((b,), dtype=torch.int64), sigma.new_empty((b,), dtype=torch.bool))
 
 
+@torch.library.register_fake("entclust::em_rce")
+def _fake_em_rce(sigma, prior, lam, tol, max_iter, y0):
+    return _fake_em(sigma)
+
+
+@torch.library.register_fake("entclust::em_cce")
+def _fake_em_cce(sigma, prior, lam, tol, max_iter, newton_tol, newton_max_iter, y0):
+    return _fake_em(sigma)
+
+
 def em_rce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, y0=None):
     """Raw EM op on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
     return torch.ops.entclust.em_rce(sigma, prior, lam, tol, max_iter, y0)
+
+
+def em_cce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, newton_tol: float,
+           newton_max_iter: int, y0=None):
+    """Raw EM op for collision CE on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
+    return torch.ops.entclust.em_cce(sigma, prior, lam, tol, max_iter, newton_tol, newton_max_iter, y0)

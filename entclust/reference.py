@@ -51,21 +51,24 @@ def _fairness(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def rce_objective(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
-    """``(1/N) sum_i H(sigma_i, y_i) + lam KL(u || y_bar)`` per problem."""
+    """``(1/N) sum_i H(sigma_i, y_i) + lam KL(u || y_bar)`` per problem (no fairness term at lam = 0)."""
     u = _prior(prior, sigma)
     ce = torch.where(sigma > 0, -sigma * torch.log(y), torch.zeros_like(sigma)).sum(-1).mean(-1)
-    return ce + lam * _fairness(y, u)
+    return ce + lam * _fairness(y, u) if lam != 0 else ce
 
 
 def cce_objective(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
-    """``-(1/N) sum_i ln(sigma_i . y_i) + lam KL(u || y_bar)`` per problem."""
+    """``-(1/N) sum_i ln(sigma_i . y_i) + lam KL(u || y_bar)`` per problem (no fairness term at lam = 0)."""
     u = _prior(prior, sigma)
-    return -torch.log((sigma * y).sum(-1)).mean(-1) + lam * _fairness(y, u)
+    ce = -torch.log((sigma * y).sum(-1)).mean(-1)
+    return ce + lam * _fairness(y, u) if lam != 0 else ce
 
 
 def _fairness_gradient(y, u, lam):
     n = y.shape[-2]
     y_bar = y.mean(-2, keepdim=True)
+    if lam == 0:
+        return torch.zeros_like(y_bar)
     # d/dy_ik [-lam sum_k u_k ln y_bar_k] = -lam u_k / (N y_bar_k); 0 where u_k = 0
     return torch.where(u > 0, -lam * u / (n * y_bar), torch.zeros_like(y_bar))
 
@@ -139,12 +142,14 @@ def cce_m_step(sigma, a, *, newton_tol: float = 1e-12, newton_max_iter: int = 10
     """Per row, ``argmin_y -ln(sigma . y) - sum_k a_k ln y_k`` over the simplex (seed 003 §4 and
     appendix C), with ``b = 1 + sum_k a_k``:
 
-    * some ``a_k = 0``: free mass on ``c* = argmax_{a_k = 0} sigma_k``, ``sigma . y = sigma_c* / b``,
+    * some ``a_k = 0`` (``a_k <= 1e-12 b`` counts as 0): free mass on ``c* = argmax_{a_k = 0} sigma_k``, ``sigma . y = sigma_c* / b``,
       ``y_k = a_k / (b (1 - sigma_k / sigma_c*))``, ``y_c* = 1 - sum`` when that is feasible;
     * otherwise (or infeasible: then y = 0 on the classes with a_k = 0):
       ``y_k = a_k / (b - sigma_k / x)`` where x solves ``sum_k y_k(x) = 1``, by Newton from
       Lemma 1's start ``max_k sigma_k / (b - a_k)``, which increases monotonically to the root.
     """
+    # a_k below the rounding of b would make b - sigma_k / x cancel: numerically a free class
+    a = torch.where(a > 1e-12 * (1 + a.sum(-1, keepdim=True)), a, torch.zeros_like(a))
     pos = a > 0
     b = 1 + a.sum(-1, keepdim=True)
     zero = torch.zeros_like(sigma)

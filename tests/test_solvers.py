@@ -109,3 +109,69 @@ def test_em_rce_bad_input():
         entclust.em_rce(sigma.half())
     with pytest.raises(RuntimeError, match="kernels for cpu and cuda only"):
         entclust.em_rce(torch.empty(2, 3, 4, device="meta"), validate=False)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("lam", [0.0, 1.0, 100.0])
+def test_em_cce_matches_reference(shape, lam):
+    sigma = problem(shape)
+    got = entclust.em_cce(sigma, lam=lam, max_iter=40, tol=1e-12)
+    want = R.em_cce(sigma, lam=lam, max_iter=40, tol=1e-12)
+    torch.testing.assert_close(got.y, want.y, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got.objective, want.objective, rtol=1e-10, atol=1e-12)
+
+
+def test_em_cce_float32_prior_zero_and_y0():
+    sigma = problem((40, 5))
+    prior = torch.tensor([0.3, 0.0, 0.2, 0.1, 0.4], dtype=torch.float64)
+    y0 = problem((40, 5), seed=2)
+    want = R.em_cce(sigma, prior, lam=3.0, max_iter=30, tol=0, y0=y0)
+    got = entclust.em_cce(sigma.float(), prior, lam=3.0, max_iter=30, tol=0, y0=y0.float())
+    torch.testing.assert_close(got.y.double(), want.y, rtol=0, atol=5e-6)
+
+
+@pytest.mark.parametrize("case", ["one_hot", "exact_zeros", "lam_zero", "huge_lam", "large_k"])
+def test_em_cce_stays_finite_on_the_simplex(case):
+    n, k, lam = 30, 6, 100.0
+    sigma = problem((n, k))
+    if case == "one_hot":
+        sigma = torch.nn.functional.one_hot(torch.arange(n) % k, k).double()
+    elif case == "exact_zeros":
+        sigma[:, :2] = 0
+        sigma = sigma / sigma.sum(-1, keepdim=True)
+    elif case == "lam_zero":
+        lam = 0.0
+    elif case == "huge_lam":
+        lam = 1e8
+    elif case == "large_k":
+        n, k = 4, 100000
+        sigma = problem((n, k))
+    res = entclust.em_cce(sigma, lam=lam, max_iter=20)
+    assert torch.isfinite(res.y).all() and torch.all(res.y >= 0)
+    assert torch.allclose(res.y.sum(-1), torch.ones(n, dtype=sigma.dtype))
+    assert torch.isfinite(res.objective) and res.fw_gap >= -1e-8
+    if case == "lam_zero":
+        torch.testing.assert_close(res.y, torch.nn.functional.one_hot(sigma.argmax(-1), k).double())
+    if case == "huge_lam":  # lam -> inf: y_bar -> u
+        torch.testing.assert_close(res.y.mean(0), torch.full((k,), 1 / k, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+# lam = 0 or a usable range: below ~1e-10 every a_k = c u_k S_k falls under the M-step's
+# floor (1e-12 b), y comes out one-hot and its objective is +inf for lam > 0 (documented).
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 12), st.one_of(st.just(0.0), st.floats(1e-6, 300.0)),
+       st.integers(0, 2**31 - 1))
+def test_em_cce_properties(n, k, lam, seed):
+    sigma = problem((n, k), seed=seed)
+    res = entclust.em_cce(sigma, lam=lam, max_iter=30)
+    assert torch.allclose(res.y.sum(-1), torch.ones(n, dtype=sigma.dtype)) and torch.all(res.y >= 0)
+    assert res.objective <= R.cce_objective(sigma, sigma, None, lam) + 1e-10  # never worse than the start
+    assert res.fw_gap >= -1e-9
+
+
+def test_em_cce_opcheck_and_bad_newton_arguments():
+    sigma = problem((2, 10, 3))
+    prior = torch.full((3,), 1 / 3, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.entclust.em_cce, (sigma, prior, 10.0, 1e-9, 20, 1e-12, 50, None))
+    with pytest.raises(ValueError, match="newton_max_iter >= 1"):
+        entclust.em_cce(sigma, newton_max_iter=0)

@@ -1,7 +1,9 @@
-// CPU kernels of the pseudo-label solvers. EM for the reverse-CE problem (seed 004 eqs. 45-46,
-// c = lam N): with v_k = c u_k / sum_j y_jk, the E- and M-steps fuse into
+// CPU kernels of the pseudo-label solvers (MATH.md), c = lam N. Both EMs share the E-step
+// through v_k = c u_k / sum_j y_jk, so that c u_k S_ik = y_ik v_k. Reverse CE (seed 004
+// eqs. 45-46) fuses E- and M-step into
 //   y_ik <- (sigma_ik + y_ik v_k) / sum_m (sigma_im + y_im v_m),
-// one pass per iteration that also accumulates the next column sums and max |dy|.
+// collision CE (seed 003) solves a per-row Newton M-step; each iteration is one pass over
+// the rows that also accumulates the next column sums and max |dy|.
 // Problems of a batch run in parallel, each with all its iterations on one thread; a single
 // large problem instead splits its rows across threads every iteration.
 #include <ATen/ATen.h>
@@ -11,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "fastmath.h"
@@ -61,6 +64,127 @@ double em_rce_rows(const double* s, double* y, int64_t K, int64_t b, int64_t e, 
   return em_rce_rows_f64(s, y, K, b, e, v, c);
 }
 
+// Collision-CE M-step for rows [begin, end) (seed 003 §4 and appendix C; MATH.md), with
+// a_k = y_ik v_k (= c u_k S_ik) and b = 1 + sum_k a_k: minimise -ln(sigma . y) - sum_k a_k ln y_k.
+// * some a_k = 0: free mass on c* = argmax_{a_k = 0} sigma_k, y_k = a_k / (b (1 - sigma_k / sigma_c*)),
+//   y_c* = 1 - sum, if that is feasible;
+// * otherwise y_k = a_k / (b - sigma_k / x), x the root of sum_k y_k(x) = 1 by Newton from
+//   Lemma 1's start max_k sigma_k / (b - a_k), which rises monotonically to the root.
+// Updates y in place, adds the new column sums to `col_out`, returns max |dy|.
+constexpr double kFreeClass = 1e-12;  // a_k <= kFreeClass * b counts as a_k = 0
+
+template <typename T>
+ENTCLUST_ALWAYS_INLINE T em_cce_rows_impl(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v,
+                                          double* col_out, double* x_state, double newton_tol,
+                                          int64_t newton_max_iter) {
+  std::vector<double> a(K), sd(K), next(K);
+  T max_delta = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* s = sigma + i * K;
+    T* yi = y + i * K;
+    double raw_sum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      sd[k] = static_cast<double>(s[k]);
+      a[k] = static_cast<double>(yi[k]) * static_cast<double>(v[k]);
+      raw_sum += a[k];
+    }
+    // a_k below the rounding of b = 1 + sum a would make b - sigma_k / x cancel to 0: such
+    // classes are numerically free (a_k = 0), the appendix-C case.
+    const double floor = kFreeClass * (1 + raw_sum);
+    double a_sum = 0, s_star = -1;
+    int64_t c_star = -1;
+    for (int64_t k = 0; k < K; ++k) {
+      if (!(a[k] > floor)) {
+        a[k] = 0;
+        if (sd[k] > s_star) {
+          s_star = sd[k];
+          c_star = k;
+        }
+      }
+      a_sum += a[k];
+    }
+    const double b = 1 + a_sum;
+    bool solved = false;
+    if (c_star >= 0 && s_star > 0) {  // appendix C: closed form with the free mass on c*
+      double total = 0;
+      bool ok = true;
+      for (int64_t k = 0; k < K && ok; ++k) {
+        next[k] = 0;
+        if (a[k] > 0) {
+          const double den = b * (1 - sd[k] / s_star);
+          ok = den > 0;
+          next[k] = ok ? a[k] / den : 0;
+          total += next[k];
+        }
+      }
+      if (ok && total <= 1) {
+        next[c_star] = 1 - total;
+        solved = true;
+      }
+    }
+    if (!solved) {  // Newton on x over the classes with a_k > 0 (lanes with a_k = 0 masked)
+      // Lemma 1's point l has f(l) >= 0. Warm start from this row's root of the previous
+      // iteration: f is convex and decreasing, so a step from the right of the root lands left
+      // of it; clamping every iterate to >= l keeps it in the domain, and from the left the
+      // iterates rise monotonically to the root.
+      double lo = std::numeric_limits<double>::min();
+      for (int64_t k = 0; k < K; ++k)
+        if (a[k] > 0) lo = std::max(lo, sd[k] / (b - a[k]));
+      double x = std::max(lo, x_state[i - begin]);
+      for (int64_t it = 0; it < newton_max_iter; ++it) {
+        const double inv_x = 1.0 / x;
+        double f = -1, g = 0;  // f(x) = sum_k a_k / d_k - 1, f'(x) = -g / x^2, d_k = b - sigma_k / x
+#pragma omp simd reduction(+ : f, g)
+        for (int64_t k = 0; k < K; ++k) {
+          const double inv_d = a[k] > 0 ? 1.0 / (b - sd[k] * inv_x) : 0.0;
+          const double r = a[k] * inv_d;
+          f += r;
+          g += r * sd[k] * inv_d;
+        }
+        if (std::fabs(f) <= newton_tol || !(g > 0)) break;
+        x = std::max(lo, x + f * x * x / g);  // x - f / f'
+      }
+      x_state[i - begin] = x;
+      const double inv_x = 1.0 / x;
+      double total = 0;
+#pragma omp simd reduction(+ : total)
+      for (int64_t k = 0; k < K; ++k) {
+        next[k] = a[k] > 0 ? a[k] / (b - sd[k] * inv_x) : 0.0;
+        total += next[k];
+      }
+      const double inv_total = 1.0 / total;
+      for (int64_t k = 0; k < K; ++k) next[k] *= inv_total;
+    }
+    T row_delta = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const T value = static_cast<T>(next[k]);
+      const T d = std::fabs(value - yi[k]);
+      row_delta = d > row_delta ? d : row_delta;
+      yi[k] = value;
+      col_out[k] += next[k];
+    }
+    max_delta = std::max(max_delta, row_delta);
+  }
+  return max_delta;
+}
+
+ENTCLUST_ISA_CLONES float em_cce_rows_f32(const float* s, float* y, int64_t K, int64_t b, int64_t e, const float* v,
+                                          double* c, double* x, double tol, int64_t iters) {
+  return em_cce_rows_impl(s, y, K, b, e, v, c, x, tol, iters);
+}
+ENTCLUST_ISA_CLONES double em_cce_rows_f64(const double* s, double* y, int64_t K, int64_t b, int64_t e,
+                                           const double* v, double* c, double* x, double tol, int64_t iters) {
+  return em_cce_rows_impl(s, y, K, b, e, v, c, x, tol, iters);
+}
+float em_cce_rows(const float* s, float* y, int64_t K, int64_t b, int64_t e, const float* v, double* c, double* x,
+                  double tol, int64_t iters) {
+  return em_cce_rows_f32(s, y, K, b, e, v, c, x, tol, iters);
+}
+double em_cce_rows(const double* s, double* y, int64_t K, int64_t b, int64_t e, const double* v, double* c,
+                   double* x, double tol, int64_t iters) {
+  return em_cce_rows_f64(s, y, K, b, e, v, c, x, tol, iters);
+}
+
 // c u_k / sum_j y_jk, 0 for a class no point uses (its S_ik are 0).
 template <typename T>
 void fairness_weights(const double* col, const double* cu, int64_t K, T* v) {
@@ -74,34 +198,16 @@ void column_sums(const T* y, int64_t N, int64_t K, double* col) {
     for (int64_t k = 0; k < K; ++k) col[k] += static_cast<double>(y[i * K + k]);
 }
 
-// One problem, all iterations on the calling thread.
-template <typename T>
-void em_rce_serial(const T* sigma, T* y, int64_t N, int64_t K, const double* cu, double tol, int64_t max_iter,
-                   int64_t* iterations, bool* converged) {
-  std::vector<double> col(K);
-  std::vector<T> v(K);
-  column_sums(y, N, K, col.data());
-  *iterations = 0;
-  *converged = false;
-  for (int64_t it = 1; it <= max_iter; ++it) {
-    fairness_weights(col.data(), cu, K, v.data());
-    std::fill(col.begin(), col.end(), 0.0);
-    const double delta = em_rce_rows(sigma, y, K, 0, N, v.data(), col.data());
-    *iterations = it;
-    if (delta <= tol) {
-      *converged = true;
-      break;
-    }
-  }
-}
-
-// One large problem: rows split into chunks across threads every iteration.
-template <typename T>
-void em_rce_rows_parallel(const T* sigma, T* y, int64_t N, int64_t K, const double* cu, double tol,
-                          int64_t max_iter, int64_t* iterations, bool* converged) {
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N / 16));
+// The EM loop shared by both problems. `rows(begin, end, v, col_out, state) -> max |dy|`
+// performs one iteration on a range of rows; `state` holds one float64 per row that persists
+// across iterations (0 at the start; the collision-CE M-step keeps its Newton root there). One problem runs either on the calling thread
+// (`split` = false) or with its rows split across threads every iteration.
+template <typename T, typename Rows>
+void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double tol, int64_t max_iter, bool split,
+             const Rows& rows, int64_t* iterations, bool* converged) {
+  const int64_t chunks = split ? std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N / 16)) : 1;
   const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
-  std::vector<double> col(K), partial(chunks * K), deltas(chunks);
+  std::vector<double> col(K), partial(chunks * K), deltas(chunks), state(N, 0.0);
   std::vector<T> v(K);
   column_sums(y, N, K, col.data());
   *iterations = 0;
@@ -109,12 +215,14 @@ void em_rce_rows_parallel(const T* sigma, T* y, int64_t N, int64_t K, const doub
   for (int64_t it = 1; it <= max_iter; ++it) {
     fairness_weights(col.data(), cu, K, v.data());
     std::fill(partial.begin(), partial.end(), 0.0);
-    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    auto run = [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t begin = c * rows_per_chunk, end = std::min(N, begin + rows_per_chunk);
-        deltas[c] = em_rce_rows(sigma, y, K, begin, end, v.data(), partial.data() + c * K);
+        deltas[c] = static_cast<double>(rows(begin, end, v.data(), partial.data() + c * K, state.data() + begin));
       }
-    });
+    };
+    if (chunks > 1) at::parallel_for(0, chunks, 1, run);
+    else run(0, 1);
     std::fill(col.begin(), col.end(), 0.0);
     for (int64_t c = 0; c < chunks; ++c)
       for (int64_t k = 0; k < K; ++k) col[k] += partial[c * K + k];
@@ -126,51 +234,78 @@ void em_rce_rows_parallel(const T* sigma, T* y, int64_t N, int64_t K, const doub
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> em_rce_cpu(const at::Tensor& sigma_in, const at::Tensor& prior,
-                                                          double lam, double tol, int64_t max_iter,
-                                                          const std::optional<at::Tensor>& y0) {
-  TORCH_CHECK(sigma_in.dim() == 3, "em_rce: sigma must have shape (B, N, K), got ", sigma_in.sizes());
-  TORCH_CHECK(at::isFloatingType(sigma_in.scalar_type()), "em_rce: sigma must be floating point");
+using EmResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// Checks, output allocation and the batch loop shared by em_rce and em_cce. `make_rows(s, y)`
+// returns the per-iteration row function of one problem.
+template <typename MakeRows>
+EmResult em_driver(const char* name, const at::Tensor& sigma_in, const at::Tensor& prior, double lam, double tol,
+                   int64_t max_iter, const std::optional<at::Tensor>& y0, const MakeRows& make_rows) {
+  TORCH_CHECK(sigma_in.dim() == 3, name, ": sigma must have shape (B, N, K), got ", sigma_in.sizes());
+  TORCH_CHECK(sigma_in.scalar_type() == at::kFloat || sigma_in.scalar_type() == at::kDouble, name,
+              ": sigma must be float32 or float64, got ", sigma_in.scalar_type());
   const int64_t B = sigma_in.size(0), N = sigma_in.size(1), K = sigma_in.size(2);
-  TORCH_CHECK(prior.dim() == 1 && prior.size(0) == K, "em_rce: prior must have shape (", K, "), got ", prior.sizes());
-  TORCH_CHECK(lam >= 0 && tol >= 0 && max_iter >= 0, "em_rce: need lam >= 0, tol >= 0, max_iter >= 0");
+  TORCH_CHECK(prior.dim() == 1 && prior.size(0) == K, name, ": prior must have shape (", K, "), got ", prior.sizes());
+  TORCH_CHECK(lam >= 0 && tol >= 0 && max_iter >= 0, name, ": need lam >= 0, tol >= 0, max_iter >= 0");
   const at::Tensor sigma = sigma_in.contiguous();
   at::Tensor y;
   if (y0.has_value()) {
-    TORCH_CHECK(y0->sizes() == sigma.sizes() && y0->scalar_type() == sigma.scalar_type(),
-                "em_rce: y0 must match sigma in shape and dtype");
+    TORCH_CHECK(y0->sizes() == sigma.sizes() && y0->scalar_type() == sigma.scalar_type(), name,
+                ": y0 must match sigma in shape and dtype");
     y = y0->contiguous().clone();
   } else {
     y = sigma.clone();
   }
   at::Tensor iterations = at::zeros({B}, sigma.options().dtype(at::kLong));
   at::Tensor converged = at::zeros({B}, sigma.options().dtype(at::kBool));
-  // c u_k with c = lam N, in float64
-  const at::Tensor cu = (prior.to(at::kDouble).contiguous() * (lam * static_cast<double>(N))).contiguous();
+  const at::Tensor cu = prior.to(at::kDouble).contiguous() * (lam * static_cast<double>(N));  // c u_k, c = lam N
   if (B == 0 || N == 0) return {y, iterations, converged};
-  AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "em_rce_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "entclust_em_cpu", [&] {
     const scalar_t* s = sigma.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     int64_t* its = iterations.data_ptr<int64_t>();
     bool* conv = converged.data_ptr<bool>();
     const double* cup = cu.data_ptr<double>();
-    const bool one_large = B < at::get_num_threads() && N * K >= (1 << 16);
-    if (one_large) {
-      for (int64_t b = 0; b < B; ++b)
-        em_rce_rows_parallel(s + b * N * K, yp + b * N * K, N, K, cup, tol, max_iter, its + b, conv + b);
+    auto solve = [&](int64_t b, bool split) {
+      const auto rows = make_rows(s + b * N * K, yp + b * N * K, K);
+      em_loop(yp + b * N * K, N, K, cup, tol, max_iter, split, rows, its + b, conv + b);
+    };
+    if (B < at::get_num_threads() && N * K >= (1 << 16)) {
+      for (int64_t b = 0; b < B; ++b) solve(b, true);  // few large problems: rows in parallel
     } else {
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b)
-          em_rce_serial(s + b * N * K, yp + b * N * K, N, K, cup, tol, max_iter, its + b, conv + b);
+        for (int64_t b = b0; b < b1; ++b) solve(b, false);
       });
     }
   });
   return {y, iterations, converged};
 }
 
+EmResult em_rce_cpu(const at::Tensor& sigma, const at::Tensor& prior, double lam, double tol, int64_t max_iter,
+                    const std::optional<at::Tensor>& y0) {
+  return em_driver("em_rce", sigma, prior, lam, tol, max_iter, y0, [](const auto* s, auto* y, int64_t K) {
+    return [=](int64_t begin, int64_t end, const auto* v, double* col, double*) {
+      return em_rce_rows(s, y, K, begin, end, v, col);
+    };
+  });
+}
+
+EmResult em_cce_cpu(const at::Tensor& sigma, const at::Tensor& prior, double lam, double tol, int64_t max_iter,
+                    double newton_tol, int64_t newton_max_iter, const std::optional<at::Tensor>& y0) {
+  TORCH_CHECK(newton_tol >= 0 && newton_max_iter >= 1, "em_cce: need newton_tol >= 0 and newton_max_iter >= 1");
+  return em_driver("em_cce", sigma, prior, lam, tol, max_iter, y0, [=](const auto* s, auto* y, int64_t K) {
+    return [=](int64_t begin, int64_t end, const auto* v, double* col, double* x) {
+      return em_cce_rows(s, y, K, begin, end, v, col, x, newton_tol, newton_max_iter);
+    };
+  });
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(entclust, CPU, m) { m.impl("em_rce", &em_rce_cpu); }
+TORCH_LIBRARY_IMPL(entclust, CPU, m) {
+  m.impl("em_rce", &em_rce_cpu);
+  m.impl("em_cce", &em_cce_cpu);
+}
 
 }  // namespace cpu
 }  // namespace entclust
