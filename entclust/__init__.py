@@ -12,7 +12,7 @@ from .losses import (
 )
 from .modules import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
 from .results import SolverResult
-from .solvers import em_cce, em_rce
+from .solvers import dual_newton_rce, em_cce, em_rce, fw_gap, objective, sinkhorn_knopp
 
 __version__ = "0.1.0"
 
@@ -31,5 +31,9 @@ __all__ = [
     "SelfLabelingLoss",
     "em_rce",
     "em_cce",
+    "dual_newton_rce",
+    "sinkhorn_knopp",
+    "objective",
+    "fw_gap",
     "SolverResult",
 ]

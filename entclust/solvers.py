@@ -21,7 +21,7 @@ DEFAULT_TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
 START_MIX = 0.01
 
 
-def _prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate):
+def _prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: str = "y0"):
     check_tensor("sigma", sigma)
     if sigma.dtype not in DEFAULT_TOL:
         raise TypeError(f"{name}: sigma must be float32 or float64, got {sigma.dtype}")
@@ -48,12 +48,12 @@ def _prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate):
         # The fixed point is the global optimum only from a positive start.
         y0 = START_MIX * u + (1 - START_MIX) * sigma3
     elif y0 is not None:
-        check_tensor("y0", y0)
+        check_tensor(y_name, y0)
         if y0.shape != sigma.shape or y0.dtype != sigma.dtype or y0.device != sigma.device:
-            raise ValueError(f"{name}: y0 must match sigma in shape, dtype and device; got {tuple(y0.shape)} "
+            raise ValueError(f"{name}: {y_name} must match sigma in shape, dtype and device; got {tuple(y0.shape)} "
                              f"{y0.dtype} on {y0.device}")
         if validate:
-            check_distributions("y0", y0.reshape(-1, k))
+            check_distributions(y_name, y0.reshape(-1, k))
         y0 = y0 if batched else y0.unsqueeze(0)
     return sigma3, u, tol, y0.contiguous() if y0 is not None else None, batched
 
@@ -148,3 +148,70 @@ def _cpu_only(name: str, sigma: torch.Tensor) -> None:
         raise NotImplementedError(
             f"{name} has CPU kernels only so far; move sigma to the CPU, or use entclust.reference.{name} "
             "(pure PyTorch, any device)")
+
+
+def _pair(name: str, sigma, y, prior, lam, problem: str):
+    if problem not in ("rce", "cce"):
+        raise ValueError(f"{name}: problem must be 'rce' or 'cce', got {problem!r}")
+    if y is None:
+        raise ValueError(f"{name}: y is required")
+    sigma3, u, _, y3, batched = _prepare(name, sigma, prior, lam, None, 0, y, True, y_name="y")
+    return sigma3, y3, u, batched
+
+
+def objective(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 100.0, *, problem: str = "rce"):
+    """Value of the pseudo-label problem at ``y``: ``(1/N) sum_i H(sigma_i, y_i) + lam KL(u || y_bar)``
+    (``problem="rce"``) or ``-(1/N) sum_i ln(sigma_i . y_i) + lam KL(u || y_bar)`` (``"cce"``);
+    a scalar, or ``(B,)`` for batched ``(B, N, K)`` inputs. Computed in float64."""
+    sigma3, y3, u, batched = _pair("objective", sigma, y, prior, lam, problem)
+    fn = reference.rce_objective if problem == "rce" else reference.cce_objective
+    out = fn(sigma3.double(), y3.double(), u.double(), lam)
+    return out if batched else out[0]
+
+
+def fw_gap(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 100.0, *, problem: str = "rce"):
+    """Frank-Wolfe gap ``sum_i (sum_k y_ik g_ik - min_k g_ik)`` of the problem at ``y`` (MATH.md):
+    >= 0, 0 exactly at the optimum, an upper bound on ``objective(y) - min``; needs no knowledge
+    of the solver and holds on the simplex boundary. Computed in float64."""
+    sigma3, y3, u, batched = _pair("fw_gap", sigma, y, prior, lam, problem)
+    grad_fn = reference.rce_gradient if problem == "rce" else reference.cce_gradient
+    out = reference.fw_gap(grad_fn(sigma3.double(), y3.double(), u.double(), lam), y3.double())
+    return out if batched else out[0]
+
+
+def dual_newton_rce(
+    sigma: torch.Tensor,
+    prior=None,
+    lam: float = 100.0,
+    *,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+    warm_start: int = 5,
+    validate: bool = True,
+) -> SolverResult:
+    """Exact solver of the reverse-CE problem: Newton on its K-dimensional concave dual (MATH.md),
+    one ``O(N K^2)`` product and a ``K x K`` solve per step, stopped on the Frank-Wolfe gap
+    ``<= tol`` (every iterate is primal feasible). Where EM crawls linearly (``lam N >> 1``) this
+    reaches machine precision in tens of steps: N = 250, K = 200, lam = 100: gap ~1e-11 in 21
+    steps, where EM is at 1.7e-2 after 1000 iterations. At K = 2000 it may stop short (2.8e-7
+    measured) when the line search makes no more progress; ``converged`` says so.
+    Needs ``sigma > 0``, ``prior > 0``, ``lam > 0``. Composite PyTorch (float64 inside)."""
+    sigma3, u, _, _, batched = _prepare("dual_newton_rce", sigma, prior, lam, None, max_iter, None, validate)
+    res = reference.dual_newton_rce(sigma3.double(), u.double(), lam, tol=tol, max_iter=max_iter,
+                                    warm_start=warm_start)
+    y = res.y.to(sigma.dtype)
+    if not batched:
+        return SolverResult(y[0], *(t[0] for t in res[1:5]), res.criterion)
+    return SolverResult(y, *res[1:])
+
+
+def sinkhorn_knopp(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9,
+                   max_iter: int = 1000, validate: bool = True):
+    """SeLa's balanced hard assignment: ``Q = diag(alpha) P diag(beta)``, ``P = sigma^lam_sk``, with
+    row sums 1/N and column sums ``u`` (log domain). Returns ``(Q, labels, iterations)`` with
+    ``labels = argmax_k Q_ik``. Composite PyTorch."""
+    sigma3, u, _, _, batched = _prepare("sinkhorn_knopp", sigma, prior, 0.0, None, max_iter, None, validate)
+    if not lam_sk > 0:
+        raise ValueError(f"sinkhorn_knopp: lam_sk must be > 0, got {lam_sk}")
+    q, labels, iterations = reference.sinkhorn_knopp(sigma3, u, lam_sk=lam_sk, tol=tol, max_iter=max_iter)
+    return (q, labels, iterations) if batched else (q[0], labels[0], iterations)

@@ -175,3 +175,22 @@ def test_em_cce_opcheck_and_bad_newton_arguments():
     torch.library.opcheck(torch.ops.entclust.em_cce, (sigma, prior, 10.0, 1e-9, 20, 1e-12, 50, None))
     with pytest.raises(ValueError, match="newton_max_iter >= 1"):
         entclust.em_cce(sigma, newton_max_iter=0)
+
+
+def test_public_objective_gap_dual_newton_and_sinkhorn():
+    sigma = problem((60, 5), seed=3)
+    exact = entclust.dual_newton_rce(sigma, lam=50.0)
+    assert bool(exact.converged) and abs(exact.fw_gap) < 1e-9 and exact.y.shape == (60, 5)
+    em = entclust.em_rce(sigma, lam=50.0, max_iter=20, tol=0)
+    torch.testing.assert_close(entclust.objective(sigma, em.y, lam=50.0), em.objective)
+    torch.testing.assert_close(entclust.fw_gap(sigma, em.y, lam=50.0), em.fw_gap)
+    assert em.objective - exact.objective <= em.fw_gap + 1e-12
+    cce = entclust.em_cce(sigma, lam=50.0, max_iter=20, tol=0)
+    torch.testing.assert_close(entclust.fw_gap(sigma, cce.y, lam=50.0, problem="cce"), cce.fw_gap)
+    q, labels, _ = entclust.sinkhorn_knopp(sigma, lam_sk=5.0)
+    torch.testing.assert_close(q.sum(0), torch.full((5,), 0.2, dtype=torch.float64), atol=1e-8, rtol=0)
+    assert labels.shape == (60,)
+    with pytest.raises(ValueError, match="problem must be 'rce' or 'cce'"):
+        entclust.fw_gap(sigma, em.y, problem="mse")
+    with pytest.raises(ValueError, match="objective: y must match sigma"):
+        entclust.objective(sigma, em.y[:3])
