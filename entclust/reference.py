@@ -269,7 +269,9 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
     (MATH.md): multipliers w for ``y_bar = z`` give ``z_k = lam u_k / w_k`` and rows
     ``y_ik = sigma_ik / (t_i - w_k)``; dual gradient ``lam u / w - y_bar(w)``, Hessian
     ``-diag(lam u / w^2) - (1/N) sum_i (diag(d_i) - d_i d_i^T / D_i)``, ``d_ik = sigma_ik / (t_i - w_k)^2``.
-    Warm start from ``warm_start`` EM steps; backtracking on the norm of the dual gradient.
+    Warm start from ``warm_start`` EM steps; backtracking by Armijo on the dual value
+    ``D(w) = (1/N) sum_i [-sigma_i . ln y_i - w . y_i] + sum_k lam u_k (ln(w_k / lam) + 1)``
+    while the predicted ascent exceeds D's rounding noise, then on the dual gradient norm.
     Every iterate y(w) is primal feasible, so the stopping rule is the Frank-Wolfe gap <= tol.
     Needs sigma > 0 and prior > 0 (zeros make the row problems or the dual non-smooth; use EM)."""
     if sigma.dim() == 3:
@@ -284,10 +286,12 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
     w = lam * u / y.mean(0)
 
     def state(w):
+        """Row roots, y(w), dual gradient and dual value D(w) = min_{y, z} L(y, z, w)."""
         t, y = _rce_rows_given_w(sigma, w)
-        return t, y, lam * u / w - y.mean(0)
+        value = (-(sigma * torch.log(y)).sum() - (y * w).sum()) / n + (lam * u * (torch.log(w / lam) + 1)).sum()
+        return t, y, lam * u / w - y.mean(0), value
 
-    t, y, grad = state(w)
+    t, y, grad, value = state(w)
     iterations, converged = 0, False
     for iterations in range(max_iter + 1):
         if fw_gap(rce_gradient(sigma, y, u, lam), y) <= tol:
@@ -298,16 +302,26 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
         d = sigma / (t - w) ** 2
         hessian = -torch.diag(lam * u / w**2) - (torch.diag(d.sum(0)) - d.T @ (d / d.sum(-1, keepdim=True))) / n
         direction = torch.linalg.solve(hessian, -grad)  # ascent: the Hessian is negative definite
-        alpha, norm = 1.0, grad.norm()
+        slope = float(grad @ direction)  # > 0
+        # Backtracking inside w > 0: Armijo on the concave dual value while the predicted ascent
+        # is above the rounding noise of D; below it (near the optimum, where full Newton steps
+        # are right but D cannot resolve them) a decrease of the dual gradient norm instead.
+        noise = 64 * torch.finfo(sigma.dtype).eps * (abs(float(value)) + 1)
+        norm = float(grad.norm())
+        alpha, accepted = 1.0, False
         while alpha > 1e-12:
             w_try = w + alpha * direction
             if bool((w_try > 0).all()):
-                t_try, y_try, g_try = state(w_try)
-                if g_try.norm() <= (1 - 1e-4 * alpha) * norm:
+                t_try, y_try, g_try, v_try = state(w_try)
+                if alpha * slope > noise:
+                    accepted = bool(v_try >= value + 1e-4 * alpha * slope)
+                else:
+                    accepted = float(g_try.norm()) <= (1 - 1e-4 * alpha) * norm
+                if accepted:
                     break
             alpha /= 2
-        else:
-            break  # no progress possible at this precision
-        w, t, y, grad = w_try, t_try, y_try, g_try
+        if not accepted:
+            break  # no ascent left at this precision
+        w, t, y, grad, value = w_try, t_try, y_try, g_try, v_try
     its = torch.tensor(iterations)
     return _finish(sigma, y, u, lam, its, torch.tensor(converged), f"Frank-Wolfe gap <= {tol:g}", "rce")
