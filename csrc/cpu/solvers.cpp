@@ -200,8 +200,9 @@ void column_sums(const T* y, int64_t N, int64_t K, double* col) {
 
 // The EM loop shared by both problems. `rows(begin, end, v, col_out, state) -> max |dy|`
 // performs one iteration on a range of rows; `state` holds one float64 per row that persists
-// across iterations (0 at the start; the collision-CE M-step keeps its Newton root there). One problem runs either on the calling thread
-// (`split` = false) or with its rows split across threads every iteration.
+// across iterations (0 at the start; the collision-CE M-step keeps its Newton root there).
+// One problem runs on the calling thread (`split` = false) or with its rows split across
+// threads every iteration.
 template <typename T, typename Rows>
 void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double tol, int64_t max_iter, bool split,
              const Rows& rows, int64_t* iterations, bool* converged) {
