@@ -34,6 +34,13 @@ TORCH_LIBRARY(entclust, m) {
       "em_cce(Tensor sigma, Tensor prior, float lam, float tol, int max_iter, float newton_tol, "
       "int newton_max_iter, Tensor? y0) -> (Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // Projected gradient on the collision-CE problem (strong fairness), fixed step.
+  m.def(
+      "pgd_cce(Tensor sigma, Tensor prior, float lam, float step, float tol, int max_iter, Tensor? y0) "
+      "-> (Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  // Exact Euclidean projection of each row of v (M, K) onto the probability simplex.
+  m.def("project_simplex(Tensor v) -> Tensor", {at::Tag::pt2_compliant_tag});
 }
 
 namespace {

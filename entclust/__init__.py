@@ -12,7 +12,16 @@ from .losses import (
 )
 from .modules import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
 from .results import SolverResult
-from .solvers import dual_newton_rce, em_cce, em_rce, fw_gap, objective, sinkhorn_knopp
+from .solvers import (
+    dual_newton_rce,
+    em_cce,
+    em_rce,
+    fw_gap,
+    objective,
+    pgd_cce,
+    project_simplex,
+    sinkhorn_knopp,
+)
 
 __version__ = "0.1.0"
 
@@ -32,6 +41,8 @@ __all__ = [
     "em_rce",
     "em_cce",
     "dual_newton_rce",
+    "pgd_cce",
+    "project_simplex",
     "sinkhorn_knopp",
     "objective",
     "fw_gap",

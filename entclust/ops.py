@@ -109,6 +109,16 @@ def _fake_em_cce(sigma, prior, lam, tol, max_iter, newton_tol, newton_max_iter, 
     return _fake_em(sigma)
 
 
+@torch.library.register_fake("entclust::pgd_cce")
+def _fake_pgd_cce(sigma, prior, lam, step, tol, max_iter, y0):
+    return _fake_em(sigma)
+
+
+@torch.library.register_fake("entclust::project_simplex")
+def _fake_project_simplex(v):
+    return torch.empty_like(v, memory_format=torch.contiguous_format)
+
+
 def em_rce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, y0=None):
     """Raw EM op on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
     return torch.ops.entclust.em_rce(sigma, prior, lam, tol, max_iter, y0)
@@ -118,3 +128,13 @@ def em_cce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max
            newton_max_iter: int, y0=None):
     """Raw EM op for collision CE on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
     return torch.ops.entclust.em_cce(sigma, prior, lam, tol, max_iter, newton_tol, newton_max_iter, y0)
+
+
+def pgd_cce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, step: float, tol: float, max_iter: int, y0=None):
+    """Raw projected-gradient op for collision CE on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
+    return torch.ops.entclust.pgd_cce(sigma, prior, lam, step, tol, max_iter, y0)
+
+
+def project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Raw projection op on ``(M, K)`` rows."""
+    return torch.ops.entclust.project_simplex(v)

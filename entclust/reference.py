@@ -263,6 +263,13 @@ def _rce_rows_given_w(sigma, w, *, tol: float = 1e-15, max_iter: int = 100):
     return t, sigma / (t - w)
 
 
+def _feasible(y: torch.Tensor) -> torch.Tensor:
+    """Rows of y(w) renormalised: t_i - w_k can be ~1e-6 of t_i (tiny sigma_ik, large lam u_k),
+    so they sum to 1 only to ~1e-10; the primal point that is certified must be exactly feasible
+    (the dual steps keep using y(w) itself)."""
+    return y / y.sum(-1, keepdim=True)
+
+
 def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10, max_iter: int = 100,
                     warm_start: int = 5) -> SolverResult:
     """Exact solver of the reverse-CE problem by Newton on its K-dimensional concave dual
@@ -294,7 +301,8 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
     t, y, grad, value = state(w)
     iterations, converged = 0, False
     for iterations in range(max_iter + 1):
-        if fw_gap(rce_gradient(sigma, y, u, lam), y) <= tol:
+        primal = _feasible(y)
+        if fw_gap(rce_gradient(sigma, primal, u, lam), primal) <= tol:
             converged = True
             break
         if iterations == max_iter:
@@ -324,4 +332,4 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
             break  # no ascent left at this precision
         w, t, y, grad, value = w_try, t_try, y_try, g_try, v_try
     its = torch.tensor(iterations)
-    return _finish(sigma, y, u, lam, its, torch.tensor(converged), f"Frank-Wolfe gap <= {tol:g}", "rce")
+    return _finish(sigma, _feasible(y), u, lam, its, torch.tensor(converged), f"Frank-Wolfe gap <= {tol:g}", "rce")

@@ -143,6 +143,54 @@ def em_cce(
     return _certify("cce", sigma3, y, u, lam, iterations, converged, f"max|dy| <= {tol:g}", batched)
 
 
+def pgd_cce(
+    sigma: torch.Tensor,
+    prior=None,
+    lam: float = 100.0,
+    *,
+    step: float = 1.0,
+    tol: float | None = None,
+    max_iter: int = 1000,
+    y0: torch.Tensor | None = None,
+    validate: bool = True,
+) -> SolverResult:
+    """Projected gradient descent on the collision-CE problem with strong fairness (the
+    baseline of seed 003 Table 1), fused: per iteration, for every row, the gradient
+    ``g_ik = -sigma_ik / (N sigma_i . y_i) - lam u_k / (N y_bar_k)``, a step ``y_i - step g_i`` and the
+    exact Euclidean projection onto the simplex (sort-based). Stops on ``max|dy| <= tol``.
+
+    Too large a step empties a class (``y_bar_k = 0``), where the gradient is infinite: the
+    iterates then become NaN and the result reports it (objective NaN, ``converged`` False),
+    as the paper warns ("higher step size may lead to the divergence of the PGD").
+    The weak-fairness variant (eq. 10) is ``entclust.reference.pgd_cce(..., fairness="weak")``.
+    """
+    sigma3, u, tol, y0, batched = _prepare("pgd_cce", sigma, prior, lam, tol, max_iter, y0, validate)
+    if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+        raise ValueError(f"pgd_cce: step must be a finite number > 0, got {step!r}")
+    _cpu_only("pgd_cce", sigma3)
+    y, iterations, converged = ops.pgd_cce(sigma3, u, float(lam), float(step), tol, max_iter, y0)
+    converged = converged & torch.isfinite(y).all(-1).all(-1)
+    return _certify("cce", sigma3, y, u, lam, iterations, converged, f"max|dy| <= {tol:g}", batched)
+
+
+def project_simplex(v: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
+    """Exact Euclidean projection of every vector along ``dim`` onto the probability simplex:
+    ``argmin_{w in simplex} ||w - v||``, i.e. ``max(v - theta, 0)`` with theta from the sorted
+    prefix sums (Duchi et al. 2008). float32/float64; a vector with NaN/Inf raises."""
+    check_tensor("v", v)
+    if v.dtype not in DEFAULT_TOL:
+        raise TypeError(f"project_simplex: v must be float32 or float64, got {v.dtype}")
+    from ._validation import class_dim
+
+    dim = class_dim("v", v, dim)
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("project_simplex: v must be finite")
+    _cpu_only("project_simplex", v)
+    moved = v.movedim(dim, -1)
+    out = ops.project_simplex(moved.reshape(-1, moved.shape[-1]))
+    return out.reshape(moved.shape).movedim(-1, dim)
+
+
 def _cpu_only(name: str, sigma: torch.Tensor) -> None:
     if sigma.device.type != "cpu":
         raise NotImplementedError(
@@ -192,11 +240,10 @@ def dual_newton_rce(
     """Exact solver of the reverse-CE problem: Newton on its K-dimensional concave dual (MATH.md),
     one ``O(N K^2)`` product and a ``K x K`` solve per step, stopped on the Frank-Wolfe gap
     ``<= tol`` (every iterate is primal feasible). Where EM crawls linearly (``lam N >> 1``) this
-    is far faster. Measured (N = 250, lam = 100, sigma = softmax(3 z), three draws each): K = 2
-    and 20 reach gaps of 1e-11 to 1e-14 in 4-7 steps; K = 200 reaches 8e-12 in 23 steps on one
-    draw but stalls at 5.7e-9 and 1.6e-7 on the others (EM: ~1e-2 after 1000 iterations);
-    K = 2000 stalls at 1.2e-8. ``converged`` says whether ``tol`` was met; the step control is
-    known to need work (the dual is very flat along ``w + s 1``).
+    is far faster. Measured (N = 250, lam = 100, sigma = softmax(3 z)): K = 2 and 20 reach gaps
+    of 1e-10 to 1e-14 in 4-7 steps on every draw; K = 200 stalls between 3e-10 and 1e-7 on four
+    draws (EM: ~1e-2 after 1000 iterations). ``converged`` says whether ``tol`` was met; the step
+    control is known to need work (the dual is very flat along ``w + s 1``).
     Needs ``sigma > 0``, ``prior > 0``, ``lam > 0``. Composite PyTorch (float64 inside)."""
     sigma3, u, _, _, batched = _prepare("dual_newton_rce", sigma, prior, lam, None, max_iter, None, validate)
     res = reference.dual_newton_rce(sigma3.double(), u.double(), lam, tol=tol, max_iter=max_iter,

@@ -194,3 +194,51 @@ def test_public_objective_gap_dual_newton_and_sinkhorn():
         entclust.fw_gap(sigma, em.y, problem="mse")
     with pytest.raises(ValueError, match="objective: y must match sigma"):
         entclust.objective(sigma, em.y[:3])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 30), st.floats(0.01, 50.0), st.integers(0, 2**31 - 1))
+def test_project_simplex_matches_reference(m, k, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    v = scale * torch.randn(m, k, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(entclust.project_simplex(v), R.project_simplex(v), rtol=0, atol=1e-12)
+
+
+def test_project_simplex_dim_dtype_and_errors():
+    v = torch.randn(3, 5, 4, dtype=torch.float64)
+    out = entclust.project_simplex(v, dim=1)
+    torch.testing.assert_close(out.sum(1), torch.ones(3, 4, dtype=torch.float64))
+    torch.testing.assert_close(out, R.project_simplex(v.movedim(1, -1)).movedim(-1, 1))
+    torch.testing.assert_close(entclust.project_simplex(v.float()), R.project_simplex(v.float()), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="v must be finite"):
+        entclust.project_simplex(torch.tensor([[1.0, math.nan]]))
+    torch.library.opcheck(torch.ops.entclust.project_simplex, (v.reshape(-1, 4),))
+
+
+@pytest.mark.parametrize("shape, lam, step", [((3, 30, 4), 1.0, 1.0), ((1, 250, 20), 100.0, 0.1), ((2, 40, 2), 5.0, 2.0)],
+                         ids=str)
+def test_pgd_cce_matches_reference(shape, lam, step):
+    sigma = problem(shape)
+    got = entclust.pgd_cce(sigma, lam=lam, step=step, max_iter=50, tol=0)
+    want = R.pgd_cce(sigma, lam=lam, step=step, max_iter=50, tol=0)
+    torch.testing.assert_close(got.y, want.y, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got.objective, want.objective, rtol=1e-10, atol=1e-12)
+
+
+def test_pgd_cce_divergence_is_reported_not_hidden():
+    sigma = problem((1, 250, 20))
+    res = entclust.pgd_cce(sigma, lam=100.0, step=5.0, max_iter=200)
+    ref = R.pgd_cce(sigma, lam=100.0, step=5.0, max_iter=200)
+    assert torch.isnan(ref.objective) and torch.isnan(res.objective) and not bool(res.converged.any())
+
+
+def test_pgd_and_em_agree_at_the_optimum():
+    sigma = problem((40, 2), 2.0)
+    em = entclust.em_cce(sigma, lam=1.0, max_iter=5000, tol=1e-14)
+    pgd = entclust.pgd_cce(sigma, lam=1.0, step=1.0, max_iter=20000, tol=1e-14)
+    assert pgd.fw_gap < 1e-6 and em.fw_gap < 1e-8
+    assert abs(em.objective - pgd.objective) <= 1e-6 * abs(em.objective)
+    with pytest.raises(ValueError, match="step must be a finite number > 0"):
+        entclust.pgd_cce(sigma, step=0.0)
+    prior = torch.full((2,), 0.5, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.entclust.pgd_cce, (sigma.unsqueeze(0), prior, 1.0, 1.0, 1e-9, 20, None))

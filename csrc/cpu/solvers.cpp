@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -185,10 +186,63 @@ double em_cce_rows(const double* s, double* y, int64_t K, int64_t b, int64_t e, 
   return em_cce_rows_f64(s, y, K, b, e, v, c, x, tol, iters);
 }
 
-// c u_k / sum_j y_jk, 0 for a class no point uses (its S_ik are 0).
+// Euclidean projection of z (K values) onto the simplex, sort-based (Duchi et al. 2008):
+// out = max(z - theta, 0), theta from the sorted prefix sums; `sorted` is K scratch values.
+// A row with a non-finite value projects to NaN (std::sort needs a strict weak order).
+inline void project_row(const double* z, int64_t K, double* out, double* sorted) {
+  for (int64_t k = 0; k < K; ++k) {
+    if (!std::isfinite(z[k])) {
+      std::fill(out, out + K, std::numeric_limits<double>::quiet_NaN());
+      return;
+    }
+  }
+  std::copy(z, z + K, sorted);
+  std::sort(sorted, sorted + K, std::greater<double>());
+  double prefix = 0, theta = 0;
+  for (int64_t j = 0; j < K; ++j) {  // the condition holds on a prefix of the sorted values
+    prefix += sorted[j];
+    const double t = (prefix - 1) / static_cast<double>(j + 1);
+    if (!(sorted[j] - t > 0)) break;
+    theta = t;
+  }
+  for (int64_t k = 0; k < K; ++k) out[k] = std::max(z[k] - theta, 0.0);
+}
+
+// Projected gradient on the collision-CE problem (strong fairness, eq. 11) for rows
+// [begin, end): g_ik = -(sigma_ik / p_i + v_k) / N with p_i = sigma_i . y_i, then
+// y_i <- proj(y_i - step g_i). Updates y in place, adds the new column sums, returns max |dy|.
 template <typename T>
-void fairness_weights(const double* col, const double* cu, int64_t K, T* v) {
-  for (int64_t k = 0; k < K; ++k) v[k] = static_cast<T>(col[k] > 0 ? cu[k] / col[k] : 0.0);
+T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
+               double* col_out) {
+  std::vector<double> z(K), next(K), sorted(K);
+  T max_delta = 0;
+  const double scale = step / static_cast<double>(N);
+  for (int64_t i = begin; i < end; ++i) {
+    const T* s = sigma + i * K;
+    T* yi = y + i * K;
+    double p = 0;
+    for (int64_t k = 0; k < K; ++k) p += static_cast<double>(s[k]) * static_cast<double>(yi[k]);
+    for (int64_t k = 0; k < K; ++k)
+      z[k] = static_cast<double>(yi[k]) + scale * (static_cast<double>(s[k]) / p + static_cast<double>(v[k]));
+    project_row(z.data(), K, next.data(), sorted.data());
+    T row_delta = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const T value = static_cast<T>(next[k]);
+      const T d = std::fabs(value - yi[k]);
+      row_delta = d > row_delta || d != d ? d : row_delta;  // NaN (divergence) propagates
+      yi[k] = value;
+      col_out[k] += next[k];
+    }
+    max_delta = row_delta > max_delta || row_delta != row_delta ? row_delta : max_delta;
+  }
+  return max_delta;
+}
+
+// v_k = c u_k / sum_j y_jk. A class no point uses gets `empty`: 0 for EM (its S_ik are 0),
+// +inf for projected gradient (the fairness gradient -lam u_k / (N y_bar_k) is infinite there).
+template <typename T>
+void fairness_weights(const double* col, const double* cu, int64_t K, double empty, T* v) {
+  for (int64_t k = 0; k < K; ++k) v[k] = static_cast<T>(col[k] > 0 ? cu[k] / col[k] : (cu[k] > 0 ? empty : 0.0));
 }
 
 template <typename T>
@@ -204,8 +258,8 @@ void column_sums(const T* y, int64_t N, int64_t K, double* col) {
 // One problem runs on the calling thread (`split` = false) or with its rows split across
 // threads every iteration.
 template <typename T, typename Rows>
-void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double tol, int64_t max_iter, bool split,
-             const Rows& rows, int64_t* iterations, bool* converged) {
+void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double empty, double tol, int64_t max_iter,
+             bool split, const Rows& rows, int64_t* iterations, bool* converged) {
   const int64_t chunks = split ? std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N / 16)) : 1;
   const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
   std::vector<double> col(K), partial(chunks * K), deltas(chunks), state(N, 0.0);
@@ -214,7 +268,7 @@ void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double tol, int
   *iterations = 0;
   *converged = false;
   for (int64_t it = 1; it <= max_iter; ++it) {
-    fairness_weights(col.data(), cu, K, v.data());
+    fairness_weights(col.data(), cu, K, empty, v.data());
     std::fill(partial.begin(), partial.end(), 0.0);
     auto run = [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
@@ -241,7 +295,7 @@ using EmResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 // returns the per-iteration row function of one problem.
 template <typename MakeRows>
 EmResult em_driver(const char* name, const at::Tensor& sigma_in, const at::Tensor& prior, double lam, double tol,
-                   int64_t max_iter, const std::optional<at::Tensor>& y0, const MakeRows& make_rows) {
+                   int64_t max_iter, const std::optional<at::Tensor>& y0, double empty, const MakeRows& make_rows) {
   TORCH_CHECK(sigma_in.dim() == 3, name, ": sigma must have shape (B, N, K), got ", sigma_in.sizes());
   TORCH_CHECK(sigma_in.scalar_type() == at::kFloat || sigma_in.scalar_type() == at::kDouble, name,
               ": sigma must be float32 or float64, got ", sigma_in.scalar_type());
@@ -269,7 +323,7 @@ EmResult em_driver(const char* name, const at::Tensor& sigma_in, const at::Tenso
     const double* cup = cu.data_ptr<double>();
     auto solve = [&](int64_t b, bool split) {
       const auto rows = make_rows(s + b * N * K, yp + b * N * K, K);
-      em_loop(yp + b * N * K, N, K, cup, tol, max_iter, split, rows, its + b, conv + b);
+      em_loop(yp + b * N * K, N, K, cup, empty, tol, max_iter, split, rows, its + b, conv + b);
     };
     if (B < at::get_num_threads() && N * K >= (1 << 16)) {
       for (int64_t b = 0; b < B; ++b) solve(b, true);  // few large problems: rows in parallel
@@ -284,7 +338,7 @@ EmResult em_driver(const char* name, const at::Tensor& sigma_in, const at::Tenso
 
 EmResult em_rce_cpu(const at::Tensor& sigma, const at::Tensor& prior, double lam, double tol, int64_t max_iter,
                     const std::optional<at::Tensor>& y0) {
-  return em_driver("em_rce", sigma, prior, lam, tol, max_iter, y0, [](const auto* s, auto* y, int64_t K) {
+  return em_driver("em_rce", sigma, prior, lam, tol, max_iter, y0, 0.0, [](const auto* s, auto* y, int64_t K) {
     return [=](int64_t begin, int64_t end, const auto* v, double* col, double*) {
       return em_rce_rows(s, y, K, begin, end, v, col);
     };
@@ -294,11 +348,46 @@ EmResult em_rce_cpu(const at::Tensor& sigma, const at::Tensor& prior, double lam
 EmResult em_cce_cpu(const at::Tensor& sigma, const at::Tensor& prior, double lam, double tol, int64_t max_iter,
                     double newton_tol, int64_t newton_max_iter, const std::optional<at::Tensor>& y0) {
   TORCH_CHECK(newton_tol >= 0 && newton_max_iter >= 1, "em_cce: need newton_tol >= 0 and newton_max_iter >= 1");
-  return em_driver("em_cce", sigma, prior, lam, tol, max_iter, y0, [=](const auto* s, auto* y, int64_t K) {
+  return em_driver("em_cce", sigma, prior, lam, tol, max_iter, y0, 0.0, [=](const auto* s, auto* y, int64_t K) {
     return [=](int64_t begin, int64_t end, const auto* v, double* col, double* x) {
       return em_cce_rows(s, y, K, begin, end, v, col, x, newton_tol, newton_max_iter);
     };
   });
+}
+
+EmResult pgd_cce_cpu(const at::Tensor& sigma, const at::Tensor& prior, double lam, double step, double tol,
+                     int64_t max_iter, const std::optional<at::Tensor>& y0) {
+  TORCH_CHECK(step > 0, "pgd_cce: step must be > 0, got ", step);
+  const int64_t N = sigma.dim() == 3 ? sigma.size(1) : 0;
+  return em_driver("pgd_cce", sigma, prior, lam, tol, max_iter, y0, std::numeric_limits<double>::infinity(),
+                   [=](const auto* s, auto* y, int64_t K) {
+                     return [=](int64_t begin, int64_t end, const auto* v, double* col, double*) {
+                       return pgd_cce_rows(s, y, K, N, step, begin, end, v, col);
+                     };
+                   });
+}
+
+at::Tensor project_simplex_cpu(const at::Tensor& v_in) {
+  TORCH_CHECK(v_in.dim() == 2, "project_simplex: v must have shape (M, K), got ", v_in.sizes());
+  TORCH_CHECK(v_in.scalar_type() == at::kFloat || v_in.scalar_type() == at::kDouble,
+              "project_simplex: v must be float32 or float64, got ", v_in.scalar_type());
+  const at::Tensor v = v_in.contiguous();
+  at::Tensor out = at::empty_like(v, at::MemoryFormat::Contiguous);
+  const int64_t M = v.size(0), K = v.size(1);
+  if (M == 0 || K == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "entclust_project_simplex_cpu", [&] {
+    const scalar_t* src = v.data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    at::parallel_for(0, M, std::max<int64_t>(1, 4096 / K), [&](int64_t r0, int64_t r1) {
+      std::vector<double> z(K), projected(K), sorted(K);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t k = 0; k < K; ++k) z[k] = static_cast<double>(src[r * K + k]);
+        project_row(z.data(), K, projected.data(), sorted.data());
+        for (int64_t k = 0; k < K; ++k) dst[r * K + k] = static_cast<scalar_t>(projected[k]);
+      }
+    });
+  });
+  return out;
 }
 
 }  // namespace
@@ -306,6 +395,8 @@ EmResult em_cce_cpu(const at::Tensor& sigma, const at::Tensor& prior, double lam
 TORCH_LIBRARY_IMPL(entclust, CPU, m) {
   m.impl("em_rce", &em_rce_cpu);
   m.impl("em_cce", &em_cce_cpu);
+  m.impl("pgd_cce", &pgd_cce_cpu);
+  m.impl("project_simplex", &project_simplex_cpu);
 }
 
 }  // namespace cpu
