@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <vector>
 
@@ -186,24 +185,36 @@ double em_cce_rows(const double* s, double* y, int64_t K, int64_t b, int64_t e, 
   return em_cce_rows_f64(s, y, K, b, e, v, c, x, tol, iters);
 }
 
-// Euclidean projection of z (K values) onto the simplex, sort-based (Duchi et al. 2008):
-// out = max(z - theta, 0), theta from the sorted prefix sums; `sorted` is K scratch values.
-// A row with a non-finite value projects to NaN (std::sort needs a strict weak order).
-inline void project_row(const double* z, int64_t K, double* out, double* sorted) {
+// Euclidean projection of z (K values) onto the simplex: out = max(z - theta, 0) with
+// sum out = 1. Michelot's algorithm (1986): theta = (sum of the active z - 1) / #active, drop
+// the z <= theta, repeat until none drops. theta only grows, the maximum always stays active,
+// so it ends exactly after at most K passes (a handful in practice), each a vectorisable loop
+// with no sort. A row with a non-finite value projects to NaN.
+inline void project_row(const double* z, int64_t K, double* out) {
+  double total = 0;
+  bool finite = true;
   for (int64_t k = 0; k < K; ++k) {
-    if (!std::isfinite(z[k])) {
-      std::fill(out, out + K, std::numeric_limits<double>::quiet_NaN());
-      return;
-    }
+    total += z[k];
+    finite = finite && std::isfinite(z[k]);
   }
-  std::copy(z, z + K, sorted);
-  std::sort(sorted, sorted + K, std::greater<double>());
-  double prefix = 0, theta = 0;
-  for (int64_t j = 0; j < K; ++j) {  // the condition holds on a prefix of the sorted values
-    prefix += sorted[j];
-    const double t = (prefix - 1) / static_cast<double>(j + 1);
-    if (!(sorted[j] - t > 0)) break;
-    theta = t;
+  if (!finite) {
+    std::fill(out, out + K, std::numeric_limits<double>::quiet_NaN());
+    return;
+  }
+  double theta = (total - 1) / static_cast<double>(K);
+  int64_t active = K;
+  for (int64_t pass = 0; pass < K; ++pass) {
+    double sum = 0;
+    int64_t count = 0;
+#pragma omp simd reduction(+ : sum, count)
+    for (int64_t k = 0; k < K; ++k) {
+      const bool keep = z[k] > theta;
+      sum += keep ? z[k] : 0.0;
+      count += keep ? 1 : 0;
+    }
+    theta = (sum - 1) / static_cast<double>(count);
+    if (count == active) break;
+    active = count;
   }
   for (int64_t k = 0; k < K; ++k) out[k] = std::max(z[k] - theta, 0.0);
 }
@@ -214,7 +225,7 @@ inline void project_row(const double* z, int64_t K, double* out, double* sorted)
 template <typename T>
 T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
                double* col_out) {
-  std::vector<double> z(K), next(K), sorted(K);
+  std::vector<double> z(K), next(K);
   T max_delta = 0;
   const double scale = step / static_cast<double>(N);
   for (int64_t i = begin; i < end; ++i) {
@@ -224,7 +235,7 @@ T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t 
     for (int64_t k = 0; k < K; ++k) p += static_cast<double>(s[k]) * static_cast<double>(yi[k]);
     for (int64_t k = 0; k < K; ++k)
       z[k] = static_cast<double>(yi[k]) + scale * (static_cast<double>(s[k]) / p + static_cast<double>(v[k]));
-    project_row(z.data(), K, next.data(), sorted.data());
+    project_row(z.data(), K, next.data());
     T row_delta = 0;
     for (int64_t k = 0; k < K; ++k) {
       const T value = static_cast<T>(next[k]);
@@ -379,10 +390,10 @@ at::Tensor project_simplex_cpu(const at::Tensor& v_in) {
     const scalar_t* src = v.data_ptr<scalar_t>();
     scalar_t* dst = out.data_ptr<scalar_t>();
     at::parallel_for(0, M, std::max<int64_t>(1, 4096 / K), [&](int64_t r0, int64_t r1) {
-      std::vector<double> z(K), projected(K), sorted(K);
+      std::vector<double> z(K), projected(K);
       for (int64_t r = r0; r < r1; ++r) {
         for (int64_t k = 0; k < K; ++k) z[k] = static_cast<double>(src[r * K + k]);
-        project_row(z.data(), K, projected.data(), sorted.data());
+        project_row(z.data(), K, projected.data());
         for (int64_t k = 0; k < K; ++k) dst[r * K + k] = static_cast<scalar_t>(projected[k]);
       }
     });
