@@ -22,11 +22,6 @@ from ._validation import (
     prior_vector,
 )
 
-_ZERO_Y_DOC = """
-    Zeros in ``y``: a class with ``sigma_k = 0`` (its softmax underflows, or its logit is
-    ``-inf``) contributes 0 to the value and to both gradients, whatever ``y_k`` is."""
-
-
 def _fused(op_name: str, logits, y, reduction: str, dim: int, validate: bool, sum_tol):
     check_pair(op_name, logits, y)
     check_reduction(reduction)
@@ -73,7 +68,9 @@ def reverse_cross_entropy(
 
     Returns the loss; differentiable in ``logits`` and ``y`` (first derivatives).
     Gradients: ``d/dl_j = sigma_j (-ln y_j - H)``, ``d/dy_k = -sigma_k / y_k``.
-    """ + _ZERO_Y_DOC + """
+
+    Zeros in ``y``: a class with ``sigma_k = 0`` (its softmax underflows, or its logit is
+    ``-inf``) contributes 0 to the value and to both gradients, whatever ``y_k`` is.
     A class with ``sigma_k > 0`` and ``y_k = 0`` makes the row's loss ``+inf`` (its true value):
     with ``validate=True`` that raises ``ValueError``; with ``validate=False`` the loss is
     ``inf`` and that row's gradients are not finite.
@@ -111,7 +108,9 @@ def collision_cross_entropy(
     ``logsumexp(logits) - logsumexp(logits + ln y)`` in float64. Arguments as in
     :func:`reverse_cross_entropy`. Gradients: ``d/dl_j = sigma_j (1 - y_j / p)``,
     ``d/dy_k = -sigma_k / p`` with ``p = sigma . y``; a uniform ``y`` has zero gradient in the logits.
-    """ + _ZERO_Y_DOC + """
+
+    Zeros in ``y``: a class with ``sigma_k = 0`` (its softmax underflows, or its logit is
+    ``-inf``) contributes 0 to the value and to both gradients, whatever ``y_k`` is.
     Zeros in ``y`` are otherwise harmless; only ``sigma . y = 0`` (no overlap) gives ``+inf``,
     which raises with ``validate=True``.
     """

@@ -40,3 +40,10 @@ def test_bad_arguments_exit_with_a_message():
     assert "--noise must be in [0, 1), got 1.5" in proc.stderr
     with pytest.raises(SystemExit):
         cli.main(["nonsense"])
+
+
+def test_every_public_name_is_documented():
+    import entclust
+
+    undocumented = [name for name in entclust.__all__ if not (getattr(entclust, name).__doc__ or "").strip()]
+    assert undocumented == []
