@@ -11,7 +11,7 @@ import math
 import torch
 
 from . import ops, reference
-from ._validation import check_distributions, check_tensor, prior_vector
+from ._validation import check_distributions, check_tensor, class_dim, prior_vector
 from .results import SolverResult
 
 # Default stopping tolerance on max |y_new - y| per problem, by dtype: float32 cannot resolve
@@ -180,8 +180,6 @@ def project_simplex(v: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     check_tensor("v", v)
     if v.dtype not in DEFAULT_TOL:
         raise TypeError(f"project_simplex: v must be float32 or float64, got {v.dtype}")
-    from ._validation import class_dim
-
     dim = class_dim("v", v, dim)
     if not bool(torch.isfinite(v).all()):
         raise ValueError("project_simplex: v must be finite")
