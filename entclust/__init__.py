@@ -10,7 +10,10 @@ from .losses import (
     strong_fairness,
     weak_fairness,
 )
-from .modules import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
+from . import data, methods, metrics
+from .estimator import EntropyClustering
+from .metrics import adjusted_rand_index, clustering_accuracy, normalized_mutual_info
+from .modules import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabeling, SelfLabelingLoss
 from .results import SolverResult
 from .solvers import (
     dual_newton_rce,
@@ -38,6 +41,11 @@ __all__ = [
     "ReverseCrossEntropyLoss",
     "CollisionCrossEntropyLoss",
     "SelfLabelingLoss",
+    "SelfLabeling",
+    "EntropyClustering",
+    "clustering_accuracy",
+    "normalized_mutual_info",
+    "adjusted_rand_index",
     "em_rce",
     "em_cce",
     "dual_newton_rce",

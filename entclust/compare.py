@@ -1,0 +1,97 @@
+"""Every method on one dataset, several seeds, one table: ``entclust compare`` and ``make demo``."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import date
+
+import numpy as np
+
+from . import methods as registry
+from .metrics import evaluate
+
+DEFAULT_METHODS = ("kmeans", "mi-gd", "sela", "mi-adm", "rce", "cce")
+METRICS = ("acc", "nmi", "ari")
+
+
+def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: int = 5, *, n_clusters: int | None = None,
+            params: dict | None = None, verbose: bool = False) -> dict:
+    """Fit each method with random_state 0..seeds-1 on the same features and score it against
+    ``labels``. ``params`` maps a method name to extra arguments of its estimator (default: the
+    package's defaults, the same for every dataset). Returns ``{"runs": [...], "summary": {...}}``:
+    one run per (method, seed) with acc/nmi/ari/seconds, and per method mean and std."""
+    k = int(np.unique(labels).size) if n_clusters is None else n_clusters
+    runs = []
+    jobs = [(m, s) for m in methods for s in range(seeds)]
+    bar = None
+    if verbose:
+        from tqdm.auto import tqdm
+
+        jobs = bar = tqdm(jobs, desc="compare", unit="fit")
+    for method, seed in jobs:
+        est = registry.make_estimator(method, k, random_state=seed, **(params or {}).get(method, {}))
+        start = time.perf_counter()
+        est.fit(x)
+        seconds = time.perf_counter() - start
+        runs.append({"method": method, "seed": seed, "seconds": seconds, **evaluate(labels, est.labels_)})
+        if bar is not None:
+            bar.set_postfix(method=method, acc=f"{runs[-1]['acc']:.3f}")
+    summary = {}
+    for method in methods:
+        rows = [r for r in runs if r["method"] == method]
+        summary[method] = {}
+        for key in (*METRICS, "seconds"):
+            values = [r[key] for r in rows]
+            summary[method][key] = {"mean": statistics.fmean(values),
+                                    "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+    return {"runs": runs, "summary": summary, "n_clusters": k, "seeds": seeds, "n_points": int(x.shape[0]),
+            "n_features": int(x.shape[1]), "date": date.today().isoformat(), "machine": platform.processor() or platform.machine()}
+
+
+def markdown(result: dict, title: str = "") -> str:
+    """The summary as a markdown table (mean ± std over seeds, in %)."""
+    lines = [f"{title}: N={result['n_points']}, D={result['n_features']}, K={result['n_clusters']}, "
+             f"{result['seeds']} seeds, {result['date']}" if title else "",
+             "", "| method | ACC % | NMI % | ARI % | seconds per fit |", "|---|---|---|---|---|"]
+    for method, s in result["summary"].items():
+        cells = [f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}" for m in METRICS]
+        lines.append(f"| {method} | {' | '.join(cells)} | {s['seconds']['mean']:.2f} |")
+    return "\n".join(line for line in lines if line is not None).strip("\n")
+
+
+def bar_chart(result: dict, path: str, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["summary"])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
+    width = 0.27
+    for j, metric in enumerate(METRICS):
+        means = [100 * result["summary"][n][metric]["mean"] for n in names]
+        stds = [100 * result["summary"][n][metric]["std"] for n in names]
+        ax.bar(np.arange(len(names)) + (j - 1) * width, means, width, yerr=stds, capsize=2, label=metric.upper())
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.set_title(title or f"{result['seeds']} seeds, K={result['n_clusters']}")
+    ax.legend(ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save(result: dict, out: str, name: str, title: str = "") -> list[str]:
+    """Write ``<name>.md``, ``<name>.json`` and ``<name>.png`` under ``out``; returns the paths."""
+    os.makedirs(out, exist_ok=True)
+    paths = [os.path.join(out, f"{name}.{ext}") for ext in ("md", "json", "png")]
+    with open(paths[0], "w") as f:
+        f.write(markdown(result, title) + "\n")
+    with open(paths[1], "w") as f:
+        json.dump(result, f, indent=1)
+    bar_chart(result, paths[2], title)
+    return paths

@@ -1,0 +1,191 @@
+"""Datasets without internet: scikit-learn's bundled digits, synthetic 2-D generators (blobs,
+the anisotropic clusters of seed 004 Fig. 1, moons) and user files (``.npy``, ``.npz``, ``.csv``,
+``.pt``). Every loader returns ``(X, labels)``: ``X`` a float ``(N, D)`` numpy array, ``labels``
+an int64 ``(N,)`` array or None. Bad files raise :class:`DataError` with one clear line."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A dataset or label file that cannot be used, with the reason."""
+
+
+def load_digits():
+    """scikit-learn's 8x8 handwritten digits: 1797 points, 64 features (0..16), 10 classes."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    x, labels = sk_digits(return_X_y=True)
+    return x.astype(np.float64), labels.astype(np.int64)
+
+
+def make_blobs(n_samples: int = 1000, n_clusters: int = 4, *, cluster_std: float = 1.0, random_state=None):
+    """Isotropic Gaussian blobs in 2-D (the textbook case where K-means is right)."""
+    from sklearn.datasets import make_blobs as sk_blobs
+
+    x, labels = sk_blobs(n_samples=n_samples, centers=n_clusters, cluster_std=cluster_std,
+                         random_state=random_state)
+    return x, labels.astype(np.int64)
+
+
+def make_anisotropic(n_samples: int = 1000, n_clusters: int = 2, *, length: float = 3.0, width: float = 0.3,
+                     gap: float = 4.5, random_state=None):
+    """Parallel elongated Gaussian clusters in 2-D (seed 004 Fig. 1, seed 000 Fig. 1): each is
+    ``length`` long (std along x) and ``width`` wide (std along y), stacked ``gap`` apart along y.
+    K-means prefers to cut across the long axis (compact halves beat the true clusters in
+    squared error); a linear softmax classifier trained for decisiveness and fairness finds the
+    gaps. Balanced classes."""
+    rng = np.random.default_rng(random_state)
+    labels = np.arange(n_samples) % n_clusters
+    rng.shuffle(labels)
+    centres = (np.arange(n_clusters) - (n_clusters - 1) / 2) * gap
+    x = np.stack([rng.normal(0.0, length, n_samples), centres[labels] + rng.normal(0.0, width, n_samples)], 1)
+    return x, labels.astype(np.int64)
+
+
+def make_moons(n_samples: int = 1000, *, noise: float = 0.08, random_state=None):
+    """scikit-learn's two interleaving half circles (not linearly separable: a hard case for
+    every linear method here)."""
+    from sklearn.datasets import make_moons as sk_moons
+
+    x, labels = sk_moons(n_samples=n_samples, noise=noise, random_state=random_state)
+    return x, labels.astype(np.int64)
+
+
+SYNTHETIC = {"blobs": make_blobs, "anisotropic": make_anisotropic, "moons": make_moons}
+
+
+def _as_array(name: str, a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    try:
+        return np.asarray(a)
+    except Exception as err:  # ragged lists, objects
+        raise DataError(f"{name}: cannot be read as an array ({err})") from None
+
+
+def _read(path: str, what: str):
+    """Array(s) stored in ``path``: returns (array, labels or None)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{what} file not found: {path}")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npy":
+            return np.load(path, allow_pickle=False), None
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                xkey = next((k for k in ("X", "x", "features", "data") if k in keys), keys[0] if len(keys) == 1 else None)
+                if xkey is None:
+                    raise DataError(f"{path}: an .npz needs an array named X, x, features or data; it has {keys}")
+                lkey = next((k for k in ("y", "labels", "target") if k in keys), None)
+                return z[xkey], (z[lkey] if lkey else None)
+        if ext == ".csv":
+            return np.loadtxt(path, delimiter=",", ndmin=2 if what == "features" else 1), None
+        if ext == ".pt":
+            import torch
+
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict):
+                xkey = next((k for k in ("X", "x", "features", "data") if k in obj), None)
+                if xkey is None:
+                    raise DataError(f"{path}: a .pt dict needs a tensor named X, x, features or data; it has {list(obj)}")
+                lkey = next((k for k in ("y", "labels", "target") if k in obj), None)
+                return _as_array(path, obj[xkey]), (_as_array(path, obj[lkey]) if lkey else None)
+            return _as_array(path, obj), None
+    except DataError:
+        raise
+    except Exception as err:  # corrupt or unreadable files: one line, no traceback
+        raise DataError(f"cannot read {what} file {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    raise DataError(f"{what} file {path}: unsupported extension {ext!r} (use .npy, .npz, .csv or .pt)")
+
+
+def check_features(x, name: str = "features") -> np.ndarray:
+    """A finite float ``(N, D)`` array with N >= 1, D >= 1, else :class:`DataError`."""
+    x = _as_array(name, x)
+    if x.ndim == 1:
+        raise DataError(f"{name} must be a 2-D array (N points, D features), got a 1-D array of length {x.shape[0]}")
+    if x.ndim != 2:
+        raise DataError(f"{name} must be a 2-D array (N points, D features), got shape {x.shape}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise DataError(f"{name} must have N >= 1 points and D >= 1 features, got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"{name} must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{name} must be finite: {int(bad.sum())} NaN/Inf values, first at row {i}, column {j}")
+    return x
+
+
+def check_labels(labels, n: int, name: str = "labels") -> np.ndarray:
+    """Integer ``(n,)`` labels, else :class:`DataError`."""
+    a = _as_array(name, labels)
+    if a.ndim == 2 and 1 in a.shape:
+        a = a.reshape(-1)
+    if a.ndim != 1:
+        raise DataError(f"{name} must be a 1-D vector, got shape {a.shape}")
+    if a.shape[0] != n:
+        raise DataError(f"{name} has {a.shape[0]} entries but the features have {n} rows")
+    if not np.issubdtype(a.dtype, np.integer):
+        if not (np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
+            raise DataError(f"{name} must be integers, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def load(source: str, labels: str | None = None, *, random_state=None):
+    """``(X, labels)`` from a name (``digits``, ``blobs``, ``anisotropic``, ``moons``) or a file
+    (``.npy``/``.csv``: the features; ``.npz``/``.pt``: features under ``X``/``features``/``data``,
+    labels under ``y``/``labels``/``target`` if present). ``labels`` is an optional separate label
+    file (``.npy``, ``.csv``, ``.pt``) and overrides labels found with the features."""
+    if source == "digits":
+        x, y = load_digits()
+    elif source in SYNTHETIC:
+        x, y = SYNTHETIC[source](random_state=0 if random_state is None else random_state)
+    else:
+        if not os.path.exists(source) and os.path.splitext(source)[1] == "":
+            raise DataError(f"unknown dataset {source!r}: use digits, {', '.join(SYNTHETIC)} or a .npy/.npz/.csv/.pt file")
+        x, y = _read(source, "features")
+    x = check_features(x)
+    if labels is not None:
+        y, _ = _read(labels, "labels")
+    if y is not None:
+        y = check_labels(y, x.shape[0])
+    return x, y
+
+
+SCALINGS = ("global", "features", "none")
+
+
+class Scaler:
+    """Feature preprocessing shared by every method of the harness, fitted on training data:
+
+    - ``"global"`` (default): subtract the mean point, divide by one scalar, the root mean square
+      deviation over all features. Keeps the geometry (relative feature scales, anisotropy), so
+      K-means and linear heads see the same data up to a similarity transform.
+    - ``"features"``: z-score each feature (constant features map to 0). Changes the geometry.
+    - ``"none"``: the features as given.
+    """
+
+    def __init__(self, mode: str = "global"):
+        if mode not in SCALINGS:
+            raise ValueError(f"standardize must be one of {SCALINGS}, got {mode!r}")
+        self.mode = mode
+
+    def fit(self, x: np.ndarray) -> "Scaler":
+        self.mean_ = x.mean(0) if self.mode != "none" else np.zeros(x.shape[1])
+        if self.mode == "global":
+            scale = np.sqrt(((x - self.mean_) ** 2).mean())
+            self.scale_ = np.full(x.shape[1], scale if scale > 0 else 1.0)
+        elif self.mode == "features":
+            std = x.std(0)
+            self.scale_ = np.where(std > 0, std, 1.0)
+        else:
+            self.scale_ = np.ones(x.shape[1])
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean_) / self.scale_

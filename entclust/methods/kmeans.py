@@ -1,0 +1,42 @@
+"""K-means (scikit-learn's ``KMeans``, k-means++ with 10 restarts) on the harness's features."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ..data import Scaler, check_features
+from . import EstimatorMethod, register
+
+
+class ScaledKMeans(ClusterMixin, BaseEstimator):
+    """``KMeans`` after the same :class:`~entclust.data.Scaler` the head methods use."""
+
+    def __init__(self, n_clusters: int = 8, *, n_init: int = 10, standardize: str = "global", random_state=None):
+        self.n_clusters, self.n_init, self.standardize, self.random_state = n_clusters, n_init, standardize, random_state
+
+    def fit(self, X, y=None):
+        from sklearn.cluster import KMeans
+
+        x = check_features(X, "X")
+        self.scaler_ = Scaler(self.standardize).fit(x)
+        self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.random_state)
+        self.labels_ = self.kmeans_.fit_predict(self.scaler_.transform(x))
+        self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def predict(self, X):
+        check_is_fitted(self)
+        return self.kmeans_.predict(self.scaler_.transform(check_features(X, "X")))
+
+
+@register("kmeans")
+class KMeansMethod(EstimatorMethod):
+    """Lloyd's K-means: the generative, isotropic baseline (seed 004 Fig. 1)."""
+
+    defaults = {"n_init": 10}
+
+    def make(self, n_clusters, *, random_state=None, standardize="global", **params):
+        return ScaledKMeans(n_clusters, standardize=standardize, random_state=random_state,
+                            **{**self.defaults, **params})

@@ -1,0 +1,36 @@
+"""MI-GD (Bridle et al. 1991; Krause et al. 2010, RIM; IMSAT-style): plain gradient descent on
+``mean_i H(sigma_i) + w KL(sigma_bar || u) + gamma ||v||^2`` (w = 1.3 in seed 000 E.3)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..losses import margin_penalty, weak_fairness
+from . import HeadMethod, register
+
+
+class MutualInformationLoss(nn.Module):
+    """Decisiveness ``mean_i H(sigma_i)`` plus weak fairness ``w KL(sigma_bar || u)`` plus margin."""
+
+    def __init__(self, weight: float, gamma: float, prior=None):
+        super().__init__()
+        self.weight, self.gamma = float(weight), float(gamma)
+        self.register_buffer("prior", None if prior is None else torch.as_tensor(prior, dtype=torch.float64))
+
+    def forward(self, logits, head=None):
+        log_sigma = torch.log_softmax(logits, -1)
+        sigma = log_sigma.exp()
+        loss = -(sigma * log_sigma).sum(-1).mean() + self.weight * weak_fairness(sigma, self.prior, validate=False)
+        if self.gamma > 0 and head is not None:
+            loss = loss + self.gamma * margin_penalty(head)
+        return loss
+
+
+@register("mi-gd")
+class MIGD(HeadMethod):
+    """MI loss by gradient descent, no pseudo-labels."""
+
+    defaults = {"weight": 1.3}
+
+    def build(self, estimator, params):
+        return MutualInformationLoss(params["weight"], estimator.gamma, estimator.prior)

@@ -1,0 +1,30 @@
+"""Ours: self-labeling with reverse cross-entropy (seeds 000/004) and collision cross-entropy
+(seed 003), pseudo-labels re-solved on every mini-batch by the fused solvers."""
+from __future__ import annotations
+
+from ..modules import SelfLabeling
+from . import HeadMethod, register
+
+
+class _Ours(HeadMethod):
+    method = ""
+    defaults = {"solver": "em", "max_iter": 100, "tol": None}
+
+    def build(self, estimator, params):
+        return SelfLabeling(self.method, lam=estimator.lam, prior=estimator.prior, solver=params["solver"],
+                            gamma=estimator.gamma, max_iter=params["max_iter"], tol=params["tol"])
+
+
+@register("rce")
+class ReverseCE(_Ours):
+    """``mean_i H(sigma_i, y_i) + lam KL(u || y_bar) + gamma ||v||^2``, y by EM (seed 004 eq. 13)."""
+
+    method = "rce"
+
+
+@register("cce")
+class CollisionCE(_Ours):
+    """``mean_i -ln(sigma_i . y_i) + lam KL(u || y_bar) + gamma ||v||^2``, y by EM with the Newton
+    M-step (seed 003 eq. 11)."""
+
+    method = "cce"

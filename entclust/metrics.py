@@ -1,0 +1,108 @@
+"""Clustering metrics (MATH.md, "Models and training"): accuracy under the best one-to-one
+cluster-to-class map (Hungarian), normalised mutual information, adjusted Rand index, and the
+confusion matrix after matching. Inputs are integer label vectors (numpy, lists or tensors)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _labels(name: str, a) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D vector of labels, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not (np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
+            raise ValueError(f"{name} must hold integer labels, got dtype {a.dtype}")
+        a = a.astype(np.int64)
+    return a
+
+
+def contingency(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(C, classes, clusters)``: ``C[c, k]`` counts points of class ``classes[c]`` put in
+    cluster ``clusters[k]``; any integer values, not necessarily 0..K-1."""
+    t, p = _labels("labels_true", labels_true), _labels("labels_pred", labels_pred)
+    if t.shape != p.shape:
+        raise ValueError(f"labels_true and labels_pred must have the same length, got {t.size} and {p.size}")
+    if t.size == 0:
+        raise ValueError("labels_true and labels_pred are empty")
+    classes, ti = np.unique(t, return_inverse=True)
+    clusters, pi = np.unique(p, return_inverse=True)
+    table = np.zeros((classes.size, clusters.size), dtype=np.int64)
+    np.add.at(table, (ti, pi), 1)
+    return table, classes, clusters
+
+
+def _matching(table: np.ndarray):
+    from scipy.optimize import linear_sum_assignment
+
+    # Rectangular tables are fine: min(#classes, #clusters) pairs are matched, the rest unmatched.
+    return linear_sum_assignment(-table)
+
+
+def clustering_accuracy(labels_true, labels_pred) -> float:
+    """Share of points whose cluster is mapped to their class by the best one-to-one map
+    (Hungarian algorithm on the contingency table). With more clusters than classes, the
+    unmatched clusters count as errors; with fewer, the unmatched classes do."""
+    table, _, _ = contingency(labels_true, labels_pred)
+    rows, cols = _matching(table)
+    return float(table[rows, cols].sum() / table.sum())
+
+
+def matched_confusion_matrix(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Confusion matrix with clusters reordered so that cluster ``j`` is matched to class ``j``
+    (the diagonal holds the correctly clustered counts, its sum over ``N`` is the accuracy).
+    Returns ``(matrix, classes, cluster_order)``: rows are ``classes``, column ``j`` is cluster
+    ``cluster_order[j]``; unmatched clusters come last."""
+    table, classes, clusters = contingency(labels_true, labels_pred)
+    rows, cols = _matching(table)
+    order = np.full(classes.size, -1, dtype=np.int64)
+    order[rows] = cols
+    matched = [c for c in order if c >= 0]
+    rest = [c for c in range(clusters.size) if c not in set(matched)]
+    # Classes left without a cluster get an all-zero column, so the diagonal stays aligned.
+    columns = [table[:, c] if c >= 0 else np.zeros(classes.size, np.int64) for c in order]
+    columns += [table[:, c] for c in rest]
+    labels = [clusters[c] if c >= 0 else -1 for c in order] + [clusters[c] for c in rest]
+    return np.stack(columns, 1), classes, np.asarray(labels)
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def normalized_mutual_info(labels_true, labels_pred) -> float:
+    """``I(T; P) / ((H(T) + H(P)) / 2)`` (arithmetic normalisation, scikit-learn's default);
+    1 for identical partitions up to renaming, 1 when both are a single cluster."""
+    table, _, _ = contingency(labels_true, labels_pred)
+    n = table.sum()
+    h_t, h_p = _entropy(table.sum(1)), _entropy(table.sum(0))
+    if h_t == 0 and h_p == 0:
+        return 1.0
+    nz = table > 0
+    outer = np.outer(table.sum(1), table.sum(0))[nz]
+    mi = float((table[nz] / n * np.log(table[nz] * n / outer)).sum())
+    return max(0.0, mi / ((h_t + h_p) / 2)) if (h_t + h_p) > 0 else 0.0
+
+
+def adjusted_rand_index(labels_true, labels_pred) -> float:
+    """Hubert-Arabie adjusted Rand index: 1 for identical partitions, 0 in expectation for
+    random ones, negative below chance."""
+    table, _, _ = contingency(labels_true, labels_pred)
+    pairs = lambda x: (x * (x - 1) / 2.0).sum()  # noqa: E731  number of same-group pairs
+    n = table.sum()
+    index, a, b = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    expected = a * b / (n * (n - 1) / 2.0) if n > 1 else 0.0
+    maximum = (a + b) / 2
+    if maximum == expected:  # both partitions trivial (one group, or all singletons)
+        return 1.0
+    return float((index - expected) / (maximum - expected))
+
+
+def evaluate(labels_true, labels_pred) -> dict:
+    """``{"acc": ..., "nmi": ..., "ari": ...}``."""
+    return {"acc": clustering_accuracy(labels_true, labels_pred),
+            "nmi": normalized_mutual_info(labels_true, labels_pred),
+            "ari": adjusted_rand_index(labels_true, labels_pred)}
