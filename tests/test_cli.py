@@ -35,7 +35,7 @@ def test_corrupt_changes_exactly_the_drawn_labels():
 
 
 def test_bad_arguments_exit_with_a_message():
-    proc = subprocess.run([sys.executable, "-m", "entclust", "demo", "--noise", "1.5"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "entclust", "losses-demo", "--noise", "1.5"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "--noise must be in [0, 1), got 1.5" in proc.stderr
     with pytest.raises(SystemExit):
@@ -47,3 +47,90 @@ def test_every_public_name_is_documented():
 
     undocumented = [name for name in entclust.__all__ if not (getattr(entclust, name).__doc__ or "").strip()]
     assert undocumented == []
+
+
+# ---- fit / compare / demo / plot-toy --------------------------------------------------------
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "entclust", *args], capture_output=True, text=True)
+
+
+def test_fit_writes_labels_and_scores_them(tmp_path, capsys):
+    import numpy as np
+
+    from entclust import data
+
+    x, y = data.make_blobs(200, 3, random_state=0)
+    np.save(tmp_path / "x.npy", x)
+    np.savetxt(tmp_path / "y.csv", y, fmt="%d")
+    out = tmp_path / "labels.npy"
+    assert cli.main(["fit", str(tmp_path / "x.npy"), "--k", "3", "--labels", str(tmp_path / "y.csv"),
+                     "--out", str(out), "--epochs", "20", "-q"]) == 0
+    labels = np.load(out)
+    assert labels.shape == (200,) and set(labels.tolist()) <= {0, 1, 2}
+    printed = capsys.readouterr().out
+    assert "ACC" in printed and "NMI" in printed and "ARI" in printed
+    assert cli.main(["fit", "blobs", "--k", "4", "--method", "kmeans", "--out", str(tmp_path / "km.csv")]) == 0
+    assert len((tmp_path / "km.csv").read_text().split()) == 1000
+
+
+@pytest.mark.parametrize("make,args,message", [
+    ("nan", ["--k", "2"], "must be finite"),
+    ("flat", ["--k", "2"], "must be a 2-D array"),
+    ("ok", ["--k", "50"], "--k must be between 1 and the number of points (10), got 50"),
+    ("ok", ["--k", "2", "--labels", "short"], "has 3 entries but the features have 10 rows"),
+    ("ok", ["--k", "2", "--method", "spectral"], "unknown method(s) spectral"),
+    ("missing", ["--k", "2"], "not found"),
+    ("junk", ["--k", "2"], "cannot read features file"),
+])
+def test_fit_errors_are_one_line_and_write_nothing(tmp_path, make, args, message):
+    import numpy as np
+
+    files = {"nan": np.array([[0.0, np.nan]] * 10), "flat": np.arange(10.0), "ok": np.random.rand(10, 2)}
+    path = tmp_path / f"{make}.npy"
+    if make in files:
+        np.save(path, files[make])
+    elif make == "junk":
+        path.write_text("garbage")
+    np.save(tmp_path / "short.npy", np.zeros(3, int))
+    args = [a if a != "short" else str(tmp_path / "short.npy") for a in args]
+    out = tmp_path / "labels.npy"
+    proc = run_cli("fit", str(path), *args, "--out", str(out))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_fit_rejects_an_unknown_output_format(tmp_path):
+    proc = run_cli("fit", "blobs", "--k", "2", "--out", str(tmp_path / "labels.parquet"))
+    assert proc.returncode == 2 and "--out must end in .npy, .csv or .txt" in proc.stderr
+
+
+def test_compare_writes_table_json_and_chart(tmp_path):
+    assert cli.main(["compare", "blobs", "--methods", "kmeans,rce,mi-gd", "--seeds", "2", "--epochs", "5",
+                     "--out", str(tmp_path), "-q"]) == 0
+    saved = json.loads((tmp_path / "compare_blobs.json").read_text())
+    assert set(saved["summary"]) == {"kmeans", "rce", "mi-gd"}
+    assert len(saved["runs"]) == 6 and all(0 <= r["acc"] <= 1 for r in saved["runs"])
+    table = (tmp_path / "compare_blobs.md").read_text()
+    assert "| kmeans |" in table and "ACC %" in table
+    assert (tmp_path / "compare_blobs.png").stat().st_size > 0
+
+
+def test_compare_needs_labels(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.random.rand(20, 3))
+    proc = run_cli("compare", str(tmp_path / "x.npy"), "--out", str(tmp_path / "res"))
+    assert proc.returncode == 2 and "no labels to evaluate against" in proc.stderr
+    assert not (tmp_path / "res").exists()
+
+
+def test_plot_toy_writes_the_figures(tmp_path):
+    from entclust import toy
+
+    scores = toy.anisotropic_figure(str(tmp_path / "a.png"), n_init=2)
+    assert (tmp_path / "a.png").stat().st_size > 0
+    assert scores["kmeans K=2"] < 0.7
+    norms = toy.margin_figure(str(tmp_path / "m.png"), gammas=(1e-4, 1e-1))
+    assert norms[1e-4] > norms[1e-1]  # larger gamma, smaller ||v||, wider margin

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..data import Scaler, check_features
+from ..data import Scaler
 from . import EstimatorMethod, register
 
 
@@ -18,17 +18,18 @@ class ScaledKMeans(ClusterMixin, BaseEstimator):
     def fit(self, X, y=None):
         from sklearn.cluster import KMeans
 
-        x = check_features(X, "X")
+        x = validate_data(self, X, dtype=np.float64)
+        if self.n_clusters > x.shape[0]:
+            raise ValueError(f"n_clusters={self.n_clusters} is larger than the number of points N={x.shape[0]}")
         self.scaler_ = Scaler(self.standardize).fit(x)
         self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.random_state)
         self.labels_ = self.kmeans_.fit_predict(self.scaler_.transform(x))
         self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
-        self.n_features_in_ = x.shape[1]
         return self
 
     def predict(self, X):
         check_is_fitted(self)
-        return self.kmeans_.predict(self.scaler_.transform(check_features(X, "X")))
+        return self.kmeans_.predict(self.scaler_.transform(validate_data(self, X, dtype=np.float64, reset=False)))
 
 
 @register("kmeans")
