@@ -243,3 +243,77 @@ def test_pgd_and_em_agree_at_the_optimum():
         entclust.pgd_cce(sigma, step=0.0)
     prior = torch.full((2,), 0.5, dtype=torch.float64)
     torch.library.opcheck(torch.ops.entclust.pgd_cce, (sigma.unsqueeze(0), prior, 1.0, 1.0, 1e-9, 20, None))
+
+
+# ---- Newton on the full problem, SQUAREM ----------------------------------------------------
+def test_newton_direction_equals_the_dense_kkt_solution():
+    torch.manual_seed(0)
+    n, k, lam = 6, 4, 3.0
+    sigma, y = problem((n, k), 1.0, 1), problem((n, k), 1.0, 2)
+    u = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    flat = lambda v: R.rce_objective(sigma, v.reshape(n, k), u, lam)  # noqa: E731
+    hessian = torch.autograd.functional.hessian(flat, y.reshape(-1))
+    grad = torch.autograd.functional.jacobian(flat, y.reshape(-1))
+    rows = torch.kron(torch.eye(n, dtype=torch.float64), torch.ones(1, k, dtype=torch.float64))
+    kkt = torch.cat([torch.cat([hessian, rows.T], 1), torch.cat([rows, torch.zeros(n, n, dtype=torch.float64)], 1)])
+    dense = torch.linalg.solve(kkt, torch.cat([-grad, torch.zeros(n, dtype=torch.float64)]))[: n * k]
+    torch.testing.assert_close(R.newton_rce_direction(sigma, y, u, lam).reshape(-1), dense, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 20, 200])
+def test_newton_dual_newton_and_em_reach_the_same_optimum(k):
+    sigma = problem((250, k), seed=k)
+    newton = entclust.newton_rce(sigma, lam=100.0)
+    assert bool(newton.converged) and newton.fw_gap <= 1e-10
+    torch.testing.assert_close(newton.y.sum(-1), torch.ones(250, dtype=torch.float64))
+    if k <= 20:
+        dual = entclust.dual_newton_rce(sigma, lam=100.0)
+        assert abs(newton.objective - dual.objective) <= 1e-6 * abs(dual.objective) + 1e-12
+    em = entclust.em_rce(sigma, lam=100.0, max_iter=2000, tol=0, accel="squarem")
+    # the gap bounds the distance to the optimum from above: both must respect it
+    assert -1e-12 <= em.objective - newton.objective <= em.fw_gap + 1e-12
+
+
+def test_newton_batched_skewed_prior_and_errors():
+    sigma = problem((3, 40, 5), seed=4)
+    prior = torch.tensor([0.5, 0.2, 0.1, 0.1, 0.1], dtype=torch.float64)
+    batch = entclust.newton_rce(sigma, prior, lam=10.0)
+    for b in range(3):
+        single = entclust.newton_rce(sigma[b], prior, lam=10.0)
+        torch.testing.assert_close(batch.y[b], single.y)
+    assert bool(batch.converged.all())
+    zeros = sigma[0].clone()
+    zeros[0] = torch.tensor([1.0, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="newton_rce needs sigma > 0"):
+        entclust.newton_rce(zeros)
+    with pytest.raises(ValueError, match="lam must be"):
+        entclust.newton_rce(sigma, lam=-1.0)
+
+
+@pytest.mark.parametrize("solver", ["em_rce", "em_cce"])
+def test_squarem_reaches_the_plain_em_fixed_point_in_fewer_iterations(solver):
+    sigma = problem((2, 100, 10), seed=5)
+    fn = getattr(entclust, solver)
+    cap = 20000 if solver == "em_rce" else 1500
+    plain = fn(sigma, lam=20.0, max_iter=cap, tol=1e-11)
+    fast = fn(sigma, lam=20.0, max_iter=cap, tol=1e-11, accel="squarem")
+    if solver == "em_rce":
+        torch.testing.assert_close(fast.objective, plain.objective, atol=1e-9, rtol=0)
+        assert bool(fast.converged.all())
+    else:  # CCE's optimum has y_ik = 0, which neither reaches in the cap: SQUAREM is not worse
+        assert bool((fast.objective <= plain.objective + 1e-12).all())
+        assert bool((fast.iterations < plain.iterations).all())
+        torch.testing.assert_close(fast.y, plain.y, atol=1e-7, rtol=0)
+    assert ((fast.y >= 0).all() and torch.allclose(fast.y.sum(-1), torch.ones(2, 100, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="accel must be None or 'squarem'"):
+        fn(sigma, accel="anderson")
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), k=st.integers(1, 12), lam=st.floats(0.0, 200.0), seed=st.integers(0, 10**6))
+def test_squarem_never_ends_above_its_start(n, k, lam, seed):
+    sigma = problem((n, k), seed=seed)
+    start = entclust.objective(sigma, sigma, lam=lam)
+    res = entclust.em_rce(sigma, lam=lam, max_iter=60, accel="squarem")
+    assert res.objective <= start + 1e-12
+    assert (res.y >= 0).all() and torch.allclose(res.y.sum(-1), torch.ones(n, dtype=torch.float64))
