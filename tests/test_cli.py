@@ -134,3 +134,13 @@ def test_plot_toy_writes_the_figures(tmp_path):
     assert scores["kmeans K=2"] < 0.7
     norms = toy.margin_figure(str(tmp_path / "m.png"), gammas=(1e-4, 1e-1))
     assert norms[1e-4] > norms[1e-1]  # larger gamma, smaller ||v||, wider margin
+
+
+def test_bench_quick_runs_every_section(tmp_path):
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "bench_solvers.json").read_text())
+    assert {r["solver"] for r in saved["rce"]} >= {"EM (fused)", "EM + SQUAREM", "Newton (full problem)", "dual Newton"}
+    assert all(r["reached"] for r in saved["rce"] if r["solver"].startswith("Newton"))
+    assert {r["scaling"] for r in saved["cce"]} == {"mean", "paper"}
+    assert saved["batch"]["max_abs_diff"] < 1e-4
+    assert (tmp_path / "bench_solvers.png").stat().st_size > 0
