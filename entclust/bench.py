@@ -228,7 +228,7 @@ def main(argv=None, args=None):
               f"| {r['iterations']} | {r['seconds']:.4f} | {r['per_iteration_s']:.2e} | {r['objective']:.6f} "
               f"| {r['gap']:.1e} |")
 
-    batch = batch_row(8 if quick else 256, 50 if quick else 1000)
+    batch = batch_row(8 if quick else 256, 50 if quick else 200)
     print(f"\n## Batch: B = {batch['b']} problems of 250 × 200, EM reverse CE to max|dy| <= 1e-6 "
           f"(cap {batch['max_iter']}), float32\n")
     print("| fused s | reference s | speed-up | iterations (max over problems) | max |y_fused − y_ref| |")
