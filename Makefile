@@ -36,6 +36,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench_losses.py
+	$(PYTHON) -m entclust bench
 
 # Compile-only check of every csrc/cuda/*.cu against torch's headers (needs nvcc, no GPU).
 nvcc-check: $(STAMP)
