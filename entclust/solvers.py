@@ -79,7 +79,7 @@ def _squarem(name, accel, step, problem, sigma3, u, lam, tol, max_iter, y0):
         active = ~converged
         iterations += active.long()
         converged |= done
-        if bool(converged.all()) or int(iterations.max()) >= max_iter:
+        if bool(converged.all()) or int(iterations.max()) + 2 > max_iter:  # a cycle costs 2 more
             y = torch.where((active & ~done)[:, None, None], y1, y)
             break
         y2 = step(y1)
@@ -90,11 +90,13 @@ def _squarem(name, accel, step, problem, sigma3, u, lam, tol, max_iter, y0):
         for _ in range(30):  # toward alpha = -1, where the extrapolation is y2 itself
             a = alpha.to(y.dtype)[:, None, None]
             y_ext = y - 2 * a * r + a * a * v
-            inside = (y_ext > 0).all(-1).all(-1) | (alpha >= -1)
+            # strictly inside: no negative entry, and no new zero where F(F(y)) is positive
+            # (EM keeps exact zeros, e.g. collision CE's boundary optimum, where they are)
+            inside = ((y_ext > 0) | ((y_ext == 0) & (y2 == 0))).all(-1).all(-1)
             if bool(inside.all()):
                 break
             alpha = torch.where(inside, alpha, (alpha - 1) / 2)
-        y_ext = torch.where((alpha >= -1)[:, None, None], y2, y_ext)
+        y_ext = torch.where(((alpha >= -1) | ~inside)[:, None, None], y2, y_ext)
         y_ext = y_ext / y_ext.sum(-1, keepdim=True)
         y3 = step(y_ext)
         new = value(y3)
