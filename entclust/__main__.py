@@ -17,6 +17,8 @@ import argparse
 import os
 import sys
 
+from .compare import DEFAULT_METHODS
+
 
 class UsageError(Exception):
     """A problem with the user's input: reported in one line, exit status 2."""
@@ -47,12 +49,17 @@ def _method_names(text: str) -> list[str]:
     return names
 
 
-def _estimator_params(args) -> dict:
+def _estimator_params(method: str, args) -> dict:
+    """Estimator arguments from the training options: all of them for head methods, only the
+    preprocessing for estimator methods (K-means has no lr, lam, ...)."""
+    from . import methods
+
     params = {"standardize": args.standardize}
-    for name in ("lam", "gamma", "epochs", "lr", "n_init", "batch_size"):
-        value = getattr(args, name, None)
-        if value is not None:
-            params[name] = value
+    if isinstance(methods.get(method), methods.HeadMethod):
+        for name in ("lam", "gamma", "epochs", "lr", "n_init", "batch_size"):
+            value = getattr(args, name, None)
+            if value is not None:
+                params[name] = value
     return params
 
 
@@ -71,11 +78,9 @@ def _fit(args) -> int:
     x, labels = data.load(args.features, args.labels)
     if args.k < 1 or args.k > x.shape[0]:
         raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {args.k}")
-    params = _estimator_params(args)
+    params = _estimator_params(args.method, args)
     if isinstance(methods.get(args.method), methods.HeadMethod):
         params["verbose"] = not args.quiet
-    else:
-        params = {"standardize": args.standardize}
     est = methods.make_estimator(args.method, args.k, random_state=args.seed, **params).fit(x)
     pred = np.asarray(est.labels_, dtype=np.int64)
     if ext == ".npy":
@@ -104,11 +109,7 @@ def _compare(args) -> int:
     k = args.k
     if k is not None and not 1 <= k <= x.shape[0]:
         raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {k}")
-    shared = _estimator_params(args)
-    from . import methods
-
-    params = {m: (shared if isinstance(methods.get(m), methods.HeadMethod) else {"standardize": args.standardize})
-              for m in names}
+    params = {m: _estimator_params(m, args) for m in names}
     result = compare.compare(x, labels, names, args.seeds, n_clusters=k, params=params, verbose=not args.quiet)
     name = args.name or os.path.splitext(os.path.basename(args.dataset))[0]
     title = f"{name}"
@@ -120,7 +121,7 @@ def _compare(args) -> int:
 
 def _demo(args) -> int:
     args.dataset, args.labels, args.k, args.name = "digits", None, None, "digits"
-    args.methods = ",".join(__import__("entclust.compare", fromlist=["x"]).DEFAULT_METHODS)
+    args.methods = ",".join(DEFAULT_METHODS)
     return _compare(args)
 
 
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="every method on one dataset, several seeds: table + bar chart")
     cmp_.add_argument("dataset", help="digits | blobs | anisotropic | moons | a .npz/.pt with X and y, or features + --labels")
-    cmp_.add_argument("--methods", default="kmeans,mi-gd,sela,mi-adm,rce,cce")
+    cmp_.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     cmp_.add_argument("--seeds", type=int, default=5)
     cmp_.add_argument("--k", type=int, help="number of clusters (default: number of label values)")
     cmp_.add_argument("--labels", help="label file when the dataset file has none")

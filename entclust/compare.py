@@ -54,12 +54,12 @@ def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: i
 def markdown(result: dict, title: str = "") -> str:
     """The summary as a markdown table (mean ± std over seeds, in %)."""
     lines = [f"{title}: N={result['n_points']}, D={result['n_features']}, K={result['n_clusters']}, "
-             f"{result['seeds']} seeds, {result['date']}" if title else "",
-             "", "| method | ACC % | NMI % | ARI % | seconds per fit |", "|---|---|---|---|---|"]
+             f"{result['seeds']} seeds, {result['date']}", ""] if title else []
+    lines += ["| method | ACC % | NMI % | ARI % | seconds per fit |", "|---|---|---|---|---|"]
     for method, s in result["summary"].items():
         cells = [f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}" for m in METRICS]
         lines.append(f"| {method} | {' | '.join(cells)} | {s['seconds']['mean']:.2f} |")
-    return "\n".join(line for line in lines if line is not None).strip("\n")
+    return "\n".join(lines)
 
 
 def bar_chart(result: dict, path: str, title: str = "") -> None:

@@ -66,6 +66,17 @@ def _as_array(name: str, a) -> np.ndarray:
         raise DataError(f"{name}: cannot be read as an array ({err})") from None
 
 
+FEATURE_KEYS, LABEL_KEYS = ("X", "x", "features", "data"), ("y", "labels", "target")
+
+
+def _keys(path: str, keys, kind: str):
+    """(features key, labels key or None) of an .npz / .pt container."""
+    xkey = next((k for k in FEATURE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
+    if xkey is None:
+        raise DataError(f"{path}: a {kind} needs an array named {', '.join(FEATURE_KEYS)}; it has {list(keys)}")
+    return xkey, next((k for k in LABEL_KEYS if k in keys), None)
+
+
 def _read(path: str, what: str):
     """Array(s) stored in ``path``: returns (array, labels or None)."""
     if not os.path.isfile(path):
@@ -76,11 +87,7 @@ def _read(path: str, what: str):
             return np.load(path, allow_pickle=False), None
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                keys = list(z.keys())
-                xkey = next((k for k in ("X", "x", "features", "data") if k in keys), keys[0] if len(keys) == 1 else None)
-                if xkey is None:
-                    raise DataError(f"{path}: an .npz needs an array named X, x, features or data; it has {keys}")
-                lkey = next((k for k in ("y", "labels", "target") if k in keys), None)
+                xkey, lkey = _keys(path, list(z.keys()), "an .npz")
                 return z[xkey], (z[lkey] if lkey else None)
         if ext == ".csv":
             return np.loadtxt(path, delimiter=",", ndmin=2 if what == "features" else 1), None
@@ -89,10 +96,7 @@ def _read(path: str, what: str):
 
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
-                xkey = next((k for k in ("X", "x", "features", "data") if k in obj), None)
-                if xkey is None:
-                    raise DataError(f"{path}: a .pt dict needs a tensor named X, x, features or data; it has {list(obj)}")
-                lkey = next((k for k in ("y", "labels", "target") if k in obj), None)
+                xkey, lkey = _keys(path, list(obj), "a .pt dict")
                 return _as_array(path, obj[xkey]), (_as_array(path, obj[lkey]) if lkey else None)
             return _as_array(path, obj), None
     except DataError:

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from . import methods
+from ._validation import prior_vector
 from .data import SCALINGS, Scaler
 
 
@@ -113,12 +114,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     def _prior(self):
         if self.prior is None:
             return None
-        u = torch.as_tensor(np.asarray(self.prior, dtype=np.float64))
-        if u.shape != (self.n_clusters,):
-            raise ValueError(f"prior must have shape ({self.n_clusters},), got {tuple(u.shape)}")
-        if not (bool(torch.isfinite(u).all()) and bool((u >= 0).all()) and abs(float(u.sum()) - 1) <= 1e-6):
-            raise ValueError(f"prior must be finite, non-negative and sum to 1, got {u.tolist()}")
-        return u
+        return prior_vector(np.asarray(self.prior, dtype=np.float64), self.n_clusters, torch.zeros(1, dtype=torch.float64))
 
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, X, y=None):

@@ -156,7 +156,8 @@ class SelfLabeling(nn.Module):
         prior = self.prior
         if sigma.device.type != "cpu" and name in ("em_rce", "em_cce", "pgd_cce"):
             # CPU kernels only so far: the pure-PyTorch solver runs on the device instead.
-            kwargs["tol"] = kwargs["tol"] if kwargs.get("tol") is not None else solvers.DEFAULT_TOL[torch.float64]
+            if kwargs.get("tol") is None:
+                kwargs["tol"] = solvers.DEFAULT_TOL[torch.float64]
             return getattr(reference, name)(sigma, prior, self.lam, **kwargs)
         return getattr(solvers, name)(sigma, prior, self.lam, validate=False, **kwargs)
 

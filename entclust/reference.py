@@ -272,6 +272,12 @@ def _feasible(y: torch.Tensor) -> torch.Tensor:
     return y / y.sum(-1, keepdim=True)
 
 
+def _stack(parts) -> SolverResult:
+    """Per-problem results of a batch as one batched SolverResult."""
+    return SolverResult(*(torch.stack([getattr(p, f) for p in parts]) for f in SolverResult._fields[:-1]),
+                        parts[0].criterion)
+
+
 def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10, max_iter: int = 100,
                     warm_start: int = 5) -> SolverResult:
     """Exact solver of the reverse-CE problem by Newton on its K-dimensional concave dual
@@ -284,9 +290,8 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
     Every iterate y(w) is primal feasible, so the stopping rule is the Frank-Wolfe gap <= tol.
     Needs sigma > 0 and prior > 0 (zeros make the row problems or the dual non-smooth; use EM)."""
     if sigma.dim() == 3:
-        parts = [dual_newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, warm_start=warm_start) for s in sigma]
-        return SolverResult(*(torch.stack([getattr(p, f) for p in parts]) for f in SolverResult._fields[:-1]),
-                            parts[0].criterion)
+        return _stack([dual_newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, warm_start=warm_start)
+                       for s in sigma])
     u = _prior(prior, sigma)
     if not bool((sigma > 0).all() & (u > 0).all()) or lam <= 0:
         raise ValueError("dual_newton_rce needs sigma > 0, a prior > 0 and lam > 0; use em_rce otherwise")
@@ -371,10 +376,8 @@ def newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10, max
     Armijo backtracking on the objective. Stops when the Frank-Wolfe gap <= tol. Needs
     ``sigma > 0`` and ``prior > 0`` (the log barrier must act on every entry)."""
     if sigma.dim() == 3:
-        parts = [newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, y0=None if y0 is None else y0[i])
-                 for i, s in enumerate(sigma)]
-        return SolverResult(*(torch.stack([getattr(p, f) for p in parts]) for f in SolverResult._fields[:-1]),
-                            parts[0].criterion)
+        return _stack([newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, y0=None if y0 is None else y0[i])
+                       for i, s in enumerate(sigma)])
     u = _prior(prior, sigma)
     if not bool((sigma > 0).all() & (u > 0).all()):
         raise ValueError("newton_rce needs sigma > 0 and a prior > 0; use em_rce otherwise")

@@ -66,7 +66,8 @@ def _squarem(name, accel, step, problem, sigma3, u, lam, tol, max_iter, y0):
     if accel != "squarem":
         raise ValueError(f"{name}: accel must be None or 'squarem', got {accel!r}")
     objective = reference.rce_objective if problem == "rce" else reference.cce_objective
-    value = lambda y: objective(sigma3.double(), y.double(), u.double(), lam)  # noqa: E731
+    s64, u64 = sigma3.double(), u.double()
+    value = lambda y: objective(s64, y.double(), u64, lam)  # noqa: E731
     y = (sigma3 if y0 is None else y0).clone()
     b = y.shape[0]
     iterations = torch.zeros(b, dtype=torch.int64)
@@ -313,10 +314,7 @@ def dual_newton_rce(
     sigma3, u, _, _, batched = _prepare("dual_newton_rce", sigma, prior, lam, None, max_iter, None, validate)
     res = reference.dual_newton_rce(sigma3.double(), u.double(), lam, tol=tol, max_iter=max_iter,
                                     warm_start=warm_start)
-    y = res.y.to(sigma.dtype)
-    if not batched:
-        return SolverResult(y[0], *(t[0] for t in res[1:5]), res.criterion)
-    return SolverResult(y, *res[1:])
+    return _as_input(res, sigma.dtype, batched)
 
 
 def newton_rce(
@@ -345,10 +343,13 @@ def newton_rce(
     tol = 1e-10 if tol is None else float(tol)
     res = reference.newton_rce(sigma3.double(), u.double(), lam, tol=tol, max_iter=max_iter,
                                y0=None if y0 is None else y0.double())
-    y = res.y.to(sigma.dtype)
-    if not batched:
-        return SolverResult(y[0], *(t[0] for t in res[1:5]), res.criterion)
-    return SolverResult(y, *res[1:])
+    return _as_input(res, sigma.dtype, batched)
+
+
+def _as_input(res: SolverResult, dtype: torch.dtype, batched: bool) -> SolverResult:
+    """A float64 result of a composite solver with y in the input's dtype, unbatched if it was."""
+    res = res._replace(y=res.y.to(dtype))
+    return res if batched else SolverResult(*(t[0] for t in res[:5]), res.criterion)
 
 
 def sinkhorn_knopp(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9,

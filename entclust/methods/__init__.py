@@ -11,7 +11,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import torch
 from torch import nn
+
+from ..losses import margin_penalty
 
 REGISTRY: dict[str, type] = {}
 
@@ -26,6 +29,19 @@ class HeadMethod:
 
     def build(self, estimator, params: dict) -> nn.Module:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+class HeadLoss(nn.Module):
+    """Base of the baselines' per-batch losses: the prior as a float64 buffer (None: uniform)
+    and the margin term ``gamma ||v||^2`` shared by every head method."""
+
+    def __init__(self, gamma: float, prior=None):
+        super().__init__()
+        self.gamma = float(gamma)
+        self.register_buffer("prior", None if prior is None else torch.as_tensor(prior, dtype=torch.float64))
+
+    def with_margin(self, loss, head):
+        return loss + self.gamma * margin_penalty(head) if self.gamma > 0 and head is not None else loss
 
 
 class EstimatorMethod:

@@ -21,10 +21,9 @@ variant marked * in seed 000 Table 3, better than once per epoch there).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..losses import margin_penalty
-from . import HeadMethod, register
+from ..reference import _prior
+from . import HeadLoss, HeadMethod, register
 
 
 def adm_pseudo_labels(sigma: torch.Tensor, prior=None, weight: float = 1.0, refine: int = 0,
@@ -32,8 +31,7 @@ def adm_pseudo_labels(sigma: torch.Tensor, prior=None, weight: float = 1.0, refi
     """The approximate MI-ADM y-step above for ``sigma`` ``(N, K)``; rows of the result sum to 1.
     ``hard=True`` returns the one-hot argmax of each row instead (step 4 in the module text)."""
     k = sigma.shape[-1]
-    u = torch.full((k,), 1.0 / k, dtype=sigma.dtype, device=sigma.device) if prior is None else \
-        torch.as_tensor(prior, dtype=sigma.dtype, device=sigma.device)
+    u = _prior(prior, sigma)
     tiny = torch.finfo(sigma.dtype).tiny
     log_ybar = (torch.log(sigma.mean(0).clamp_min(tiny)) + weight * torch.log(u.clamp_min(tiny))) / (1 + weight)
     y = torch.softmax(torch.log(sigma.clamp_min(tiny)) + weight * (torch.log(u.clamp_min(tiny)) - log_ybar), -1)
@@ -44,18 +42,14 @@ def adm_pseudo_labels(sigma: torch.Tensor, prior=None, weight: float = 1.0, refi
     return y
 
 
-class ADMLoss(nn.Module):
+class ADMLoss(HeadLoss):
     def __init__(self, weight: float, gamma: float, prior=None, refine: int = 0, hard: bool = False):
-        super().__init__()
-        self.weight, self.gamma, self.refine, self.hard = float(weight), float(gamma), int(refine), bool(hard)
-        self.register_buffer("prior", None if prior is None else torch.as_tensor(prior, dtype=torch.float64))
+        super().__init__(gamma, prior)
+        self.weight, self.refine, self.hard = float(weight), int(refine), bool(hard)
 
     def forward(self, logits, head=None):
         y = adm_pseudo_labels(torch.softmax(logits.detach().double(), -1), self.prior, self.weight, self.refine, self.hard)
-        loss = -(y.to(logits.dtype) * torch.log_softmax(logits, -1)).sum(-1).mean()
-        if self.gamma > 0 and head is not None:
-            loss = loss + self.gamma * margin_penalty(head)
-        return loss
+        return self.with_margin(-(y.to(logits.dtype) * torch.log_softmax(logits, -1)).sum(-1).mean(), head)
 
 
 @register("mi-adm")

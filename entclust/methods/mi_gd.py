@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..losses import margin_penalty, weak_fairness
-from . import HeadMethod, register
+from ..losses import weak_fairness
+from . import HeadLoss, HeadMethod, register
 
 
-class MutualInformationLoss(nn.Module):
+class MutualInformationLoss(HeadLoss):
     """Decisiveness ``mean_i H(sigma_i)`` plus weak fairness ``w KL(sigma_bar || u)`` plus margin."""
 
     def __init__(self, weight: float, gamma: float, prior=None):
-        super().__init__()
-        self.weight, self.gamma = float(weight), float(gamma)
-        self.register_buffer("prior", None if prior is None else torch.as_tensor(prior, dtype=torch.float64))
+        super().__init__(gamma, prior)
+        self.weight = float(weight)
 
     def forward(self, logits, head=None):
         log_sigma = torch.log_softmax(logits, -1)
         sigma = log_sigma.exp()
         loss = -(sigma * log_sigma).sum(-1).mean() + self.weight * weak_fairness(sigma, self.prior, validate=False)
-        if self.gamma > 0 and head is not None:
-            loss = loss + self.gamma * margin_penalty(head)
-        return loss
+        return self.with_margin(loss, head)
 
 
 @register("mi-gd")

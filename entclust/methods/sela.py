@@ -6,27 +6,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .. import reference
-from ..losses import margin_penalty
-from . import HeadMethod, register
+from . import HeadLoss, HeadMethod, register
 
 
-class SinkhornSelfLabelLoss(nn.Module):
+class SinkhornSelfLabelLoss(HeadLoss):
     def __init__(self, lam_sk: float, gamma: float, prior=None, max_iter: int = 100):
-        super().__init__()
-        self.lam_sk, self.gamma, self.max_iter = float(lam_sk), float(gamma), int(max_iter)
-        self.register_buffer("prior", None if prior is None else torch.as_tensor(prior, dtype=torch.float64))
+        super().__init__(gamma, prior)
+        self.lam_sk, self.max_iter = float(lam_sk), int(max_iter)
 
     def forward(self, logits, head=None):
         sigma = torch.softmax(logits.detach().double(), -1)
         _, labels, _ = reference.sinkhorn_knopp(sigma, self.prior, lam_sk=self.lam_sk, tol=1e-6,
                                                 max_iter=self.max_iter)
-        loss = F.cross_entropy(logits, labels)
-        if self.gamma > 0 and head is not None:
-            loss = loss + self.gamma * margin_penalty(head)
-        return loss
+        return self.with_margin(F.cross_entropy(logits, labels), head)
 
 
 @register("sela")
