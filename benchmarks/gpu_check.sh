@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a CUDA machine, in one command: build the extension with CUDA kernels in place, run the
 # whole test suite (the CUDA tests included), then the loss benchmark on the GPU and on the CPU,
-# the solver benchmark and the digits comparison.
+# the solver benchmark on the GPU and on the CPU, and the digits comparison.
 # Results go under $OUT (or ./results): logs, JSON and PNG.
 #   bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -26,7 +26,9 @@ tests_rc=${PIPESTATUS[0]}
 echo "== benchmarks"
 $PYTHON benchmarks/bench_losses.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/bench_cuda.md"
 $PYTHON benchmarks/bench_losses.py --device cpu --out "$OUT" 2>&1 | tee "$OUT/bench_cpu.md"
-# Solvers (CPU kernels; the solvers have no CUDA kernels yet) and the method comparison.
+# Solvers: the GPU section (batch of 1024 problems in one launch, bandwidth at N K = 10^8),
+# then the CPU tables, then the method comparison.
+$PYTHON -m entclust bench --device cuda --out "$OUT" 2>&1 | tee "$OUT/bench_solvers_cuda.md"
 $PYTHON -m entclust bench --out "$OUT" 2>&1 | tee "$OUT/bench_solvers.md"
 $PYTHON -m entclust compare digits --seeds 5 -q --out "$OUT" 2>&1 | tee "$OUT/compare_digits.txt"
 exit "$tests_rc"

@@ -128,8 +128,7 @@ def _demo(args) -> int:
 def _bench(args) -> int:
     from .bench import main
 
-    main(args=args)
-    return 0
+    return main(args=args)
 
 
 def _plot_toy(args) -> int:

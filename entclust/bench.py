@@ -17,6 +17,11 @@ z ~ N(0, 1), N = 250, uniform prior), in one run (``entclust bench``, or
    vs the reference.
 
 Prints markdown, writes ``bench_solvers.json`` and a gap-versus-time PNG under ``--out``.
+
+``--device cuda`` runs the GPU section instead (``bench_solvers_cuda.json``): a batch of
+B = 1024 problems of 250 x 200 (float32, lam = 100) solved to max|dy| <= 1e-6 in one launch
+vs the reference on the same GPU, and the effective bandwidth of one EM iteration at
+N K = 10^8 (bytes = read sigma + read y + write y).
 """
 from __future__ import annotations
 
@@ -158,8 +163,95 @@ def batch_row(b, max_iter):
                 max_abs_diff=float((fused[0] - ref.y).abs().max()))
 
 
+def _cuda_time(fn, repeats=3):
+    fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        samples.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(samples)
+
+
+def gpu_section(quick):
+    """Batch to convergence and per-iteration bandwidth on the current CUDA device."""
+    dev = torch.device("cuda")
+    batch_rows, bw_rows = [], []
+    b = 64 if quick else 1024
+    sigma = problem(b, 250, 200, torch.float32).to(dev)
+    u = torch.full((200,), 1.0 / 200, device=dev)
+    for name, fused, ref, cap in [
+        ("EM reverse CE", lambda m: ops.em_rce(sigma, u, 100.0, 1e-6, m, None),
+         lambda m: R.em_rce(sigma, u, 100.0, tol=1e-6, max_iter=m), 1000),
+        ("EM collision CE", lambda m: ops.em_cce(sigma, u, 100.0, 1e-6, m, 1e-12, 50, None),
+         lambda m: R.em_cce(sigma, u, 100.0, tol=1e-6, max_iter=m, newton_tol=1e-6), 200),
+    ]:
+        cap = min(cap, 50) if quick else cap
+        f_s = _cuda_time(lambda: fused(cap), repeats=1)
+        r_s = _cuda_time(lambda: ref(cap), repeats=1)
+        y_f, it_f, _ = fused(cap)
+        res = ref(cap)
+        batch_rows.append(dict(solver=name, b=b, n=250, k=200, max_iter=cap, fused_s=f_s, reference_s=r_s,
+                               speedup=r_s / f_s, fused_iterations_max=int(it_f.max()),
+                               reference_iterations_max=int(res.iterations.max()),
+                               max_abs_diff=float((y_f - res.y).abs().max())))
+    shapes = [(10_000, 1_000)] if quick else [(100_000, 1_000), (10_000, 10_000), (1_000_000, 100)]
+    for n, k in shapes:
+        sigma = problem(1, n, k, torch.float32).to(dev) if n * k <= 10**7 else \
+            torch.softmax(3 * torch.randn(1, n, k, device=dev), -1)
+        u = torch.full((k,), 1.0 / k, device=dev)
+        it = 20
+        for name, fused, ref in [
+            ("EM reverse CE", lambda: ops.em_rce(sigma, u, 100.0, 0.0, it, None),
+             lambda: R.em_rce(sigma, u, 100.0, max_iter=it, tol=0)),
+            ("EM collision CE", lambda: ops.em_cce(sigma, u, 100.0, 0.0, it, 1e-12, 50, None),
+             lambda: R.em_cce(sigma, u, 100.0, max_iter=it, tol=0, newton_tol=1e-6)),
+        ]:
+            f_s = _cuda_time(fused) / it
+            r_s = _cuda_time(ref, repeats=1) / it
+            moved = 3 * n * k * 4  # read sigma, read y, write y (float32)
+            bw_rows.append(dict(solver=name, n=n, k=k, fused_ms=f_s * 1e3, reference_ms=r_s * 1e3,
+                                speedup=r_s / f_s, fused_tb_s=moved / f_s / 1e12))
+        del sigma
+        torch.cuda.empty_cache()
+    return batch_rows, bw_rows
+
+
+def main_cuda(args):
+    if not (torch.cuda.is_available() and solvers.has_kernels(torch.device("cuda"))):
+        raise ValueError("--device cuda needs a GPU and entclust built with its CUDA kernels")
+    machine = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    print(f"entclust solvers on CUDA, {machine}, {date.today()}\n")
+    batch_rows, bw_rows = gpu_section(args.quick)
+    print("## Batches of 250 × 200 problems to max|dy| <= 1e-6, float32, lam = 100, one launch\n")
+    print("| solver | B | cap | fused s | reference s | speed-up | iterations (max) | max |y_fused − y_ref| |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in batch_rows:
+        print(f"| {r['solver']} | {r['b']} | {r['max_iter']} | {r['fused_s']:.4f} | {r['reference_s']:.4f} "
+              f"| {r['speedup']:.1f}× | {r['fused_iterations_max']} / {r['reference_iterations_max']} "
+              f"| {r['max_abs_diff']:.1e} |")
+    print("\n## One EM iteration on a large problem, float32 (bandwidth: read sigma + read y + write y)\n")
+    print("| solver | N × K | fused ms | reference ms | speed-up | fused TB/s |\n|---|---|---|---|---|---|")
+    for r in bw_rows:
+        print(f"| {r['solver']} | {r['n']} × {r['k']} | {r['fused_ms']:.3f} | {r['reference_ms']:.3f} "
+              f"| {r['speedup']:.1f}× | {r['fused_tb_s']:.2f} |")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "bench_solvers_cuda.json")
+    with open(path, "w") as f:
+        json.dump(dict(machine=machine, date=str(date.today()), quick=args.quick, batch=batch_rows,
+                       bandwidth=bw_rows), f, indent=1)
+    print(f"\nwrote {path}")
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "results"))
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: the CPU tables (default); cuda: the GPU section only")
     parser.add_argument("--cap", type=float, default=10.0, help="seconds allowed to EM per problem (default 10)")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
 
@@ -190,6 +282,8 @@ def main(argv=None, args=None):
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(parser)
         args = parser.parse_args(argv)
+    if getattr(args, "device", "cpu") == "cuda":
+        return main_cuda(args)
     quick = args.quick
     cap = min(args.cap, 1.0) if quick else args.cap
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"

@@ -103,8 +103,8 @@ class SelfLabeling(nn.Module):
     ``y = argmin_y (1/N) sum_i CE(sigma_i, y_i) + lam KL(u || y_bar)`` with ``sigma = softmax(logits)``
     held fixed, ``CE`` reverse (``method="rce"``) or collision (``"cce"``) cross-entropy, solved by
     ``solver`` (``"em"``; for RCE also ``"newton"`` and the exact ``"dual_newton"``; for CCE also
-    ``"pgd"``) from ``y = sigma`` (warm start). The solve runs in float64 on the CPU kernels (on CUDA
-    tensors: the pure-PyTorch reference solver on the device). The returned loss is
+    ``"pgd"``) from ``y = sigma`` (warm start). The solve runs in float64 with the fused kernels on
+    the logits' device (the pure-PyTorch reference solver where this build has none). The returned loss is
     ``mean_i CE(sigma_i, y_i) + lam KL(u || y_bar) + gamma ||v||^2``; its gradient reaches the
     logits (and the head when ``gamma > 0``), not y.
 
@@ -154,8 +154,8 @@ class SelfLabeling(nn.Module):
             kwargs.setdefault("tol", self.tol)
         kwargs.setdefault("max_iter", self.max_iter)
         prior = self.prior
-        if sigma.device.type != "cpu" and name in ("em_rce", "em_cce", "pgd_cce"):
-            # CPU kernels only so far: the pure-PyTorch solver runs on the device instead.
+        if not solvers.has_kernels(sigma.device) and name in ("em_rce", "em_cce", "pgd_cce"):
+            # no fused kernels for this device in this build: the pure-PyTorch solver runs there
             if kwargs.get("tol") is None:
                 kwargs["tol"] = solvers.DEFAULT_TOL[torch.float64]
             return getattr(reference, name)(sigma, prior, self.lam, **kwargs)

@@ -11,6 +11,7 @@ import math
 import torch
 
 from . import ops, reference
+from ._build import compiled_with_cuda
 from ._validation import check_distributions, check_tensor, class_dim, prior_vector
 from .results import SolverResult
 
@@ -70,8 +71,8 @@ def _squarem(name, accel, step, problem, sigma3, u, lam, tol, max_iter, y0):
     value = lambda y: objective(s64, y.double(), u64, lam)  # noqa: E731
     y = (sigma3 if y0 is None else y0).clone()
     b = y.shape[0]
-    iterations = torch.zeros(b, dtype=torch.int64)
-    converged = torch.zeros(b, dtype=torch.bool)
+    iterations = torch.zeros(b, dtype=torch.int64, device=y.device)
+    converged = torch.zeros(b, dtype=torch.bool, device=y.device)
     current = value(y)
     while int(iterations.max()) < max_iter and not bool(converged.all()):
         y1 = step(y)
@@ -161,7 +162,6 @@ def em_rce(
     Returns a :class:`~entclust.results.SolverResult` with the Frank-Wolfe gap computed in float64.
     """
     sigma3, u, tol, y0, batched = _prepare("em_rce", sigma, prior, lam, tol, max_iter, y0, validate)
-    _cpu_only("em_rce", sigma3)
     if accel is not None:
         step = lambda y: ops.em_rce(sigma3, u, float(lam), 0.0, 1, y)[0]  # noqa: E731
         y, iterations, converged = _squarem("em_rce", accel, step, "rce", sigma3, u, lam, tol, max_iter, y0)
@@ -202,7 +202,6 @@ def em_cce(
     sigma3, u, tol, y0, batched = _prepare("em_cce", sigma, prior, lam, tol, max_iter, y0, validate)
     if not (newton_tol >= 0 and isinstance(newton_max_iter, int) and newton_max_iter >= 1):
         raise ValueError(f"em_cce: need newton_tol >= 0 and newton_max_iter >= 1, got {newton_tol}, {newton_max_iter}")
-    _cpu_only("em_cce", sigma3)
     if accel is not None:
         step = lambda y: ops.em_cce(sigma3, u, float(lam), 0.0, 1, float(newton_tol), newton_max_iter, y)[0]  # noqa: E731
         y, iterations, converged = _squarem("em_cce", accel, step, "cce", sigma3, u, lam, tol, max_iter, y0)
@@ -235,7 +234,6 @@ def pgd_cce(
     sigma3, u, tol, y0, batched = _prepare("pgd_cce", sigma, prior, lam, tol, max_iter, y0, validate)
     if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
         raise ValueError(f"pgd_cce: step must be a finite number > 0, got {step!r}")
-    _cpu_only("pgd_cce", sigma3)
     y, iterations, converged = ops.pgd_cce(sigma3, u, float(lam), float(step), tol, max_iter, y0)
     converged = converged & torch.isfinite(y).all(-1).all(-1)
     return _certify("cce", sigma3, y, u, lam, iterations, converged, f"max|dy| <= {tol:g}", batched)
@@ -251,17 +249,15 @@ def project_simplex(v: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     dim = class_dim("v", v, dim)
     if not bool(torch.isfinite(v).all()):
         raise ValueError("project_simplex: v must be finite")
-    _cpu_only("project_simplex", v)
     moved = v.movedim(dim, -1)
     out = ops.project_simplex(moved.reshape(-1, moved.shape[-1]))
     return out.reshape(moved.shape).movedim(-1, dim)
 
 
-def _cpu_only(name: str, sigma: torch.Tensor) -> None:
-    if sigma.device.type != "cpu":
-        raise NotImplementedError(
-            f"{name} has CPU kernels only so far; move sigma to the CPU, or use entclust.reference.{name} "
-            "(pure PyTorch, any device)")
+def has_kernels(device: torch.device) -> bool:
+    """Whether the fused solver kernels run on ``device`` in this build (CPU always; CUDA when
+    entclust was compiled with its CUDA kernels)."""
+    return device.type == "cpu" or (device.type == "cuda" and compiled_with_cuda())
 
 
 def _pair(name: str, sigma, y, prior, lam, problem: str):

@@ -136,6 +136,12 @@ def test_plot_toy_writes_the_figures(tmp_path):
     assert norms[1e-4] > norms[1e-1]  # larger gamma, smaller ||v||, wider margin
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_bench_cuda_without_gpu_is_a_clear_error(capsys):
+    assert cli.main(["bench", "--device", "cuda", "--quick"]) == 2
+    assert "--device cuda needs a GPU" in capsys.readouterr().err
+
+
 def test_bench_quick_runs_every_section(tmp_path):
     assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "bench_solvers.json").read_text())

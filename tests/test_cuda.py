@@ -60,3 +60,97 @@ def test_cuda_collision_underflow_and_zeros():
 def test_cuda_tensor_from_another_device_is_refused():
     with pytest.raises(ValueError, match="y is on cpu but logits is on cuda"):
         entclust.reverse_cross_entropy(torch.zeros(2, 3, device="cuda"), torch.full((2, 3), 1 / 3))
+
+
+# ---- solvers: CUDA kernels against the CPU kernels on both launch plans ----
+
+def solver_problem(shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(3 * torch.randn(shape, generator=g, dtype=torch.float64), -1).to(dtype)
+
+
+# (B, N, K): one block per problem (small, many problems, y too large for shared memory in
+# float64) and the per-iteration plan (warp rows, block rows, column sums in shared memory up
+# to the opt-in limit, then by a separate reduction)
+SOLVER_SHAPES = [(1, 1, 1), (3, 30, 4), (200, 50, 20), (150, 300, 200), (1, 250, 200), (2, 100, 3000),
+                 (1, 20, 10000), (1, 8, 30000)]
+
+
+@pytest.mark.parametrize("shape", SOLVER_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["em_rce", "em_cce", "pgd_cce"])
+def test_cuda_solvers_match_cpu(name, dtype, shape):
+    sigma = solver_problem(shape, dtype)
+    fn = getattr(entclust, name)
+    kw = dict(lam=10.0, tol=0.0, max_iter=25)
+    if name == "pgd_cce":
+        kw["step"] = 0.05
+    want = fn(sigma, **kw)
+    got = fn(sigma.cuda(), **kw)
+    atol = 1e-11 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(got.y.cpu(), want.y, rtol=0, atol=atol)
+    assert torch.equal(got.iterations.cpu(), want.iterations) and torch.equal(got.converged.cpu(), want.converged)
+    torch.testing.assert_close(got.fw_gap.cpu(), want.fw_gap, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(64, 40, 6), (1, 400, 300)], ids=str)
+@pytest.mark.parametrize("name", ["em_rce", "em_cce"])
+def test_cuda_solvers_converge_like_cpu(name, shape):
+    sigma = solver_problem(shape, seed=3)
+    fn = getattr(entclust, name)
+    want = fn(sigma, lam=1.0, max_iter=5000)
+    got = fn(sigma.cuda(), lam=1.0, max_iter=5000)
+    assert bool(got.converged.all()) and bool(want.converged.all())
+    assert (got.iterations.cpu() - want.iterations).abs().max() <= 1
+    torch.testing.assert_close(got.objective.cpu(), want.objective, rtol=1e-10, atol=0)
+
+
+def test_cuda_solver_edge_cases():
+    # exact zeros and one-hot rows, lam = 0 (argmax for collision CE), a zero prior entry
+    sigma = torch.tensor([[[1.0, 0.0, 0.0], [0.2, 0.8, 0.0], [0.0, 0.5, 0.5]]], dtype=torch.float64)
+    prior = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    for lam in (0.0, 1.0, 1e6):
+        for fn in (entclust.em_rce, entclust.em_cce):
+            want = fn(sigma, prior, lam=lam, max_iter=200)
+            got = fn(sigma.cuda(), prior.cuda(), lam=lam, max_iter=200)
+            torch.testing.assert_close(got.y.cpu(), want.y, rtol=0, atol=1e-12)
+
+
+def test_cuda_pgd_divergence_is_reported():
+    sigma = solver_problem((1, 50, 20))
+    res = entclust.pgd_cce(sigma.cuda(), lam=100.0, step=1e4, max_iter=50)
+    assert not bool(res.converged)
+
+
+@pytest.mark.parametrize("k", [1, 7, 1024, 1025, 5000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_project_simplex_matches_cpu(dtype, k):
+    v = (3 * torch.randn(37, k, generator=torch.Generator().manual_seed(k), dtype=torch.float64)).to(dtype)
+    torch.testing.assert_close(entclust.project_simplex(v.cuda()).cpu(), entclust.project_simplex(v),
+                               rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
+
+
+def test_cuda_solver_opcheck():
+    sigma = solver_problem((2, 16, 5)).cuda()
+    prior = torch.full((5,), 0.2, dtype=torch.float64, device="cuda")
+    torch.library.opcheck(torch.ops.entclust.em_rce, (sigma, prior, 5.0, 0.0, 10, None))
+    torch.library.opcheck(torch.ops.entclust.em_cce, (sigma, prior, 5.0, 0.0, 10, 1e-12, 50, sigma.clone()))
+    torch.library.opcheck(torch.ops.entclust.pgd_cce, (sigma, prior, 5.0, 0.1, 0.0, 10, None))
+    torch.library.opcheck(torch.ops.entclust.project_simplex, (sigma[0],))
+
+
+def test_cuda_self_labeling_uses_the_kernels():
+    logits = make_logits((64, 10), torch.float32)
+    for method in ("rce", "cce"):
+        criterion = entclust.SelfLabeling(method, lam=10.0)
+        loss_cpu = criterion(logits)
+        loss_gpu = criterion(logits.cuda())
+        assert criterion.last_result.y.is_cuda
+        torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_solver_benchmark_quick(tmp_path):
+    from entclust import __main__ as cli
+
+    assert cli.main(["bench", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "bench_solvers_cuda.json").stat().st_size > 0
