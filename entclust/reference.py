@@ -253,14 +253,17 @@ def sinkhorn_knopp(sigma, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9
 def _rce_rows_given_w(sigma, w, *, tol: float = 1e-15, max_iter: int = 100):
     """For fixed multipliers w, each row's optimum ``y_ik = sigma_ik / (t_i - w_k)`` with t_i the
     root of ``sum_k sigma_ik / (t - w_k) = 1`` above max_k w_k. The sum is convex and decreasing
-    in t and >= 1 at ``t = max_k (w_k + sigma_ik)``, so Newton from there rises monotonically."""
+    in t and >= 1 at ``t = max_k (w_k + sigma_ik)``, so Newton from there rises monotonically.
+    Stops when every row has ``|phi| <= tol`` or a step below t's rounding (where t_i - w_k
+    cancels, phi cannot get below ~1e-13: without this test every call ran ``max_iter`` steps)."""
     t = (w + sigma).amax(-1, keepdim=True)
+    floor = 4 * torch.finfo(sigma.dtype).eps
     for _ in range(max_iter):
         r = sigma / (t - w)
         phi = r.sum(-1, keepdim=True) - 1
-        dphi = -(r * r / sigma).sum(-1, keepdim=True)
-        t = t - phi / dphi
-        if bool((phi.abs() <= tol).all()):
+        step = phi / (r * r / sigma).sum(-1, keepdim=True)  # -phi / phi'
+        t = t + step
+        if bool(((phi.abs() <= tol) | (step.abs() <= floor * t.abs())).all()):
             break
     return t, sigma / (t - w)
 
@@ -279,7 +282,7 @@ def _stack(parts) -> SolverResult:
 
 
 def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10, max_iter: int = 100,
-                    warm_start: int = 5) -> SolverResult:
+                    warm_start: int = 5, switch_gap: float = 1e-6, polish: int = 50) -> SolverResult:
     """Exact solver of the reverse-CE problem by Newton on its K-dimensional concave dual
     (MATH.md): multipliers w for ``y_bar = z`` give ``z_k = lam u_k / w_k`` and rows
     ``y_ik = sigma_ik / (t_i - w_k)``; dual gradient ``lam u / w - y_bar(w)``, Hessian
@@ -288,10 +291,16 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
     ``D(w) = (1/N) sum_i [-sigma_i . ln y_i - w . y_i] + sum_k lam u_k (ln(w_k / lam) + 1)``
     while the predicted ascent exceeds D's rounding noise, then on the dual gradient norm.
     Every iterate y(w) is primal feasible, so the stopping rule is the Frank-Wolfe gap <= tol.
+
+    Polish: y(w) = sigma / (t - w) loses precision where t_i - w_k is tiny against w_k (a large
+    y_ik with a tiny sigma_ik: relative error eps w_k / (t_i - w_k)), so at K = 200 the dual
+    alone stalls between 1e-10 and 1e-7. Once its gap is below ``switch_gap`` (or its line
+    search stalls, or ``max_iter``), up to ``polish`` steps of :func:`newton_rce` (primal
+    variables, no such cancellation) finish from y(w). ``iterations`` counts both.
     Needs sigma > 0 and prior > 0 (zeros make the row problems or the dual non-smooth; use EM)."""
     if sigma.dim() == 3:
-        return _stack([dual_newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, warm_start=warm_start)
-                       for s in sigma])
+        return _stack([dual_newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, warm_start=warm_start,
+                                       switch_gap=switch_gap, polish=polish) for s in sigma])
     u = _prior(prior, sigma)
     if not bool((sigma > 0).all() & (u > 0).all()) or lam <= 0:
         raise ValueError("dual_newton_rce needs sigma > 0, a prior > 0 and lam > 0; use em_rce otherwise")
@@ -307,10 +316,12 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
 
     t, y, grad, value = state(w)
     iterations, converged = 0, False
+    switch = max(tol, switch_gap) if polish > 0 else tol
     for iterations in range(max_iter + 1):
         primal = _feasible(y)
-        if fw_gap(rce_gradient(sigma, primal, u, lam), primal) <= tol:
-            converged = True
+        gap = fw_gap(rce_gradient(sigma, primal, u, lam), primal)
+        if gap <= switch:
+            converged = bool(gap <= tol)
             break
         if iterations == max_iter:
             break
@@ -338,8 +349,12 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
         if not accepted:
             break  # no ascent left at this precision
         w, t, y, grad, value = w_try, t_try, y_try, g_try, v_try
+    y = _feasible(y)
+    if not converged and polish > 0:
+        res = newton_rce(sigma, u, lam, tol=tol, max_iter=polish, y0=y)
+        return res._replace(iterations=res.iterations + iterations)
     its = torch.tensor(iterations)
-    return _finish(sigma, _feasible(y), u, lam, its, torch.tensor(converged), f"Frank-Wolfe gap <= {tol:g}", "rce")
+    return _finish(sigma, y, u, lam, its, torch.tensor(converged), f"Frank-Wolfe gap <= {tol:g}", "rce")
 
 
 def newton_rce_direction(sigma, y, u, lam: float) -> torch.Tensor:

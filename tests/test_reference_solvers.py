@@ -120,12 +120,24 @@ def test_dual_newton_certifies_the_optimum_em_approaches(k):
     assert torch.allclose(exact.y.sum(-1), torch.ones(250, dtype=torch.float64)) and torch.all(exact.y > 0)
     if k <= 20:
         assert bool(exact.converged) and exact.iterations <= 10 and -1e-9 <= exact.fw_gap <= 1e-9
-    else:  # K = 200: the line search stalls short of 1e-9 on some draws (2.1e-9 on this one)
-        assert -1e-9 <= exact.fw_gap <= 1e-7
+    else:  # K = 200: dual steps, then the primal polish
+        assert -1e-9 <= exact.fw_gap <= 1e-8
     em = R.em_rce(sigma, lam=100.0, max_iter=300, tol=0)
     # EM's value is above the optimum by at most its own gap, and dual Newton is at least as good
     assert exact.objective <= em.objective + 1e-12
     assert em.objective - exact.objective <= em.fw_gap + 1e-12
+
+
+def test_dual_newton_polish_reaches_1e_8_where_the_dual_alone_stalls():
+    # the benchmark's first draw (sigma = softmax(3 z), N = 250, K = 200), where the dual steps
+    # alone stay at a gap of ~1e-7 (y(w) = sigma / (t - w) cancels)
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.softmax(3 * torch.randn(1, 250, 200, generator=g, dtype=torch.float64), -1)[0]
+    alone = R.dual_newton_rce(sigma, lam=100.0, tol=1e-8, max_iter=60, polish=0)
+    full = R.dual_newton_rce(sigma, lam=100.0, tol=1e-8, max_iter=60)
+    assert not bool(alone.converged) and alone.fw_gap > 1e-8
+    assert bool(full.converged) and 0 <= full.fw_gap <= 1e-8
+    assert full.fw_gap <= alone.fw_gap and full.objective <= alone.objective + 1e-13
 
 
 def test_dual_newton_batched_and_refuses_zeros():
