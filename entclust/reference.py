@@ -297,22 +297,27 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
     alone stalls between 1e-10 and 1e-7. Once its gap is below ``switch_gap`` (or its line
     search stalls, or ``max_iter``), up to ``polish`` steps of :func:`newton_rce` (primal
     variables, no such cancellation) finish from y(w). ``iterations`` counts both.
-    Needs sigma > 0 and prior > 0 (zeros make the row problems or the dual non-smooth; use EM)."""
+    A class with ``u_k = 0`` has no fairness term: its multiplier stays ``w_k = 0`` and the
+    Newton system is solved over the other classes. Needs sigma > 0 (a zero makes the row
+    problems non-smooth; use EM) and lam > 0."""
     if sigma.dim() == 3:
         return _stack([dual_newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, warm_start=warm_start,
                                        switch_gap=switch_gap, polish=polish) for s in sigma])
     u = _prior(prior, sigma)
-    if not bool((sigma > 0).all() & (u > 0).all()) or lam <= 0:
-        raise ValueError("dual_newton_rce needs sigma > 0, a prior > 0 and lam > 0; use em_rce otherwise")
+    if not bool((sigma > 0).all()) or lam <= 0:
+        raise ValueError("dual_newton_rce needs sigma > 0 and lam > 0; use em_rce otherwise")
     n = sigma.shape[0]
+    on = u > 0  # classes with a fairness term; w_k = 0 for the others
     y = em_rce(sigma, prior, lam, max_iter=warm_start, tol=0).y
     w = lam * u / y.mean(0)
+    w_safe = lambda w: torch.where(on, w, 1.0)  # noqa: E731
 
     def state(w):
         """Row roots, y(w), dual gradient and dual value D(w) = min_{y, z} L(y, z, w)."""
         t, y = _rce_rows_given_w(sigma, w)
-        value = (-(sigma * torch.log(y)).sum() - (y * w).sum()) / n + (lam * u * (torch.log(w / lam) + 1)).sum()
-        return t, y, lam * u / w - y.mean(0), value
+        fair = torch.where(on, lam * u * (torch.log(w_safe(w) / lam) + 1), 0.0)
+        value = (-(sigma * torch.log(y)).sum() - (y * w).sum()) / n + fair.sum()
+        return t, y, torch.where(on, lam * u / w_safe(w) - y.mean(0), 0.0), value
 
     t, y, grad, value = state(w)
     iterations, converged = 0, False
@@ -326,8 +331,9 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
         if iterations == max_iter:
             break
         d = sigma / (t - w) ** 2
-        hessian = -torch.diag(lam * u / w**2) - (torch.diag(d.sum(0)) - d.T @ (d / d.sum(-1, keepdim=True))) / n
-        direction = torch.linalg.solve(hessian, -grad)  # ascent: the Hessian is negative definite
+        hessian = -torch.diag(lam * u / w_safe(w) ** 2) - (torch.diag(d.sum(0)) - d.T @ (d / d.sum(-1, keepdim=True))) / n
+        direction = torch.zeros_like(w)  # ascent: the Hessian is negative definite
+        direction[on] = torch.linalg.solve(hessian[on][:, on], -grad[on])
         slope = float(grad @ direction)  # > 0
         # Backtracking inside w > 0: Armijo on the concave dual value while the predicted ascent
         # is above the rounding noise of D; below it (near the optimum, where full Newton steps
@@ -337,7 +343,7 @@ def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10
         alpha, accepted = 1.0, False
         while alpha > 1e-12:
             w_try = w + alpha * direction
-            if bool((w_try > 0).all()):
+            if bool((w_try[on] > 0).all()):
                 t_try, y_try, g_try, v_try = state(w_try)
                 if alpha * slope > noise:
                     accepted = bool(v_try >= value + 1e-4 * alpha * slope)
@@ -389,13 +395,14 @@ def newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10, max
     "Kelley 1995"): :func:`newton_rce_direction` for the step, a fraction-to-the-boundary rule
     (at most 0.99 of the way to the nearest ``y_ik = 0``) keeps y inside the simplex, and
     Armijo backtracking on the objective. Stops when the Frank-Wolfe gap <= tol. Needs
-    ``sigma > 0`` and ``prior > 0`` (the log barrier must act on every entry)."""
+    ``sigma > 0`` (the log barrier must act on every entry; use EM otherwise). A zero prior entry
+    is fine: that class only loses its fairness coupling (``c_k = 0``)."""
     if sigma.dim() == 3:
         return _stack([newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, y0=None if y0 is None else y0[i])
                        for i, s in enumerate(sigma)])
     u = _prior(prior, sigma)
-    if not bool((sigma > 0).all() & (u > 0).all()):
-        raise ValueError("newton_rce needs sigma > 0 and a prior > 0; use em_rce otherwise")
+    if not bool((sigma > 0).all()):
+        raise ValueError("newton_rce needs sigma > 0; use em_rce otherwise")
     y = sigma.clone() if y0 is None else y0.clone()
     value = rce_objective(sigma, y, u, lam)
     iterations, converged = 0, False

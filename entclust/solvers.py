@@ -313,7 +313,8 @@ def dual_newton_rce(
     of 1.5e-11 to 7.5e-9 on four draws (the dual alone: 1e-7 after 200 steps on one of them;
     EM: ~1e-2 after 1000 iterations); K = 2000 in 36-49 steps, 5-6.5 s.
     ``converged`` says whether ``tol`` was met.
-    Needs ``sigma > 0``, ``prior > 0``, ``lam > 0``. Composite PyTorch (float64 inside)."""
+    Needs ``sigma > 0`` and ``lam > 0``; a zero prior entry keeps that class's multiplier at 0.
+    Composite PyTorch (float64 inside)."""
     sigma3, u, _, _, batched = _prepare("dual_newton_rce", sigma, prior, lam, None, max_iter, None, validate)
     if not (isinstance(polish, int) and polish >= 0 and switch_gap >= 0):
         raise ValueError(f"dual_newton_rce: need polish an int >= 0 and switch_gap >= 0, got {polish!r}, {switch_gap!r}")
@@ -342,7 +343,8 @@ def newton_rce(
 
     Measured (N = 250, lam = 100, sigma = softmax(3 z), float64): K = 2 in 4-5 steps, K = 20 in
     8-20, K = 200 in 18-21 steps to 1e-10 on two of three draws and 9.5e-10 after 100 on the
-    third, where EM is at ~1e-2 after 1000 iterations. Needs ``sigma > 0`` and ``prior > 0``.
+    third, where EM is at ~1e-2 after 1000 iterations. Needs ``sigma > 0`` (a zero prior entry is
+    allowed: that class only loses its fairness coupling).
     Composite PyTorch (float64 inside; any device)."""
     sigma3, u, _, y0, batched = _prepare("newton_rce", sigma, prior, lam, None, max_iter, y0, validate)
     tol = 1e-10 if tol is None else float(tol)

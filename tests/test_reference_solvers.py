@@ -146,3 +146,15 @@ def test_dual_newton_batched_and_refuses_zeros():
     torch.testing.assert_close(both.y[1], R.dual_newton_rce(sigma[1], lam=10.0).y)
     with pytest.raises(ValueError, match="needs sigma > 0"):
         R.dual_newton_rce(torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("solver", ["newton_rce", "dual_newton_rce"])
+def test_newton_solvers_accept_a_zero_prior_entry(solver):
+    # class 2 has u_2 = 0: no fairness pull, only its sigma mass; EM (which allows it) agrees
+    sigma = problem(60, 5, seed=4)
+    prior = torch.tensor([0.3, 0.3, 0.0, 0.2, 0.2], dtype=torch.float64)
+    res = getattr(R, solver)(sigma, prior, lam=5.0, tol=1e-11, max_iter=100)
+    em = R.em_rce(sigma, prior, lam=5.0, tol=0, max_iter=20000)
+    assert bool(res.converged) and 0 <= res.fw_gap <= 1e-11 and em.fw_gap < 1e-10
+    torch.testing.assert_close(res.y, em.y, rtol=0, atol=1e-8)
+    assert torch.isfinite(res.y).all() and res.objective <= em.objective + 1e-12
