@@ -135,7 +135,8 @@ def cce_table(ks, scaling, max_iter):
         lam = 100.0 if scaling == "mean" else 100.0 / n
         steps = ([(0.01, 0.01)] if scaling == "mean" else []) + \
             [(eta, eta if scaling == "mean" else eta * n) for eta in PAPER_STEPS[k]]
-        runs = [("EM (fused)", lambda: solvers.em_cce(sigma, lam=lam, tol=1e-6, max_iter=max_iter))]
+        runs = [("EM (fused)", lambda: solvers.em_cce(sigma, lam=lam, tol=1e-6, max_iter=max_iter)),
+                ("EM + SQUAREM", lambda: solvers.em_cce(sigma, lam=lam, tol=1e-6, max_iter=max_iter, accel="squarem"))]
         runs += [(f"PGD eta={eta:g}", (lambda s=s: solvers.pgd_cce(sigma, lam=lam, step=s, tol=1e-6, max_iter=max_iter)))
                  for eta, s in steps]
         for name, fn in runs:
