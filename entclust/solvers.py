@@ -224,7 +224,7 @@ def pgd_cce(
     """Projected gradient descent on the collision-CE problem with strong fairness (the
     baseline of seed 003 Table 1), fused: per iteration, for every row, the gradient
     ``g_ik = -sigma_ik / (N sigma_i . y_i) - lam u_k / (N y_bar_k)``, a step ``y_i - step g_i`` and the
-    exact Euclidean projection onto the simplex (sort-based). Stops on ``max|dy| <= tol``.
+    exact Euclidean projection onto the simplex (Michelot's algorithm). Stops on ``max|dy| <= tol``.
 
     Too large a step empties a class (``y_bar_k = 0``), where the gradient is infinite: the
     iterates then become NaN and the result reports it (objective NaN, ``converged`` False),
@@ -241,8 +241,9 @@ def pgd_cce(
 
 def project_simplex(v: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     """Exact Euclidean projection of every vector along ``dim`` onto the probability simplex:
-    ``argmin_{w in simplex} ||w - v||``, i.e. ``max(v - theta, 0)`` with theta from the sorted
-    prefix sums (Duchi et al. 2008). float32/float64; a vector with NaN/Inf raises."""
+    ``argmin_{w in simplex} ||w - v||``, i.e. ``max(v - theta, 0)``, theta by Michelot's algorithm
+    (1986: average the entries above theta, drop those below, repeat; exact, no sort), float64
+    inside. float32/float64; a vector with NaN/Inf raises. Fused kernels on CPU and CUDA."""
     check_tensor("v", v)
     if v.dtype not in DEFAULT_TOL:
         raise TypeError(f"project_simplex: v must be float32 or float64, got {v.dtype}")
