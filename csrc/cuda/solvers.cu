@@ -377,6 +377,7 @@ void run_step_plan(const at::Tensor& sigma, at::Tensor& y, const at::Tensor& cu,
                    at::Tensor& iterations, at::Tensor& converged, const Params& p, int sm_count,
                    size_t smem_limit, cudaStream_t stream) {
   const int64_t B = sigma.size(0), N = p.N, K = p.K;
+  TORCH_CHECK(B <= 65535, "entclust solver: at most 65535 problems of more than ~28000 classes per call, got ", B);
   const auto f64 = sigma.options().dtype(at::kDouble);
   // v from the start's column sums; everything else starts at 0
   at::Tensor v = at::where(
