@@ -165,17 +165,18 @@ def batch_row(b, max_iter):
 
 
 def _cuda_time(fn, repeats=3):
+    """Median seconds of ``repeats`` timed calls after one warm-up, and the last call's result."""
     fn()
     torch.cuda.synchronize()
     samples = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        out = fn()
         end.record()
         torch.cuda.synchronize()
         samples.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(samples)
+    return statistics.median(samples), out
 
 
 def gpu_section(quick):
@@ -192,10 +193,8 @@ def gpu_section(quick):
          lambda m: R.em_cce(sigma, u, 100.0, tol=1e-6, max_iter=m, newton_tol=1e-6), 200),
     ]:
         cap = min(cap, 50) if quick else cap
-        f_s = _cuda_time(lambda: fused(cap), repeats=1)
-        r_s = _cuda_time(lambda: ref(cap), repeats=1)
-        y_f, it_f, _ = fused(cap)
-        res = ref(cap)
+        f_s, (y_f, it_f, _) = _cuda_time(lambda: fused(cap), repeats=1)
+        r_s, res = _cuda_time(lambda: ref(cap), repeats=1)
         batch_rows.append(dict(solver=name, b=b, n=250, k=200, max_iter=cap, fused_s=f_s, reference_s=r_s,
                                speedup=r_s / f_s, fused_iterations_max=int(it_f.max()),
                                reference_iterations_max=int(res.iterations.max()),
@@ -212,8 +211,8 @@ def gpu_section(quick):
             ("EM collision CE", lambda: ops.em_cce(sigma, u, 100.0, 0.0, it, 1e-12, 50, None),
              lambda: R.em_cce(sigma, u, 100.0, max_iter=it, tol=0, newton_tol=1e-6)),
         ]:
-            f_s = _cuda_time(fused) / it
-            r_s = _cuda_time(ref, repeats=1) / it
+            f_s = _cuda_time(fused)[0] / it
+            r_s = _cuda_time(ref, repeats=1)[0] / it
             moved = 3 * n * k * 4  # read sigma, read y, write y (float32)
             bw_rows.append(dict(solver=name, n=n, k=k, fused_ms=f_s * 1e3, reference_ms=r_s * 1e3,
                                 speedup=r_s / f_s, fused_tb_s=moved / f_s / 1e12))

@@ -380,9 +380,9 @@ void run_step_plan(const at::Tensor& sigma, at::Tensor& y, const at::Tensor& cu,
   TORCH_CHECK(B <= 65535, "entclust solver: at most 65535 problems of more than ~28000 classes per call, got ", B);
   const auto f64 = sigma.options().dtype(at::kDouble);
   // v from the start's column sums; everything else starts at 0
-  at::Tensor v = at::where(
-      y.sum(1, false, at::kDouble) > 0, cu.unsqueeze(0) / y.sum(1, false, at::kDouble),
-      at::where(cu.unsqueeze(0) > 0, at::full({1, K}, p.empty, f64), at::zeros({1, K}, f64)))
+  const at::Tensor start_col = y.sum(1, false, at::kDouble);
+  at::Tensor v = at::where(start_col > 0, cu.unsqueeze(0) / start_col,
+                           at::where(cu.unsqueeze(0) > 0, at::full({1, K}, p.empty, f64), at::zeros({1, K}, f64)))
                      .contiguous();
   at::Tensor col = at::zeros({B, K}, f64);
   at::Tensor delta = at::zeros({B}, sigma.options().dtype(at::kLong));
