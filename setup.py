@@ -33,7 +33,10 @@ def extension():
     with_cuda, why = cuda_decision()
     print(f"entclust: CUDA kernels {'enabled' if with_cuda else 'skipped'}: {why}")
 
+    # csrc/cpu/isa/cap_*.cpp compile the same row kernels once per instruction set (each file sets
+    # its own target by pragma); csrc/cpu/isa/capability.cpp picks one at run time.
     sources = [os.path.join("csrc", "entclust.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "isa", "*.cpp")))
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # `#pragma omp simd` loops; masked AVX-512 epilogues so rows shorter than a vector stay vectorised.
     cxx = opt + ["-fopenmp-simd", "--param", "vect-partial-vector-usage=1"]

@@ -2,6 +2,8 @@
 // registered with TORCH_LIBRARY_IMPL, so the dispatcher picks the device.
 #include <torch/extension.h>
 
+#include "cpu/isa/kernel_table.h"
+
 #ifndef ENTCLUST_BUILD_TORCH_VERSION
 #define ENTCLUST_BUILD_TORCH_VERSION "unknown"
 #endif
@@ -62,4 +64,12 @@ pybind11::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_info", &build_info, "What this build of entclust._C was compiled with.");
+  m.def("cpu_capability", &entclust::cpu::cpu_capability,
+        "The instruction set of the CPU kernels in use (ENTCLUST_CPU_CAPABILITY, else the best supported).");
+  m.def("set_cpu_capability", &entclust::cpu::set_cpu_capability, pybind11::arg("name"),
+        "Switch the CPU kernels to a capability this CPU supports; '' picks the best again.");
+  m.def("compiled_cpu_capabilities", &entclust::cpu::compiled_cpu_capabilities,
+        "Capabilities this build has kernels for, from the baseline up.");
+  m.def("supported_cpu_capabilities", &entclust::cpu::supported_cpu_capabilities,
+        "Capabilities of this build that this CPU can run, from the baseline up.");
 }

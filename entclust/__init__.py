@@ -1,5 +1,5 @@
 """entclust: fused losses and pseudo-label solvers for discriminative entropy clustering."""
-from ._build import build_info
+from ._build import available_cpu_capabilities, build_info, cpu_capability, set_cpu_capability, use_cpu_capability
 from .losses import (
     collision_cross_entropy,
     margin_penalty,
@@ -31,6 +31,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "build_info",
+    "cpu_capability",
+    "available_cpu_capabilities",
+    "set_cpu_capability",
+    "use_cpu_capability",
     "reverse_cross_entropy",
     "collision_cross_entropy",
     "strong_fairness",

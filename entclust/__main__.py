@@ -28,7 +28,7 @@ def _info(_args) -> int:
     from ._build import build_info
 
     for key, value in build_info().items():
-        print(f"{key:16s} {value}")
+        print(f"{key:27s} {value}")
     return 0
 
 

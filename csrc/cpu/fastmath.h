@@ -1,6 +1,6 @@
-// Branch-free float32 exp and log that GCC vectorises inside `#pragma omp simd` loops
-// (libm's expf/logf are opaque calls and keep a loop scalar). Cephes polynomials, about
-// 1 ulp on the ranges used here. float64 uses libm: float64 speed is not a target.
+// Branch-free float32 exp and log for the portable loss templates of losses.cpp (float16 and
+// bfloat16 compute in float32); the same Cephes polynomials as the vector versions in
+// isa/simd.h. float64 uses libm: float64 speed is not a target.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -8,14 +8,6 @@
 #include <limits>
 
 #define ENTCLUST_ALWAYS_INLINE inline __attribute__((always_inline))
-
-#if defined(__GNUC__) && defined(__x86_64__)
-// One clone per ISA, picked at load time by CPU features (model-based `arch=` clones were not
-// picked on virtualised Xeons); the always-inline code a clone calls is compiled into each.
-#define ENTCLUST_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ENTCLUST_ISA_CLONES
-#endif
 
 namespace entclust {
 namespace cpu {

@@ -1,7 +1,10 @@
 // CPU kernels of the fused losses (reverse and collision cross-entropy from logits).
 // One task per block of rows (at::parallel_for); each row is processed in at most three
 // contiguous passes that stay in L1/L2: max of the logits, exp + sums (+ log y), gradients.
-// Sums are taken in float lanes within blocks of kBlock classes and in float64 across blocks.
+// float32, the hot path, runs the per-ISA row kernels of isa/row_kernels.h through the table
+// of the CPU capability in use (isa/capability.cpp). float64, float16 and bfloat16 run the
+// portable templates below (default flags; sums in float lanes within blocks of kBlock
+// classes and in float64 across blocks).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -9,13 +12,19 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../losses.h"
 #include "fastmath.h"
+#include "isa/prelude.h"
 
 namespace entclust {
 namespace cpu {
+namespace portable {
+#include "isa/row_kernels.h"
+}  // namespace portable
+
 namespace {
 
 constexpr int64_t kBlock = 1024;
@@ -159,45 +168,6 @@ ENTCLUST_ALWAYS_INLINE void cce_grads(const T* y, int64_t K, A inv_s, A inv_p, A
   }
 }
 
-// Collision CE for a row whose sigma . y underflowed: everything in float64 log space.
-// Returns the loss; writes gradients when asked.
-template <typename T>
-double cce_row_logspace(const T* l, const T* y, int64_t K, double scale, T* gl, T* gy) {
-  double m = -inf<double>();
-  for (int64_t k = 0; k < K; ++k) m = std::max(m, static_cast<double>(l[k]));
-  double s = 0;
-  for (int64_t k = 0; k < K; ++k) s += std::exp(static_cast<double>(l[k]) - m);
-  const double lse = m + std::log(s);
-  double m2 = -inf<double>();
-  for (int64_t k = 0; k < K; ++k) {
-    const double yk = static_cast<double>(y[k]);
-    if (yk > 0) m2 = std::max(m2, static_cast<double>(l[k]) + std::log(yk));
-  }
-  double ln_p;  // ln(sigma . y)
-  if (m2 == -inf<double>()) {
-    ln_p = -inf<double>();
-  } else {
-    double t = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      const double yk = static_cast<double>(y[k]);
-      if (yk > 0) t += std::exp(static_cast<double>(l[k]) + std::log(yk) - m2);
-    }
-    ln_p = m2 + std::log(t) - lse;
-  }
-  for (int64_t k = 0; gl != nullptr && k < K; ++k) {
-    const double lk = static_cast<double>(l[k]) - lse;
-    const double yk = static_cast<double>(y[k]);
-    // y_k sigma_k / p, formed in log space: sigma_k / p alone may overflow where y_k = 0
-    const double y_ratio = yk > 0 ? std::exp(lk + std::log(yk) - ln_p) : 0.0;
-    gl[k] = static_cast<T>(scale * (std::exp(lk) - y_ratio));
-  }
-  for (int64_t k = 0; gy != nullptr && k < K; ++k) {
-    const double lk = static_cast<double>(l[k]) - lse;
-    gy[k] = static_cast<T>(-scale * std::exp(lk - ln_p));
-  }
-  return -ln_p;
-}
-
 // Arguments of one call, shared by every row task.
 template <typename T, typename A>
 struct RowTask {
@@ -266,7 +236,7 @@ ENTCLUST_ALWAYS_INLINE void cce_rows(const RowTask<T, A>& t, int64_t begin, int6
       for (int64_t k = 0; gl != nullptr && k < K; ++k) gl[k] = static_cast<T>(loss);
       for (int64_t k = 0; gy != nullptr && k < K; ++k) gy[k] = static_cast<T>(loss);
     } else {
-      loss = cce_row_logspace(l, y, K, static_cast<double>(t.scale), gl, gy);
+      loss = portable::cce_row_logspace(l, y, K, static_cast<double>(t.scale), gl, gy);
     }
     record_row(t, i, loss, r.ysum, r.ymin);
   }
@@ -290,22 +260,6 @@ void cce_range(const RowTask<T, A>& t, int64_t begin, int64_t end, A* scratch) {
   ENTCLUST_DISPATCH_GRADS(cce_rows, t, begin, end, scratch);
 }
 
-// float32, the hot path: ISA-specific clones.
-ENTCLUST_ISA_CLONES void rce_range_f32(const RowTask<float, float>& t, int64_t b, int64_t e, float* s) {
-  ENTCLUST_DISPATCH_GRADS(rce_rows, t, b, e, s);
-}
-ENTCLUST_ISA_CLONES void cce_range_f32(const RowTask<float, float>& t, int64_t b, int64_t e, float* s) {
-  ENTCLUST_DISPATCH_GRADS(cce_rows, t, b, e, s);
-}
-template <>
-void rce_range<float, float>(const RowTask<float, float>& t, int64_t b, int64_t e, float* s) {
-  rce_range_f32(t, b, e, s);
-}
-template <>
-void cce_range<float, float>(const RowTask<float, float>& t, int64_t b, int64_t e, float* s) {
-  cce_range_f32(t, b, e, s);
-}
-
 enum class Loss { kReverse, kCollision };
 
 template <Loss LOSS>
@@ -317,8 +271,30 @@ LossResult loss_cpu(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t
   const at::Tensor y = y_in.contiguous();
   LossBuffers b = allocate_loss_buffers(logits, y, reduction, grad_logits, grad_y);
   const int64_t N = logits.size(0), K = logits.size(1);
+  const int64_t grain = std::max<int64_t>(1, 16384 / K);
+  if (logits.scalar_type() == at::kFloat) {
+    const LossRows task{logits.data_ptr<float>(),
+                        y.data_ptr<float>(),
+                        K,
+                        static_cast<float>(b.scale),
+                        grad_logits ? b.grad_logits.data_ptr<float>() : nullptr,
+                        grad_y ? b.grad_y.data_ptr<float>() : nullptr,
+                        b.rows.data_ptr<float>(),
+                        b.stats.data_ptr<float>(),
+                        b.stats.data_ptr<float>() + N,
+                        b.stats.data_ptr<float>() + 2 * N,
+                        sum_tol};
+    const KernelTable& table = kernels();
+    const LossRowsFn rows = LOSS == Loss::kReverse ? table.rce_f32 : table.cce_f32;
+    at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch(grad_logits || grad_y ? 2 * K : 0);
+      rows(task, begin, end, scratch.data());
+    });
+    return finish(b, reduction, logits.scalar_type());
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "entclust_loss_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
+    if constexpr (!std::is_same_v<scalar_t, float>) {  // float32 returned above
     RowTask<scalar_t, A> task{logits.data_ptr<scalar_t>(),
                               y.data_ptr<scalar_t>(),
                               K,
@@ -330,12 +306,12 @@ LossResult loss_cpu(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t
                               b.stats.data_ptr<A>() + N,
                               b.stats.data_ptr<A>() + 2 * N,
                               sum_tol};
-    const int64_t grain = std::max<int64_t>(1, 16384 / K);
     at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
       std::vector<A> scratch(grad_logits || grad_y ? 2 * K : 0);
       if (LOSS == Loss::kReverse) rce_range(task, begin, end, scratch.data());
       else cce_range(task, begin, end, scratch.data());
     });
+    }
   });
   return finish(b, reduction, logits.scalar_type());
 }

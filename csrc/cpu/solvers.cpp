@@ -5,7 +5,8 @@
 // collision CE (seed 003) solves a per-row Newton M-step; each iteration is one pass over
 // the rows that also accumulates the next column sums and max |dy|.
 // Problems of a batch run in parallel, each with all its iterations on one thread; a single
-// large problem instead splits its rows across threads every iteration.
+// large problem instead splits its rows across threads every iteration. The row passes are
+// per-ISA kernels (isa/row_kernels.h); this file holds the ISA-independent driver.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -14,175 +15,29 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
-#include "fastmath.h"
+#include "isa/kernel_table.h"
 
 namespace entclust {
 namespace cpu {
 namespace {
 
-// Rows [begin, end) of one EM iteration: updates y in place, adds the new column sums to
-// `col_out` (float64), returns max |dy|. Row arithmetic in the dtype of sigma.
-template <typename T>
-ENTCLUST_ALWAYS_INLINE T em_rce_rows_impl(const T* __restrict__ sigma, T* __restrict__ y, int64_t K, int64_t begin,
-                                          int64_t end, const T* __restrict__ v, double* __restrict__ col_out) {
-  T max_delta = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    const T* __restrict__ s = sigma + i * K;
-    T* __restrict__ yi = y + i * K;
-    T norm = 0;
-#pragma omp simd reduction(+ : norm)
-    for (int64_t k = 0; k < K; ++k) norm += s[k] + yi[k] * v[k];
-    const T inv = T(1) / norm;
-    T row_delta = 0;
-#pragma omp simd reduction(max : row_delta)
-    for (int64_t k = 0; k < K; ++k) {
-      const T next = (s[k] + yi[k] * v[k]) * inv;
-      const T d = std::fabs(next - yi[k]);
-      row_delta = d > row_delta ? d : row_delta;
-      yi[k] = next;
-      col_out[k] += static_cast<double>(next);
-    }
-    max_delta = std::max(max_delta, row_delta);
-  }
-  return max_delta;
-}
-
-ENTCLUST_ISA_CLONES float em_rce_rows_f32(const float* sigma, float* y, int64_t K, int64_t begin, int64_t end,
-                                          const float* v, double* col_out) {
-  return em_rce_rows_impl(sigma, y, K, begin, end, v, col_out);
-}
-ENTCLUST_ISA_CLONES double em_rce_rows_f64(const double* sigma, double* y, int64_t K, int64_t begin, int64_t end,
-                                           const double* v, double* col_out) {
-  return em_rce_rows_impl(sigma, y, K, begin, end, v, col_out);
-}
+// One EM iteration on a range of rows (em_rce_rows, em_cce_rows of isa/row_kernels.h) runs
+// the per-ISA kernel of the CPU capability in use (isa/capability.cpp).
 float em_rce_rows(const float* s, float* y, int64_t K, int64_t b, int64_t e, const float* v, double* c) {
-  return em_rce_rows_f32(s, y, K, b, e, v, c);
+  return kernels().em_rce_f32(s, y, K, b, e, v, c);
 }
 double em_rce_rows(const double* s, double* y, int64_t K, int64_t b, int64_t e, const double* v, double* c) {
-  return em_rce_rows_f64(s, y, K, b, e, v, c);
+  return kernels().em_rce_f64(s, y, K, b, e, v, c);
 }
-
-// Collision-CE M-step for rows [begin, end) (seed 003 §4 and appendix C; MATH.md), with
-// a_k = y_ik v_k (= c u_k S_ik) and b = 1 + sum_k a_k: minimise -ln(sigma . y) - sum_k a_k ln y_k.
-// * some a_k = 0: free mass on c* = argmax_{a_k = 0} sigma_k, y_k = a_k / (b (1 - sigma_k / sigma_c*)),
-//   y_c* = 1 - sum, if that is feasible;
-// * otherwise y_k = a_k / (b - sigma_k / x), x the root of sum_k y_k(x) = 1 by Newton from
-//   Lemma 1's start max_k sigma_k / (b - a_k), which rises monotonically to the root.
-// Updates y in place, adds the new column sums to `col_out`, returns max |dy|.
-constexpr double kFreeClass = 1e-12;  // a_k <= kFreeClass * b counts as a_k = 0
-
 template <typename T>
-ENTCLUST_ALWAYS_INLINE T em_cce_rows_impl(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v,
-                                          double* col_out, double* x_state, double newton_tol,
-                                          int64_t newton_max_iter) {
-  std::vector<double> a(K), sd(K), next(K);
-  T max_delta = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    const T* s = sigma + i * K;
-    T* yi = y + i * K;
-    double raw_sum = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      sd[k] = static_cast<double>(s[k]);
-      a[k] = static_cast<double>(yi[k]) * static_cast<double>(v[k]);
-      raw_sum += a[k];
-    }
-    // a_k below the rounding of b = 1 + sum a would make b - sigma_k / x cancel to 0: such
-    // classes are numerically free (a_k = 0), the appendix-C case.
-    const double floor = kFreeClass * (1 + raw_sum);
-    double a_sum = 0, s_star = -1;
-    int64_t c_star = -1;
-    for (int64_t k = 0; k < K; ++k) {
-      if (!(a[k] > floor)) {
-        a[k] = 0;
-        if (sd[k] > s_star) {
-          s_star = sd[k];
-          c_star = k;
-        }
-      }
-      a_sum += a[k];
-    }
-    const double b = 1 + a_sum;
-    bool solved = false;
-    if (c_star >= 0 && s_star > 0) {  // appendix C: closed form with the free mass on c*
-      double total = 0;
-      bool ok = true;
-      for (int64_t k = 0; k < K && ok; ++k) {
-        next[k] = 0;
-        if (a[k] > 0) {
-          const double den = b * (1 - sd[k] / s_star);
-          ok = den > 0;
-          next[k] = ok ? a[k] / den : 0;
-          total += next[k];
-        }
-      }
-      if (ok && total <= 1) {
-        next[c_star] = 1 - total;
-        solved = true;
-      }
-    }
-    if (!solved) {  // Newton on x over the classes with a_k > 0 (lanes with a_k = 0 masked)
-      // Lemma 1's point l has f(l) >= 0. Warm start from this row's root of the previous
-      // iteration: f is convex and decreasing, so a step from the right of the root lands left
-      // of it; clamping every iterate to >= l keeps it in the domain, and from the left the
-      // iterates rise monotonically to the root.
-      double lo = std::numeric_limits<double>::min();
-      for (int64_t k = 0; k < K; ++k)
-        if (a[k] > 0) lo = std::max(lo, sd[k] / (b - a[k]));
-      double x = std::max(lo, x_state[i - begin]);
-      for (int64_t it = 0; it < newton_max_iter; ++it) {
-        const double inv_x = 1.0 / x;
-        double f = -1, g = 0;  // f(x) = sum_k a_k / d_k - 1, f'(x) = -g / x^2, d_k = b - sigma_k / x
-#pragma omp simd reduction(+ : f, g)
-        for (int64_t k = 0; k < K; ++k) {
-          const double inv_d = a[k] > 0 ? 1.0 / (b - sd[k] * inv_x) : 0.0;
-          const double r = a[k] * inv_d;
-          f += r;
-          g += r * sd[k] * inv_d;
-        }
-        if (std::fabs(f) <= newton_tol || !(g > 0)) break;
-        x = std::max(lo, x + f * x * x / g);  // x - f / f'
-      }
-      x_state[i - begin] = x;
-      const double inv_x = 1.0 / x;
-      double total = 0;
-#pragma omp simd reduction(+ : total)
-      for (int64_t k = 0; k < K; ++k) {
-        next[k] = a[k] > 0 ? a[k] / (b - sd[k] * inv_x) : 0.0;
-        total += next[k];
-      }
-      const double inv_total = 1.0 / total;
-      for (int64_t k = 0; k < K; ++k) next[k] *= inv_total;
-    }
-    T row_delta = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      const T value = static_cast<T>(next[k]);
-      const T d = std::fabs(value - yi[k]);
-      row_delta = d > row_delta ? d : row_delta;
-      yi[k] = value;
-      col_out[k] += next[k];
-    }
-    max_delta = std::max(max_delta, row_delta);
-  }
-  return max_delta;
-}
-
-ENTCLUST_ISA_CLONES float em_cce_rows_f32(const float* s, float* y, int64_t K, int64_t b, int64_t e, const float* v,
-                                          double* c, double* x, double tol, int64_t iters) {
-  return em_cce_rows_impl(s, y, K, b, e, v, c, x, tol, iters);
-}
-ENTCLUST_ISA_CLONES double em_cce_rows_f64(const double* s, double* y, int64_t K, int64_t b, int64_t e,
-                                           const double* v, double* c, double* x, double tol, int64_t iters) {
-  return em_cce_rows_impl(s, y, K, b, e, v, c, x, tol, iters);
-}
-float em_cce_rows(const float* s, float* y, int64_t K, int64_t b, int64_t e, const float* v, double* c, double* x,
-                  double tol, int64_t iters) {
-  return em_cce_rows_f32(s, y, K, b, e, v, c, x, tol, iters);
-}
-double em_cce_rows(const double* s, double* y, int64_t K, int64_t b, int64_t e, const double* v, double* c,
-                   double* x, double tol, int64_t iters) {
-  return em_cce_rows_f64(s, y, K, b, e, v, c, x, tol, iters);
+T em_cce_rows(const T* s, T* y, int64_t K, int64_t b, int64_t e, const T* v, double* c, double* x, double tol,
+              int64_t iters) {
+  std::vector<double> scratch(3 * K);
+  if constexpr (std::is_same_v<T, float>) return kernels().em_cce_f32(s, y, K, b, e, v, c, x, tol, iters, scratch.data());
+  else return kernels().em_cce_f64(s, y, K, b, e, v, c, x, tol, iters, scratch.data());
 }
 
 // Euclidean projection of z (K values) onto the simplex: out = max(z - theta, 0) with

@@ -1,0 +1,64 @@
+// The CPU kernels that exist once per instruction set ("capability", as ATen's
+// ATEN_CPU_CAPABILITY): plain C++ on raw pointers, compiled in isa/cap_*.cpp with that ISA's
+// target, and reached through the table of the capability in use (isa/capability.cpp).
+// Everything else of the CPU ops (checks, allocation, threading) lives in losses.cpp and
+// solvers.cpp and is ISA-independent.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace entclust {
+namespace cpu {
+
+// Rows [begin, end) of a float32 fused loss. Per row: loss, sum and minimum of y, and the
+// verdict flag (1: non-finite loss, y not finite or negative, or |sum y - 1| > sum_tol);
+// gradients for a unit upstream gradient times `scale` when gl / gy are not null.
+// `scratch` holds 2 K floats.
+struct LossRows {
+  const float* l;
+  const float* y;
+  int64_t K;
+  float scale;
+  float* gl;
+  float* gy;
+  float* rows;
+  float* ysum;
+  float* ymin;
+  float* bad;
+  double sum_tol;
+};
+using LossRowsFn = void (*)(const LossRows&, int64_t begin, int64_t end, float* scratch);
+
+// One EM iteration over rows [begin, end) of one problem (MATH.md, solvers.cpp): updates y in
+// place, adds the new column sums to col_out (float64), returns max |dy|. The collision-CE
+// M-step keeps each row's Newton root in x_state and needs 3 K doubles of scratch.
+template <typename T>
+using EmRceRowsFn = T (*)(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v,
+                          double* col_out);
+template <typename T>
+using EmCceRowsFn = T (*)(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v,
+                          double* col_out, double* x_state, double newton_tol, int64_t newton_max_iter,
+                          double* scratch);
+
+struct KernelTable {
+  const char* name;
+  LossRowsFn rce_f32;
+  LossRowsFn cce_f32;
+  EmRceRowsFn<float> em_rce_f32;
+  EmRceRowsFn<double> em_rce_f64;
+  EmCceRowsFn<float> em_cce_f32;
+  EmCceRowsFn<double> em_cce_f64;
+};
+
+// The table in use: the best capability this CPU supports, or ENTCLUST_CPU_CAPABILITY
+// (read once, at the first call); throws std::runtime_error for a name that is unknown or
+// that this CPU or build cannot run.
+const KernelTable& kernels();
+std::string cpu_capability();
+void set_cpu_capability(const std::string& name);  // "" picks the best supported again
+std::vector<std::string> compiled_cpu_capabilities();
+std::vector<std::string> supported_cpu_capabilities();
+
+}  // namespace cpu
+}  // namespace entclust

@@ -1,0 +1,414 @@
+// The per-ISA row kernels, written once over a vector width of BYTES bytes. Included inside a
+// per-capability namespace by isa/cap_*.cpp (after isa/prelude.h and the target pragma) and
+// by losses.cpp (namespace `portable`, default flags), so each inclusion makes distinct
+// functions compiled for its own ISA. Nothing here includes a header or calls a standard
+// template (see prelude.h).
+#include "simd.h"
+
+constexpr float kInfF = __builtin_inff();
+
+template <typename T>
+ENTCLUST_INLINE T smax(T a, T b) {
+  return a > b ? a : b;
+}
+
+// Padded copy of a row's last K % lanes classes, so that they run through the vector code:
+// logit -inf (e_k = 0: no contribution to any sum) and label 1 (-ln y_k = 0).
+template <int BYTES>
+struct Tail {
+  static constexpr int kLanes = Vec<float, BYTES>::kLanes;
+  alignas(BYTES) float l[kLanes];
+  alignas(BYTES) float y[kLanes];
+  Tail(const float* l_src, const float* y_src, int64_t n) {
+    for (int j = 0; j < kLanes; ++j) {
+      l[j] = j < n ? l_src[j] : -kInfF;
+      y[j] = j < n ? y_src[j] : 1.0f;
+    }
+  }
+};
+
+template <int BYTES>
+ENTCLUST_INLINE float row_max(const float* l, int64_t K) {
+  using V = vfloat<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  V m = splat<V>(-kInfF);
+  int64_t k = 0;
+  for (; k + L <= K; k += L) m = vmax(m, load<V>(l + k));
+  float r = hmax(m);
+  for (; k < K; ++k) r = l[k] > r ? l[k] : r;
+  return r;
+}
+
+// Forward sums of one row (MATH.md): s = sum_k e_k with e_k = exp(l_k - m); w = sum_k e_k (-ln y_k)
+// (reverse CE; sigma_k = 0 contributes 0 even where y_k = 0) or w = sum_k e_k y_k (collision
+// CE); the sum and minimum of y. With STORE, e_k (and -ln y_k) go to e_out (v_out).
+struct RowSums {
+  double s, w, ysum;
+  float ymin;
+};
+
+template <bool RCE, bool STORE, int BYTES>
+ENTCLUST_INLINE void sums_step(const float* l, const float* y, float m, float* e_out, float* v_out,
+                               WideSum<BYTES>& s, WideSum<BYTES>& w) {
+  using V = vfloat<BYTES>;
+  const V yk = load<V>(y);
+  const V e = vexp<BYTES>(load<V>(l) - m);
+  s.add(e);
+  if (RCE) {
+    const V v = -vlog<BYTES>(yk);
+    w.add(select(e > 0.0f, e * v, V{}));
+    if (STORE) store(v_out, v);
+  } else {
+    w.add(e * yk);
+  }
+  if (STORE) store(e_out, e);
+}
+
+template <bool RCE, bool STORE, int BYTES>
+ENTCLUST_INLINE RowSums row_sums(const float* l, const float* y, int64_t K, float m, float* e_buf, float* v_buf) {
+  using V = vfloat<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  WideSum<BYTES> s, w, ys;
+  V ymin = splat<V>(kInfF);
+  int64_t k = 0;
+  for (; k + L <= K; k += L) {
+    sums_step<RCE, STORE, BYTES>(l + k, y + k, m, e_buf + k, v_buf + k, s, w);
+    const V yk = load<V>(y + k);
+    ys.add(yk);
+    ymin = vmin(ymin, yk);
+  }
+  RowSums r{0, 0, 0, hmin(ymin)};
+  if (k < K) {
+    const int64_t rest = K - k;
+    Tail<BYTES> t(l + k, y + k, rest);
+    alignas(BYTES) float te[L], tv[L];
+    sums_step<RCE, true, BYTES>(t.l, t.y, m, te, tv, s, w);
+    for (int64_t j = 0; j < rest; ++j) {
+      r.ysum += y[k + j];
+      r.ymin = y[k + j] < r.ymin ? y[k + j] : r.ymin;
+      if (STORE) {
+        e_buf[k + j] = te[j];
+        if (RCE) v_buf[k + j] = tv[j];
+      }
+    }
+  }
+  r.s = s.total();
+  r.w = w.total();
+  r.ysum += ys.total();
+  return r;
+}
+
+ENTCLUST_INLINE void record_row(const LossRows& t, int64_t i, double loss, double ysum, double ymin) {
+  t.rows[i] = static_cast<float>(loss);
+  t.ysum[i] = static_cast<float>(ysum);
+  t.ymin[i] = static_cast<float>(ymin);
+  const bool ok = __builtin_isfinite(loss) && __builtin_isfinite(ysum) && ymin >= 0 && !(__builtin_fabs(ysum - 1.0) > t.sum_tol);
+  t.bad[i] = ok ? 0.0f : 1.0f;
+}
+
+// Reverse CE gradients (MATH.md): dH/dl_j = sigma_j (-ln y_j - H), dH/dy_j = -sigma_j / y_j, both
+// 0 where sigma_j = 0. H enters as float hi + lo parts, so its rounding to float is not added
+// to every gradient.
+template <bool GL, bool GY, int BYTES>
+ENTCLUST_INLINE void rce_grads(const float* y, int64_t K, float inv_s, double h, float scale, const float* e_buf,
+                               const float* v_buf, float* gl, float* gy) {
+  using V = vfloat<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  const float h_hi = static_cast<float>(h), h_lo = static_cast<float>(h - static_cast<double>(h_hi));
+  int64_t k = 0;
+  for (; k + L <= K; k += L) {
+    const V sig = load<V>(e_buf + k) * inv_s;
+    const auto live = sig > 0.0f;
+    if (GL) store(gl + k, select(live, scale * sig * ((load<V>(v_buf + k) - h_hi) - h_lo), V{}));
+    if (GY) store(gy + k, select(live, -scale * sig / load<V>(y + k), V{}));
+  }
+  for (; k < K; ++k) {
+    const float sig = e_buf[k] * inv_s;
+    if (GL) gl[k] = sig > 0.0f ? scale * sig * ((v_buf[k] - h_hi) - h_lo) : 0.0f;
+    if (GY) gy[k] = sig > 0.0f ? -scale * sig / y[k] : 0.0f;
+  }
+}
+
+// Collision CE gradients with p = sigma . y: dL/dl_j = sigma_j - y_j sigma_j / p, dL/dy_j = -sigma_j / p;
+// sigma_j / p = e_j inv_p with inv_p = 1 / sum_k e_k y_k.
+template <bool GL, bool GY, int BYTES>
+ENTCLUST_INLINE void cce_grads(const float* y, int64_t K, float inv_s, float inv_p, float scale, const float* e_buf,
+                               float* gl, float* gy) {
+  using V = vfloat<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  int64_t k = 0;
+  for (; k + L <= K; k += L) {
+    const V e = load<V>(e_buf + k);
+    if (GL) store(gl + k, scale * (e * inv_s - load<V>(y + k) * e * inv_p));
+    if (GY) store(gy + k, -scale * e * inv_p);
+  }
+  for (; k < K; ++k) {
+    const float e = e_buf[k];
+    if (GL) gl[k] = scale * (e * inv_s - y[k] * e * inv_p);
+    if (GY) gy[k] = -scale * e * inv_p;
+  }
+}
+
+// Collision CE for a row whose sigma . y underflowed: everything in float64 log space.
+// Returns the loss; writes gradients when gl / gy are not null.
+template <typename T>
+double cce_row_logspace(const T* l, const T* y, int64_t K, double scale, T* gl, T* gy) {
+  const double inf = __builtin_inf();
+  double m = -inf;
+  for (int64_t k = 0; k < K; ++k) m = smax(m, static_cast<double>(l[k]));
+  double s = 0;
+  for (int64_t k = 0; k < K; ++k) s += __builtin_exp(static_cast<double>(l[k]) - m);
+  const double lse = m + __builtin_log(s);
+  double m2 = -inf;
+  for (int64_t k = 0; k < K; ++k) {
+    const double yk = static_cast<double>(y[k]);
+    if (yk > 0) m2 = smax(m2, static_cast<double>(l[k]) + __builtin_log(yk));
+  }
+  double ln_p;  // ln(sigma . y)
+  if (m2 == -inf) {
+    ln_p = -inf;
+  } else {
+    double t = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double yk = static_cast<double>(y[k]);
+      if (yk > 0) t += __builtin_exp(static_cast<double>(l[k]) + __builtin_log(yk) - m2);
+    }
+    ln_p = m2 + __builtin_log(t) - lse;
+  }
+  for (int64_t k = 0; gl != nullptr && k < K; ++k) {
+    const double lk = static_cast<double>(l[k]) - lse;
+    const double yk = static_cast<double>(y[k]);
+    // y_k sigma_k / p, formed in log space: sigma_k / p alone may overflow where y_k = 0
+    const double y_ratio = yk > 0 ? __builtin_exp(lk + __builtin_log(yk) - ln_p) : 0.0;
+    gl[k] = static_cast<T>(scale * (__builtin_exp(lk) - y_ratio));
+  }
+  for (int64_t k = 0; gy != nullptr && k < K; ++k) {
+    const double lk = static_cast<double>(l[k]) - lse;
+    gy[k] = static_cast<T>(-scale * __builtin_exp(lk - ln_p));
+  }
+  return -ln_p;
+}
+
+template <bool GL, bool GY, int BYTES>
+void rce_rows(const LossRows& t, int64_t begin, int64_t end, float* scratch) {
+  constexpr bool STORE = GL || GY;
+  const int64_t K = t.K;
+  for (int64_t i = begin; i < end; ++i) {
+    const float* l = t.l + i * K;
+    const float* y = t.y + i * K;
+    const float m = row_max<BYTES>(l, K);
+    const RowSums r = row_sums<true, STORE, BYTES>(l, y, K, m, scratch, scratch + K);
+    const double h = r.w / r.s;  // H(sigma, y) = sum_k e_k (-ln y_k) / sum_k e_k
+    record_row(t, i, h, r.ysum, r.ymin);
+    if (STORE) {
+      rce_grads<GL, GY, BYTES>(y, K, static_cast<float>(1.0 / r.s), h, t.scale, scratch, scratch + K,
+                               GL ? t.gl + i * K : nullptr, GY ? t.gy + i * K : nullptr);
+    }
+  }
+}
+
+template <bool GL, bool GY, int BYTES>
+void cce_rows(const LossRows& t, int64_t begin, int64_t end, float* scratch) {
+  constexpr bool STORE = GL || GY;
+  const int64_t K = t.K;
+  for (int64_t i = begin; i < end; ++i) {
+    const float* l = t.l + i * K;
+    const float* y = t.y + i * K;
+    float* gl = GL ? t.gl + i * K : nullptr;
+    float* gy = GY ? t.gy + i * K : nullptr;
+    const float m = row_max<BYTES>(l, K);
+    const RowSums r = row_sums<false, STORE, BYTES>(l, y, K, m, scratch, scratch + K);
+    double loss;
+    // Below p / s = 1e-20, sigma . y has lost precision to underflow of exp and of e_k y_k.
+    if (r.w > r.s * 1e-20 && r.s < __builtin_inf()) {
+      loss = __builtin_log(r.s / r.w);  // -ln(w / s)
+      if (STORE) {
+        cce_grads<GL, GY, BYTES>(y, K, static_cast<float>(1.0 / r.s), static_cast<float>(1.0 / r.w), t.scale,
+                                 scratch, gl, gy);
+      }
+    } else if (r.w != r.w || r.s != r.s) {  // NaN in the input: propagate, the caller reports it
+      loss = __builtin_nan("");
+      for (int64_t k = 0; gl != nullptr && k < K; ++k) gl[k] = static_cast<float>(loss);
+      for (int64_t k = 0; gy != nullptr && k < K; ++k) gy[k] = static_cast<float>(loss);
+    } else {
+      loss = cce_row_logspace(l, y, K, static_cast<double>(t.scale), gl, gy);
+    }
+    record_row(t, i, loss, r.ysum, r.ymin);
+  }
+}
+
+// The gradient flags become template arguments, so each variant's loops carry no branch on them.
+#define ENTCLUST_ROWS_BY_GRADS(ROWS)                                                       \
+  template <int BYTES>                                                                     \
+  void ROWS##_f32(const LossRows& t, int64_t begin, int64_t end, float* scratch) {         \
+    if (t.gl && t.gy) ROWS<true, true, BYTES>(t, begin, end, scratch);                     \
+    else if (t.gl) ROWS<true, false, BYTES>(t, begin, end, scratch);                       \
+    else if (t.gy) ROWS<false, true, BYTES>(t, begin, end, scratch);                       \
+    else ROWS<false, false, BYTES>(t, begin, end, scratch);                                \
+  }
+ENTCLUST_ROWS_BY_GRADS(rce_rows)
+ENTCLUST_ROWS_BY_GRADS(cce_rows)
+#undef ENTCLUST_ROWS_BY_GRADS
+
+// One fused reverse-CE EM iteration on rows [begin, end) (seed 004 eqs. 45-46, solvers.cpp):
+// y_ik <- (sigma_ik + y_ik v_k) / sum_m (sigma_im + y_im v_m). Row sums in float64 lanes for
+// float64 and in WideSum for float32, column sums added in float64.
+template <typename T, int BYTES>
+T em_rce_rows(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v, double* col_out) {
+  using V = typename Vec<T, BYTES>::type;
+  constexpr int L = Vec<T, BYTES>::kLanes;
+  constexpr bool kFloat = sizeof(T) == 4;
+  T max_delta = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* s = sigma + i * K;
+    T* yi = y + i * K;
+    WideSum<BYTES> wide;
+    V narrow{};
+    int64_t k = 0;
+    for (; k + L <= K; k += L) {
+      const V t = load<V>(s + k) + load<V>(yi + k) * load<V>(v + k);
+      if constexpr (kFloat) wide.add(t);
+      else narrow += t;
+    }
+    double norm = kFloat ? wide.total() : static_cast<double>(hsum(narrow));
+    for (int64_t j = k; j < K; ++j) norm += static_cast<double>(s[j] + yi[j] * v[j]);
+    const T inv = static_cast<T>(1.0 / norm);
+    V delta{};
+    for (k = 0; k + L <= K; k += L) {
+      const V old = load<V>(yi + k);
+      const V next = (load<V>(s + k) + old * load<V>(v + k)) * inv;
+      const V d = vabs(next - old);
+      delta = select(d > delta, d, delta);
+      store(yi + k, next);
+      add_to_double<BYTES>(col_out + k, next);
+    }
+    T row_delta = hmax(delta);
+    for (; k < K; ++k) {
+      const T next = (s[k] + yi[k] * v[k]) * inv;
+      const T d = __builtin_fabs(next - yi[k]);
+      row_delta = d > row_delta ? d : row_delta;
+      yi[k] = next;
+      col_out[k] += static_cast<double>(next);
+    }
+    max_delta = smax(max_delta, row_delta);
+  }
+  return max_delta;
+}
+
+// Collision-CE M-step for rows [begin, end) (seed 003 §4 and appendix C; MATH.md), with
+// a_k = y_ik v_k (= c u_k S_ik) and b = 1 + sum_k a_k: minimise -ln(sigma . y) - sum_k a_k ln y_k.
+// * some a_k = 0: free mass on c* = argmax_{a_k = 0} sigma_k, y_k = a_k / (b (1 - sigma_k / sigma_c*)),
+//   y_c* = 1 - sum, if that is feasible;
+// * otherwise y_k = a_k / (b - sigma_k / x), x the root of sum_k y_k(x) = 1 by Newton from
+//   Lemma 1's start max_k sigma_k / (b - a_k), which rises monotonically to the root.
+// Float64 throughout; the `omp simd` loops are vectorised for the ISA of the inclusion.
+// Updates y in place, adds the new column sums to col_out, returns max |dy|.
+constexpr double kFreeClass = 1e-12;  // a_k <= kFreeClass * b counts as a_k = 0
+
+template <typename T>
+T em_cce_rows(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v, double* col_out,
+              double* x_state, double newton_tol, int64_t newton_max_iter, double* scratch) {
+  double* a = scratch;
+  double* sd = scratch + K;
+  double* next = scratch + 2 * K;
+  T max_delta = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* s = sigma + i * K;
+    T* yi = y + i * K;
+    double raw_sum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      sd[k] = static_cast<double>(s[k]);
+      a[k] = static_cast<double>(yi[k]) * static_cast<double>(v[k]);
+      raw_sum += a[k];
+    }
+    // a_k below the rounding of b = 1 + sum a would make b - sigma_k / x cancel to 0: such
+    // classes are numerically free (a_k = 0), the appendix-C case.
+    const double floor_a = kFreeClass * (1 + raw_sum);
+    double a_sum = 0, s_star = -1;
+    int64_t c_star = -1;
+    for (int64_t k = 0; k < K; ++k) {
+      if (!(a[k] > floor_a)) {
+        a[k] = 0;
+        if (sd[k] > s_star) {
+          s_star = sd[k];
+          c_star = k;
+        }
+      }
+      a_sum += a[k];
+    }
+    const double b = 1 + a_sum;
+    bool solved = false;
+    if (c_star >= 0 && s_star > 0) {  // appendix C: closed form with the free mass on c*
+      double total = 0;
+      bool ok = true;
+      for (int64_t k = 0; k < K && ok; ++k) {
+        next[k] = 0;
+        if (a[k] > 0) {
+          const double den = b * (1 - sd[k] / s_star);
+          ok = den > 0;
+          next[k] = ok ? a[k] / den : 0;
+          total += next[k];
+        }
+      }
+      if (ok && total <= 1) {
+        next[c_star] = 1 - total;
+        solved = true;
+      }
+    }
+    if (!solved) {  // Newton on x over the classes with a_k > 0 (lanes with a_k = 0 masked)
+      // Lemma 1's point l has f(l) >= 0. Warm start from this row's root of the previous
+      // iteration: f is convex and decreasing, so a step from the right of the root lands left
+      // of it; clamping every iterate to >= l keeps it in the domain, and from the left the
+      // iterates rise monotonically to the root.
+      double lo = __DBL_MIN__;
+      for (int64_t k = 0; k < K; ++k)
+        if (a[k] > 0) lo = smax(lo, sd[k] / (b - a[k]));
+      double x = smax(lo, x_state[i - begin]);
+      for (int64_t it = 0; it < newton_max_iter; ++it) {
+        const double inv_x = 1.0 / x;
+        double f = -1, g = 0;  // f(x) = sum_k a_k / d_k - 1, f'(x) = -g / x^2, d_k = b - sigma_k / x
+#pragma omp simd reduction(+ : f, g)
+        for (int64_t k = 0; k < K; ++k) {
+          const double inv_d = a[k] > 0 ? 1.0 / (b - sd[k] * inv_x) : 0.0;
+          const double r = a[k] * inv_d;
+          f += r;
+          g += r * sd[k] * inv_d;
+        }
+        if (__builtin_fabs(f) <= newton_tol || !(g > 0)) break;
+        x = smax(lo, x + f * x * x / g);  // x - f / f'
+      }
+      x_state[i - begin] = x;
+      const double inv_x = 1.0 / x;
+      double total = 0;
+#pragma omp simd reduction(+ : total)
+      for (int64_t k = 0; k < K; ++k) {
+        next[k] = a[k] > 0 ? a[k] / (b - sd[k] * inv_x) : 0.0;
+        total += next[k];
+      }
+      const double inv_total = 1.0 / total;
+#pragma omp simd
+      for (int64_t k = 0; k < K; ++k) next[k] *= inv_total;
+    }
+    T row_delta = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const T value = static_cast<T>(next[k]);
+      const T d = __builtin_fabs(value - yi[k]);
+      row_delta = d > row_delta ? d : row_delta;
+      yi[k] = value;
+      col_out[k] += next[k];
+    }
+    max_delta = smax(max_delta, row_delta);
+  }
+  return max_delta;
+}
+
+template <int BYTES>
+constexpr KernelTable make_table(const char* name) {
+  return KernelTable{name,
+                     &rce_rows_f32<BYTES>,
+                     &cce_rows_f32<BYTES>,
+                     &em_rce_rows<float, BYTES>,
+                     &em_rce_rows<double, BYTES>,
+                     &em_cce_rows<float>,
+                     &em_cce_rows<double>};
+}

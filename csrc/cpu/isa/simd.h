@@ -1,0 +1,195 @@
+// Portable SIMD for the per-ISA kernels: GCC/Clang vector extensions of BYTES bytes (16: SSE2 or
+// NEON, 32: AVX2, 64: AVX-512), so one source gives every width, and the compiler emits the
+// ISA of the translation unit's target (isa/cap_*.cpp). Included *inside* a per-capability
+// namespace (see row_kernels.h): it includes nothing itself; <cstdint>, <cstring>, <cmath>
+// and <limits> come from isa/prelude.h, before the target pragma.
+//
+// exp and log are branch-free Cephes polynomials (the float32 ones of fastmath.h, vectorised):
+// exp <= 1 ulp on [-87.3, 88.4], exact 0 below, inf above; log <= 1 ulp on normals and
+// denormals, log 0 = -inf, log(x < 0) = NaN, log inf = inf; NaN propagates through both.
+
+#define ENTCLUST_INLINE inline __attribute__((always_inline))
+
+template <typename T, int BYTES>
+struct Vec {
+  static constexpr int kLanes = BYTES / static_cast<int>(sizeof(T));
+  typedef T type __attribute__((vector_size(BYTES)));
+  typedef int32_t mask32 __attribute__((vector_size(BYTES)));
+  typedef int64_t mask64 __attribute__((vector_size(BYTES)));
+};
+
+template <int BYTES>
+using vfloat = typename Vec<float, BYTES>::type;
+template <int BYTES>
+using vdouble = typename Vec<double, BYTES>::type;
+template <int BYTES>
+using vint = typename Vec<int32_t, BYTES>::type;
+template <int BYTES>
+using vlong = typename Vec<int64_t, BYTES>::type;
+
+template <typename V>
+ENTCLUST_INLINE V load(const void* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <typename V>
+ENTCLUST_INLINE void store(void* p, V v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
+
+template <typename V, typename S>
+ENTCLUST_INLINE V splat(S s) {
+  return V{} + static_cast<__typeof__(V{}[0] + 0)>(s);
+}
+
+// mask ? a : b, lane-wise; mask lanes are all-ones or zero (a comparison's result).
+template <typename V, typename M>
+ENTCLUST_INLINE V select(M mask, V a, V b) {
+  return reinterpret_cast<V>((reinterpret_cast<M>(a) & mask) | (reinterpret_cast<M>(b) & ~mask));
+}
+
+template <typename V>
+ENTCLUST_INLINE V vmax(V a, V b) {
+  return select(a > b, a, b);
+}
+
+template <typename V>
+ENTCLUST_INLINE V vmin(V a, V b) {
+  return select(a < b, a, b);
+}
+
+template <typename V>
+ENTCLUST_INLINE V vabs(V a) {
+  return select(a < V{}, -a, a);
+}
+
+template <typename V>
+ENTCLUST_INLINE auto hsum(V v) -> decltype(v[0] + 0.0) {
+  constexpr int n = sizeof(V) / sizeof(v[0]);
+  decltype(v[0] + 0.0) s = 0;
+  for (int j = 0; j < n; ++j) s += v[j];
+  return s;
+}
+
+template <typename V>
+ENTCLUST_INLINE auto hmax(V v) -> decltype(v[0] + 0) {
+  constexpr int n = sizeof(V) / sizeof(v[0]);
+  auto m = v[0];
+  for (int j = 1; j < n; ++j) m = v[j] > m ? v[j] : m;
+  return m;
+}
+
+template <typename V>
+ENTCLUST_INLINE auto hmin(V v) -> decltype(v[0] + 0) {
+  constexpr int n = sizeof(V) / sizeof(v[0]);
+  auto m = v[0];
+  for (int j = 1; j < n; ++j) m = v[j] < m ? v[j] : m;
+  return m;
+}
+
+// A float32 sum whose error does not grow with the number of terms: terms go into float lanes
+// for at most kRun vectors, then the lanes are flushed into float64 lanes. The float part of
+// each flush carries at most kRun - 1 roundings (relative 2^-24 each), the float64 part the
+// rest, so the relative error stays near kRun * 2^-24 for any length.
+template <int BYTES>
+struct WideSum {
+  static constexpr int kRun = 4;
+  typedef float half_float __attribute__((vector_size(BYTES / 2)));
+  vfloat<BYTES> part{};
+  vdouble<BYTES> lo{}, hi{};
+  int count = 0;
+
+  ENTCLUST_INLINE void add(vfloat<BYTES> v) {
+    part += v;
+    if (++count == kRun) flush();
+  }
+  ENTCLUST_INLINE void flush() {
+    half_float a, b;
+    __builtin_memcpy(&a, &part, sizeof a);
+    __builtin_memcpy(&b, reinterpret_cast<const char*>(&part) + sizeof a, sizeof b);
+    lo += __builtin_convertvector(a, vdouble<BYTES>);
+    hi += __builtin_convertvector(b, vdouble<BYTES>);
+    part = vfloat<BYTES>{};
+    count = 0;
+  }
+  ENTCLUST_INLINE double total() {
+    flush();
+    return hsum(lo + hi);
+  }
+};
+
+// Adds float lanes v into float64 memory out[0 .. lanes).
+template <int BYTES>
+ENTCLUST_INLINE void add_to_double(double* out, vfloat<BYTES> v) {
+  typedef float half_float __attribute__((vector_size(BYTES / 2)));
+  half_float a, b;
+  __builtin_memcpy(&a, &v, sizeof a);
+  __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof a, sizeof b);
+  constexpr int half = Vec<double, BYTES>::kLanes;
+  store(out, load<vdouble<BYTES>>(out) + __builtin_convertvector(a, vdouble<BYTES>));
+  store(out + half, load<vdouble<BYTES>>(out + half) + __builtin_convertvector(b, vdouble<BYTES>));
+}
+
+template <int BYTES>
+ENTCLUST_INLINE void add_to_double(double* out, vdouble<BYTES> v) {
+  store(out, load<vdouble<BYTES>>(out) + v);
+}
+
+template <int BYTES>
+ENTCLUST_INLINE vfloat<BYTES> vexp(vfloat<BYTES> x) {
+  using V = vfloat<BYTES>;
+  using I = vint<BYTES>;
+  const V lo = splat<V>(-87.3365447f), hi = splat<V>(88.3762626f);
+  const V xc = select(x > hi, hi, select(x < lo, lo, x));  // NaN stays NaN
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick; r = x - n ln 2 in two parts (Cody-Waite).
+  V n = xc * 1.44269504088896341f + 12582912.0f;
+  n -= 12582912.0f;
+  V r = xc - n * 0.693359375f;
+  r -= n * -2.12194440e-4f;
+  V p = splat<V>(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const I ni = __builtin_convertvector(select(n == n, n, V{}), I);  // NaN lanes: any exponent
+  const V res = p * reinterpret_cast<V>((ni + 127) << 23);
+  return select(x > hi, splat<V>(__builtin_inff()), select(x < lo, V{}, res));
+}
+
+template <int BYTES>
+ENTCLUST_INLINE vfloat<BYTES> vlog(vfloat<BYTES> x) {
+  using V = vfloat<BYTES>;
+  using I = vint<BYTES>;
+  const I denormal = x < 1.17549435e-38f;
+  const V xs = select(denormal, x * 8388608.0f, x);  // x * 2^23 for denormals
+  const I bits = reinterpret_cast<I>(xs);
+  V m = reinterpret_cast<V>((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
+  V ef = __builtin_convertvector((bits >> 23) & 0xff, V) - 126.0f;
+  ef = select(denormal, ef - 23.0f, ef);
+  const I low = m < 0.707106781186547524f;
+  ef = select(low, ef - 1.0f, ef);
+  m = select(low, m + m, m) - 1.0f;
+  const V z = m * m;
+  V q = splat<V>(7.0376836292e-2f);
+  q = q * m - 1.1514610310e-1f;
+  q = q * m + 1.1676998740e-1f;
+  q = q * m - 1.2420140846e-1f;
+  q = q * m + 1.4249322787e-1f;
+  q = q * m - 1.6668057665e-1f;
+  q = q * m + 2.0000714765e-1f;
+  q = q * m - 2.4999993993e-1f;
+  q = q * m + 3.3333331174e-1f;
+  q = q * m * z;
+  q += ef * -2.12194440e-4f;
+  q += z * -0.5f;
+  const V res = m + q + ef * 0.693359375f;
+  const V inf = splat<V>(__builtin_inff());
+  V out = select(x == V{}, -inf, res);
+  out = select(x < V{}, splat<V>(__builtin_nanf("")), out);
+  out = select(x == inf, inf, out);
+  return select(x != x, x, out);
+}
