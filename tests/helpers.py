@@ -45,3 +45,15 @@ def tolerances(dtype: torch.dtype) -> dict:
         torch.float16: dict(rtol=1e-2, atol=1e-3),
         torch.bfloat16: dict(rtol=2e-2, atol=4e-3),
     }[dtype]
+
+
+# Every instruction-set path of the CPU kernels this machine can run (default, avx2, avx512 on
+# an AVX-512 x86-64 machine). Modules that test kernels import `every_cpu_capability`, which
+# runs each of their tests once per path, so that no path ships untested.
+CPU_CAPABILITIES = entclust.available_cpu_capabilities()
+
+
+@pytest.fixture(scope="module", autouse=False, params=CPU_CAPABILITIES, ids=lambda c: f"isa={c}")
+def every_cpu_capability(request):
+    with entclust.use_cpu_capability(request.param):
+        yield request.param

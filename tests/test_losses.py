@@ -7,7 +7,10 @@ import torch
 import entclust
 from entclust import reference
 
+from .helpers import every_cpu_capability  # noqa: F401  (fixture)
 from .helpers import DEVICES, DTYPES, FLOAT_DTYPES, make_logits, make_simplex, tolerances
+
+pytestmark = pytest.mark.usefixtures("every_cpu_capability")
 
 LOSSES = {
     "rce": (entclust.reverse_cross_entropy, reference.reverse_cross_entropy),

@@ -1,12 +1,17 @@
 """Hypothesis property tests: inequalities the losses satisfy for every input."""
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import entclust
 from entclust import reference
+
+from .helpers import every_cpu_capability  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("every_cpu_capability")
 
 problems = st.tuples(
     st.integers(1, 6),  # N

@@ -9,6 +9,10 @@ from hypothesis import strategies as st
 import entclust
 from entclust import reference as R
 
+from .helpers import every_cpu_capability  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("every_cpu_capability")
+
 
 def problem(shape, scale=3.0, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
