@@ -1,15 +1,24 @@
-"""Forward + backward of the fused losses against (a) the pure-PyTorch reference composition and
-(b) torch.nn.functional.cross_entropy with soft targets, the closest built-in, on the same shapes
-in one run. Gradients flow to both logits and y. Prints a markdown table of medians and ratios,
-and effective bandwidth counting one read of logits and y and one write of each gradient
-(4 N K elements); writes JSON and a PNG.
+"""Forward + backward of the fused losses against (a) the pure-PyTorch reference composition run
+eagerly, (b) the same composition under ``torch.compile`` (what a user would otherwise write;
+on the CPU compiled for the vector width of each row's path, see SIMDLEN),
+and (c) torch.nn.functional.cross_entropy with soft targets, the closest built-in, on the same
+shapes in one run. Gradients flow to both logits and y. On the CPU the fused kernels are timed
+once per instruction-set path this machine supports (``--capabilities``, default all: e.g.
+default, avx2, avx512), so the AVX2 path is measured on an AVX-512 machine too.
 
-    python benchmarks/bench_losses.py                      # CPU, float32
+Prints a markdown table of medians and ratios, and the effective bandwidth counting one read of
+logits and y and one write of each gradient (4 N K elements), also as a fraction of the
+machine's copy bandwidth measured in the same run (``dst.copy_(src)`` of 256 MiB, counting read
++ write); writes JSON (with CPU model and capabilities) and a PNG.
+
+    python benchmarks/bench_losses.py                      # CPU, float32, every capability
+    python benchmarks/bench_losses.py --capabilities avx2 --shapes 4096x1000
     python benchmarks/bench_losses.py --device cuda --out $OUT
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,18 +31,26 @@ import torch.nn.functional as F
 
 import entclust
 from entclust import reference
+from entclust._build import cpu_model
 
 CPU_SHAPES = [(4096, 1000), (250, 200), (65536, 10), (256, 16384), (16, 262144)]
 CUDA_SHAPES = [(4096, 1000), (250, 200), (1048576, 10), (16384, 16384), (64, 1048576)]
+
+
+# Inductor's vector width per fused path, so that each row compares like with like: AVX2 rows
+# against torch.compile's AVX2 code even on an AVX-512 machine. `default` gets inductor's
+# non-vectorised C++ (simdlen 1), which its compiler may still auto-vectorise for the build
+# machine (inductor compiles with -march=native): a generous baseline for that row.
+SIMDLEN = {"default": 1, "avx2": 256, "avx512": 512}
 
 
 def soft_cross_entropy(logits, y):
     return F.cross_entropy(logits, y)
 
 
-CANDIDATES = {
-    "rce": [("fused", entclust.reverse_cross_entropy), ("reference", reference.reverse_cross_entropy)],
-    "cce": [("fused", entclust.collision_cross_entropy), ("reference", reference.collision_cross_entropy)],
+LOSSES = {
+    "rce": (entclust.reverse_cross_entropy, reference.reverse_cross_entropy),
+    "cce": (entclust.collision_cross_entropy, reference.collision_cross_entropy),
 }
 
 
@@ -77,7 +94,31 @@ def check(fn, ref, logits, y):
     torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
-def bench(device, dtype, shapes, repeat):
+def keep_freed_memory():
+    """Tell glibc to keep freed memory in the process (no mmap for large blocks, no trimming).
+    Otherwise each call's fresh gradient buffers are page-faulted in again whenever glibc happens
+    to have returned the previous ones to the OS: at 4096 x 1000 that made one and the same
+    variant take 4 or 18 ms at random, for every variant alike. Returns whether it applied."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or not name:
+        return False
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 62))
+
+
+def copy_bandwidth_gb_s(device, repeat):
+    """Read + write bandwidth of a plain 256 MiB copy: the ceiling a memory-bound kernel can reach."""
+    src = torch.randn(64 * 1024 * 1024, device=device)
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src), device, repeat=repeat)
+    return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
+def bench(device, dtype, shapes, repeat, capabilities, copy_gb_s):
     rows = []
     for n, k in shapes:
         g = torch.Generator(device="cpu").manual_seed(0)
@@ -86,28 +127,44 @@ def bench(device, dtype, shapes, repeat):
         y.requires_grad_()
         bytes_moved = 4 * n * k * logits.element_size()
         base = median_ms(fwd_bwd(soft_cross_entropy, logits, y), device, repeat=repeat)
-        for loss, cands in CANDIDATES.items():
-            check(cands[0][1], cands[1][1], logits, y)
-            times = {name: median_ms(fwd_bwd(fn, logits, y), device, repeat=repeat) for name, fn in cands}
-            times["fused_novalidate"] = median_ms(
-                fwd_bwd(lambda a, b, f=cands[0][1]: f(a, b, validate=False), logits, y), device, repeat=repeat)
-            rows.append(dict(loss=loss, n=n, k=k, fused_ms=times["fused"], fused_novalidate_ms=times["fused_novalidate"],
-                             reference_ms=times["reference"], soft_ce_ms=base,
-                             speedup_vs_reference=times["reference"] / times["fused"],
-                             speedup_vs_soft_ce=base / times["fused"],
-                             effective_gb_s=bytes_moved / times["fused_novalidate"] / 1e6))
+        for loss, (fused, ref) in LOSSES.items():
+            eager_ms = median_ms(fwd_bwd(ref, logits, y), device, repeat=repeat)
+            for capability in capabilities:
+                with contextlib.ExitStack() as stack:
+                    if device == "cpu":
+                        stack.enter_context(entclust.use_cpu_capability(capability))
+                        # torch.compile's C++ code for the same ISA as the fused path of this row
+                        stack.enter_context(torch._inductor.config.patch({"cpp.simdlen": SIMDLEN[capability]}))
+                    torch._dynamo.reset()  # dynamo would otherwise reuse the graph compiled for another ISA
+                    compiled_ms = median_ms(fwd_bwd(torch.compile(ref, dynamic=False), logits, y), device,
+                                            repeat=repeat)
+                    check(fused, ref, logits, y)
+                    fused_ms = median_ms(fwd_bwd(fused, logits, y), device, repeat=repeat)
+                    novalidate_ms = median_ms(fwd_bwd(lambda a, b, f=fused: f(a, b, validate=False), logits, y),
+                                              device, repeat=repeat)
+                gb_s = bytes_moved / novalidate_ms / 1e6
+                rows.append(dict(loss=loss, n=n, k=k, capability=capability, fused_ms=fused_ms,
+                                 fused_novalidate_ms=novalidate_ms, reference_ms=eager_ms,
+                                 compiled_ms=compiled_ms, soft_ce_ms=base,
+                                 speedup_vs_reference=eager_ms / fused_ms,
+                                 speedup_vs_compiled=compiled_ms / fused_ms,
+                                 speedup_vs_soft_ce=base / fused_ms,
+                                 effective_gb_s=gb_s, fraction_of_copy_bandwidth=gb_s / copy_gb_s))
         del logits, y
     return rows
 
 
 def table(rows):
-    head = ("| loss | N | K | fused ms | fused, validate=False ms | reference ms | soft-target F.cross_entropy ms "
-            "| × vs reference | × vs F.cross_entropy | effective GB/s |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| loss | N | K | path | fused ms | fused, validate=False ms | eager reference ms | "
+            "torch.compile reference ms | soft-target F.cross_entropy ms | × vs eager | × vs compile "
+            "| × vs F.cross_entropy | effective GB/s | of copy bandwidth |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
-        lines.append(f"| {r['loss']} | {r['n']} | {r['k']} | {r['fused_ms']:.3f} | {r['fused_novalidate_ms']:.3f} "
-                     f"| {r['reference_ms']:.3f} | {r['soft_ce_ms']:.3f} | {r['speedup_vs_reference']:.2f} "
-                     f"| {r['speedup_vs_soft_ce']:.2f} | {r['effective_gb_s']:.1f} |")
+        lines.append(f"| {r['loss']} | {r['n']} | {r['k']} | {r['capability']} | {r['fused_ms']:.3f} "
+                     f"| {r['fused_novalidate_ms']:.3f} | {r['reference_ms']:.3f} | {r['compiled_ms']:.3f} "
+                     f"| {r['soft_ce_ms']:.3f} | {r['speedup_vs_reference']:.2f} | {r['speedup_vs_compiled']:.2f} "
+                     f"| {r['speedup_vs_soft_ce']:.2f} | {r['effective_gb_s']:.1f} "
+                     f"| {100 * r['fraction_of_copy_bandwidth']:.0f} % |")
     return "\n".join(lines)
 
 
@@ -117,12 +174,13 @@ def plot(rows, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['loss']}\n{r['n']}×{r['k']}" for r in rows]
+    labels = [f"{r['loss']} {r['capability']}\n{r['n']}×{r['k']}" for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    for i, (key, name) in enumerate([("fused_ms", "entclust fused"), ("reference_ms", "reference"),
-                                     ("soft_ce_ms", "F.cross_entropy (soft)")]):
-        ax.bar([j + 0.27 * (i - 1) for j in x], [r[key] for r in rows], width=0.27, label=name)
+    series = [("fused_ms", "entclust fused"), ("reference_ms", "eager reference"),
+              ("compiled_ms", "torch.compile reference"), ("soft_ce_ms", "F.cross_entropy (soft)")]
+    for i, (key, name) in enumerate(series):
+        ax.bar([j + 0.2 * (i - 1.5) for j in x], [r[key] for r in rows], width=0.2, label=name)
     ax.set_yscale("log")
     ax.set_ylabel("forward + backward, ms (median, log scale)")
     ax.set_xticks(list(x), labels, fontsize=7)
@@ -139,24 +197,42 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     parser.add_argument("--shapes", default=None, help="comma list of NxK, e.g. 4096x1000,250x200")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--capabilities", default="all",
+                        help="CPU paths to time, comma list (default: all this CPU supports)")
     parser.add_argument("--out", default=os.environ.get("OUT", "results"))
+    parser.add_argument("--page-faults", action="store_true",
+                        help="leave glibc's malloc as it is (fresh buffers page-fault at random; see keep_freed_memory)")
     args = parser.parse_args()
+    steady = args.device == "cpu" and not args.page_faults and keep_freed_memory()
+    if args.device == "cpu":
+        supported = entclust.available_cpu_capabilities()
+        capabilities = supported if args.capabilities == "all" else args.capabilities.split(",")
+        unknown = [c for c in capabilities if c not in supported]
+        if unknown:
+            parser.error(f"--capabilities {','.join(unknown)}: this CPU supports {', '.join(supported)}")
+    else:
+        capabilities = [args.device]
 
     shapes = CUDA_SHAPES if args.device == "cuda" else CPU_SHAPES
     if args.shapes:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     dtype = getattr(torch, args.dtype)
     machine = (torch.cuda.get_device_name() if args.device == "cuda"
-               else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    rows = bench(args.device, dtype, shapes, args.repeat)
+               else f"{cpu_model()}, {torch.get_num_threads()} threads")
+    copy_gb_s = copy_bandwidth_gb_s(args.device, args.repeat)
+    rows = bench(args.device, dtype, shapes, args.repeat, capabilities, copy_gb_s)
     title = f"entclust losses, {args.device} ({machine}), {args.dtype}, torch {torch.__version__}, {date.today()}"
     print(title)
+    print(f"copy bandwidth (read + write): {copy_gb_s:.1f} GB/s; "
+          f"{'freed memory kept by malloc (no page faults)' if steady else 'malloc as configured'}")
     print(table(rows))
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"bench_losses_{args.device}")
     with open(stem + ".json", "w") as f:
-        json.dump(dict(device=args.device, machine=machine, dtype=args.dtype, torch=torch.__version__,
-                       date=str(date.today()), rows=rows), f, indent=1)
+        json.dump(dict(device=args.device, machine=machine, cpu_model=cpu_model(), dtype=args.dtype,
+                       torch=torch.__version__, date=str(date.today()), threads=torch.get_num_threads(),
+                       cpu_capabilities=capabilities, copy_bandwidth_gb_s=copy_gb_s, malloc_keeps_freed_memory=steady,
+                       rows=rows), f, indent=1)
     plot(rows, stem + ".png", title)
     print(f"wrote {stem}.json and {stem}.png")
 

@@ -44,10 +44,16 @@ ENTCLUST_INLINE V splat(S s) {
   return V{} + static_cast<__typeof__(V{}[0] + 0)>(s);
 }
 
-// mask ? a : b, lane-wise; mask lanes are all-ones or zero (a comparison's result).
+// mask ? a : b, lane-wise; mask lanes are all-ones or zero (a comparison's result). GCC's
+// vector ?: becomes one blend instruction where the ISA has one (SSE4.1 and up); elsewhere,
+// and in Clang, the and/andnot/or form.
 template <typename V, typename M>
 ENTCLUST_INLINE V select(M mask, V a, V b) {
+#if defined(__GNUC__) && !defined(__clang__)
+  return mask ? a : b;
+#else
   return reinterpret_cast<V>((reinterpret_cast<M>(a) & mask) | (reinterpret_cast<M>(b) & ~mask));
+#endif
 }
 
 template <typename V>
@@ -187,9 +193,8 @@ ENTCLUST_INLINE vfloat<BYTES> vlog(vfloat<BYTES> x) {
   q += ef * -2.12194440e-4f;
   q += z * -0.5f;
   const V res = m + q + ef * 0.693359375f;
+  // Outside (0, inf), NaN included: 0 -> -inf, inf -> inf, negative -> NaN, NaN -> NaN.
   const V inf = splat<V>(__builtin_inff());
-  V out = select(x == V{}, -inf, res);
-  out = select(x < V{}, splat<V>(__builtin_nanf("")), out);
-  out = select(x == inf, inf, out);
-  return select(x != x, x, out);
+  const V special = select(x == V{}, -inf, select(x == inf, inf, splat<V>(__builtin_nanf(""))));
+  return select((x > V{}) & (x < inf), res, special);
 }
