@@ -295,22 +295,22 @@ LossResult loss_cpu(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "entclust_loss_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
     if constexpr (!std::is_same_v<scalar_t, float>) {  // float32 returned above
-    RowTask<scalar_t, A> task{logits.data_ptr<scalar_t>(),
-                              y.data_ptr<scalar_t>(),
-                              K,
-                              static_cast<A>(b.scale),
-                              grad_logits ? b.grad_logits.data_ptr<scalar_t>() : nullptr,
-                              grad_y ? b.grad_y.data_ptr<scalar_t>() : nullptr,
-                              b.rows.data_ptr<A>(),
-                              b.stats.data_ptr<A>(),
-                              b.stats.data_ptr<A>() + N,
-                              b.stats.data_ptr<A>() + 2 * N,
-                              sum_tol};
-    at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
-      std::vector<A> scratch(grad_logits || grad_y ? 2 * K : 0);
-      if (LOSS == Loss::kReverse) rce_range(task, begin, end, scratch.data());
-      else cce_range(task, begin, end, scratch.data());
-    });
+      RowTask<scalar_t, A> task{logits.data_ptr<scalar_t>(),
+                                y.data_ptr<scalar_t>(),
+                                K,
+                                static_cast<A>(b.scale),
+                                grad_logits ? b.grad_logits.data_ptr<scalar_t>() : nullptr,
+                                grad_y ? b.grad_y.data_ptr<scalar_t>() : nullptr,
+                                b.rows.data_ptr<A>(),
+                                b.stats.data_ptr<A>(),
+                                b.stats.data_ptr<A>() + N,
+                                b.stats.data_ptr<A>() + 2 * N,
+                                sum_tol};
+      at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+        std::vector<A> scratch(grad_logits || grad_y ? 2 * K : 0);
+        if (LOSS == Loss::kReverse) rce_range(task, begin, end, scratch.data());
+        else cce_range(task, begin, end, scratch.data());
+      });
     }
   });
   return finish(b, reduction, logits.scalar_type());

@@ -252,47 +252,65 @@ ENTCLUST_ROWS_BY_GRADS(cce_rows)
 
 // One fused reverse-CE EM iteration on rows [begin, end) (seed 004 eqs. 45-46, solvers.cpp):
 // y_ik <- (sigma_ik + y_ik v_k) / sum_m (sigma_im + y_im v_m). Row sums in float64 lanes for
-// float64 and in WideSum for float32, column sums added in float64.
+// float64 and in WideSum for float32. Rows go in blocks of kRows: their column sums are
+// gathered in T lanes on the stack, kColumns classes at a time, and added to the float64
+// col_out once per block (a float64 read-modify-write per element cost more than the update).
 template <typename T, int BYTES>
 T em_rce_rows(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v, double* col_out) {
   using V = typename Vec<T, BYTES>::type;
   constexpr int L = Vec<T, BYTES>::kLanes;
   constexpr bool kFloat = sizeof(T) == 4;
+  constexpr int64_t kRows = 8, kColumns = 512;
+  alignas(BYTES) T col_block[kColumns];
+  T inv[kRows];
+  V delta{};
   T max_delta = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    const T* s = sigma + i * K;
-    T* yi = y + i * K;
-    WideSum<BYTES> wide;
-    V narrow{};
-    int64_t k = 0;
-    for (; k + L <= K; k += L) {
-      const V t = load<V>(s + k) + load<V>(yi + k) * load<V>(v + k);
-      if constexpr (kFloat) wide.add(t);
-      else narrow += t;
+  for (int64_t i0 = begin; i0 < end; i0 += kRows) {
+    const int64_t rows = end - i0 < kRows ? end - i0 : kRows;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* s = sigma + (i0 + r) * K;
+      const T* yi = y + (i0 + r) * K;
+      WideSum<BYTES> wide;
+      V narrow{};
+      int64_t k = 0;
+      for (; k + L <= K; k += L) {
+        const V t = load<V>(s + k) + load<V>(yi + k) * load<V>(v + k);
+        if constexpr (kFloat) wide.add(t);
+        else narrow += t;
+      }
+      double norm = kFloat ? wide.total() : static_cast<double>(hsum(narrow));
+      for (; k < K; ++k) norm += static_cast<double>(s[k] + yi[k] * v[k]);
+      inv[r] = static_cast<T>(1.0 / norm);
     }
-    double norm = kFloat ? wide.total() : static_cast<double>(hsum(narrow));
-    for (int64_t j = k; j < K; ++j) norm += static_cast<double>(s[j] + yi[j] * v[j]);
-    const T inv = static_cast<T>(1.0 / norm);
-    V delta{};
-    for (k = 0; k + L <= K; k += L) {
-      const V old = load<V>(yi + k);
-      const V next = (load<V>(s + k) + old * load<V>(v + k)) * inv;
-      const V d = vabs(next - old);
-      delta = select(d > delta, d, delta);
-      store(yi + k, next);
-      add_to_double<BYTES>(col_out + k, next);
+    for (int64_t c0 = 0; c0 < K; c0 += kColumns) {
+      const int64_t n = K - c0 < kColumns ? K - c0 : kColumns;
+      const int64_t nv = n - n % L;
+      for (int64_t k = 0; k < n; ++k) col_block[k] = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* s = sigma + (i0 + r) * K + c0;
+        T* yi = y + (i0 + r) * K + c0;
+        const T* vc = v + c0;
+        int64_t k = 0;
+        for (; k < nv; k += L) {
+          const V old = load<V>(yi + k);
+          const V next = (load<V>(s + k) + old * load<V>(vc + k)) * inv[r];
+          const V d = vabs(next - old);
+          delta = select(d > delta, d, delta);
+          store(yi + k, next);
+          store(col_block + k, load<V>(col_block + k) + next);
+        }
+        for (; k < n; ++k) {
+          const T next = (s[k] + yi[k] * vc[k]) * inv[r];
+          const T d = __builtin_fabs(next - yi[k]);
+          max_delta = d > max_delta ? d : max_delta;
+          yi[k] = next;
+          col_block[k] += next;
+        }
+      }
+      for (int64_t k = 0; k < n; ++k) col_out[c0 + k] += static_cast<double>(col_block[k]);
     }
-    T row_delta = hmax(delta);
-    for (; k < K; ++k) {
-      const T next = (s[k] + yi[k] * v[k]) * inv;
-      const T d = __builtin_fabs(next - yi[k]);
-      row_delta = d > row_delta ? d : row_delta;
-      yi[k] = next;
-      col_out[k] += static_cast<double>(next);
-    }
-    max_delta = smax(max_delta, row_delta);
   }
-  return max_delta;
+  return smax(max_delta, hmax(delta));
 }
 
 // Collision-CE M-step for rows [begin, end) (seed 003 §4 and appendix C; MATH.md), with
@@ -369,7 +387,9 @@ T em_cce_rows(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const
         double f = -1, g = 0;  // f(x) = sum_k a_k / d_k - 1, f'(x) = -g / x^2, d_k = b - sigma_k / x
 #pragma omp simd reduction(+ : f, g)
         for (int64_t k = 0; k < K; ++k) {
-          const double inv_d = a[k] > 0 ? 1.0 / (b - sd[k] * inv_x) : 0.0;
+          // a_k = 0 lanes divide by 1 and contribute 0: no division to mask, so targets
+          // without masked vectors (AVX2, SSE2) vectorise the loop too
+          const double inv_d = 1.0 / (a[k] > 0 ? b - sd[k] * inv_x : 1.0);
           const double r = a[k] * inv_d;
           f += r;
           g += r * sd[k] * inv_d;
@@ -382,7 +402,7 @@ T em_cce_rows(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const
       double total = 0;
 #pragma omp simd reduction(+ : total)
       for (int64_t k = 0; k < K; ++k) {
-        next[k] = a[k] > 0 ? a[k] / (b - sd[k] * inv_x) : 0.0;
+        next[k] = a[k] / (a[k] > 0 ? b - sd[k] * inv_x : 1.0);
         total += next[k];
       }
       const double inv_total = 1.0 / total;
