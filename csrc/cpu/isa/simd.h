@@ -126,23 +126,6 @@ struct WideSum {
   }
 };
 
-// Adds float lanes v into float64 memory out[0 .. lanes).
-template <int BYTES>
-ENTCLUST_INLINE void add_to_double(double* out, vfloat<BYTES> v) {
-  typedef float half_float __attribute__((vector_size(BYTES / 2)));
-  half_float a, b;
-  __builtin_memcpy(&a, &v, sizeof a);
-  __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof a, sizeof b);
-  constexpr int half = Vec<double, BYTES>::kLanes;
-  store(out, load<vdouble<BYTES>>(out) + __builtin_convertvector(a, vdouble<BYTES>));
-  store(out + half, load<vdouble<BYTES>>(out + half) + __builtin_convertvector(b, vdouble<BYTES>));
-}
-
-template <int BYTES>
-ENTCLUST_INLINE void add_to_double(double* out, vdouble<BYTES> v) {
-  store(out, load<vdouble<BYTES>>(out) + v);
-}
-
 template <int BYTES>
 ENTCLUST_INLINE vfloat<BYTES> vexp(vfloat<BYTES> x) {
   using V = vfloat<BYTES>;
