@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 import entclust
-from entclust import reference
-from entclust._build import cpu_model
+from entclust.testing import reference
+from entclust.ops import cpu_model
 
 CPU_SHAPES = [(4096, 1000), (250, 200), (65536, 10), (256, 16384), (16, 262144)]
 CUDA_SHAPES = [(4096, 1000), (250, 200), (1048576, 10), (16384, 16384), (64, 1048576)]

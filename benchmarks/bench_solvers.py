@@ -2,7 +2,7 @@
 after a plain install. ``python benchmarks/bench_solvers.py --help`` for the options."""
 import sys
 
-from entclust.bench import main
+from entclust.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

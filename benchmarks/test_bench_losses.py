@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import entclust
-from entclust import reference
+from entclust.testing import reference
 
 CASES = {
     "rce_fused": entclust.reverse_cross_entropy,

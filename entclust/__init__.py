@@ -1,5 +1,14 @@
-"""entclust: fused losses and pseudo-label solvers for discriminative entropy clustering."""
-from ._build import available_cpu_capabilities, build_info, cpu_capability, set_cpu_capability, use_cpu_capability
+"""entclust: fused losses and pseudo-label solvers for discriminative entropy clustering.
+
+Layers, from the kernels up (each imports only those below it): :mod:`entclust.ops` (the
+compiled ``torch.ops.entclust`` library, checks, build info), :mod:`entclust.losses`,
+:mod:`entclust.solvers`, :mod:`entclust.nn`, :mod:`entclust.cluster` (estimators, methods,
+comparison), :mod:`entclust.metrics` and :mod:`entclust.data`, :mod:`entclust.cli`; the ground
+truth for tests and benchmarks is :mod:`entclust.testing`. Importing entclust loads the kernels
+only: scikit-learn, SciPy and matplotlib are imported when a name that needs them is first used.
+"""
+import importlib
+
 from .losses import (
     collision_cross_entropy,
     margin_penalty,
@@ -10,12 +19,10 @@ from .losses import (
     strong_fairness,
     weak_fairness,
 )
-from . import data, methods, metrics
-from .estimator import EntropyClustering
-from .metrics import adjusted_rand_index, clustering_accuracy, normalized_mutual_info
-from .modules import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabeling, SelfLabelingLoss
-from .results import SolverResult
+from .nn import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabeling, SelfLabelingLoss
+from .ops import available_cpu_capabilities, build_info, cpu_capability, set_cpu_capability, use_cpu_capability
 from .solvers import (
+    SolverResult,
     dual_newton_rce,
     em_cce,
     em_rce,
@@ -28,6 +35,36 @@ from .solvers import (
 )
 
 __version__ = "0.1.0"
+
+# name -> (module, attribute or None for the module itself), imported on first use
+_LAZY = {
+    "EntropyClustering": ("entclust.cluster", "EntropyClustering"),
+    "make_estimator": ("entclust.cluster", "make_estimator"),
+    "clustering_accuracy": ("entclust.metrics", "clustering_accuracy"),
+    "normalized_mutual_info": ("entclust.metrics", "normalized_mutual_info"),
+    "adjusted_rand_index": ("entclust.metrics", "adjusted_rand_index"),
+    "cluster": ("entclust.cluster", None),
+    "methods": ("entclust.cluster", None),  # the method registry's old name
+    "metrics": ("entclust.metrics", None),
+    "data": ("entclust.data", None),
+    "testing": ("entclust.testing", None),
+    "cli": ("entclust.cli", None),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = importlib.import_module(module)
+        value = value if attribute is None else getattr(value, attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'entclust' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "build_info",
@@ -48,6 +85,7 @@ __all__ = [
     "SelfLabelingLoss",
     "SelfLabeling",
     "EntropyClustering",
+    "make_estimator",
     "clustering_accuracy",
     "normalized_mutual_info",
     "adjusted_rand_index",

@@ -11,18 +11,32 @@ import torch
 from torch import nn
 
 from . import ops
-from ._validation import (
+from .ops.checks import (
     check_distributions,
     check_loss_result,
     check_pair,
     check_reduction,
     check_tensor,
     class_dim,
-    default_sum_tol,
     prior_vector,
+    sum_tolerance,
 )
 
+
+def _autocast(logits: torch.Tensor, y: torch.Tensor):
+    """Under autocast both inputs in float32, as autocast does for ``F.cross_entropy`` (a loss
+    is a reduction: float32 or wider); elsewhere unchanged."""
+    if not isinstance(logits, torch.Tensor):
+        return logits, y
+    kind = logits.device.type
+    if kind in ("cpu", "cuda") and torch.is_autocast_enabled(kind):
+        cast = lambda t: t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.float16, torch.bfloat16) else t  # noqa: E731
+        return cast(logits), cast(y)
+    return logits, y
+
+
 def _fused(op_name: str, logits, y, reduction: str, dim: int, validate: bool, sum_tol):
+    logits, y = _autocast(logits, y)
     check_pair(op_name, logits, y)
     check_reduction(reduction)
     dim = class_dim("logits", logits, dim)
@@ -34,7 +48,7 @@ def _fused(op_name: str, logits, y, reduction: str, dim: int, validate: bool, su
         logits2 = logits.movedim(dim, -1).reshape(-1, k)
         y2 = y.movedim(dim, -1).reshape(-1, k)
     grad_on = torch.is_grad_enabled()
-    tol = default_sum_tol(y.dtype) if sum_tol is None else float(sum_tol)
+    tol = sum_tolerance(sum_tol, y.dtype)
     loss, stats, _, _ = getattr(ops, op_name)(
         logits2, y2, ops.REDUCTIONS[reduction], grad_on and logits.requires_grad, grad_on and y.requires_grad, tol
     )
@@ -78,14 +92,15 @@ def reverse_cross_entropy(
     if weight is None:
         return _fused("reverse_cross_entropy", logits, y, reduction, dim, validate, sum_tol)
     # -sum_k w_k sigma_k ln y_k = H(sigma, y ** w): same kernel on the (unnormalised) powers.
+    logits, y = _autocast(logits, y)
     check_pair("reverse_cross_entropy", logits, y)
     check_tensor("weight", weight)
     d = class_dim("logits", logits, dim)
     if weight.shape != (logits.shape[d],):
         raise ValueError(f"weight must have shape ({logits.shape[d]},), got {tuple(weight.shape)}")
-    if not bool(torch.isfinite(weight).all() & (weight >= 0).all()):
-        raise ValueError("weight must be finite and non-negative")
-    if validate:
+    if validate and not torch.compiler.is_compiling():  # data-dependent checks: eager only
+        if not bool(torch.isfinite(weight).all() & (weight >= 0).all()):
+            raise ValueError("weight must be finite and non-negative")
         check_distributions("y", y.detach().movedim(d, -1).reshape(-1, logits.shape[d]), sum_tol)
     shape = [1] * logits.dim()
     shape[d] = -1
@@ -157,9 +172,12 @@ def mi_loss(logits: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     rows = _rows("logits", logits, dim)
     log_sigma = torch.log_softmax(rows, dim=1)
     sigma = log_sigma.exp()
-    decisiveness = -(sigma * log_sigma).sum(1).mean()
+    # 0 ln 0 = 0 where a logit is -inf (masked classes), with finite gradients: the log is
+    # replaced by 0 there before the product, not after it (0 * -inf would be NaN)
+    decisiveness = -(sigma * torch.where(sigma > 0, log_sigma, 0.0)).sum(1).mean()
     sigma_bar = sigma.mean(0)
-    return decisiveness + torch.special.xlogy(sigma_bar, sigma_bar).sum()
+    log_bar = torch.log(torch.where(sigma_bar > 0, sigma_bar, 1.0))
+    return decisiveness + (sigma_bar * log_bar).sum()
 
 
 def renyi_entropy(p: torch.Tensor, alpha: float, *, dim: int = -1) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import entclust
-from entclust import reference as R
+from entclust.testing import reference as R
 
 from .helpers import every_cpu_capability  # noqa: F401  (fixture)
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from entclust import __main__ as cli
-from entclust import demo
+from entclust import cli
+from entclust.cli import losses_demo as demo
 
 
 def test_info_runs_and_reports_cpu_kernels(capsys):
@@ -127,7 +127,7 @@ def test_compare_needs_labels(tmp_path):
 
 
 def test_plot_toy_writes_the_figures(tmp_path):
-    from entclust import toy
+    from entclust.cli import plot_toy as toy
 
     scores = toy.anisotropic_figure(str(tmp_path / "a.png"), n_init=2)
     assert (tmp_path / "a.png").stat().st_size > 0

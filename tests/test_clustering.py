@@ -6,9 +6,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import entclust
-from entclust import data, methods
-from entclust.methods.kmeans import ScaledKMeans
-from entclust.methods.mi_adm import adm_pseudo_labels
+from entclust import cluster as methods, data
+from entclust.cluster.methods.kmeans import ScaledKMeans
+from entclust.cluster.methods.mi_adm import adm_pseudo_labels
+from entclust.cluster.methods.mi_gd import MutualInformationLoss
 from entclust.metrics import clustering_accuracy
 
 
@@ -80,7 +81,7 @@ def test_a_new_head_method_is_one_registration():
         defaults = {"scale": 1.0}
 
         def build(self, estimator, params):
-            return methods.mi_gd.MutualInformationLoss(params["scale"], estimator.gamma)
+            return MutualInformationLoss(params["scale"], estimator.gamma)
 
     methods.register("test-plain")(Plain)
     try:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import entclust
-from entclust import reference
+from entclust.testing import reference
 
 from .helpers import make_logits, make_simplex
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import entclust
-from entclust import reference
+from entclust.testing import reference
 
 from .helpers import HALF_DTYPES, make_logits, make_simplex, requires_cuda, tolerances
 
@@ -150,7 +150,7 @@ def test_cuda_self_labeling_uses_the_kernels():
 
 
 def test_cuda_solver_benchmark_quick(tmp_path):
-    from entclust import __main__ as cli
+    from entclust import cli
 
     assert cli.main(["bench", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "bench_solvers_cuda.json").stat().st_size > 0

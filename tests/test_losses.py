@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import entclust
-from entclust import reference
+from entclust.testing import reference
 
 from .helpers import every_cpu_capability  # noqa: F401  (fixture)
 from .helpers import DEVICES, DTYPES, FLOAT_DTYPES, make_logits, make_simplex, tolerances
@@ -271,7 +271,7 @@ def test_meta_device_is_refused_clearly():
 
 
 def test_cuda_on_cpu_only_build_message(monkeypatch):
-    from entclust import _build
+    from entclust.ops import build as _build
 
     monkeypatch.setattr(_build, "compiled_with_cuda", lambda: False)
 

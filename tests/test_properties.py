@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import entclust
-from entclust import reference
+from entclust.testing import reference
 
 from .helpers import every_cpu_capability  # noqa: F401  (fixture)
 

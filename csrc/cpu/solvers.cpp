@@ -42,36 +42,40 @@ T em_cce_rows(const T* s, T* y, int64_t K, int64_t b, int64_t e, const T* v, dou
 
 // Euclidean projection of z (K values) onto the simplex: out = max(z - theta, 0) with
 // sum out = 1. Michelot's algorithm (1986): theta = (sum of the active z - 1) / #active, drop
-// the z <= theta, repeat until none drops. theta only grows, the maximum always stays active,
-// so it ends exactly after at most K passes (a handful in practice), each a vectorisable loop
-// with no sort. A row with a non-finite value projects to NaN.
+// the z <= theta, repeat until none drops. From any theta below the optimum, theta only grows
+// and stays below it, so it ends exactly after at most K passes (a handful in practice), each
+// a vectorisable loop with no sort. The values are shifted by their maximum first (the
+// projection is invariant to adding a constant to every entry): theta - max lies in [-1, 0),
+// entries below max - 1 are never active, so |z| up to 1e308 neither cancels nor overflows.
+// A row with a non-finite value projects to NaN.
 inline void project_row(const double* z, int64_t K, double* out) {
-  double total = 0;
+  double top = -std::numeric_limits<double>::infinity();
   bool finite = true;
   for (int64_t k = 0; k < K; ++k) {
-    total += z[k];
+    top = std::max(top, z[k]);
     finite = finite && std::isfinite(z[k]);
   }
   if (!finite) {
     std::fill(out, out + K, std::numeric_limits<double>::quiet_NaN());
     return;
   }
-  double theta = (total - 1) / static_cast<double>(K);
-  int64_t active = K;
-  for (int64_t pass = 0; pass < K; ++pass) {
+  double theta = -1;  // in shifted values z - top; the optimum's theta is >= top - 1
+  int64_t active = K + 1;
+  for (int64_t pass = 0; pass <= K; ++pass) {
     double sum = 0;
     int64_t count = 0;
 #pragma omp simd reduction(+ : sum, count)
     for (int64_t k = 0; k < K; ++k) {
-      const bool keep = z[k] > theta;
-      sum += keep ? z[k] : 0.0;
+      const double shifted = z[k] - top;
+      const bool keep = shifted > theta;
+      sum += keep ? shifted : 0.0;
       count += keep ? 1 : 0;
     }
     theta = (sum - 1) / static_cast<double>(count);
     if (count == active) break;
     active = count;
   }
-  for (int64_t k = 0; k < K; ++k) out[k] = std::max(z[k] - theta, 0.0);
+  for (int64_t k = 0; k < K; ++k) out[k] = std::max((z[k] - top) - theta, 0.0);
 }
 
 // Projected gradient on the collision-CE problem (strong fairness, eq. 11) for rows

@@ -169,29 +169,32 @@ __device__ T cce_row(const T* __restrict__ s, T* y, int64_t K, const double* v, 
   return group_reduce<G>(delta, NanMaxOp(), T(0), reinterpret_cast<T*>(red));
 }
 
-// Michelot's projection of z (z(k) gives class k) onto the simplex: returns theta with
-// out_k = max(z_k - theta, 0), or NaN when some z_k is not finite.
+// Michelot's projection of z (z(k) gives class k) onto the simplex, on values shifted by their
+// maximum (the projection is invariant to a common shift; see project_row in cpu/solvers.cpp):
+// returns the shifted theta with out_k = max((z_k - top) - theta, 0) and sets top, or returns
+// NaN when some z_k is not finite. theta starts at -1, a lower bound of the optimum's.
 template <int G, typename Z>
-__device__ double simplex_theta(const Z& z, int64_t K, int lane, double* red) {
-  double total = 0;
+__device__ double simplex_theta(const Z& z, int64_t K, int lane, double* red, double& top) {
+  double high = -INFINITY;
   int finite = 1;
   for (int64_t k = lane; k < K; k += G) {
     const double zk = z(k);
-    total += zk;
+    high = fmax(high, zk);
     finite &= isfinite(zk) ? 1 : 0;
   }
-  total = group_reduce<G>(total, SumOp(), 0.0, red);
+  high = group_reduce<G>(high, MaxOp(), -INFINITY, red);
   finite = group_reduce<G>(finite, MinOp(), 1, reinterpret_cast<int*>(red));
+  top = high;
   if (!finite) return std::numeric_limits<double>::quiet_NaN();
-  double theta = (total - 1) / static_cast<double>(K);
-  int64_t active = K;
-  for (int64_t pass = 0; pass < K; ++pass) {
+  double theta = -1;
+  int64_t active = K + 1;
+  for (int64_t pass = 0; pass <= K; ++pass) {
     double sum = 0;
     int64_t count = 0;
     for (int64_t k = lane; k < K; k += G) {
-      const double zk = z(k);
-      if (zk > theta) {
-        sum += zk;
+      const double shifted = z(k) - high;
+      if (shifted > theta) {
+        sum += shifted;
         ++count;
       }
     }
@@ -215,10 +218,11 @@ __device__ T pgd_row(const T* __restrict__ s, T* y, int64_t K, const double* v, 
   auto z = [=](int64_t k) {
     return static_cast<double>(y[k]) + scale * (static_cast<double>(s[k]) / dot + static_cast<double>(static_cast<T>(v[k])));
   };
-  const double theta = simplex_theta<G>(z, K, lane, red);
+  double top;
+  const double theta = simplex_theta<G>(z, K, lane, red, top);
   T delta = 0;
   for (int64_t k = lane; k < K; k += G) {
-    const double next = theta == theta ? fmax(z(k) - theta, 0.0) : theta;
+    const double next = theta == theta ? fmax((z(k) - top) - theta, 0.0) : theta;
     const T value = static_cast<T>(next);
     delta = NanMaxOp()(delta, static_cast<T>(fabs(value - y[k])));
     y[k] = value;
@@ -506,9 +510,10 @@ __global__ void __launch_bounds__(kStepThreads) project_kernel(const T* __restri
        r += static_cast<int64_t>(gridDim.x) * kGroups) {
     const T* z_row = src + r * K;
     auto z = [=](int64_t k) { return static_cast<double>(z_row[k]); };
-    const double theta = simplex_theta<G>(z, K, lane, G == 32 ? nullptr : red);
+    double top;
+    const double theta = simplex_theta<G>(z, K, lane, G == 32 ? nullptr : red, top);
     for (int64_t k = lane; k < K; k += G)
-      dst[r * K + k] = static_cast<T>(theta == theta ? fmax(z(k) - theta, 0.0) : theta);
+      dst[r * K + k] = static_cast<T>(theta == theta ? fmax((z(k) - top) - theta, 0.0) : theta);
   }
 }
 

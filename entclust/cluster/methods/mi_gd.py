@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import weak_fairness
-from . import HeadLoss, HeadMethod, register
+from ...losses import weak_fairness
+from ..registry import HeadLoss, HeadMethod, register
 
 
 class MutualInformationLoss(HeadLoss):

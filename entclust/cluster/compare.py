@@ -10,10 +10,11 @@ from datetime import date
 
 import numpy as np
 
-from . import methods as registry
-from .metrics import evaluate
+from .._files import write_files
+from ..metrics import evaluate
+from .estimator import make_estimator
+from .registry import DEFAULT_METHODS
 
-DEFAULT_METHODS = ("kmeans", "mi-gd", "sela", "mi-adm", "rce", "cce")
 METRICS = ("acc", "nmi", "ari")
 
 
@@ -32,7 +33,7 @@ def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: i
 
         jobs = bar = tqdm(jobs, desc="compare", unit="fit")
     for method, seed in jobs:
-        est = registry.make_estimator(method, k, random_state=seed, **(params or {}).get(method, {}))
+        est = make_estimator(method, k, random_state=seed, **(params or {}).get(method, {}))
         start = time.perf_counter()
         est.fit(x)
         seconds = time.perf_counter() - start
@@ -86,12 +87,17 @@ def bar_chart(result: dict, path: str, title: str = "") -> None:
 
 
 def save(result: dict, out: str, name: str, title: str = "") -> list[str]:
-    """Write ``<name>.md``, ``<name>.json`` and ``<name>.png`` under ``out``; returns the paths."""
+    """Write ``<name>.md``, ``<name>.json`` and ``<name>.png`` under ``out`` (created if missing),
+    atomically as a set: all three or none. Returns the paths."""
     os.makedirs(out, exist_ok=True)
     paths = [os.path.join(out, f"{name}.{ext}") for ext in ("md", "json", "png")]
-    with open(paths[0], "w") as f:
-        f.write(markdown(result, title) + "\n")
-    with open(paths[1], "w") as f:
-        json.dump(result, f, indent=1)
-    bar_chart(result, paths[2], title)
-    return paths
+
+    def table(tmp):
+        with open(tmp, "w") as f:
+            f.write(markdown(result, title) + "\n")
+
+    def record(tmp):
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+
+    return write_files([(paths[0], table), (paths[1], record), (paths[2], lambda tmp: bar_chart(result, tmp, title))])

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import reference
-from . import HeadLoss, HeadMethod, register
+from ...solvers import sinkhorn_knopp
+from ..registry import HeadLoss, HeadMethod, register
 
 
 class SinkhornSelfLabelLoss(HeadLoss):
@@ -18,8 +18,9 @@ class SinkhornSelfLabelLoss(HeadLoss):
 
     def forward(self, logits, head=None):
         sigma = torch.softmax(logits.detach().double(), -1)
-        _, labels, _ = reference.sinkhorn_knopp(sigma, self.prior, lam_sk=self.lam_sk, tol=1e-6,
-                                                max_iter=self.max_iter)
+        # a per-batch solve capped at max_iter sweeps, as in SeLa: no warning when it is reached
+        _, labels, _ = sinkhorn_knopp(sigma, self.prior, lam_sk=self.lam_sk, tol=1e-6, max_iter=self.max_iter,
+                                      validate=False, warn=False)
         return self.with_margin(F.cross_entropy(logits, labels), head)
 
 

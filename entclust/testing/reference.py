@@ -1,5 +1,6 @@
-"""Pure-PyTorch versions of every compiled op: the ground truth the kernels are tested against,
-and the baseline the benchmarks compare with. Plain compositions; no care for speed.
+"""Pure-PyTorch ground truth: the kernels and the shipped solvers are tested against it, and the
+benchmarks use it as their baseline. Plain compositions, no care for speed, and written
+independently of the product code: the library never imports this module.
 
 The composite losses of :mod:`entclust.losses` (fairness, MI, Rényi, margin) are themselves
 PyTorch compositions and have no separate reference.
@@ -10,7 +11,7 @@ import math
 
 import torch
 
-from .results import SolverResult
+from ..solvers.result import SolverResult
 
 
 def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -232,205 +233,19 @@ def pgd_cce(sigma, prior=None, lam: float = 100.0, *, step: float = 1.0, fairnes
 
 
 def sinkhorn_knopp(sigma, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9, max_iter: int = 1000):
-    """SeLa's balanced assignment: ``Q = diag(alpha) P diag(beta)`` with ``P = sigma^lam_sk``,
-    row sums 1/N and column sums u (log domain). Returns (Q, labels = argmax_k Q_ik, iterations)."""
+    """SeLa's balanced assignment by plain matrix scaling (no log domain: for sigma whose power
+    ``sigma^lam_sk`` stays in float64's range): ``Q = diag(a) P diag(b)``, ``P = sigma^lam_sk``, row
+    sums 1/N, column sums u. Returns (Q, labels = argmax_k Q_ik, sweeps)."""
     u = _prior(prior, sigma)
     n = sigma.shape[-2]
-    log_p = lam_sk * torch.log(sigma)
-    log_u = torch.log(u)
-    log_beta = torch.zeros_like(sigma[..., :1, :])
-    iterations = 0
-    for iterations in range(1, max_iter + 1):
-        log_alpha = -math.log(n) - torch.logsumexp(log_p + log_beta, -1, keepdim=True)
-        log_beta = log_u - torch.logsumexp(log_p + log_alpha, -2, keepdim=True)
-        row = torch.logsumexp(log_p + log_alpha + log_beta, -1).exp()
-        if bool(((row - 1.0 / n).abs() * n <= tol).all()):
+    p = sigma ** lam_sk
+    b = torch.ones_like(sigma[..., :1, :])
+    sweeps = 0
+    for sweeps in range(1, max_iter + 1):
+        a = (1.0 / n) / (p * b).sum(-1, keepdim=True)
+        b = u / (p * a).sum(-2, keepdim=True)
+        rows = (p * a * b).sum(-1)
+        if bool(((rows - 1.0 / n).abs() * n <= tol).all()):
             break
-    q = (log_p + log_alpha + log_beta).exp()
-    return q, q.argmax(-1), iterations
-
-
-def _rce_rows_given_w(sigma, w, *, tol: float = 1e-15, max_iter: int = 100):
-    """For fixed multipliers w, each row's optimum ``y_ik = sigma_ik / (t_i - w_k)`` with t_i the
-    root of ``sum_k sigma_ik / (t - w_k) = 1`` above max_k w_k. The sum is convex and decreasing
-    in t and >= 1 at ``t = max_k (w_k + sigma_ik)``, so Newton from there rises monotonically.
-    Stops when every row has ``|phi| <= tol`` or a step below t's rounding (where t_i - w_k
-    cancels, phi cannot get below ~1e-13: without this test every call ran ``max_iter`` steps)."""
-    t = (w + sigma).amax(-1, keepdim=True)
-    floor = 4 * torch.finfo(sigma.dtype).eps
-    for _ in range(max_iter):
-        r = sigma / (t - w)
-        phi = r.sum(-1, keepdim=True) - 1
-        step = phi / (r * r / sigma).sum(-1, keepdim=True)  # -phi / phi'
-        t = t + step
-        if bool(((phi.abs() <= tol) | (step.abs() <= floor * t.abs())).all()):
-            break
-    return t, sigma / (t - w)
-
-
-def _feasible(y: torch.Tensor) -> torch.Tensor:
-    """Rows of y(w) renormalised: t_i - w_k can be ~1e-6 of t_i (tiny sigma_ik, large lam u_k),
-    so they sum to 1 only to ~1e-10; the primal point that is certified must be exactly feasible
-    (the dual steps keep using y(w) itself)."""
-    return y / y.sum(-1, keepdim=True)
-
-
-def _stack(parts) -> SolverResult:
-    """Per-problem results of a batch as one batched SolverResult."""
-    return SolverResult(*(torch.stack([getattr(p, f) for p in parts]) for f in SolverResult._fields[:-1]),
-                        parts[0].criterion)
-
-
-def dual_newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10, max_iter: int = 100,
-                    warm_start: int = 5, switch_gap: float = 1e-6, polish: int = 50) -> SolverResult:
-    """Exact solver of the reverse-CE problem by Newton on its K-dimensional concave dual
-    (MATH.md): multipliers w for ``y_bar = z`` give ``z_k = lam u_k / w_k`` and rows
-    ``y_ik = sigma_ik / (t_i - w_k)``; dual gradient ``lam u / w - y_bar(w)``, Hessian
-    ``-diag(lam u / w^2) - (1/N) sum_i (diag(d_i) - d_i d_i^T / D_i)``, ``d_ik = sigma_ik / (t_i - w_k)^2``.
-    Warm start from ``warm_start`` EM steps; backtracking by Armijo on the dual value
-    ``D(w) = (1/N) sum_i [-sigma_i . ln y_i - w . y_i] + sum_k lam u_k (ln(w_k / lam) + 1)``
-    while the predicted ascent exceeds D's rounding noise, then on the dual gradient norm.
-    Every iterate y(w) is primal feasible, so the stopping rule is the Frank-Wolfe gap <= tol.
-
-    Polish: y(w) = sigma / (t - w) loses precision where t_i - w_k is tiny against w_k (a large
-    y_ik with a tiny sigma_ik: relative error eps w_k / (t_i - w_k)), so at K = 200 the dual
-    alone stalls between 1e-10 and 1e-7. Once its gap is below ``switch_gap`` (or its line
-    search stalls, or ``max_iter``), up to ``polish`` steps of :func:`newton_rce` (primal
-    variables, no such cancellation) finish from y(w). ``iterations`` counts both.
-    A class with ``u_k = 0`` has no fairness term: its multiplier stays ``w_k = 0`` and the
-    Newton system is solved over the other classes. Needs sigma > 0 (a zero makes the row
-    problems non-smooth; use EM) and lam > 0."""
-    if sigma.dim() == 3:
-        return _stack([dual_newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, warm_start=warm_start,
-                                       switch_gap=switch_gap, polish=polish) for s in sigma])
-    u = _prior(prior, sigma)
-    if not bool((sigma > 0).all()) or lam <= 0:
-        raise ValueError("dual_newton_rce needs sigma > 0 and lam > 0; use em_rce otherwise")
-    n = sigma.shape[0]
-    on = u > 0  # classes with a fairness term; w_k = 0 for the others
-    y = em_rce(sigma, prior, lam, max_iter=warm_start, tol=0).y
-    w = lam * u / y.mean(0)
-    w_safe = lambda w: torch.where(on, w, 1.0)  # noqa: E731
-
-    def state(w):
-        """Row roots, y(w), dual gradient and dual value D(w) = min_{y, z} L(y, z, w)."""
-        t, y = _rce_rows_given_w(sigma, w)
-        fair = torch.where(on, lam * u * (torch.log(w_safe(w) / lam) + 1), 0.0)
-        value = (-(sigma * torch.log(y)).sum() - (y * w).sum()) / n + fair.sum()
-        return t, y, torch.where(on, lam * u / w_safe(w) - y.mean(0), 0.0), value
-
-    t, y, grad, value = state(w)
-    iterations, converged = 0, False
-    switch = max(tol, switch_gap) if polish > 0 else tol
-    for iterations in range(max_iter + 1):
-        primal = _feasible(y)
-        gap = fw_gap(rce_gradient(sigma, primal, u, lam), primal)
-        if gap <= switch:
-            converged = bool(gap <= tol)
-            break
-        if iterations == max_iter:
-            break
-        d = sigma / (t - w) ** 2
-        hessian = -torch.diag(lam * u / w_safe(w) ** 2) - (torch.diag(d.sum(0)) - d.T @ (d / d.sum(-1, keepdim=True))) / n
-        direction = torch.zeros_like(w)  # ascent: the Hessian is negative definite
-        direction[on] = torch.linalg.solve(hessian[on][:, on], -grad[on])
-        slope = float(grad @ direction)  # > 0
-        # Backtracking inside w > 0: Armijo on the concave dual value while the predicted ascent
-        # is above the rounding noise of D; below it (near the optimum, where full Newton steps
-        # are right but D cannot resolve them) a decrease of the dual gradient norm instead.
-        noise = 64 * torch.finfo(sigma.dtype).eps * (abs(float(value)) + 1)
-        norm = float(grad.norm())
-        alpha, accepted = 1.0, False
-        while alpha > 1e-12:
-            w_try = w + alpha * direction
-            if bool((w_try[on] > 0).all()):
-                t_try, y_try, g_try, v_try = state(w_try)
-                if alpha * slope > noise:
-                    accepted = bool(v_try >= value + 1e-4 * alpha * slope)
-                else:
-                    accepted = float(g_try.norm()) <= (1 - 1e-4 * alpha) * norm
-                if accepted:
-                    break
-            alpha /= 2
-        if not accepted:
-            break  # no ascent left at this precision
-        w, t, y, grad, value = w_try, t_try, y_try, g_try, v_try
-    y = _feasible(y)
-    if not converged and polish > 0:
-        res = newton_rce(sigma, u, lam, tol=tol, max_iter=polish, y0=y)
-        return res._replace(iterations=res.iterations + iterations)
-    its = torch.tensor(iterations)
-    return _finish(sigma, y, u, lam, its, torch.tensor(converged), f"Frank-Wolfe gap <= {tol:g}", "rce")
-
-
-def newton_rce_direction(sigma, y, u, lam: float) -> torch.Tensor:
-    """Newton direction of the reverse-CE problem at an interior y, with the N row constraints
-    ``sum_k d_ik = 0`` exact. The Hessian is ``diag(a) + sum_k c_k v_k v_k^T`` with
-    ``a_ik = sigma_ik / (N y_ik^2)``, ``c_k = lam u_k / (N^2 y_bar_k^2)`` and ``v_k`` the indicator of
-    column k (MATH.md), so the KKT system ``H d + A^T mu = -g, A d = 0`` reduces to K unknowns
-    ``s_k = sum_i d_ik``: with ``b = 1/a``, ``B_i = sum_k b_ik``, ``p = b / B`` and the projected
-    negative gradient ``r_ik = -g_ik + sum_m p_im g_im``,
-
-        ``(I + diag(c * sum_i b_i) - M diag(c)) s = sum_i b_i * r_i``,  ``M = b^T p`` (K x K),
-        ``d_ik = b_ik (r_ik - c_k s_k + sum_m p_im c_m s_m)``.
-
-    Cost O(N K^2) for M plus a K x K solve; the NK x NK Hessian is never formed."""
-    n = sigma.shape[-2]
-    y_bar = y.mean(-2)
-    g = rce_gradient(sigma, y, u, lam)
-    b = n * y * y / sigma
-    p = b / b.sum(-1, keepdim=True)
-    r = -g + (p * g).sum(-1, keepdim=True)
-    c = lam * u / (n * n * y_bar * y_bar)
-    m = b.transpose(-1, -2) @ p
-    k = sigma.shape[-1]
-    system = torch.eye(k, dtype=sigma.dtype, device=sigma.device) + torch.diag(c * b.sum(-2)) - m * c
-    s = torch.linalg.solve(system, (b * r).sum(-2))
-    cs = c * s
-    return b * (r - cs + (p * cs).sum(-1, keepdim=True))
-
-
-def newton_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-10, max_iter: int = 100, y0=None) -> SolverResult:
-    """Newton's method on the full coupled reverse-CE problem (the baseline of seed 004 Table 1,
-    "Kelley 1995"): :func:`newton_rce_direction` for the step, a fraction-to-the-boundary rule
-    (at most 0.99 of the way to the nearest ``y_ik = 0``) keeps y inside the simplex, and
-    Armijo backtracking on the objective. Stops when the Frank-Wolfe gap <= tol. Needs
-    ``sigma > 0`` (the log barrier must act on every entry; use EM otherwise). A zero prior entry
-    is fine: that class only loses its fairness coupling (``c_k = 0``)."""
-    if sigma.dim() == 3:
-        return _stack([newton_rce(s, prior, lam, tol=tol, max_iter=max_iter, y0=None if y0 is None else y0[i])
-                       for i, s in enumerate(sigma)])
-    u = _prior(prior, sigma)
-    if not bool((sigma > 0).all()):
-        raise ValueError("newton_rce needs sigma > 0; use em_rce otherwise")
-    y = sigma.clone() if y0 is None else y0.clone()
-    value = rce_objective(sigma, y, u, lam)
-    iterations, converged = 0, False
-    noise = 64 * torch.finfo(sigma.dtype).eps
-    for iterations in range(max_iter + 1):
-        grad = rce_gradient(sigma, y, u, lam)
-        if fw_gap(grad, y) <= tol:
-            converged = True
-            break
-        if iterations == max_iter:
-            break
-        d = newton_rce_direction(sigma, y, u, lam)
-        slope = float((grad * d).sum())  # < 0 for a descent direction
-        shrink = d < 0
-        alpha = min(1.0, 0.99 * float((-y[shrink] / d[shrink]).min())) if bool(shrink.any()) else 1.0
-        accepted = False
-        while alpha > 1e-14:
-            y_try = y + alpha * d
-            y_try = y_try / y_try.sum(-1, keepdim=True)  # rows already sum to 1 up to rounding
-            v_try = rce_objective(sigma, y_try, u, lam)
-            # Armijo; near the optimum the decrease drops below rounding, so accept a step
-            # whose predicted decrease is itself below the objective's noise
-            if bool(v_try <= value + 1e-4 * alpha * slope) or -alpha * slope <= noise * (abs(float(value)) + 1):
-                accepted = True
-                break
-            alpha /= 2
-        if not accepted:
-            break
-        y, value = y_try, v_try
-    its = torch.tensor(iterations)
-    return _finish(sigma, y, u, lam, its, torch.tensor(converged), f"Frank-Wolfe gap <= {tol:g}", "rce")
+    q = p * a * b
+    return q, q.argmax(-1), sweeps

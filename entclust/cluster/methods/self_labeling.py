@@ -2,8 +2,8 @@
 (seed 003), pseudo-labels re-solved on every mini-batch by the fused solvers."""
 from __future__ import annotations
 
-from ..modules import SelfLabeling
-from . import HeadMethod, register
+from ...nn import SelfLabeling
+from ..registry import HeadMethod, register
 
 
 class _Ours(HeadMethod):

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from ..reference import _prior
-from . import HeadLoss, HeadMethod, register
+from ...ops.checks import prior_vector
+from ..registry import HeadLoss, HeadMethod, register
 
 
 def adm_pseudo_labels(sigma: torch.Tensor, prior=None, weight: float = 1.0, refine: int = 0,
@@ -31,7 +31,7 @@ def adm_pseudo_labels(sigma: torch.Tensor, prior=None, weight: float = 1.0, refi
     """The approximate MI-ADM y-step above for ``sigma`` ``(N, K)``; rows of the result sum to 1.
     ``hard=True`` returns the one-hot argmax of each row instead (step 4 in the module text)."""
     k = sigma.shape[-1]
-    u = _prior(prior, sigma)
+    u = prior_vector(prior, k, sigma)
     tiny = torch.finfo(sigma.dtype).tiny
     log_ybar = (torch.log(sigma.mean(0).clamp_min(tiny)) + weight * torch.log(u.clamp_min(tiny))) / (1 + weight)
     y = torch.softmax(torch.log(sigma.clamp_min(tiny)) + weight * (torch.log(u.clamp_min(tiny)) - log_ybar), -1)

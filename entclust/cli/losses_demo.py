@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import reference
-from .losses import collision_cross_entropy, reverse_cross_entropy
+from .._files import write_files
+from ..losses import collision_cross_entropy, reverse_cross_entropy
+from ..testing import reference  # the demo times the fused ops against their PyTorch baseline
 
 LOSSES = {
     "cross-entropy (soft)": (F.cross_entropy, F.cross_entropy),
@@ -120,10 +121,13 @@ def main(epochs: int = 60, noise: float = 0.4, smoothing: float = 0.1, seed: int
 
     os.makedirs(out, exist_ok=True)
     png = os.path.join(out, "demo_digits.png")
-    _plot(curves, settings, png)
     summary = dict(accuracy={f"{s} / {n}": v for (s, n), v in results.items()}, timing=timing)
-    with open(os.path.join(out, "demo_digits.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+
+    def record(tmp):
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=1)
+
+    write_files([(png, lambda tmp: _plot(curves, settings, tmp)), (os.path.join(out, "demo_digits.json"), record)])
     print(f"\nwrote {png} and {os.path.join(out, 'demo_digits.json')}")
     return summary
 

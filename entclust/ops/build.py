@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from . import _C
+from .. import _C
 
 # Fail at import, naming the variable, when ENTCLUST_CPU_CAPABILITY asks for a path this
 # machine cannot run (rather than at the first kernel call, deep inside a training loop).
@@ -80,15 +80,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _kernels_run(device: str) -> str:
-    from .losses import reverse_cross_entropy
+def has_kernels(device: torch.device) -> bool:
+    """Whether the fused kernels run on ``device`` in this build (CPU always; CUDA when entclust
+    was compiled with its CUDA kernels)."""
+    return device.type == "cpu" or (device.type == "cuda" and compiled_with_cuda())
 
+
+def _kernels_run(device: str) -> str:
+    """Runs the raw fused op once (forward and its fused gradient) on ``device``."""
     try:
-        logits = torch.zeros(2, 3, device=device, requires_grad=True)
+        logits = torch.zeros(2, 3, device=device)
         y = torch.full((2, 3), 1.0 / 3.0, device=device)
-        loss = reverse_cross_entropy(logits, y)
-        loss.backward()
-        ok = abs(loss.item() - torch.log(torch.tensor(3.0)).item()) < 1e-5
+        loss, _, grad, _ = torch.ops.entclust.reverse_cross_entropy(logits, y, 1, True, False, 1e-4)
+        ok = abs(loss.item() - torch.log(torch.tensor(3.0)).item()) < 1e-5 and float(grad.abs().max()) < 1e-6
         return "ok" if ok else f"wrong result {loss.item()}"
     except Exception as exc:  # reported, not raised: this is a diagnostic
         return f"failed: {exc}"

@@ -12,9 +12,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from . import methods
-from ._validation import prior_vector
-from .data import SCALINGS, Scaler
+from ..data import SCALINGS, Scaler
+from ..ops.checks import prior_vector
+from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
+from .registry import EstimatorMethod, HeadMethod, available, get
 
 
 class EntropyClustering(ClusterMixin, BaseEstimator):
@@ -25,8 +26,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     for ``method="rce"`` (default) ``mean_i H(sigma_i, y_i) + lam KL(u || y_bar) + gamma ||v||^2``
     with the pseudo-labels ``y`` re-solved on the batch by the fused EM solver (the papers'
     "batch version"). Every registered head method can be picked by name
-    (:func:`entclust.methods.available`): ``"rce"``, ``"cce"`` (ours), ``"mi-gd"``, ``"sela"``,
-    ``"mi-adm"`` (baselines); K-means is :func:`entclust.methods.make_estimator` ``("kmeans", K)``.
+    (:func:`entclust.cluster.available`): ``"rce"``, ``"cce"`` (ours), ``"mi-gd"``, ``"sela"``,
+    ``"mi-adm"`` (baselines); K-means is :func:`entclust.make_estimator` ``("kmeans", K)``.
 
     Parameters
     ----------
@@ -79,10 +80,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
 
     # ---- checks -------------------------------------------------------------------------
     def _method(self):
-        method = methods.get(self.method)
-        if not isinstance(method, methods.HeadMethod):
+        method = get(self.method)
+        if not isinstance(method, HeadMethod):
             raise ValueError(f"method {self.method!r} is not a linear-head method; use "
-                             f"entclust.methods.make_estimator({self.method!r}, n_clusters)")
+                             f"entclust.make_estimator({self.method!r}, n_clusters)")
         params = dict(method.defaults)
         unknown = set(self.method_params or {}) - set(params)
         if unknown:
@@ -114,7 +115,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     def _prior(self):
         if self.prior is None:
             return None
-        return prior_vector(np.asarray(self.prior, dtype=np.float64), self.n_clusters, torch.zeros(1, dtype=torch.float64))
+        return prior_vector(self.prior, self.n_clusters, torch.zeros(1, dtype=torch.float64))
 
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -146,7 +147,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
 
     def _train(self, features: torch.Tensor, criterion, generator: torch.Generator, run: int):
         n, d = features.shape
-        head = nn.Linear(d, self.n_clusters)
+        # skip_init: nn.Linear's own initialisation would draw from (and advance) the global RNG
+        head = torch.nn.utils.skip_init(nn.Linear, d, self.n_clusters)
         with torch.no_grad():  # Kaiming normal (fan-in, gain sqrt 2), zero bias
             head.weight.copy_(torch.randn(self.n_clusters, d, generator=generator) * math.sqrt(2.0 / d))
             head.bias.zero_()
@@ -211,3 +213,15 @@ class _Settings:
 
     def __init__(self, est: EntropyClustering):
         self.lam, self.gamma, self.prior, self.n_clusters = float(est.lam), float(est.gamma), est.prior_, est.n_clusters
+
+
+def make_estimator(name: str, n_clusters: int, *, random_state=None, **params):
+    """An unfitted estimator for method ``name``: :class:`EntropyClustering` for head methods
+    (``params`` are its arguments), the method's own estimator otherwise."""
+    method = get(name)
+    if isinstance(method, EstimatorMethod):
+        return method.make(n_clusters, random_state=random_state, **params)
+    return EntropyClustering(n_clusters, method=name, random_state=random_state, **params)
+
+
+__all__ = ["EntropyClustering", "make_estimator", "available"]

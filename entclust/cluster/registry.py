@@ -1,15 +1,9 @@
-"""Clustering methods by name, in one harness (same data pipeline, same evaluation).
-
-Every module in this package registers its methods with :func:`register`, and every module
-here is imported when the package is, so adding a method is a one-file change: a new
-``entclust/methods/<name>.py`` with a :class:`HeadMethod` (a training objective for the linear
-softmax head that :class:`entclust.EntropyClustering` trains) or an :class:`EstimatorMethod`
-(a complete scikit-learn style estimator, e.g. K-means).
-"""
+"""The registry of clustering methods: every method, ours or a baseline, by name, so that one
+harness (same data pipeline, same evaluation) runs them all. A method is a :class:`HeadMethod`
+(a training objective for the linear softmax head that :class:`~entclust.EntropyClustering`
+trains) or an :class:`EstimatorMethod` (a complete scikit-learn style estimator, e.g. K-means).
+The built-in methods live in :mod:`entclust.cluster.methods`, one file each."""
 from __future__ import annotations
-
-import importlib
-import pkgutil
 
 import torch
 from torch import nn
@@ -17,6 +11,8 @@ from torch import nn
 from ..losses import margin_penalty
 
 REGISTRY: dict[str, type] = {}
+# The methods `entclust compare` and `make demo` run by default: K-means, the baselines, ours.
+DEFAULT_METHODS = ("kmeans", "mi-gd", "sela", "mi-adm", "rce", "cce")
 
 
 class HeadMethod:
@@ -77,18 +73,3 @@ def get(name: str):
     if name not in REGISTRY:
         raise ValueError(f"unknown clustering method {name!r}; available: {', '.join(available())}")
     return REGISTRY[name]()
-
-
-def make_estimator(name: str, n_clusters: int, *, random_state=None, **params):
-    """An unfitted estimator for method ``name``: :class:`entclust.EntropyClustering` for head
-    methods (``params`` are its arguments), the method's own estimator otherwise."""
-    method = get(name)
-    if isinstance(method, EstimatorMethod):
-        return method.make(n_clusters, random_state=random_state, **params)
-    from ..estimator import EntropyClustering
-
-    return EntropyClustering(n_clusters, method=name, random_state=random_state, **params)
-
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,5 +1,5 @@
 """Typed access to the compiled ops ``torch.ops.entclust.*``: fake (meta) kernels for
-torch.compile and autograd formulas. The public, validated API is in :mod:`entclust.losses`.
+torch.compile and autograd formulas. The public, validated API is in :mod:`entclust.losses` and :mod:`entclust.solvers`.
 
 The loss ops are *fused*: when an input needs a gradient, the forward kernel writes that
 gradient too (for a unit upstream gradient, already scaled by the reduction), so the backward
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _C  # noqa: F401  (loads the library: registers torch.ops.entclust.*)
+from .. import _C  # noqa: F401  (loads the library: registers torch.ops.entclust.*)
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 LOSS_OPS = ("reverse_cross_entropy", "collision_cross_entropy")

@@ -35,8 +35,9 @@ from datetime import date
 
 import torch
 
-from . import ops, solvers
-from . import reference as R
+from .. import ops, solvers
+from .._files import check_output_folder, write_files
+from ..testing import reference as R  # a benchmark: the PyTorch baseline is the testing reference
 
 PAPER_STEPS = {2: [1, 10, 20], 20: [0.1, 1, 5], 200: [0.1, 1, 5], 2000: [0.1, 1, 5]}
 
@@ -68,7 +69,7 @@ def per_iteration(shapes, iters, capabilities):
     """Time per iteration: eager reference, torch.compile of the reverse-CE EM step (the other
     solvers' reference steps have data-dependent loops), and the fused kernel on every CPU path
     in ``capabilities``."""
-    from ._build import use_cpu_capability
+    from ..ops import use_cpu_capability
 
     rows = []
     compiled_step = torch.compile(_em_rce_step, dynamic=False)
@@ -265,11 +266,9 @@ def main_cuda(args):
     for r in bw_rows:
         print(f"| {r['solver']} | {r['n']} × {r['k']} | {r['fused_ms']:.3f} | {r['reference_ms']:.3f} "
               f"| {r['speedup']:.1f}× | {r['fused_tb_s']:.2f} |")
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "bench_solvers_cuda.json")
-    with open(path, "w") as f:
-        json.dump(dict(machine=machine, date=str(date.today()), quick=args.quick, batch=batch_rows,
-                       bandwidth=bw_rows), f, indent=1)
+    record = dict(machine=machine, date=str(date.today()), quick=args.quick, batch=batch_rows, bandwidth=bw_rows)
+    write_files([(path, lambda tmp: _dump(record, tmp))])
     print(f"\nwrote {path}")
     return 0
 
@@ -280,6 +279,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu: the CPU tables (default); cuda: the GPU section only")
     parser.add_argument("--cap", type=float, default=10.0, help="seconds allowed to EM per problem (default 10)")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
+
+
+def _dump(record: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def check_arguments(args) -> None:
+    """Checks before any work: ValueError with one line."""
+    if not (args.cap > 0 and args.cap < float("inf")):
+        raise ValueError(f"--cap must be a number of seconds > 0, got {args.cap}")
+    check_output_folder(args.out)
 
 
 def _plot(curves, path):
@@ -308,11 +319,12 @@ def main(argv=None, args=None):
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(parser)
         args = parser.parse_args(argv)
+    check_arguments(args)
     if getattr(args, "device", "cpu") == "cuda":
         return main_cuda(args)
     quick = args.quick
     cap = min(args.cap, 1.0) if quick else args.cap
-    from ._build import available_cpu_capabilities, cpu_model
+    from ..ops import available_cpu_capabilities, cpu_model
 
     capabilities = available_cpu_capabilities()
     machine = f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
@@ -362,12 +374,10 @@ def main(argv=None, args=None):
     print(f"| {batch['fused_s']:.3f} | {batch['reference_s']:.3f} | {batch['speedup']:.1f}× "
           f"| {batch['fused_iterations_max']} | {batch['max_abs_diff']:.1e} |")
 
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "bench_solvers.json")
-    with open(path, "w") as f:
-        json.dump(dict(machine=machine, cpu_model=cpu_model(), cpu_capabilities=capabilities,
-                       threads=torch.get_num_threads(), date=str(date.today()), quick=quick, per_iteration=it_rows, rce=rce_rows,
-                       cce=cce_rows, batch=batch), f, indent=1)
-    _plot(curves, os.path.join(args.out, "bench_solvers.png"))
+    record = dict(machine=machine, cpu_model=cpu_model(), cpu_capabilities=capabilities, threads=torch.get_num_threads(),
+                  date=str(date.today()), quick=quick, per_iteration=it_rows, rce=rce_rows, cce=cce_rows, batch=batch)
+    write_files([(path, lambda tmp: _dump(record, tmp)),
+                 (os.path.join(args.out, "bench_solvers.png"), lambda tmp: _plot(curves, tmp))])
     print(f"\nwrote {path} and {os.path.join(args.out, 'bench_solvers.png')}")
     return 0

@@ -5,8 +5,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..data import Scaler
-from . import EstimatorMethod, register
+from ...data import Scaler
+from ..registry import EstimatorMethod, register
 
 
 class ScaledKMeans(ClusterMixin, BaseEstimator):

@@ -5,15 +5,25 @@ import math
 
 import torch
 
-from ._build import check_device
+from .build import check_device
 
-# Default tolerance on |sum_k y_k - 1| per row, by dtype (rounding of a normalised row plus
-# the kernel's own summation error stay far below these).
-SUM_TOL = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+# Default tolerance on |sum_k y_k - 1| per row, by dtype. They catch rows that were never
+# normalised, not rounding: float64 accepts rows normalised in float32 and cast up (their sums
+# are off by up to ~K eps_32 / 2 in the worst case, ~1e-7 typically), half precision its own rounding.
+SUM_TOL = {torch.float64: 1e-6, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
 def default_sum_tol(dtype: torch.dtype) -> float:
     return SUM_TOL.get(dtype, 1e-4)
+
+
+def sum_tolerance(sum_tol, dtype: torch.dtype) -> float:
+    """``sum_tol`` checked (a number >= 0, ``math.inf`` to accept unnormalised rows), or the default for ``dtype``."""
+    if sum_tol is None:
+        return default_sum_tol(dtype)
+    if isinstance(sum_tol, bool) or not isinstance(sum_tol, (int, float)) or not sum_tol >= 0:
+        raise ValueError(f"sum_tol must be a number >= 0 (math.inf accepts unnormalised rows), got {sum_tol!r}")
+    return float(sum_tol)
 
 
 def check_tensor(name: str, t, *, floating: bool = True) -> None:
@@ -57,23 +67,31 @@ def _first_row(mask: torch.Tensor) -> int:
 
 
 def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None) -> None:
-    """``p``: (N, K) rows that must be finite, non-negative and sum to 1 within ``sum_tol``."""
+    """``p``: (N, K) rows that must be finite, non-negative and sum to 1 within ``sum_tol``.
+
+    Two reductions and an (N,) float64 temporary when the rows are fine (a NaN or Inf entry
+    makes its row's sum non-finite); the precise diagnosis only runs when something is wrong."""
+    tol = sum_tolerance(sum_tol, p.dtype)
+    if p.numel() == 0:
+        return
+    sums = p.sum(-1, dtype=torch.float64)
+    off = (sums - 1).abs() > tol if math.isfinite(tol) else torch.zeros_like(sums, dtype=torch.bool)
+    if bool(torch.isfinite(sums).all()) and not bool(off.any()) and not bool(p.amin() < 0):
+        return
     bad = ~torch.isfinite(p)
     if bad.any():
         raise ValueError(f"{name} must be finite: {int(bad.sum())} NaN/Inf entries, first in row {_first_row(bad.any(1))}")
     if (p < 0).any():
         row = _first_row((p < 0).any(1))
         raise ValueError(f"{name} must be non-negative: row {row} has minimum {p[row].min().item():.6g}")
-    tol = default_sum_tol(p.dtype) if sum_tol is None else sum_tol
-    if math.isfinite(tol) and p.shape[0] > 0:
-        sums = p.sum(1, dtype=torch.float64)
-        off = (sums - 1).abs() > tol
-        if off.any():
-            row = _first_row(off.unsqueeze(1))
-            raise ValueError(
-                f"rows of {name} must sum to 1 (tolerance {tol:g}): row {row} sums to {sums[row].item():.8g}; "
-                f"normalise it, or pass sum_tol=math.inf to accept unnormalised rows"
-            )
+    if not bool(torch.isfinite(sums).all()):  # finite entries whose float64 sum overflows
+        row = _first_row((~torch.isfinite(sums)).unsqueeze(1))
+        raise ValueError(f"rows of {name} must sum to 1: row {row} overflows float64")
+    row = _first_row(off.unsqueeze(1))
+    raise ValueError(
+        f"rows of {name} must sum to 1 (tolerance {tol:g}): row {row} sums to {sums[row].item():.8g}; "
+        f"normalise it, or pass sum_tol=math.inf to accept unnormalised rows"
+    )
 
 
 def check_loss_result(op: str, logits: torch.Tensor, y: torch.Tensor, stats: torch.Tensor, sum_tol: float) -> None:
@@ -113,14 +131,38 @@ def _diagnose(op: str, logits: torch.Tensor, y: torch.Tensor, sum_tol: float) ->
                      f"sum_tol={sum_tol:g}); check logits and y, or pass validate=False")
 
 
-def prior_vector(prior, k: int, like: torch.Tensor) -> torch.Tensor:
-    """The prior u as a (K,) tensor of ``like``'s dtype and device; uniform when None."""
+def prior_vector(prior, k: int | None, like: torch.Tensor) -> torch.Tensor:
+    """The prior u as a (K,) tensor of ``like``'s dtype and device; uniform when None (then ``k``
+    is required; ``k=None`` takes K from the prior itself).
+
+    Checked at the precision it came in (a Python list or float64 array at float64's
+    tolerance, a float32 array or tensor at float32's), then normalised in float64, so that
+    ``[0.2] * 5`` and ``np.full(5, 0.2, np.float32)`` are priors, not errors."""
     if prior is None:
+        if k is None:
+            raise ValueError("prior_vector: K is needed for a uniform prior")
         return torch.full((k,), 1.0 / k, dtype=like.dtype, device=like.device)
-    if not isinstance(prior, torch.Tensor):
-        prior = torch.as_tensor(prior, dtype=like.dtype)
-    if prior.shape != (k,):
-        raise ValueError(f"prior must have shape ({k},), got {tuple(prior.shape)}")
-    prior = prior.to(dtype=like.dtype, device=like.device)
-    check_distributions("prior", prior.unsqueeze(0), default_sum_tol(prior.dtype))
-    return prior
+    if isinstance(prior, torch.Tensor):
+        source = prior.detach()
+    else:
+        try:
+            source = torch.as_tensor(prior)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"prior must be a (K,) sequence of numbers or a tensor, got {type(prior).__name__}: {err}") from None
+        if source.dtype == torch.float32 and not _is_float32_array(prior):  # a Python list of floats
+            source = torch.as_tensor(prior, dtype=torch.float64)
+    if source.is_complex() or source.dtype == torch.bool:
+        raise TypeError(f"prior must be real numbers, got dtype {source.dtype}")
+    if k is None and source.dim() == 1 and source.shape[0] >= 1:
+        k = source.shape[0]
+    if tuple(source.shape) != (k,):
+        raise ValueError(f"prior must have shape ({'K' if k is None else k},), got {tuple(source.shape)}")
+    tol = default_sum_tol(source.dtype if source.is_floating_point() else torch.float64)
+    u = source.to(device=like.device, dtype=torch.float64)
+    check_distributions("prior", u.unsqueeze(0), tol)
+    return (u / u.sum()).to(like.dtype)
+
+
+def _is_float32_array(obj) -> bool:
+    dtype = getattr(obj, "dtype", None)
+    return dtype is not None and str(dtype) in ("float32", "torch.float32")

@@ -19,9 +19,10 @@ import os
 import numpy as np
 import torch
 
-from .data import make_anisotropic
-from .methods import make_estimator
-from .metrics import clustering_accuracy
+from .._files import write_files
+from ..cluster import make_estimator
+from ..data import make_anisotropic
+from ..metrics import clustering_accuracy
 
 COLOURS = np.array([[0.84, 0.15, 0.16], [0.17, 0.63, 0.17], [0.12, 0.47, 0.71], [1.0, 0.5, 0.05]])
 
@@ -98,11 +99,24 @@ def margin_figure(path: str, gammas=(1e-4, 1e-3, 1e-2, 1e-1), *, seed: int = 0) 
 
 def main(out: str = "results", *, n_init: int = 10, seed: int = 0) -> dict:
     os.makedirs(out, exist_ok=True)
-    scores = anisotropic_figure(os.path.join(out, "toy_anisotropic.png"), n_init=n_init, seed=seed)
-    norms = margin_figure(os.path.join(out, "toy_margin.png"), seed=seed)
+    found = {}
+
+    def anisotropic(tmp):
+        found["scores"] = anisotropic_figure(tmp, n_init=n_init, seed=seed)
+
+    def margin(tmp):
+        found["norms"] = margin_figure(tmp, seed=seed)
+
+    def record(tmp):
+        with open(tmp, "w") as f:
+            json.dump({"accuracy": found["scores"], "margin_norms": {str(g): v for g, v in found["norms"].items()}},
+                      f, indent=1)
+
+    # the figures are drawn into temporaries; all three files appear together or not at all
+    write_files([(os.path.join(out, "toy_anisotropic.png"), anisotropic), (os.path.join(out, "toy_margin.png"), margin),
+                 (os.path.join(out, "toy.json"), record)])
+    scores, norms = found["scores"], found["norms"]
     summary = {"accuracy": scores, "margin_norms": {str(g): v for g, v in norms.items()}}
-    with open(os.path.join(out, "toy.json"), "w") as f:
-        json.dump(summary, f, indent=1)
     for name, acc in scores.items():
         print(f"{name:12s} ACC {100 * acc:5.1f}%")
     for gamma, norm in norms.items():

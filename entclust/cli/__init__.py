@@ -1,0 +1,205 @@
+"""Command line (``entclust ...`` or ``python -m entclust ...``), one module per command:
+
+- ``entclust fit FEATURES --k 10 [--method rce] [--labels LABELS] --out labels.npy``
+- ``entclust compare DATASET [--methods ...] [--seeds 5]``: table, JSON and bar chart
+- ``entclust demo``: ``compare digits`` with every method and 3 seeds (``make demo``)
+- ``entclust bench``: the pseudo-label solver benchmark
+- ``entclust plot-toy``: the papers' 2-D figures (K-means vs entropy clustering, margins)
+- ``entclust losses-demo``: the fused losses training a classifier on digits, with timings
+- ``entclust info``: torch version, compiled kernels and whether they run
+
+Every failure is one line on stderr, never a traceback, and a distinct exit status:
+
+- 2: bad input or arguments (unreadable files, wrong shapes, NaN, K larger than N, an output
+  that cannot be written: all checked before any work; nothing is written);
+- 3: the training diverged (a non-finite loss): lower the learning rate;
+- 4: writing a result failed (disk full, I/O error): the old files are left as they were;
+- 130: interrupted (Ctrl-C): no result file is left half-written.
+
+Results are written atomically (:mod:`entclust._files`): a file, or a set of files, appears
+whole or not at all.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..cluster.registry import DEFAULT_METHODS
+
+EXIT_USAGE, EXIT_DIVERGED, EXIT_WRITE, EXIT_INTERRUPTED = 2, 3, 4, 130
+
+
+class UsageError(Exception):
+    """A problem with the user's input: reported in one line, exit status 2."""
+
+
+def _info(_args) -> int:
+    from ..ops import build_info
+
+    for key, value in build_info().items():
+        print(f"{key:27s} {value}")
+    return 0
+
+
+def _losses_demo(args) -> int:
+    from .._files import check_output_folder
+    from .losses_demo import main
+
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if not 0.0 <= args.noise < 1.0:
+        raise UsageError(f"--noise must be in [0, 1), got {args.noise}")
+    check_output_folder(args.out)
+    main(epochs=args.epochs, noise=args.noise, seed=args.seed, out=args.out)
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import main
+
+    return main(args=args)
+
+
+def _plot_toy(args) -> int:
+    from .._files import check_output_folder
+    from .plot_toy import main
+
+    if args.n_init < 1:
+        raise UsageError(f"--n-init must be >= 1, got {args.n_init}")
+    check_output_folder(args.out)
+    main(args.out, n_init=args.n_init, seed=args.seed)
+    return 0
+
+
+def _fit(args) -> int:
+    from .fit import run
+
+    return run(args)
+
+
+def _compare(args) -> int:
+    from .compare import run
+
+    return run(args)
+
+
+def _demo(args) -> int:
+    from .compare import run
+
+    args.dataset, args.labels, args.k, args.name = "digits", None, None, "digits"
+    args.methods = ",".join(DEFAULT_METHODS)
+    return run(args)
+
+
+def _add_training_options(p) -> None:
+    p.add_argument("--standardize", default="global", choices=("global", "features", "none"),
+                   help="feature preprocessing shared by all methods (default: global)")
+    p.add_argument("--lam", type=float, help="fairness weight of rce/cce (default 100)")
+    p.add_argument("--gamma", type=float, help="margin weight gamma ||v||^2 (default 0.01)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 50)")
+    p.add_argument("--lr", type=float, help="SGD learning rate (default 1.0)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (default 250)")
+    p.add_argument("--n-init", dest="n_init", type=int, help="training restarts, best objective kept (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="entclust", description="Discriminative entropy clustering.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="torch version, compiled kernels and whether they run").set_defaults(func=_info)
+
+    fit = sub.add_parser("fit", help="cluster a feature file, write the labels")
+    fit.add_argument("features", help="digits | blobs | anisotropic | moons | a .npy/.npz/.csv/.pt file")
+    fit.add_argument("--k", type=int, required=True, help="number of clusters")
+    fit.add_argument("--method", default="rce", help="rce (default), cce, mi-gd, sela, mi-adm, kmeans")
+    fit.add_argument("--labels", help="optional true labels (.npy/.csv/.pt) to score the result")
+    fit.add_argument("--out", required=True, help="where to write the labels (.npy, .csv or .txt)")
+    fit.add_argument("--seed", type=int, default=0)
+    _add_training_options(fit)
+    fit.set_defaults(func=_fit)
+
+    cmp_ = sub.add_parser("compare", help="every method on one dataset, several seeds: table + bar chart")
+    cmp_.add_argument("dataset", help="digits | blobs | anisotropic | moons | a .npz/.pt with X and y, or features + --labels")
+    cmp_.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    cmp_.add_argument("--seeds", type=int, default=5)
+    cmp_.add_argument("--k", type=int, help="number of clusters (default: number of label values)")
+    cmp_.add_argument("--labels", help="label file when the dataset file has none")
+    cmp_.add_argument("--name", help="name used in the output files (default: the dataset's)")
+    cmp_.add_argument("--out", default="results")
+    _add_training_options(cmp_)
+    cmp_.set_defaults(func=_compare)
+
+    demo = sub.add_parser("demo", help="compare every method on scikit-learn's digits, 3 seeds (make demo)")
+    demo.add_argument("--seeds", type=int, default=3)
+    demo.add_argument("--out", default="results")
+    _add_training_options(demo)
+    demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser("bench", help="pseudo-label solver benchmark (seed 003/004 Table 1)")
+    bench.add_argument("--out", default=os.environ.get("OUT", "results"))
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="cpu: the CPU tables (default); cuda: the GPU section only")
+    bench.add_argument("--cap", type=float, default=10.0, help="seconds allowed to EM per problem (default 10)")
+    bench.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
+    bench.set_defaults(func=_bench)
+
+    toy = sub.add_parser("plot-toy", help="2-D figures: K-means vs entropy clustering, margin vs gamma")
+    toy.add_argument("--out", default="results")
+    toy.add_argument("--n-init", dest="n_init", type=int, default=10)
+    toy.add_argument("--seed", type=int, default=0)
+    toy.set_defaults(func=_plot_toy)
+
+    ldemo = sub.add_parser("losses-demo", help="the fused losses on digits with clean/corrupted labels, timings")
+    ldemo.add_argument("--epochs", type=int, default=60)
+    ldemo.add_argument("--noise", type=float, default=0.4, help="share of training labels to corrupt")
+    ldemo.add_argument("--seed", type=int, default=0)
+    ldemo.add_argument("--out", default="results", help="folder for the PNG and JSON")
+    ldemo.set_defaults(func=_losses_demo)
+    return parser
+
+
+def _error(command: str, message: str, status: int) -> int:
+    print(f"entclust {command}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _silence_stdout() -> None:
+    """After stdout failed (``> /dev/full``, a closed pipe): point it at /dev/null so that the
+    interpreter's final flush does not print a traceback of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command
+    try:
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
+    except KeyboardInterrupt:
+        return _error(command, "interrupted; no result file was left half-written", EXIT_INTERRUPTED)
+    except FloatingPointError as err:  # the training diverged
+        return _error(command, str(err), EXIT_DIVERGED)
+    except (UsageError, ValueError) as err:  # DataError, OutputError and the estimators' parameter checks
+        return _error(command, str(err), EXIT_USAGE)
+    except OSError as err:
+        if err.filename is None and sys.stdout is not None and _stdout_broken():
+            _silence_stdout()
+            return _error(command, f"cannot write to standard output: {err.strerror or err}", EXIT_WRITE)
+        where = f" {err.filename}" if err.filename else ""
+        return _error(command, f"writing{where} failed: {err.strerror or err}; existing files were left as they were",
+                      EXIT_WRITE)
+
+
+def _stdout_broken() -> bool:
+    try:
+        sys.stdout.flush()
+        return False
+    except OSError:
+        return True

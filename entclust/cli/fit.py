@@ -1,0 +1,66 @@
+"""``entclust fit``: cluster a feature file and write the labels."""
+from __future__ import annotations
+
+import os
+
+from . import UsageError
+
+FORMATS = (".npy", ".csv", ".txt")
+
+
+def method_names(text: str) -> list[str]:
+    from ..cluster import REGISTRY, available
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in REGISTRY]
+    if unknown or not names:
+        raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(available())}")
+    return names
+
+
+def estimator_params(method: str, args) -> dict:
+    """Estimator arguments from the training options: all of them for head methods, only the
+    preprocessing for estimator methods (K-means has no lr, lam, ...)."""
+    from ..cluster import HeadMethod, get
+
+    params = {"standardize": args.standardize}
+    if isinstance(get(method), HeadMethod):
+        for name in ("lam", "gamma", "epochs", "lr", "n_init", "batch_size"):
+            value = getattr(args, name, None)
+            if value is not None:
+                params[name] = value
+    return params
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from .. import data
+    from .._files import check_output_file, write_files
+    from ..cluster import HeadMethod, get, make_estimator
+    from ..metrics import evaluate
+
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in FORMATS:
+        raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
+    check_output_file(args.out, inputs=(args.features, args.labels))
+    method_names(args.method)
+    x, labels = data.load(args.features, args.labels)
+    if args.k < 1 or args.k > x.shape[0]:
+        raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {args.k}")
+    params = estimator_params(args.method, args)
+    if isinstance(get(args.method), HeadMethod):
+        params["verbose"] = not args.quiet
+    est = make_estimator(args.method, args.k, random_state=args.seed, **params).fit(x)
+    pred = np.asarray(est.labels_, dtype=np.int64)
+    if ext == ".npy":
+        write_files([(args.out, lambda tmp: np.save(tmp, pred))])
+    else:
+        write_files([(args.out, lambda tmp: np.savetxt(tmp, pred, fmt="%d"))])
+    sizes = np.bincount(pred, minlength=args.k)
+    print(f"{args.method}: {x.shape[0]} points, {x.shape[1]} features, K={args.k}; cluster sizes {sizes.tolist()}")
+    if labels is not None:
+        scores = evaluate(labels, pred)
+        print("  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in scores.items()))
+    print(f"wrote {args.out}")
+    return 0

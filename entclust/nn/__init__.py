@@ -1,0 +1,6 @@
+"""``nn.Module`` s: the fused losses as modules, the self-labeling objective, and
+:class:`SelfLabeling`, which solves the pseudo-labels inside the loss."""
+from .losses import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
+from .self_labeling import SOLVERS, SelfLabeling
+
+__all__ = ["CollisionCrossEntropyLoss", "ReverseCrossEntropyLoss", "SOLVERS", "SelfLabeling", "SelfLabelingLoss"]

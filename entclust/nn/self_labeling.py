@@ -1,0 +1,95 @@
+"""``SelfLabeling``: the papers' batch version of self-labeling as one loss module."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import solvers
+from ..ops.checks import check_tensor
+from .losses import SelfLabelingLoss
+
+
+# Pseudo-label solvers SelfLabeling can use, per problem (names of functions in entclust.solvers).
+SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "pgd")}
+
+
+class SelfLabeling(nn.Module):
+    """Self-labeling in one line of a training loop (the papers' "batch version"): for each
+    batch of logits, solve the pseudo-labels on the detached predictions with a fused solver,
+    then return the :class:`SelfLabelingLoss` for those labels (MATH.md, "Training objectives").
+
+    ``y = argmin_y (1/N) sum_i CE(sigma_i, y_i) + lam KL(u || y_bar)`` with ``sigma = softmax(logits)``
+    held fixed, ``CE`` reverse (``method="rce"``) or collision (``"cce"``) cross-entropy, solved by
+    ``solver`` (``"em"``; for RCE also ``"newton"`` and the exact ``"dual_newton"``; for CCE also
+    ``"pgd"``) from ``y = sigma`` (warm start). The solve runs in float64 with the fused kernels on
+    the logits' device (the pure-PyTorch reference solver where this build has none). The returned loss is
+    ``mean_i CE(sigma_i, y_i) + lam KL(u || y_bar) + gamma ||v||^2``; its gradient reaches the
+    logits (and the head when ``gamma > 0``), not y.
+
+    Call: ``loss = criterion(logits, head=None)`` or, with ``return_labels=True``,
+    ``loss, y = criterion(logits, return_labels=True)``. The last solve's
+    :class:`~entclust.SolverResult` is kept in ``criterion.last_result``.
+
+    Example::
+
+        criterion = entclust.SelfLabeling("rce", lam=100.0, gamma=0.01)
+        for x in loader:
+            loss = criterion(model(x), head=model.fc)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+    """
+
+    def __init__(self, method: str = "rce", lam: float = 100.0, prior=None, solver: str = "em", *,
+                 gamma: float = 0.0, max_iter: int = 100, tol: float | None = None, solver_options=None):
+        super().__init__()
+        if method not in SOLVERS:
+            raise ValueError(f"method must be 'rce' or 'cce', got {method!r}")
+        if solver not in SOLVERS[method]:
+            raise ValueError(f"solver must be one of {SOLVERS[method]} for method={method!r}, got {solver!r}")
+        if not (isinstance(max_iter, int) and max_iter >= 0):
+            raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
+        self.loss = SelfLabelingLoss(method, lam, gamma, prior)
+        self.method, self.lam, self.gamma, self.solver = method, float(lam), float(gamma), solver
+        self.max_iter, self.tol, self.solver_options = max_iter, tol, dict(solver_options or {})
+        self.last_result = None
+
+    @property
+    def prior(self):
+        return self.loss.prior
+
+    def solve(self, logits: torch.Tensor):
+        """The pseudo-label solve alone: a :class:`~entclust.SolverResult` for ``softmax(logits)``
+        (``(N, K)`` or ``(B, N, K)``), in float64."""
+        check_tensor("logits", logits)
+        if logits.dim() not in (2, 3):
+            raise ValueError(f"logits must have shape (N, K) or (B, N, K), got {tuple(logits.shape)}")
+        sigma = torch.softmax(logits.detach().double(), dim=-1)
+        name = {"em": f"em_{self.method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce",
+                "pgd": "pgd_cce"}[self.solver]
+        kwargs = dict(self.solver_options)
+        if self.solver != "dual_newton":
+            kwargs.setdefault("tol", self.tol)
+        kwargs.setdefault("max_iter", self.max_iter)
+        return getattr(solvers, name)(sigma, self.prior, self.lam, validate=False, **kwargs)
+
+    def forward(self, logits: torch.Tensor, head=None, *, return_labels: bool = False):
+        result = self.solve(logits)
+        self.last_result = result
+        if not bool(torch.isfinite(result.y).all()):
+            if not bool(torch.isfinite(logits.detach()).all()):
+                raise FloatingPointError("SelfLabeling: the logits contain NaN or Inf (the network diverged?); "
+                                         "no pseudo-labels can be solved for them")
+            options = ", ".join(f"{k}={v!r}" for k, v in self.solver_options.items())
+            raise FloatingPointError(
+                f"SelfLabeling: the {self.solver!r} solve of the pseudo-labels diverged (method={self.method!r}, "
+                f"lam={self.lam:g}{', ' + options if options else ''}): its labels are not finite. "
+                + ("Lower solver_options['step'] or leave it unset (then a step that works is chosen)"
+                   if self.solver == "pgd" else "Use solver='em', which cannot diverge"))
+        y = result.y.to(logits.dtype)
+        if self.method == "rce":
+            # A y_ik below the dtype's range would become 0 where sigma_ik > 0 (H = +inf).
+            y = y.clamp_min(torch.finfo(y.dtype).tiny)
+        loss = self.loss(logits, y, head)
+        return (loss, y) if return_labels else loss
+
+    def extra_repr(self) -> str:
+        return f"method={self.method!r}, lam={self.lam}, gamma={self.gamma}, solver={self.solver!r}, max_iter={self.max_iter}"

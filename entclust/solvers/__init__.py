@@ -1,0 +1,21 @@
+"""Pseudo-label solvers (sigma fixed, optimise y): MATH.md, "Pseudo-label problems and solvers".
+
+- :mod:`.em`: EM for reverse and collision CE, fused kernels, optional SQUAREM;
+- :mod:`.pgd`: projected gradient descent for collision CE and the simplex projection;
+- :mod:`.newton`: Newton on the primal reverse-CE problem and on its dual;
+- :mod:`.sinkhorn`: SeLa's Sinkhorn-Knopp;
+- :mod:`.certificate`: objective and Frank-Wolfe gap; :mod:`.result`: the result type.
+"""
+from ._problem import DEFAULT_TOL, START_MIX
+from .certificate import fw_gap, objective
+from .em import em_cce, em_rce
+from .newton import dual_newton_rce, newton_rce
+from .pgd import pgd_cce, project_simplex
+from .result import SolverResult
+from .sinkhorn import sinkhorn_knopp
+from ..ops import has_kernels
+
+__all__ = [
+    "DEFAULT_TOL", "START_MIX", "SolverResult", "dual_newton_rce", "em_cce", "em_rce", "fw_gap", "has_kernels",
+    "newton_rce", "objective", "pgd_cce", "project_simplex", "sinkhorn_knopp",
+]
