@@ -78,9 +78,12 @@ def write_files(jobs: list[tuple[str, Callable[[str], None]]]) -> list[str]:
             fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder or ".")
             os.close(fd)
             temps.append(tmp)
-            writer(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            try:
+                writer(tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            except OSError as err:  # name the target, not the temporary
+                raise OSError(err.errno, err.strerror or str(err), path) from None
         for tmp, (path, _) in zip(temps, jobs):
             os.replace(tmp, path)
         temps = []

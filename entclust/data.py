@@ -115,6 +115,9 @@ def check_features(x, name: str = "features") -> np.ndarray:
         raise DataError(f"{name} must be a 2-D array (N points, D features), got shape {x.shape}")
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise DataError(f"{name} must have N >= 1 points and D >= 1 features, got shape {x.shape}")
+    if np.iscomplexobj(x):
+        raise DataError(f"{name} must be real numbers, got complex dtype {x.dtype} (split it into real and "
+                        f"imaginary features yourself if that is meant)")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{name} must be numeric, got dtype {x.dtype}")
     x = x.astype(np.float64)
@@ -134,6 +137,8 @@ def check_labels(labels, n: int, name: str = "labels") -> np.ndarray:
         raise DataError(f"{name} must be a 1-D vector, got shape {a.shape}")
     if a.shape[0] != n:
         raise DataError(f"{name} has {a.shape[0]} entries but the features have {n} rows")
+    if np.iscomplexobj(a):
+        raise DataError(f"{name} must be integers, got complex dtype {a.dtype}")
     if not np.issubdtype(a.dtype, np.integer):
         if not (np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
             raise DataError(f"{name} must be integers, got dtype {a.dtype}")
@@ -180,15 +185,22 @@ class Scaler:
         self.mode = mode
 
     def fit(self, x: np.ndarray) -> "Scaler":
-        self.mean_ = x.mean(0) if self.mode != "none" else np.zeros(x.shape[1])
+        if self.mode == "none":
+            self.mean_, self.scale_ = np.zeros(x.shape[1]), np.ones(x.shape[1])
+            return self
+        # Statistics of x / a, a = max |x| (overall or per feature), then scaled back: squares of
+        # data at 1e160 would overflow and at 1e-170 underflow, collapsing every point to one.
+        a = np.abs(x).max() if self.mode == "global" else np.abs(x).max(0)
+        a = np.where(a > 0, a, 1.0)
+        unit = x / a
+        mean = unit.mean(0)
         if self.mode == "global":
-            scale = np.sqrt(((x - self.mean_) ** 2).mean())
-            self.scale_ = np.full(x.shape[1], scale if scale > 0 else 1.0)
-        elif self.mode == "features":
-            std = x.std(0)
-            self.scale_ = np.where(std > 0, std, 1.0)
+            scale = np.sqrt(((unit - mean) ** 2).mean())
+            scale = np.full(x.shape[1], scale * a if scale > 0 else 1.0)
         else:
-            self.scale_ = np.ones(x.shape[1])
+            std = unit.std(0)
+            scale = np.where(std > 0, std * a, 1.0)
+        self.mean_, self.scale_ = mean * a, scale
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:

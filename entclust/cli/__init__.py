@@ -188,18 +188,11 @@ def main(argv=None) -> int:
         return _error(command, str(err), EXIT_DIVERGED)
     except (UsageError, ValueError) as err:  # DataError, OutputError and the estimators' parameter checks
         return _error(command, str(err), EXIT_USAGE)
-    except OSError as err:
-        if err.filename is None and sys.stdout is not None and _stdout_broken():
+    except OSError as err:  # result files are written by _files.write_files, which names them
+        if err.filename is None:  # so an unnamed failure is the standard output's
             _silence_stdout()
             return _error(command, f"cannot write to standard output: {err.strerror or err}", EXIT_WRITE)
         where = f" {err.filename}" if err.filename else ""
         return _error(command, f"writing{where} failed: {err.strerror or err}; existing files were left as they were",
                       EXIT_WRITE)
 
-
-def _stdout_broken() -> bool:
-    try:
-        sys.stdout.flush()
-        return False
-    except OSError:
-        return True

@@ -41,6 +41,8 @@ def run(args) -> int:
     from ..metrics import evaluate
 
     ext = os.path.splitext(args.out)[1].lower()
+    if os.path.isdir(args.out):
+        raise UsageError(f"--out: {args.out!r} is a folder; give a file name ending in .npy, .csv or .txt")
     if ext not in FORMATS:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
     check_output_file(args.out, inputs=(args.features, args.labels))

@@ -65,7 +65,7 @@ def em_rce(
     else:
         y, iterations, converged = ops.em_rce(sigma3, u, lam, tol, max_iter, y0)
         criterion = f"max|dy| <= {tol:g}"
-    converged = converged & finite_problems(y)
+    converged = converged & finite_problems(y) & finite_problems(sigma3)
     return unbatch(result("rce", sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
 
 
@@ -109,7 +109,7 @@ def em_cce(
     else:
         y, iterations, converged = ops.em_cce(sigma3, u, lam, tol, max_iter, newton_tol, newton_max_iter, y0)
         criterion = f"max|dy| <= {tol:g}"
-    converged = converged & finite_problems(y)
+    converged = converged & finite_problems(y) & finite_problems(sigma3)
     return unbatch(result("cce", sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
 
 

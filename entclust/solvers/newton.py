@@ -53,6 +53,7 @@ def newton_rce(
     tol: float | None = 1e-10,
     max_iter: int = 100,
     y0: torch.Tensor | None = None,
+    warm_start: int = 5,
     validate: bool = True,
 ) -> SolverResult:
     """Newton's method on the full coupled reverse-CE problem, the baseline of seed 004 Table 1
@@ -62,7 +63,10 @@ def newton_rce(
     ``O(N K^2)`` product per step; the ``NK x NK`` matrix is never formed). A fraction-to-the-boundary
     rule keeps y inside the simplex, Armijo backtracking on the objective. Stops on the
     Frank-Wolfe gap ``<= tol`` (default 1e-10), or when no step decreases the objective at
-    float64 precision (then ``converged`` is False and the gap says how far it is).
+    float64 precision (then ``converged`` is False and the gap says how far it is). Starts from
+    ``y0``, or from ``warm_start`` fused EM steps from sigma (``0``: sigma itself; at a large
+    ``lam`` the start sigma is far from fair, and its Newton systems are too ill-conditioned
+    to make progress from there).
 
     Measured (N = 250, lam = 100, sigma = softmax(3 z), float64): K = 2 in 4-5 steps, K = 20 in
     8-20, K = 200 in 18-21 steps to 1e-10 on two of three draws and 9.5e-10 after 100 on the
@@ -70,7 +74,10 @@ def newton_rce(
     allowed: that class only loses its fairness coupling). Composite PyTorch (float64 inside)."""
     sigma3, u, _, y0, batched = prepare("newton_rce", sigma, prior, lam, None, max_iter, y0, validate)
     tol = 1e-10 if tol is None else check_number("newton_rce", "tol", tol)
+    check_count("newton_rce", "warm_start", warm_start)
     _positive("newton_rce", sigma3)
+    if y0 is None and warm_start > 0:
+        y0 = ops.em_rce(sigma3, u, float(lam), 0.0, warm_start, None)[0]
     s64, u64 = sigma3.double(), u.double()
     parts = [_newton(s64[i], u64, float(lam), tol, max_iter, None if y0 is None else y0[i].double())
              for i in range(s64.shape[0])]
@@ -120,7 +127,7 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0) -> SolverResult
             break
         if not bool(torch.isfinite(d).all()):
             break
-        slope = float((grad * d).sum())  # < 0 for a descent direction
+        slope = float((grad * d).sum())  # < 0 for a descent direction, up to rounding near the optimum
         shrink = d < 0
         alpha = min(1.0, 0.99 * float((-y[shrink] / d[shrink]).min())) if bool(shrink.any()) else 1.0
         accepted = False
@@ -129,9 +136,11 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0) -> SolverResult
             y_try = y_try / y_try.sum(-1, keepdim=True)  # rows already sum to 1 up to rounding
             v_try = _value(sigma, y_try, u, lam)
             # Armijo; near the optimum the decrease drops below rounding, so accept a step
-            # whose predicted decrease is itself below the objective's noise
+            # whose predicted decrease is itself below the objective's noise, unless it rises by
+            # more than rounding could explain (at a huge lam a tiny predicted change can hide a jump)
+            level = noise * (abs(float(value)) + 1)
             if bool(torch.isfinite(v_try)) and (bool(v_try <= value + 1e-4 * alpha * slope)
-                                                or -alpha * slope <= noise * (abs(float(value)) + 1)):
+                                                or (-alpha * slope <= level and float(v_try) <= float(value) + 1e-8 * (abs(float(value)) + 1))):
                 accepted = True
                 break
             alpha /= 2
@@ -209,48 +218,69 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish) -
     """One problem; see :func:`dual_newton_rce`. Multipliers w for ``y_bar = z`` give
     ``z_k = lam u_k / w_k`` and rows ``y_ik = sigma_ik / (t_i - w_k)``; dual gradient
     ``lam u / w - y_bar(w)``, Hessian ``-diag(lam u / w^2) - (1/N) sum_i (diag(d_i) - d_i d_i^T / D_i)``,
-    ``d_ik = sigma_ik / (t_i - w_k)^2``. Backtracking by Armijo on the dual value
-    ``D(w) = (1/N) sum_i [-sigma_i . ln y_i - w . y_i] + sum_k lam u_k (ln(w_k / lam) + 1)`` while
-    the predicted ascent exceeds D's rounding noise, then on the dual gradient norm."""
+    ``d_ik = sigma_ik / (t_i - w_k)^2``. Backtracking by Armijo on the dual value while the
+    predicted ascent exceeds its rounding noise, then on the dual gradient norm.
+
+    The rows depend on t_i - w_k only, and at the optimum w_k ~ lam (y_bar ~ u), so the
+    multipliers are kept as ``omega = w - lam`` on the classes with u_k > 0 (``w = 0``, i.e.
+    ``omega = -lam``, on the others): at lam = 1e12, w itself would resolve t - w to ~1e-4.
+    In these variables, with the constants dropped,
+    ``D = (1/N) sum_i [-sigma_i . ln y_i - sum_{u_k>0} omega_k y_ik + lam sum_{u_k=0} y_ik]
+    + sum_{u_k>0} lam u_k log1p(omega_k / lam)``, gradient ``u / (1 + omega / lam) - y_bar``."""
     if lam == 0:  # no coupling: every row's optimum is y_i = sigma_i
         return _finish(sigma, sigma.clone(), u, lam, 0, True, tol)
     n = sigma.shape[0]
-    on = u > 0  # classes with a fairness term; w_k = 0 for the others
+    on = u > 0  # classes with a fairness term
     start, _, _ = ops.em_rce(sigma.unsqueeze(0), u, lam, 0.0, warm_start, None)
     start = start[0]
-    w = torch.where(on, lam * u / start.mean(0), 0.0)
-    w_safe = lambda w: torch.where(on, w, 1.0)  # noqa: E731
+    y_bar = start.mean(0)
+    omega = torch.where(on, lam * (u - y_bar) / y_bar, 0.0)
 
-    def state(w):
-        """Row roots, y(w), dual gradient and dual value D(w) = min_{y, z} L(y, z, w)."""
-        t, y = _rows_given_w(sigma, w)
-        fair = torch.where(on, lam * u * (torch.log(w_safe(w) / lam) + 1), 0.0)
-        value = (-(sigma * torch.log(y)).sum() - (y * w).sum()) / n + fair.sum()
-        return t, y, torch.where(on, lam * u / w_safe(w) - y.mean(0), 0.0), value
+    def state(omega):
+        """Row roots, y(omega), dual gradient and dual value."""
+        t, y = _rows_given_w(sigma, torch.where(on, omega, -lam))
+        ratio = torch.where(on, omega / lam, 0.0)
+        value = ((-(sigma * torch.log(y)).sum() - (torch.where(on, omega, 0.0) * y).sum()
+                  + lam * torch.where(on, 0.0, y).sum()) / n + (lam * u * torch.log1p(ratio)).sum())
+        grad = torch.where(on, u / (1 + ratio) - y.mean(0), 0.0)
+        return t, y, grad, value
 
     def usable(*tensors) -> bool:
         return all(bool(torch.isfinite(x).all()) for x in tensors)
 
-    t, y, grad, value = state(w)
+    def inside(omega) -> bool:  # w = lam + omega > 0
+        return bool((omega[on] > -lam).all())
+
+    t, y, grad, value = state(omega)
+    # omega = 0 (w = lam for every class: y(0) = sigma) is the other natural start; at large lam
+    # the warm start's omega = lam (u - y_bar) / y_bar amplifies y_bar's last digits. Keep the
+    # start with the higher dual value (every omega gives a lower bound on the optimum).
+    plain = state(torch.zeros_like(omega))
+    if usable(*plain) and (not usable(t, y, grad, value) or float(plain[3]) > float(value)):
+        omega = torch.zeros_like(omega)
+        t, y, grad, value = plain
     iterations, converged = 0, False
-    best = start  # the last finite, exactly feasible primal point
+    # the primal point with the lowest objective so far (all are feasible): the dual's iterates
+    # can be poor primal points where t - w cancels, and the result is never worse than the start
+    best, best_value = start, float(_value(sigma, start, u, lam))
     switch = max(tol, switch_gap) if polish > 0 else tol
     if usable(t, y, grad, value):
         for iterations in range(max_iter + 1):
             primal = y / y.sum(-1, keepdim=True)  # y(w) sums to 1 only to ~1e-10 where t - w cancels
             if not usable(primal):
                 break
-            best = primal
-            gap = _gap(sigma, primal, u, lam)
+            primal_value, gap = (float(x[0]) for x in certify("rce", sigma.unsqueeze(0), primal.unsqueeze(0), u, lam))
+            if primal_value <= best_value:
+                best, best_value = primal, primal_value
             if gap <= switch:
                 converged = bool(gap <= tol)
                 break
             if iterations == max_iter:
                 break
-            d = sigma / (t - w) ** 2
-            hessian = (-torch.diag(lam * u / w_safe(w) ** 2)
-                       - (torch.diag(d.sum(0)) - d.T @ (d / d.sum(-1, keepdim=True))) / n)
-            direction = torch.zeros_like(w)  # ascent: the Hessian is negative definite
+            d = sigma / (t - torch.where(on, omega, -lam)) ** 2
+            curvature = torch.where(on, u / (lam * (1 + omega / lam) ** 2), 1.0)  # lam u / w^2
+            hessian = -torch.diag(curvature) - (torch.diag(d.sum(0)) - d.T @ (d / d.sum(-1, keepdim=True))) / n
+            direction = torch.zeros_like(omega)  # ascent: the Hessian is negative definite
             try:
                 direction[on] = torch.linalg.solve(hessian[on][:, on], -grad[on])
             except RuntimeError:  # singular at this precision
@@ -258,15 +288,13 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish) -
             slope = float(grad @ direction)  # > 0
             if not slope > 0:
                 break
-            # Armijo on the concave dual value while the predicted ascent is above the rounding
-            # noise of D; below it a decrease of the dual gradient norm instead
             noise = 64 * torch.finfo(sigma.dtype).eps * (abs(float(value)) + 1)
             norm = float(grad.norm())
             alpha, accepted = 1.0, False
             while alpha > 1e-12:
-                w_try = w + alpha * direction
-                if bool((w_try[on] > 0).all()):
-                    t_try, y_try, g_try, v_try = state(w_try)
+                trial = omega + alpha * direction
+                if inside(trial):
+                    t_try, y_try, g_try, v_try = state(trial)
                     if usable(t_try, y_try, g_try, v_try):
                         if alpha * slope > noise:
                             accepted = bool(v_try >= value + 1e-4 * alpha * slope)
@@ -277,9 +305,11 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish) -
                 alpha /= 2
             if not accepted:
                 break  # no ascent left at this precision
-            w, t, y, grad, value = w_try, t_try, y_try, g_try, v_try
+            omega, t, y, grad, value = trial, t_try, y_try, g_try, v_try
     polish = min(polish, max_iter - iterations)
     if not converged and polish > 0:
         res = _newton(sigma, u, lam, tol, polish, best)
-        return res._replace(iterations=res.iterations + iterations)
-    return _finish(sigma, best, u, lam, iterations, converged, tol)
+        if float(res.objective) <= best_value:
+            return res._replace(iterations=res.iterations + iterations)
+    res = _finish(sigma, best, u, lam, iterations, False, tol)
+    return res._replace(converged=res.fw_gap <= tol)

@@ -48,7 +48,7 @@ def pgd_cce(
     else:
         y, iterations, converged, steps = _auto_step(sigma3, u, lam, tol, max_iter, y0)
         criterion = f"max|dy| <= {tol:g}, step " + ", ".join(f"{s:g}" for s in sorted(set(steps), reverse=True))
-    converged = converged & finite_problems(y)
+    converged = converged & finite_problems(y) & finite_problems(sigma3)
     return unbatch(result("cce", sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
 
 
