@@ -13,12 +13,12 @@ def run(args) -> int:
     from .._files import check_file_name, check_output_folder
     from ..cluster import compare
 
-    names = method_names(args.methods)
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     name = check_file_name(args.name or os.path.splitext(os.path.basename(args.dataset))[0], "--name")
     check_output_folder(args.out)
     x, labels = data.load(args.dataset, args.labels)
+    names = method_names(args.methods)
     if labels is None:
         raise UsageError(f"{args.dataset} has no labels to evaluate against: pass --labels FILE "
                          "(or an .npz/.pt holding y/labels)")

@@ -9,10 +9,11 @@ FORMATS = (".npy", ".csv", ".txt")
 
 
 def method_names(text: str) -> list[str]:
-    from ..cluster import REGISTRY, available
+    from ..cluster import available
 
     names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in REGISTRY]
+    known = available()
+    unknown = [m for m in names if m not in known]
     if unknown or not names:
         raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(available())}")
     return names
@@ -37,8 +38,6 @@ def run(args) -> int:
 
     from .. import data
     from .._files import check_output_file, write_files
-    from ..cluster import HeadMethod, get, make_estimator
-    from ..metrics import evaluate
 
     ext = os.path.splitext(args.out)[1].lower()
     if os.path.isdir(args.out):
@@ -46,8 +45,11 @@ def run(args) -> int:
     if ext not in FORMATS:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
     check_output_file(args.out, inputs=(args.features, args.labels))
-    method_names(args.method)
     x, labels = data.load(args.features, args.labels)
+    method_names(args.method)
+    from ..cluster import HeadMethod, get, make_estimator  # scikit-learn: after the cheap checks
+    from ..metrics import evaluate
+
     if args.k < 1 or args.k > x.shape[0]:
         raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {args.k}")
     params = estimator_params(args.method, args)

@@ -15,7 +15,7 @@ from torch import nn
 from ..data import SCALINGS, Scaler
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
-from .registry import EstimatorMethod, HeadMethod, available, get
+from .registry import EstimatorMethod, HeadMethod, get
 
 
 class EntropyClustering(ClusterMixin, BaseEstimator):
@@ -224,4 +224,4 @@ def make_estimator(name: str, n_clusters: int, *, random_state=None, **params):
     return EntropyClustering(n_clusters, method=name, random_state=random_state, **params)
 
 
-__all__ = ["EntropyClustering", "make_estimator", "available"]
+__all__ = ["EntropyClustering", "make_estimator"]

@@ -309,7 +309,9 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish) -
     polish = min(polish, max_iter - iterations)
     if not converged and polish > 0:
         res = _newton(sigma, u, lam, tol, polish, best)
-        if float(res.objective) <= best_value:
+        # keep the polish unless it ended above the best point beyond rounding (it only
+        # accepts steps that do not rise, so that happens where its systems are ill-conditioned)
+        if float(res.objective) <= best_value + 1e-12 * (abs(best_value) + 1):
             return res._replace(iterations=res.iterations + iterations)
     res = _finish(sigma, best, u, lam, iterations, False, tol)
     return res._replace(converged=res.fw_gap <= tol)

@@ -1,0 +1,89 @@
+"""The package's layers (issue 10): no import circles, each layer imports only those below it,
+the testing reference is never imported by the library, and `import entclust` stays light."""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import entclust
+
+ROOT = pathlib.Path(entclust.__file__).parent
+# layer of each top-level part; a module may import its own layer or lower ones
+LAYERS = {"_C": 0, "_files": 0, "ops": 1, "losses": 2, "solvers": 3, "nn": 4, "data": 4, "metrics": 4,
+          "cluster": 5, "cli": 6, "testing": 7, "__init__": 8, "__main__": 8}
+# benchmarks shipped as commands: they time the library against the PyTorch ground truth
+MAY_IMPORT_TESTING = {"entclust.cli.bench", "entclust.cli.losses_demo"}
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: pathlib.Path) -> set[str]:
+    """entclust modules imported at module level (not inside functions)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    modules = {module_name(p) for p in ROOT.rglob("*.py")} | {"entclust._C"}
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if base.startswith("entclust"):
+                # "from base import x": the submodule base.x where there is one, else base itself
+                for alias in node.names:
+                    found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("entclust"))
+    return {m for m in found if m in modules and m != name}
+
+
+def graph():
+    return {module_name(p): imports(p) for p in ROOT.rglob("*.py")}
+
+
+def test_no_import_circles():
+    edges = graph()
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in edges.get(node, ()):
+            assert state.get(nxt) != "open", "import circle: " + " -> ".join(stack + [node, nxt])
+            if nxt not in state:
+                visit(nxt, stack + [node])
+        state[node] = "done"
+
+    for node in edges:
+        if node not in state:
+            visit(node, [])
+
+
+def test_each_layer_imports_only_lower_layers():
+    def layer(module):
+        parts = module.split(".")
+        return LAYERS["__init__"] if len(parts) == 1 else LAYERS[parts[1]]
+
+    for module, targets in graph().items():
+        for target in targets:
+            if target.startswith("entclust.testing") and not module.startswith("entclust.testing"):
+                assert module in MAY_IMPORT_TESTING, f"{module} imports the testing reference"
+                continue
+            assert layer(target) <= layer(module), f"{module} (layer {layer(module)}) imports {target}"
+
+
+def test_import_entclust_is_light():
+    code = ("import sys, entclust; heavy = [m for m in ('sklearn', 'scipy', 'matplotlib', 'entclust.testing') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_public_names_stay_importable():
+    for name in entclust.__all__:
+        assert getattr(entclust, name) is not None
+    assert entclust.methods.make_estimator is entclust.make_estimator
+    assert "rce" in entclust.methods.available()
