@@ -66,6 +66,19 @@ def _first_row(mask: torch.Tensor) -> int:
     return int(mask.nonzero()[0, 0])
 
 
+# Rows handled at once by the float64 reductions below: torch's sum(dtype=float64) first makes
+# a float64 copy of its whole input, which for a float32 (N, K) is twice the input's memory.
+BLOCK = 1 << 17
+
+
+def row_sums64(p: torch.Tensor) -> torch.Tensor:
+    """``p.sum(-1)`` in float64 for ``p`` (N, K), in blocks of rows: O(block) extra memory."""
+    rows = max(1, BLOCK // max(1, p.shape[-1]))
+    if p.shape[0] <= rows:
+        return p.sum(-1, dtype=torch.float64)
+    return torch.cat([p[i:i + rows].sum(-1, dtype=torch.float64) for i in range(0, p.shape[0], rows)])
+
+
 def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None) -> None:
     """``p``: (N, K) rows that must be finite, non-negative and sum to 1 within ``sum_tol``.
 
@@ -74,7 +87,7 @@ def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None
     tol = sum_tolerance(sum_tol, p.dtype)
     if p.numel() == 0:
         return
-    sums = p.sum(-1, dtype=torch.float64)
+    sums = row_sums64(p)
     off = (sums - 1).abs() > tol if math.isfinite(tol) else torch.zeros_like(sums, dtype=torch.bool)
     if bool(torch.isfinite(sums).all()) and not bool(off.any()) and not bool(p.amin() < 0):
         return

@@ -97,5 +97,6 @@ def unbatch(res: SolverResult, batched: bool) -> SolverResult:
 
 
 def finite_problems(y: torch.Tensor) -> torch.Tensor:
-    """(B,) True where a problem's y is finite: ``converged`` is never True for a NaN result."""
-    return torch.isfinite(y.sum((-2, -1), dtype=torch.float64))
+    """(B,) True where a problem's y (or sigma) is finite: ``converged`` is never True for a NaN
+    result. One sum in y's own dtype (probabilities: no overflow), no copy of y."""
+    return torch.isfinite(y.sum((-2, -1)))

@@ -23,14 +23,15 @@ def certify(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tenso
     """``(objective, fw_gap)``, each ``(B,)`` float64, of ``y3`` for the problems ``sigma3`` ``(B, N, K)``."""
     b, n, k = sigma3.shape
     u64 = u.to(torch.float64)
-    y_bar = y3.sum(-2, dtype=torch.float64) / n  # (B, K)
+    rows = max(1, BLOCK // max(1, b * k))
+    # (B, K) column means, block by block: sum(dtype=float64) of all of y would copy it to float64
+    y_bar = sum(y3[:, i:i + rows].sum(-2, dtype=torch.float64) for i in range(0, n, rows)) / n
     ce = torch.zeros(b, dtype=torch.float64, device=sigma3.device)
     gap = torch.zeros_like(ce)
     if lam != 0:
         active = u64 > 0
         fair_grad = torch.where(active, -lam * u64 / (n * y_bar), 0.0).unsqueeze(1)  # (B, 1, K)
         fairness = torch.where(active, u64 * torch.log(u64 / y_bar), 0.0).sum(-1)
-    rows = max(1, BLOCK // max(1, b * k))
     for start in range(0, n, rows):
         s = sigma3[:, start:start + rows].to(torch.float64)
         y = y3[:, start:start + rows].to(torch.float64)
