@@ -41,7 +41,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     prior : target cluster proportions u, ``(K,)`` summing to 1 (uniform when None).
     standardize : ``"global"`` (default: centre, divide by one overall scale; keeps the
         geometry), ``"features"`` (z-score each feature) or ``"none"``; see :class:`entclust.data.Scaler`.
-    method_params : dict of the method's own parameters (``entclust.methods.get(name).defaults``),
+    method_params : dict of the method's own parameters (``entclust.cluster.get(name).defaults``),
         e.g. ``{"solver": "newton"}`` for "rce" or ``{"weight": 1.3}`` for "mi-gd".
     n_init : independent trainings from different random heads; the one with the lowest
         objective on all points (the method's loss, pseudo-labels solved on all points) is kept,
