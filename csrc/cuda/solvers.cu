@@ -175,14 +175,14 @@ __device__ T cce_row(const T* __restrict__ s, T* y, int64_t K, const double* v, 
 // NaN when some z_k is not finite. theta starts at -1, a lower bound of the optimum's.
 template <int G, typename Z>
 __device__ double simplex_theta(const Z& z, int64_t K, int lane, double* red, double& top) {
-  double high = -INFINITY;
+  double high = -std::numeric_limits<double>::infinity();
   int finite = 1;
   for (int64_t k = lane; k < K; k += G) {
     const double zk = z(k);
     high = fmax(high, zk);
     finite &= isfinite(zk) ? 1 : 0;
   }
-  high = group_reduce<G>(high, MaxOp(), -INFINITY, red);
+  high = group_reduce<G>(high, MaxOp(), -std::numeric_limits<double>::infinity(), red);
   finite = group_reduce<G>(finite, MinOp(), 1, reinterpret_cast<int*>(red));
   top = high;
   if (!finite) return std::numeric_limits<double>::quiet_NaN();
