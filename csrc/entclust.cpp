@@ -43,6 +43,11 @@ TORCH_LIBRARY(entclust, m) {
       {at::Tag::pt2_compliant_tag});
   // Exact Euclidean projection of each row of v (M, K) onto the probability simplex.
   m.def("project_simplex(Tensor v) -> Tensor", {at::Tag::pt2_compliant_tag});
+  // Certificate of a pseudo-label solve (MATH.md): per problem the objective
+  // (1/N) sum_i CE(sigma_i, y_i) + lam KL(u || y_bar) and the Frank-Wolfe gap, float64, in two
+  // passes over sigma and y. problem: 0 reverse CE, 1 collision CE. Returns (objective, gap), (B,).
+  m.def("certificate(Tensor sigma, Tensor y, Tensor prior, float lam, int problem) -> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
 }
 
 namespace {

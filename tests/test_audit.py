@@ -359,3 +359,38 @@ def test_mi_loss_with_masked_classes_is_finite():
     assert math.isfinite(loss.item()) and bool(torch.isfinite(logits.grad).all())
     torch.testing.assert_close(loss, entclust.mi_loss(logits.detach()[:, :3].clone().masked_fill(
         torch.isinf(logits.detach()[:, :3]), -1e30)), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("problem_name", ["rce", "cce"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("lam", [0.0, 3.0, 100.0])
+def test_fused_certificate_matches_the_reference(problem_name, dtype, lam):
+    from entclust.solvers.certificate import _certify_blocks, certify
+
+    sigma = problem(5000, 7, batch=(2,), seed=4, dtype=dtype)  # several row chunks
+    sigma[0, :10, 3] = 0
+    sigma[0] /= sigma[0].sum(-1, keepdim=True)
+    y = problem(5000, 7, batch=(2,), seed=5, dtype=dtype)
+    u = torch.tensor([0.2, 0.1, 0.0, 0.2, 0.2, 0.2, 0.1], dtype=dtype)
+    fused = certify(problem_name, sigma, y, u, lam)
+    blocks = _certify_blocks(problem_name, sigma, y, u, lam)
+    s64, y64, u64 = sigma.double(), y.double(), u.double()
+    objective = (R.rce_objective if problem_name == "rce" else R.cce_objective)(s64, y64, u64, lam)
+    gradient = (R.rce_gradient if problem_name == "rce" else R.cce_gradient)(s64, y64, u64, lam)
+    for got in (fused, blocks):
+        torch.testing.assert_close(got[0], objective, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got[1], R.fw_gap(gradient, y64), rtol=1e-10, atol=1e-10)
+    torch.library.opcheck(torch.ops.entclust.certificate, (sigma, y, u, lam, 0 if problem_name == "rce" else 1))
+
+
+def test_fused_certificate_propagates_nan_and_infinite_values():
+    from entclust.solvers.certificate import certify
+
+    sigma, y = problem(40, 3, batch=(3,)), problem(40, 3, batch=(3,), seed=1)
+    y[1, 5, 0] = math.nan
+    y[2, 6] = torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64)  # y = 0 where sigma > 0: H = +inf
+    u = torch.full((3,), 1 / 3, dtype=torch.float64)
+    objective, gap = certify("rce", sigma, y, u, 1.0)
+    assert math.isfinite(objective[0]) and math.isfinite(gap[0])
+    assert math.isnan(objective[1]) and math.isnan(gap[1])
+    assert objective[2] == math.inf and gap[2] == math.inf

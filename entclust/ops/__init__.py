@@ -15,6 +15,7 @@ from .build import (
 from .fused import (
     LOSS_OPS,
     REDUCTIONS,
+    certificate,
     collision_cross_entropy,
     em_cce,
     em_rce,
@@ -25,6 +26,6 @@ from .fused import (
 
 __all__ = [
     "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",
-    "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS", "collision_cross_entropy",
+    "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS", "certificate", "collision_cross_entropy",
     "em_cce", "em_rce", "pgd_cce", "project_simplex", "reverse_cross_entropy",
 ]

@@ -119,6 +119,17 @@ def _fake_project_simplex(v):
     return torch.empty_like(v, memory_format=torch.contiguous_format)
 
 
+@torch.library.register_fake("entclust::certificate")
+def _fake_certificate(sigma, y, prior, lam, problem):
+    b = sigma.shape[0]
+    return sigma.new_empty((b,), dtype=torch.float64), sigma.new_empty((b,), dtype=torch.float64)
+
+
+def certificate(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float, problem: int):
+    """Raw certificate op on ``(B, N, K)``: ``(objective, fw_gap)``, each ``(B,)`` float64; problem 0 reverse CE, 1 collision CE."""
+    return torch.ops.entclust.certificate(sigma, y, prior, lam, problem)
+
+
 def em_rce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, y0=None):
     """Raw EM op on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
     return torch.ops.entclust.em_rce(sigma, prior, lam, tol, max_iter, y0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import ops
 from ..ops.checks import check_tensor
 from ._problem import check_number, prepare
 from .result import SolverResult
@@ -20,7 +21,15 @@ BLOCK = 1 << 17
 
 
 def certify(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float):
-    """``(objective, fw_gap)``, each ``(B,)`` float64, of ``y3`` for the problems ``sigma3`` ``(B, N, K)``."""
+    """``(objective, fw_gap)``, each ``(B,)`` float64, of ``y3`` for the problems ``sigma3`` ``(B, N, K)``:
+    the fused CPU kernel (two passes, no N x K temporary), the blocked PyTorch version elsewhere."""
+    if sigma3.device.type == "cpu" and sigma3.dtype == y3.dtype and sigma3.dtype in (torch.float32, torch.float64):
+        return ops.certificate(sigma3, y3, u, float(lam), PROBLEMS.index(problem))
+    return _certify_blocks(problem, sigma3, y3, u, lam)
+
+
+def _certify_blocks(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float):
+    """:func:`certify` in float64 PyTorch over blocks of rows (any device)."""
     b, n, k = sigma3.shape
     u64 = u.to(torch.float64)
     rows = max(1, BLOCK // max(1, b * k))

@@ -1,0 +1,151 @@
+// The certificate of a pseudo-label solve (MATH.md, "Pseudo-label problems and solvers"), fused:
+// pass 1 gathers the column sums of y in float64, pass 2 walks each row once for its
+// cross-entropy term, its gradient g_ik = dCE/dy_ik / N + f_k (f_k = -lam u_k / (N y_bar_k)),
+// sum_k y_ik g_ik and min_k g_ik. Gap = sum_i (y_i . g_i - min_k g_ik). All in float64; no
+// N x K temporary (the Python version needed float64 blocks and ~12 passes over them).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace entclust {
+namespace cpu {
+namespace {
+
+// Partial sums over the chunks of a fixed partition of the rows (at least 2048 rows a chunk,
+// at most 64 chunks), so the result does not depend on how many threads ran, and the column
+// partials take at most 64 K doubles (N K / 256 bytes for small N).
+struct Chunks {
+  int64_t count, rows;
+  explicit Chunks(int64_t N) : count(std::min<int64_t>(64, (N + 2047) / 2048)), rows((N + count - 1) / count) {}
+};
+
+template <typename T>
+void column_sums(const T* y, int64_t N, int64_t K, const Chunks& chunks, double* out) {
+  std::vector<double> partial(chunks.count * K, 0.0);
+  at::parallel_for(0, chunks.count, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double* acc = partial.data() + c * K;
+      const int64_t end = std::min(N, (c + 1) * chunks.rows);
+      for (int64_t i = c * chunks.rows; i < end; ++i) {
+        const T* row = y + i * K;
+        for (int64_t k = 0; k < K; ++k) acc[k] += static_cast<double>(row[k]);
+      }
+    }
+  });
+  std::fill(out, out + K, 0.0);
+  for (int64_t c = 0; c < chunks.count; ++c)
+    for (int64_t k = 0; k < K; ++k) out[k] += partial[c * K + k];
+}
+
+// Cross-entropy term and gap contribution of rows [begin, end).
+template <typename T, bool kReverse>
+void rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, const double* f, double inv_n, double* ce,
+          double* gap) {
+  double ce_sum = 0, gap_sum = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* si = s + i * K;
+    const T* yi = y + i * K;
+    double term = 0, scale = 0;
+    if constexpr (kReverse) {
+      for (int64_t k = 0; k < K; ++k) {
+        const double sk = si[k];
+        if (sk > 0) term -= sk * std::log(static_cast<double>(yi[k]));
+      }
+    } else {
+      double p = 0;
+      for (int64_t k = 0; k < K; ++k) p += static_cast<double>(si[k]) * static_cast<double>(yi[k]);
+      term = -std::log(p);
+      scale = inv_n / p;
+    }
+    double inner = 0, low = std::numeric_limits<double>::infinity();
+    bool nan = false;
+    for (int64_t k = 0; k < K; ++k) {
+      const double sk = si[k], yk = yi[k];
+      double g;
+      if constexpr (kReverse) {
+        g = (sk > 0 ? -sk * inv_n / yk : 0.0) + f[k];
+      } else {
+        g = -sk * scale + f[k];
+      }
+      if (yk > 0) inner += yk * g;
+      nan = nan || g != g;
+      low = g < low ? g : low;
+    }
+    ce_sum += term;
+    gap_sum += nan ? std::numeric_limits<double>::quiet_NaN() : inner - low;
+  }
+  *ce += ce_sum;
+  *gap += gap_sum;
+}
+
+std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in,
+                                                   const at::Tensor& prior, double lam, int64_t problem) {
+  TORCH_CHECK(sigma_in.dim() == 3 && y_in.sizes() == sigma_in.sizes(),
+              "certificate: sigma and y must have the same shape (B, N, K), got ", sigma_in.sizes(), " and ",
+              y_in.sizes());
+  TORCH_CHECK(sigma_in.scalar_type() == y_in.scalar_type() &&
+                  (sigma_in.scalar_type() == at::kFloat || sigma_in.scalar_type() == at::kDouble),
+              "certificate: sigma and y must both be float32 or both float64");
+  TORCH_CHECK(problem == 0 || problem == 1, "certificate: problem must be 0 (reverse CE) or 1 (collision CE)");
+  const int64_t B = sigma_in.size(0), N = sigma_in.size(1), K = sigma_in.size(2);
+  TORCH_CHECK(prior.dim() == 1 && prior.size(0) == K, "certificate: prior must have shape (", K, ")");
+  const at::Tensor sigma = sigma_in.contiguous(), y = y_in.contiguous();
+  const at::Tensor u = prior.to(at::kDouble).contiguous();
+  at::Tensor objective = at::zeros({B}, sigma.options().dtype(at::kDouble));
+  at::Tensor gap = at::zeros({B}, sigma.options().dtype(at::kDouble));
+  if (N == 0) return {objective, gap};
+  const double* up = u.data_ptr<double>();
+  double* obj = objective.data_ptr<double>();
+  double* gap_out = gap.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "entclust_certificate_cpu", [&] {
+    const scalar_t* s = sigma.data_ptr<scalar_t>();
+    const scalar_t* yp = y.data_ptr<scalar_t>();
+    std::vector<double> col(K), f(K);
+    const Chunks chunks(N);
+    std::vector<double> ce(chunks.count), gp(chunks.count);
+    const double inv_n = 1.0 / static_cast<double>(N);
+    for (int64_t b = 0; b < B; ++b) {
+      const scalar_t* sb = s + b * N * K;
+      const scalar_t* yb = yp + b * N * K;
+      column_sums(yb, N, K, chunks, col.data());
+      double fairness = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double y_bar = col[k] * inv_n;
+        const bool active = lam != 0 && up[k] > 0;
+        // d/dy_ik of lam KL(u || y_bar) = -lam u_k / (N y_bar_k); 0 where u_k = 0
+        f[k] = active ? -lam * up[k] * inv_n / y_bar : 0.0;
+        if (active) fairness += up[k] * std::log(up[k] / y_bar);
+      }
+      std::fill(ce.begin(), ce.end(), 0.0);
+      std::fill(gp.begin(), gp.end(), 0.0);
+      at::parallel_for(0, chunks.count, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t begin = c * chunks.rows, end = std::min(N, begin + chunks.rows);
+          if (problem == 0) rows<scalar_t, true>(sb, yb, K, begin, end, f.data(), inv_n, &ce[c], &gp[c]);
+          else rows<scalar_t, false>(sb, yb, K, begin, end, f.data(), inv_n, &ce[c], &gp[c]);
+        }
+      });
+      double ce_total = 0, gap_total = 0;
+      for (int64_t c = 0; c < chunks.count; ++c) {
+        ce_total += ce[c];
+        gap_total += gp[c];
+      }
+      obj[b] = ce_total * inv_n + (lam != 0 ? lam * fairness : 0.0);
+      gap_out[b] = gap_total;
+    }
+  });
+  return {objective, gap};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(entclust, CPU, m) { m.impl("certificate", &certificate_cpu); }
+
+}  // namespace cpu
+}  // namespace entclust
