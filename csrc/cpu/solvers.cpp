@@ -125,12 +125,14 @@ void column_sums(const T* y, int64_t N, int64_t K, double* col) {
 // The EM loop shared by both problems. `rows(begin, end, v, col_out, state) -> max |dy|`
 // performs one iteration on a range of rows; `state` holds one float64 per row that persists
 // across iterations (0 at the start; the collision-CE M-step keeps its Newton root there).
-// One problem runs on the calling thread (`split` = false) or with its rows split across
-// threads every iteration.
+// One problem runs on the calling thread (`split` = false) or with its chunks of rows split
+// across threads every iteration. The rows are cut into the same chunks either way (at least
+// 2048 rows each, at most 64), and the column sums are added chunk by chunk in order, so the
+// result does not depend on the number of threads or on the plan.
 template <typename T, typename Rows>
 void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double empty, double tol, int64_t max_iter,
              bool split, const Rows& rows, int64_t* iterations, bool* converged) {
-  const int64_t chunks = split ? std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N / 16)) : 1;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, (N + 2047) / 2048));
   const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
   std::vector<double> col(K), partial(chunks * K), deltas(chunks), state(N, 0.0);
   std::vector<T> v(K);
@@ -146,8 +148,8 @@ void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double empty, d
         deltas[c] = static_cast<double>(rows(begin, end, v.data(), partial.data() + c * K, state.data() + begin));
       }
     };
-    if (chunks > 1) at::parallel_for(0, chunks, 1, run);
-    else run(0, 1);
+    if (split && chunks > 1) at::parallel_for(0, chunks, 1, run);
+    else run(0, chunks);
     std::fill(col.begin(), col.end(), 0.0);
     for (int64_t c = 0; c < chunks; ++c)
       for (int64_t k = 0; k < K; ++k) col[k] += partial[c * K + k];

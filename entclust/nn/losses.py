@@ -84,11 +84,14 @@ class SelfLabelingLoss(nn.Module):
         u = None if prior is None else prior_vector(prior, None, torch.zeros((), dtype=torch.float64))
         self.register_buffer("prior", u)
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor, head=None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, head=None, *, fairness_y=None) -> torch.Tensor:
+        """``fairness_y``: the pseudo-labels at full precision for the fairness term (which does
+        not depend on the network), when ``y`` was rounded to the logits' dtype."""
         ce = reverse_cross_entropy if self.method == "rce" else collision_cross_entropy
         loss = ce(logits, y, validate=self.validate)
         if self.lam > 0:
-            loss = loss + self.lam * strong_fairness(y, self.prior, validate=False)
+            fair = strong_fairness(y if fairness_y is None else fairness_y, self.prior, validate=False)
+            loss = loss + self.lam * fair.to(loss.dtype)
         if self.gamma > 0:
             if head is None:
                 raise ValueError("gamma > 0 needs the linear head: call loss(logits, y, head=model.fc)")

@@ -88,7 +88,7 @@ class SelfLabeling(nn.Module):
         if self.method == "rce":
             # A y_ik below the dtype's range would become 0 where sigma_ik > 0 (H = +inf).
             y = y.clamp_min(torch.finfo(y.dtype).tiny)
-        loss = self.loss(logits, y, head)
+        loss = self.loss(logits, y, head, fairness_y=result.y)
         return (loss, y) if return_labels else loss
 
     def extra_repr(self) -> str:
