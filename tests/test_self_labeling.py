@@ -31,7 +31,7 @@ def test_fairness_is_float32_under_autocast():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 32, generator=g)
     head = torch.nn.Linear(32, 10)
-    criterion = entclust.SelfLabeling("rce", lam=100.0)
+    criterion = entclust.SelfLabeling("rce", lam=100.0, on_unconverged="ignore")
     exact = criterion(head(x)).item()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = criterion(head(x))
@@ -40,3 +40,52 @@ def test_fairness_is_float32_under_autocast():
     assert abs(mixed.item() - exact) < 0.02 * abs(exact)
     y = torch.softmax(torch.randn(256, 10, generator=g), -1)
     torch.testing.assert_close(entclust.strong_fairness(y.bfloat16()), entclust.strong_fairness(y), atol=5e-4, rtol=0)
+
+
+def test_arguments_after_lam_are_keyword_only():
+    with pytest.raises(TypeError):
+        entclust.SelfLabeling("rce", 100.0, 0.01)  # used to set prior=0.01
+    with pytest.raises(TypeError):
+        entclust.SelfLabelingLoss("rce", 100.0, 0.01)
+    criterion = entclust.SelfLabeling("rce", 100.0, gamma=0.01, prior=[0.5, 0.5])
+    assert criterion.gamma == criterion.loss.gamma == 0.01
+
+
+def test_the_estimator_prior_error_does_not_mention_sum_tol():
+    x, _ = entclust.data.make_blobs(50, 3, random_state=0)
+    with pytest.raises(ValueError, match="rows of prior must sum to 1") as err:
+        entclust.EntropyClustering(3, prior=[0.5, 0.3, 0.3]).fit(x)
+    assert "sum_tol" not in str(err.value)
+
+
+def test_unconverged_solves_are_counted_and_reported():
+    logits = 3 * torch.randn(250, 10, generator=torch.Generator().manual_seed(0))
+    criterion = entclust.SelfLabeling("rce")  # EM capped at 100 iterations: not converged here
+    with pytest.warns(RuntimeWarning, match=r"1 of 1 pseudo-label solve\(s\) stopped before"):
+        criterion(logits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning per module, the count goes on
+        criterion(logits)
+    assert criterion.stats["solves"] == 2 and criterion.stats["unconverged"] == 2
+    assert criterion.stats["max_gap"] == pytest.approx(float(criterion.last_result.fw_gap))
+    with pytest.raises(RuntimeError, match="stopped before"):
+        entclust.SelfLabeling("rce", on_unconverged="raise")(logits)
+    quiet = entclust.SelfLabeling("rce", lam=1.0, max_iter=5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet(logits)
+    assert quiet.stats["unconverged"] == 0
+    quiet.reset_stats()
+    assert quiet.stats == {"solves": 0, "unconverged": 0, "max_gap": 0.0, "empty_clusters": 0}
+
+
+def test_empty_clusters_are_visible_in_the_stats_and_the_history():
+    logits = torch.zeros(100, 4)
+    logits[:, 0] = 5
+    criterion = entclust.SelfLabeling("rce", on_unconverged="ignore")
+    criterion(logits)
+    assert criterion.stats["empty_clusters"] == 3
+    x, _ = entclust.data.make_blobs(300, 3, random_state=0)
+    est = entclust.EntropyClustering(3, epochs=3, random_state=0).fit(x)
+    assert {"empty_clusters", "solves", "unconverged_solves", "max_fw_gap"} <= set(est.history_[-1])
+    assert est.history_[-1]["solves"] == 1  # one batch of 300 points per epoch

@@ -55,7 +55,9 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     Attributes
     ----------
     labels_ : cluster of each training point. cluster_sizes_ : points per cluster, ``(K,)``.
-    history_ : one dict per epoch of the kept run: mean batch loss, seconds, number of empty clusters.
+    history_ : one dict per epoch of the kept run: mean batch loss, seconds, number of empty clusters
+        and, for "rce"/"cce", the pseudo-label solves of the epoch, how many stopped unconverged
+        (at ``method_params["max_iter"]``) and their largest Frank-Wolfe gap.
     objective_ : the kept run's objective on all points.
     head_ : the trained ``nn.Linear``. scaler_ : the fitted preprocessing. n_features_in_.
     """
@@ -180,6 +182,11 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 sizes = torch.bincount(head(features).argmax(1), minlength=self.n_clusters)
             history.append({"epoch": epoch + 1, "loss": total, "seconds": time.perf_counter() - start,
                             "empty_clusters": int((sizes == 0).sum())})
+            stats = getattr(criterion, "stats", None)
+            if stats is not None:  # SelfLabeling: the epoch's pseudo-label solves that did not converge
+                history[-1].update(solves=stats["solves"], unconverged_solves=stats["unconverged"],
+                                   max_fw_gap=stats["max_gap"])
+                criterion.reset_stats()
             if bar is not None:
                 bar.set_postfix(loss=f"{total:.4f}", empty=history[-1]["empty_clusters"])
         return head, history

@@ -70,7 +70,7 @@ class SelfLabelingLoss(nn.Module):
     fixed ``y``, it is part of the value reported and of the gradient in ``y``.
     """
 
-    def __init__(self, method: str = "rce", lam: float = 100.0, gamma: float = 0.0, prior=None, *,
+    def __init__(self, method: str = "rce", lam: float = 100.0, *, gamma: float = 0.0, prior=None,
                  validate: bool = True):
         super().__init__()
         if method not in ("rce", "cce"):

@@ -1,6 +1,8 @@
 """``SelfLabeling``: the papers' batch version of self-labeling as one loss module."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -22,13 +24,21 @@ class SelfLabeling(nn.Module):
     held fixed, ``CE`` reverse (``method="rce"``) or collision (``"cce"``) cross-entropy, solved by
     ``solver`` (``"em"``; for RCE also ``"newton"`` and the exact ``"dual_newton"``; for CCE also
     ``"pgd"``) from ``y = sigma`` (warm start). The solve runs in float64 with the fused kernels on
-    the logits' device (the pure-PyTorch reference solver where this build has none). The returned loss is
+    the logits' device. The returned loss is
     ``mean_i CE(sigma_i, y_i) + lam KL(u || y_bar) + gamma ||v||^2``; its gradient reaches the
     logits (and the head when ``gamma > 0``), not y.
 
     Call: ``loss = criterion(logits, head=None)`` or, with ``return_labels=True``,
     ``loss, y = criterion(logits, return_labels=True)``. The last solve's
-    :class:`~entclust.SolverResult` is kept in ``criterion.last_result``.
+    :class:`~entclust.SolverResult` is kept in ``criterion.last_result``, and running counts in
+    ``criterion.stats``: ``solves``, ``unconverged`` (solves that stopped before their criterion),
+    ``max_gap`` (the largest Frank-Wolfe gap seen) and ``empty_clusters`` (classes that no row
+    of the last batch predicts: argmax sigma). ``on_unconverged`` says what an unconverged solve
+    does: ``"warn"`` (default; one RuntimeWarning per module, the count keeps growing),
+    ``"raise"`` (RuntimeError) or ``"ignore"``. ``reset_stats()`` starts the counts again.
+
+    Arguments after ``lam`` are keyword-only (``SelfLabeling("rce", 100.0, 0.01)`` used to set
+    the prior to 0.01), in the order of :class:`SelfLabelingLoss`.
 
     Example::
 
@@ -38,19 +48,51 @@ class SelfLabeling(nn.Module):
             optimizer.zero_grad(); loss.backward(); optimizer.step()
     """
 
-    def __init__(self, method: str = "rce", lam: float = 100.0, prior=None, solver: str = "em", *,
-                 gamma: float = 0.0, max_iter: int = 100, tol: float | None = None, solver_options=None):
+    def __init__(self, method: str = "rce", lam: float = 100.0, *, gamma: float = 0.0, prior=None, solver: str = "em",
+                 max_iter: int = 100, tol: float | None = None, solver_options=None, on_unconverged: str = "warn"):
         super().__init__()
+        if on_unconverged not in ("warn", "raise", "ignore"):
+            raise ValueError(f"on_unconverged must be 'warn', 'raise' or 'ignore', got {on_unconverged!r}")
         if method not in SOLVERS:
             raise ValueError(f"method must be 'rce' or 'cce', got {method!r}")
         if solver not in SOLVERS[method]:
             raise ValueError(f"solver must be one of {SOLVERS[method]} for method={method!r}, got {solver!r}")
         if not (isinstance(max_iter, int) and max_iter >= 0):
             raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
-        self.loss = SelfLabelingLoss(method, lam, gamma, prior)
+        self.loss = SelfLabelingLoss(method, lam, gamma=gamma, prior=prior)
         self.method, self.lam, self.gamma, self.solver = method, float(lam), float(gamma), solver
         self.max_iter, self.tol, self.solver_options = max_iter, tol, dict(solver_options or {})
+        self.on_unconverged = on_unconverged
         self.last_result = None
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """Zero the running counts of :attr:`stats`."""
+        self.stats = {"solves": 0, "unconverged": 0, "max_gap": 0.0, "empty_clusters": 0}
+        self._warned = False
+
+    def _record(self, result, logits: torch.Tensor) -> None:
+        converged = result.converged.reshape(-1)
+        problems = converged.numel()
+        failed = int((~converged).sum())
+        gap = result.fw_gap.reshape(-1)
+        self.stats["solves"] += problems
+        self.stats["unconverged"] += failed
+        if bool(torch.isfinite(gap).any()):
+            self.stats["max_gap"] = max(self.stats["max_gap"], float(gap[torch.isfinite(gap)].max()))
+        k = logits.shape[-1]
+        predicted = torch.bincount(logits.detach().argmax(-1).reshape(-1), minlength=k)
+        self.stats["empty_clusters"] = int((predicted == 0).sum())
+        if failed and self.on_unconverged != "ignore":
+            message = (f"SelfLabeling: {failed} of {problems} pseudo-label solve(s) stopped before "
+                       f"{result.criterion!r} (solver={self.solver!r}, max_iter={self.max_iter}, largest Frank-Wolfe "
+                       f"gap {float(gap.max()):.3g}); {self.stats['unconverged']} of {self.stats['solves']} so far "
+                       f"(criterion.stats). Raise max_iter, or pass on_unconverged='ignore'")
+            if self.on_unconverged == "raise":
+                raise RuntimeError(message)
+            if not self._warned:
+                warnings.warn(message, RuntimeWarning, stacklevel=5)  # the caller of criterion(logits)
+                self._warned = True
 
     @property
     def prior(self):
@@ -74,6 +116,7 @@ class SelfLabeling(nn.Module):
     def forward(self, logits: torch.Tensor, head=None, *, return_labels: bool = False):
         result = self.solve(logits)
         self.last_result = result
+        self._record(result, logits)
         if not bool(torch.isfinite(result.y).all()):
             if not bool(torch.isfinite(logits.detach()).all()):
                 raise FloatingPointError("SelfLabeling: the logits contain NaN or Inf (the network diverged?); "

@@ -79,7 +79,7 @@ def row_sums64(p: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[i:i + rows].sum(-1, dtype=torch.float64) for i in range(0, p.shape[0], rows)])
 
 
-def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None) -> None:
+def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None, *, hint: bool = True) -> None:
     """``p``: (N, K) rows that must be finite, non-negative and sum to 1 within ``sum_tol``.
 
     Two reductions and an (N,) float64 temporary when the rows are fine (a NaN or Inf entry
@@ -101,10 +101,8 @@ def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None
         row = _first_row((~torch.isfinite(sums)).unsqueeze(1))
         raise ValueError(f"rows of {name} must sum to 1: row {row} overflows float64")
     row = _first_row(off.unsqueeze(1))
-    raise ValueError(
-        f"rows of {name} must sum to 1 (tolerance {tol:g}): row {row} sums to {sums[row].item():.8g}; "
-        f"normalise it, or pass sum_tol=math.inf to accept unnormalised rows"
-    )
+    advice = "normalise it, or pass sum_tol=math.inf to accept unnormalised rows" if hint else "normalise it"
+    raise ValueError(f"rows of {name} must sum to 1 (tolerance {tol:g}): row {row} sums to {sums[row].item():.8g}; {advice}")
 
 
 def check_loss_result(op: str, logits: torch.Tensor, y: torch.Tensor, stats: torch.Tensor, sum_tol: float) -> None:
@@ -172,7 +170,7 @@ def prior_vector(prior, k: int | None, like: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"prior must have shape ({'K' if k is None else k},), got {tuple(source.shape)}")
     tol = default_sum_tol(source.dtype if source.is_floating_point() else torch.float64)
     u = source.to(device=like.device, dtype=torch.float64)
-    check_distributions("prior", u.unsqueeze(0), tol)
+    check_distributions("prior", u.unsqueeze(0), tol, hint=False)
     return (u / u.sum()).to(like.dtype)
 
 

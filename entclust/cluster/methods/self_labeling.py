@@ -12,7 +12,8 @@ class _Ours(HeadMethod):
 
     def build(self, estimator, params):
         return SelfLabeling(self.method, lam=estimator.lam, prior=estimator.prior, solver=params["solver"],
-                            gamma=estimator.gamma, max_iter=params["max_iter"], tol=params["tol"])
+                            gamma=estimator.gamma, max_iter=params["max_iter"], tol=params["tol"],
+                            on_unconverged="ignore")  # counted per epoch in the estimator's history
 
 
 @register("rce")
