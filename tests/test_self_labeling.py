@@ -89,3 +89,44 @@ def test_empty_clusters_are_visible_in_the_stats_and_the_history():
     est = entclust.EntropyClustering(3, epochs=3, random_state=0).fit(x)
     assert {"empty_clusters", "solves", "unconverged_solves", "max_fw_gap"} <= set(est.history_[-1])
     assert est.history_[-1]["solves"] == 1  # one batch of 300 points per epoch
+
+
+def test_accumulated_micro_batches_solve_one_problem():
+    g = torch.Generator().manual_seed(3)
+    logits = 3 * torch.randn(256, 10, generator=g, dtype=torch.float64)
+    criterion = entclust.SelfLabeling("rce", on_unconverged="ignore")
+    whole, y_whole = criterion(logits, return_labels=True)
+    blocks = criterion.labels(list(logits.split(64)))
+    torch.testing.assert_close(torch.cat(blocks), y_whole, rtol=0, atol=0)  # the same problem, the same labels
+    # per micro-batch losses with the joint labels: the cross-entropy parts average to the whole batch's
+    ce = [entclust.reverse_cross_entropy(part, y.clamp_min(torch.finfo(y.dtype).tiny))
+          for part, y in zip(logits.split(64), blocks)]
+    torch.testing.assert_close(torch.stack(ce).mean(), entclust.reverse_cross_entropy(logits, y_whole))
+    leaf = logits[:64].clone().requires_grad_(True)
+    criterion(leaf, y=blocks[0]).backward()
+    assert leaf.grad is not None and bool(leaf.grad.isfinite().all())
+    separate = criterion.labels([logits[:64]])[0]  # a micro-batch alone is a different problem
+    assert not torch.allclose(separate, blocks[0])
+    with pytest.raises(TypeError, match="non-empty list"):
+        criterion.labels(logits)
+
+
+@pytest.mark.parametrize("method", ["rce", "cce"])
+def test_a_training_step_with_self_labeling_compiles_with_fullgraph(method):
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 6))
+    criterion = entclust.SelfLabeling(method, lam=10.0, gamma=0.01, on_unconverged="ignore")
+    x = torch.randn(128, 16, generator=g)
+
+    def step(x):
+        return criterion(model(x), head=model[2])
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    loss = compiled(x)
+    torch.testing.assert_close(loss, step(x), rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert all(p.grad is not None and bool(p.grad.isfinite().all()) for p in model.parameters())
+    torch.library.opcheck(torch.ops.entclust.self_labeling_solve,
+                          (model(x).detach(), torch.full((6,), 1 / 6, dtype=torch.float64), 10.0, method, "em", 50,
+                           -1.0, "{}"))

@@ -1,6 +1,7 @@
 """``SelfLabeling``: the papers' batch version of self-labeling as one loss module."""
 from __future__ import annotations
 
+import json
 import warnings
 
 import torch
@@ -9,6 +10,30 @@ from torch import nn
 from .. import solvers
 from ..ops.checks import check_tensor
 from .losses import SelfLabelingLoss
+
+
+@torch.library.custom_op("entclust::self_labeling_solve", mutates_args=())
+def _solve_op(logits: torch.Tensor, prior: torch.Tensor, lam: float, method: str, solver: str, max_iter: int,
+              tol: float, options: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The solve of :meth:`SelfLabeling.solve` as one opaque op, so that ``torch.compile`` traces a
+    training step around it (the solvers' checks, loops and certificates are data-dependent).
+    ``tol < 0`` means the solver's default; ``options``: its extra keyword arguments as JSON.
+    Returns ``(y float64, converged, fw_gap)``."""
+    sigma = torch.softmax(logits.double(), dim=-1)
+    name = {"em": f"em_{method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}[solver]
+    kwargs = json.loads(options)
+    if solver != "dual_newton":
+        kwargs.setdefault("tol", None if tol < 0 else tol)
+    kwargs.setdefault("max_iter", max_iter)
+    res = getattr(solvers, name)(sigma, prior, lam, validate=False, **kwargs)
+    return res.y, res.converged.clone(), res.fw_gap.clone()
+
+
+@_solve_op.register_fake
+def _(logits, prior, lam, method, solver, max_iter, tol, options):
+    batch = logits.shape[:-2]
+    return (logits.new_empty(logits.shape, dtype=torch.float64), logits.new_empty(batch, dtype=torch.bool),
+            logits.new_empty(batch, dtype=torch.float64))
 
 
 # Pseudo-label solvers SelfLabeling can use, per problem (names of functions in entclust.solvers).
@@ -63,6 +88,12 @@ class SelfLabeling(nn.Module):
         self.method, self.lam, self.gamma, self.solver = method, float(lam), float(gamma), solver
         self.max_iter, self.tol, self.solver_options = max_iter, tol, dict(solver_options or {})
         self.on_unconverged = on_unconverged
+        # the traced path passes the options to the solve op as text, made here (outside the trace)
+        try:
+            self._options_json = json.dumps(self.solver_options, sort_keys=True)
+        except TypeError as err:
+            raise TypeError(f"solver_options must hold numbers, strings or booleans, got {self.solver_options!r}: "
+                            f"{err}") from None
         self.last_result = None
         self.reset_stats()
 
@@ -113,7 +144,7 @@ class SelfLabeling(nn.Module):
         kwargs.setdefault("max_iter", self.max_iter)
         return getattr(solvers, name)(sigma, self.prior, self.lam, validate=False, **kwargs)
 
-    def forward(self, logits: torch.Tensor, head=None, *, return_labels: bool = False):
+    def _checked_solve(self, logits: torch.Tensor):
         result = self.solve(logits)
         self.last_result = result
         self._record(result, logits)
@@ -127,12 +158,54 @@ class SelfLabeling(nn.Module):
                 f"lam={self.lam:g}{', ' + options if options else ''}): its labels are not finite. "
                 + ("Lower solver_options['step'] or leave it unset (then a step that works is chosen)"
                    if self.solver == "pgd" else "Use solver='em', which cannot diverge"))
-        y = result.y.to(logits.dtype)
+        return result
+
+    def labels(self, logits) -> list[torch.Tensor]:
+        """Pseudo-labels solved jointly over several micro-batches (gradient accumulation): one
+        problem over all their rows, so the fairness term sees the whole accumulated batch.
+        ``logits``: a list of ``(N_j, K)`` tensors (detached here); returns the list of their
+        ``(N_j, K)`` float64 label blocks, to pass back as ``criterion(logits_j, y=y_j)``::
+
+            with torch.no_grad():
+                ys = criterion.labels([model(x) for x in micro_batches])
+            for x, y in zip(micro_batches, ys):
+                criterion(model(x), y=y).div(len(micro_batches)).backward()
+        """
+        if isinstance(logits, torch.Tensor) or not len(logits):
+            raise TypeError("labels() takes a non-empty list of (N_j, K) logits, one per micro-batch")
+        parts = [t.detach() for t in logits]
+        for t in parts:
+            check_tensor("logits", t)
+            if t.dim() != 2 or t.shape[1:] != parts[0].shape[1:]:
+                raise ValueError(f"every micro-batch must have shape (N_j, {parts[0].shape[-1]}), got {tuple(t.shape)}")
+        result = self._checked_solve(torch.cat(parts))
+        return list(result.y.split([t.shape[0] for t in parts]))
+
+    def forward(self, logits: torch.Tensor, head=None, *, y: torch.Tensor | None = None, return_labels: bool = False):
+        """The loss for ``logits``, with pseudo-labels solved on them, or ``y`` when given (e.g.
+        a block of :meth:`labels`; then no solve runs, and the fairness term, a constant for
+        the network, is that of this block)."""
+        if y is None and torch.compiler.is_compiling():
+            # traced: the solve is one opaque op; its bookkeeping (stats, warnings, the
+            # divergence check) needs values, so it runs in eager mode only
+            prior = self.prior if self.prior is not None else torch.full(
+                (logits.shape[-1],), 1.0 / logits.shape[-1], dtype=torch.float64)
+            full, _, _ = _solve_op(logits.detach(), prior.to(device=logits.device, dtype=torch.float64), self.lam,
+                                   self.method, self.solver, self.max_iter, -1.0 if self.tol is None else float(self.tol),
+                                   self._options_json)
+        elif y is None:
+            full = self._checked_solve(logits).y
+        else:
+            check_tensor("y", y)
+            if y.shape != logits.shape:
+                raise ValueError(f"y must have the shape of logits {tuple(logits.shape)}, got {tuple(y.shape)}")
+            full = y.detach()
+        labels = full.to(device=logits.device, dtype=logits.dtype)
         if self.method == "rce":
             # A y_ik below the dtype's range would become 0 where sigma_ik > 0 (H = +inf).
-            y = y.clamp_min(torch.finfo(y.dtype).tiny)
-        loss = self.loss(logits, y, head, fairness_y=result.y)
-        return (loss, y) if return_labels else loss
+            labels = labels.clamp_min(torch.finfo(labels.dtype).tiny)
+        loss = self.loss(logits, labels, head, fairness_y=full)
+        return (loss, labels) if return_labels else loss
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, lam={self.lam}, gamma={self.gamma}, solver={self.solver!r}, max_iter={self.max_iter}"
