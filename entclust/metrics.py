@@ -101,8 +101,17 @@ def adjusted_rand_index(labels_true, labels_pred) -> float:
     return float((index - expected) / (maximum - expected))
 
 
+def purity(labels_true, labels_pred) -> float:
+    """Many-to-one accuracy: each cluster is mapped to its most frequent class (several clusters
+    may share one), the share of points so mapped correctly. Equals ACC when the map happens to
+    be one-to-one; the score to read when K is larger than the number of classes."""
+    table, _, _ = contingency(labels_true, labels_pred)
+    return float(table.max(0).sum() / table.sum())
+
+
 def evaluate(labels_true, labels_pred) -> dict:
-    """``{"acc": ..., "nmi": ..., "ari": ...}``."""
+    """``{"acc": ..., "nmi": ..., "ari": ..., "purity": ...}``."""
     return {"acc": clustering_accuracy(labels_true, labels_pred),
             "nmi": normalized_mutual_info(labels_true, labels_pred),
-            "ari": adjusted_rand_index(labels_true, labels_pred)}
+            "ari": adjusted_rand_index(labels_true, labels_pred),
+            "purity": purity(labels_true, labels_pred)}

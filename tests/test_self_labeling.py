@@ -130,3 +130,16 @@ def test_a_training_step_with_self_labeling_compiles_with_fullgraph(method):
     torch.library.opcheck(torch.ops.entclust.self_labeling_solve,
                           (model(x).detach(), torch.full((6,), 1 / 6, dtype=torch.float64), 10.0, method, "em", 50,
                            -1.0, "{}"))
+
+
+@pytest.mark.parametrize("scale", [10.0, 30.0, 50.0])
+def test_no_solver_returns_nan_on_confident_predictions(scale):
+    sigma = torch.softmax(scale * torch.randn(256, 10, generator=torch.Generator().manual_seed(0),
+                                              dtype=torch.float64), -1)
+    for name in ("em_rce", "em_cce", "pgd_cce", "newton_rce", "dual_newton_rce"):
+        res = getattr(entclust, name)(sigma, lam=100.0)
+        assert bool(torch.isfinite(res.y).all()) and torch.allclose(res.y.sum(-1), torch.ones(256, dtype=torch.float64))
+        assert bool(torch.isfinite(res.objective)) and res.fw_gap >= 0
+    for solver in ("em", "newton", "dual_newton"):
+        loss = entclust.SelfLabeling("rce", solver=solver, on_unconverged="ignore")(sigma.log().float())
+        assert torch.isfinite(loss)

@@ -6,6 +6,13 @@ import os
 
 from . import UsageError
 from .fit import estimator_params, method_names
+from .fit import method_options as method_options_of
+
+
+def _defaults(method: str) -> dict:
+    from ..cluster import get
+
+    return get(method).defaults
 
 
 def run(args) -> int:
@@ -25,7 +32,10 @@ def run(args) -> int:
     k = args.k
     if k is not None and not 1 <= k <= x.shape[0]:
         raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {k}")
-    params = {m: estimator_params(m, args) for m in names}
+    params = {m: estimator_params(m, args, strict=False) for m in names}
+    unused = set(method_options_of(args)) - {k for m in names for k in _defaults(m)}
+    if unused:
+        raise UsageError(f"--param {', '.join(sorted(unused))}: no selected method has it")
     result = compare.compare(x, labels, names, args.seeds, n_clusters=k, params=params, verbose=not args.quiet)
     print(compare.markdown(result, name))
     paths = compare.save(result, args.out, f"compare_{name}", name)

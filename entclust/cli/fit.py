@@ -19,17 +19,62 @@ def method_names(text: str) -> list[str]:
     return names
 
 
-def estimator_params(method: str, args) -> dict:
+def _value(text: str):
+    """A --param value: JSON (numbers, true/false, null, lists) or else the text itself."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def method_options(args) -> dict:
+    """``--param KEY=VALUE`` pairs as a dict."""
+    options = {}
+    for item in getattr(args, "param", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param must be KEY=VALUE, got {item!r}")
+        options[key.strip()] = _value(value.strip())
+    return options
+
+
+def prior_values(args):
+    if getattr(args, "prior", None) is None:
+        return None
+    try:
+        return [float(v) for v in args.prior.split(",")]
+    except ValueError:
+        raise UsageError(f"--prior must be comma-separated numbers, got {args.prior!r}") from None
+
+
+def estimator_params(method: str, args, *, strict: bool = True) -> dict:
     """Estimator arguments from the training options: all of them for head methods, only the
-    preprocessing for estimator methods (K-means has no lr, lam, ...)."""
+    preprocessing for estimator methods (K-means has no lr, lam, ...), and the ``--param``
+    options the method has (``strict``: an option it does not have is an error)."""
     from ..cluster import HeadMethod, get
 
+    method_obj = get(method)
     params = {"standardize": args.standardize}
-    if isinstance(get(method), HeadMethod):
+    options = method_options(args)
+    unknown = set(options) - set(method_obj.defaults)
+    if strict and unknown:
+        raise UsageError(f"--param {', '.join(sorted(unknown))}: not a parameter of method {method!r} "
+                         f"(it takes {', '.join(sorted(method_obj.defaults)) or 'none'})")
+    own = {k: v for k, v in options.items() if k in method_obj.defaults}
+    if isinstance(method_obj, HeadMethod):
         for name in ("lam", "gamma", "epochs", "lr", "n_init", "batch_size"):
             value = getattr(args, name, None)
             if value is not None:
                 params[name] = value
+        prior = prior_values(args)
+        if prior is not None:
+            params["prior"] = prior
+        if own:
+            params["method_params"] = own
+    else:
+        params.update(own)
     return params
 
 

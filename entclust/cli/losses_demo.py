@@ -93,7 +93,7 @@ def main(epochs: int = 60, noise: float = 0.4, smoothing: float = 0.1, seed: int
     settings = {"clean labels": l_tr, f"{noise:.0%} labels corrupted": corrupt(l_tr, noise, k, seed)}
     results, curves = {}, {}
     runs = [(s, name) for s in settings for name in LOSSES]
-    for setting, name in tqdm(runs, desc="training", unit="run"):
+    for setting, name in tqdm(runs, desc="training", unit="run", disable=None):
         onehot = F.one_hot(settings[setting], k).float()
         targets = (1 - smoothing) * onehot + smoothing / k  # RCE needs y > 0 wherever sigma > 0
         curve, secs = train(LOSSES[name][0], x_tr, targets, x_te, l_te, epochs=epochs, batch=128, lr=0.05, seed=seed)

@@ -15,7 +15,7 @@ from ..metrics import evaluate
 from .estimator import make_estimator
 from .registry import DEFAULT_METHODS
 
-METRICS = ("acc", "nmi", "ari")
+METRICS = ("acc", "nmi", "ari", "purity")
 
 
 def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: int = 5, *, n_clusters: int | None = None,
@@ -31,9 +31,12 @@ def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: i
     if verbose:
         from tqdm.auto import tqdm
 
-        jobs = bar = tqdm(jobs, desc="compare", unit="fit")
+        jobs = bar = tqdm(jobs, desc="compare", unit="fit", disable=None)  # no bar when stderr is not a terminal
+    settings = {}
     for method, seed in jobs:
         est = make_estimator(method, k, random_state=seed, **(params or {}).get(method, {}))
+        settings[method] = {key: _plain(value) for key, value in est.get_params(deep=False).items()
+                            if key not in ("random_state", "verbose")}
         start = time.perf_counter()
         est.fit(x)
         seconds = time.perf_counter() - start
@@ -48,15 +51,39 @@ def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: i
             values = [r[key] for r in rows]
             summary[method][key] = {"mean": statistics.fmean(values),
                                     "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
-    return {"runs": runs, "summary": summary, "n_clusters": k, "seeds": seeds, "n_points": int(x.shape[0]),
-            "n_features": int(x.shape[1]), "date": date.today().isoformat(), "machine": platform.processor() or platform.machine()}
+    return {"runs": runs, "summary": summary, "settings": settings, "n_clusters": k, "seeds": seeds,
+            "n_points": int(x.shape[0]), "n_features": int(x.shape[1]), "date": date.today().isoformat(),
+            "machine": platform.processor() or platform.machine(), "versions": _versions()}
+
+
+def _plain(value):
+    """A JSON-friendly copy of a hyperparameter value."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return repr(value)
+
+
+def _versions() -> dict:
+    import sklearn
+    import torch
+
+    from .. import __version__
+
+    return {"entclust": __version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
 
 
 def markdown(result: dict, title: str = "") -> str:
     """The summary as a markdown table (mean ± std over seeds, in %)."""
     lines = [f"{title}: N={result['n_points']}, D={result['n_features']}, K={result['n_clusters']}, "
              f"{result['seeds']} seeds, {result['date']}", ""] if title else []
-    lines += ["| method | ACC % | NMI % | ARI % | seconds per fit |", "|---|---|---|---|---|"]
+    lines += ["| method | ACC % | NMI % | ARI % | purity % | seconds per fit |", "|---|---|---|---|---|---|"]
     for method, s in result["summary"].items():
         cells = [f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}" for m in METRICS]
         lines.append(f"| {method} | {' | '.join(cells)} | {s['seconds']['mean']:.2f} |")
@@ -71,16 +98,16 @@ def bar_chart(result: dict, path: str, title: str = "") -> None:
 
     names = list(result["summary"])
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
-    width = 0.27
+    width = 0.8 / len(METRICS)
     for j, metric in enumerate(METRICS):
         means = [100 * result["summary"][n][metric]["mean"] for n in names]
         stds = [100 * result["summary"][n][metric]["std"] for n in names]
-        ax.bar(np.arange(len(names)) + (j - 1) * width, means, width, yerr=stds, capsize=2, label=metric.upper())
+        ax.bar(np.arange(len(names)) + (j - (len(METRICS) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=metric.upper())
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     ax.set_title(title or f"{result['seeds']} seeds, K={result['n_clusters']}")
-    ax.legend(ncol=3, fontsize=8)
+    ax.legend(ncol=len(METRICS), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -164,7 +164,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             from tqdm.auto import tqdm
 
             desc = f"EntropyClustering({self.method})" + (f" run {run + 1}/{self.n_init}" if self.n_init > 1 else "")
-            epochs = bar = tqdm(epochs, desc=desc, unit="epoch")
+            epochs = bar = tqdm(epochs, desc=desc, unit="epoch", disable=None)  # none when not a terminal
         for epoch in epochs:
             start, total = time.perf_counter(), 0.0
             order = torch.randperm(n, generator=generator).to(features.device)

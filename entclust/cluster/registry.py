@@ -11,8 +11,9 @@ from torch import nn
 from ..losses import margin_penalty
 
 REGISTRY: dict[str, type] = {}
-# The methods `entclust compare` and `make demo` run by default: K-means, the baselines, ours.
-DEFAULT_METHODS = ("kmeans", "mi-gd", "sela", "mi-adm", "rce", "cce")
+# The methods `entclust compare` and `make demo` run by default: K-means and a Gaussian mixture
+# (what users try first), the papers' baselines, ours.
+DEFAULT_METHODS = ("kmeans", "gmm", "mi-gd", "sela", "mi-adm", "rce", "cce")
 
 
 class HeadMethod:
