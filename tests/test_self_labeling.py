@@ -1,6 +1,5 @@
 """SelfLabeling and the solvers in real training (issue 15): precision under autocast, results
 independent of the thread count, convergence reported, one argument order."""
-import hashlib
 import subprocess
 import sys
 import warnings

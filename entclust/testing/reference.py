@@ -7,8 +7,6 @@ PyTorch compositions and have no separate reference.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..solvers.result import SolverResult
