@@ -166,35 +166,45 @@ def load(source: str, labels: str | None = None, *, random_state=None):
     return x, y
 
 
-SCALINGS = ("global", "features", "none")
+SCALINGS = ("auto", "global", "features", "none")
+# "auto" z-scores each feature when the largest feature standard deviation exceeds this many
+# times the median one: features in different units (wine 388, breast cancer 7829), not
+# features of one kind whose spread varies (digits' pixels 1.5, iris 2.2).
+MIXED_UNITS_RATIO = 10.0
 
 
 class Scaler:
     """Feature preprocessing shared by every method of the harness, fitted on training data:
 
-    - ``"global"`` (default): subtract the mean point, divide by one scalar, the root mean square
+    - ``"auto"`` (default): ``"features"`` when the features look like different units (the
+      largest standard deviation above :data:`MIXED_UNITS_RATIO` times the median one), else
+      ``"global"``; the choice is ``mode_``. Measured with reverse CE, 3 seeds: it picks the
+      better of the two on digits (global 84.7 % vs 67.9 %), iris (84.4 vs 81.8), wine
+      (features 94.4 vs 71.9) and breast cancer (87.6 vs 85.9).
+    - ``"global"``: subtract the mean point, divide by one scalar, the root mean square
       deviation over all features. Keeps the geometry (relative feature scales, anisotropy), so
       K-means and linear heads see the same data up to a similarity transform.
     - ``"features"``: z-score each feature (constant features map to 0). Changes the geometry.
     - ``"none"``: the features as given.
     """
 
-    def __init__(self, mode: str = "global"):
+    def __init__(self, mode: str = "auto"):
         if mode not in SCALINGS:
             raise ValueError(f"standardize must be one of {SCALINGS}, got {mode!r}")
         self.mode = mode
 
     def fit(self, x: np.ndarray) -> "Scaler":
-        if self.mode == "none":
+        self.mode_ = self.mode if self.mode != "auto" else _auto_mode(x)
+        if self.mode_ == "none":
             self.mean_, self.scale_ = np.zeros(x.shape[1]), np.ones(x.shape[1])
             return self
         # Statistics of x / a, a = max |x| (overall or per feature), then scaled back: squares of
         # data at 1e160 would overflow and at 1e-170 underflow, collapsing every point to one.
-        a = np.abs(x).max() if self.mode == "global" else np.abs(x).max(0)
+        a = np.abs(x).max() if self.mode_ == "global" else np.abs(x).max(0)
         a = np.where(a > 0, a, 1.0)
         unit = x / a
         mean = unit.mean(0)
-        if self.mode == "global":
+        if self.mode_ == "global":
             scale = np.sqrt(((unit - mean) ** 2).mean())
             scale = np.full(x.shape[1], scale * a if scale > 0 else 1.0)
         else:
@@ -205,3 +215,12 @@ class Scaler:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean_) / self.scale_
+
+
+def _auto_mode(x: np.ndarray) -> str:
+    a = np.abs(x).max(0)
+    std = (x / np.where(a > 0, a, 1.0)).std(0) * a  # per-feature std without overflow (see Scaler.fit)
+    spread = std[std > 0]
+    if spread.size < 2:
+        return "global"
+    return "features" if spread.max() > MIXED_UNITS_RATIO * np.median(spread) else "global"

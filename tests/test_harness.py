@@ -50,3 +50,17 @@ def test_prior_and_method_parameters_from_the_command_line(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     proc = run_cli("compare", "blobs", "--methods", "kmeans,gmm", "--param", "solver=em", "--out", str(tmp_path))
     assert proc.returncode == 2 and "no selected method has it" in proc.stderr
+
+
+def test_auto_scaling_z_scores_features_in_different_units():
+    from sklearn import datasets
+
+    chosen = {name: entclust.data.Scaler().fit(getattr(datasets, f"load_{name}")(return_X_y=True)[0]).mode_
+              for name in ("digits", "iris", "wine", "breast_cancer")}
+    assert chosen == {"digits": "global", "iris": "global", "wine": "features", "breast_cancer": "features"}
+    x, _ = entclust.data.make_anisotropic(500, 2, random_state=0)
+    assert entclust.data.Scaler().fit(x).mode_ == "global"  # the geometry of seed 004 Fig. 1 is kept
+    x, y = datasets.load_wine(return_X_y=True)  # 13 features in different units
+    accs = [entclust.clustering_accuracy(y, entclust.EntropyClustering(3, random_state=s).fit(x).labels_)
+            for s in range(3)]
+    assert np.mean(accs) > 0.9  # 71.9 % with the former default (one global scale)

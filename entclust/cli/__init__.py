@@ -93,8 +93,9 @@ def _demo(args) -> int:
 
 
 def _add_training_options(p) -> None:
-    p.add_argument("--standardize", default="global", choices=("global", "features", "none"),
-                   help="feature preprocessing shared by all methods (default: global)")
+    p.add_argument("--standardize", default="auto", choices=("auto", "global", "features", "none"),
+                   help="feature preprocessing shared by all methods (default: auto, z-scores features "
+                        "in different units, else one global scale)")
     p.add_argument("--lam", type=float, help="fairness weight of rce/cce (default 100)")
     p.add_argument("--gamma", type=float, help="margin weight gamma ||v||^2 (default 0.01)")
     p.add_argument("--epochs", type=int, help="training epochs (default 50)")

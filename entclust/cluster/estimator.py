@@ -39,7 +39,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     epochs, batch_size, lr : SGD schedule. The points are split each epoch into
         ``max(1, round(N / batch_size))`` near-equal batches (no tiny tail batch).
     prior : target cluster proportions u, ``(K,)`` summing to 1 (uniform when None).
-    standardize : ``"global"`` (default: centre, divide by one overall scale; keeps the
+    standardize : ``"auto"`` (default: ``"features"`` for features in different units, else
+        ``"global"``), ``"global"`` (centre, divide by one overall scale; keeps the
         geometry), ``"features"`` (z-score each feature) or ``"none"``; see :class:`entclust.data.Scaler`.
     method_params : dict of the method's own parameters (``entclust.cluster.get(name).defaults``),
         e.g. ``{"solver": "newton"}`` for "rce" or ``{"weight": 1.3}`` for "mi-gd".
@@ -63,7 +64,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     """
 
     def __init__(self, n_clusters: int = 10, method: str = "rce", lam: float = 100.0, gamma: float = 0.01,
-                 epochs: int = 50, batch_size: int = 250, lr: float = 1.0, prior=None, standardize: str = "global",
+                 epochs: int = 50, batch_size: int = 250, lr: float = 1.0, prior=None, standardize: str = "auto",
                  method_params=None, n_init: int = 1, device: str = "cpu", random_state=None, verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method

@@ -47,7 +47,7 @@ class EstimatorMethod:
     name: str = ""
     defaults: dict = {}
 
-    def make(self, n_clusters: int, *, random_state=None, standardize: str = "global", **params):
+    def make(self, n_clusters: int, *, random_state=None, standardize: str = "auto", **params):
         raise NotImplementedError  # pragma: no cover - interface
 
 

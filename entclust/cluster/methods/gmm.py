@@ -15,7 +15,7 @@ class ScaledGaussianMixture(ClusterMixin, BaseEstimator):
     ``labels_`` are the most probable components."""
 
     def __init__(self, n_clusters: int = 8, *, covariance_type: str = "full", n_init: int = 1,
-                 standardize: str = "global", random_state=None):
+                 standardize: str = "auto", random_state=None):
         self.n_clusters, self.covariance_type, self.n_init = n_clusters, covariance_type, n_init
         self.standardize, self.random_state = standardize, random_state
 
@@ -44,6 +44,6 @@ class GaussianMixtureMethod(EstimatorMethod):
 
     defaults = {"covariance_type": "full", "n_init": 1}
 
-    def make(self, n_clusters, *, random_state=None, standardize="global", **params):
+    def make(self, n_clusters, *, random_state=None, standardize="auto", **params):
         return ScaledGaussianMixture(n_clusters, standardize=standardize, random_state=random_state,
                                      **{**self.defaults, **params})

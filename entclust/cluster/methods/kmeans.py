@@ -12,7 +12,7 @@ from ..registry import EstimatorMethod, register
 class ScaledKMeans(ClusterMixin, BaseEstimator):
     """``KMeans`` after the same :class:`~entclust.data.Scaler` the head methods use."""
 
-    def __init__(self, n_clusters: int = 8, *, n_init: int = 10, standardize: str = "global", random_state=None):
+    def __init__(self, n_clusters: int = 8, *, n_init: int = 10, standardize: str = "auto", random_state=None):
         self.n_clusters, self.n_init, self.standardize, self.random_state = n_clusters, n_init, standardize, random_state
 
     def fit(self, X, y=None):
@@ -38,6 +38,6 @@ class KMeansMethod(EstimatorMethod):
 
     defaults = {"n_init": 10}
 
-    def make(self, n_clusters, *, random_state=None, standardize="global", **params):
+    def make(self, n_clusters, *, random_state=None, standardize="auto", **params):
         return ScaledKMeans(n_clusters, standardize=standardize, random_state=random_state,
                             **{**self.defaults, **params})
