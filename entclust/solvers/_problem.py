@@ -63,9 +63,10 @@ def default_start(sigma3: torch.Tensor, u: torch.Tensor):
     return torch.where(has_zero[:, None, None], mixed, sigma3)
 
 
-def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: str = "y0"):
+def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: str = "y0", *, start: bool = True):
     """Checked inputs as ``(sigma3, u, tol, y0_3, batched)``: sigma as ``(B, N, K)``, the prior in
-    sigma's dtype, the tolerance (dtype default when None), and the start (None: sigma itself)."""
+    sigma's dtype, the tolerance (dtype default when None), and the start (None: sigma itself).
+    ``start=False``: a solver that makes its own start (Newton, Sinkhorn) skips the default one."""
     check_sigma(name, sigma)
     lam = check_number(name, "lam", lam)
     check_count(name, "max_iter", max_iter)
@@ -79,7 +80,7 @@ def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: s
         check_distributions("sigma", sigma3.reshape(-1, k))
     u = prior_vector(prior, k, sigma3)
     if y0 is None:
-        y0 = default_start(sigma3, u)
+        y0 = default_start(sigma3, u) if start else None
     else:
         check_tensor(y_name, y0)
         if y0.shape != sigma.shape or y0.dtype != sigma.dtype or y0.device != sigma.device:

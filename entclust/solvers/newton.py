@@ -72,7 +72,7 @@ def newton_rce(
     8-20, K = 200 in 18-21 steps to 1e-10 on two of three draws and 9.5e-10 after 100 on the
     third, where EM is at ~1e-2 after 1000 iterations. Needs ``sigma > 0`` (a zero prior entry is
     allowed: that class only loses its fairness coupling). Composite PyTorch (float64 inside)."""
-    sigma3, u, _, y0, batched = prepare("newton_rce", sigma, prior, lam, None, max_iter, y0, validate)
+    sigma3, u, _, y0, batched = prepare("newton_rce", sigma, prior, lam, None, max_iter, y0, validate, start=False)
     tol = 1e-10 if tol is None else check_number("newton_rce", "tol", tol)
     check_count("newton_rce", "warm_start", warm_start)
     _positive("newton_rce", sigma3)
@@ -184,7 +184,7 @@ def dual_newton_rce(
     (``lam = 0``: y = sigma, the optimum). Needs ``sigma > 0``; a zero prior entry keeps that
     class's multiplier at 0. Composite PyTorch (float64 inside)."""
     name = "dual_newton_rce"
-    sigma3, u, _, _, batched = prepare(name, sigma, prior, lam, None, max_iter, None, validate)
+    sigma3, u, _, _, batched = prepare(name, sigma, prior, lam, None, max_iter, None, validate, start=False)
     tol = check_number(name, "tol", tol)
     switch_gap = check_number(name, "switch_gap", switch_gap)
     check_count(name, "warm_start", warm_start)

@@ -23,7 +23,7 @@ def sinkhorn_knopp(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol
     is least unlikely for). ``warn``: a RuntimeWarning when ``max_iter`` sweeps end before ``tol``.
     Composite PyTorch; ``sigma`` ``(N, K)`` or ``(B, N, K)``."""
     name = "sinkhorn_knopp"
-    sigma3, u, _, _, batched = prepare(name, sigma, prior, 0.0, None, max_iter, None, validate)
+    sigma3, u, _, _, batched = prepare(name, sigma, prior, 0.0, None, max_iter, None, validate, start=False)
     lam_sk = check_number(name, "lam_sk", lam_sk, positive=True)
     tol = check_number(name, "tol", tol)
     check_count(name, "max_iter", max_iter, 1)
