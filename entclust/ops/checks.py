@@ -76,7 +76,12 @@ def row_sums64(p: torch.Tensor) -> torch.Tensor:
     rows = max(1, BLOCK // max(1, p.shape[-1]))
     if p.shape[0] <= rows:
         return p.sum(-1, dtype=torch.float64)
-    return torch.cat([p[i:i + rows].sum(-1, dtype=torch.float64) for i in range(0, p.shape[0], rows)])
+    # into one preallocated output: block results kept alive between the blocks' float64
+    # temporaries fragment the heap so that each temporary takes fresh pages (2x the input)
+    out = torch.empty(p.shape[0], dtype=torch.float64, device=p.device)
+    for i in range(0, p.shape[0], rows):
+        torch.sum(p[i:i + rows], -1, dtype=torch.float64, out=out[i:i + rows])
+    return out
 
 
 def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None, *, hint: bool = True) -> None:
