@@ -1,4 +1,4 @@
-"""The solver benchmark; the code lives in ``entclust.bench`` so that ``entclust bench`` runs it
+"""The solver benchmark; the code lives in ``entclust.cli.bench`` so that ``entclust bench`` runs it
 after a plain install. ``python benchmarks/bench_solvers.py --help`` for the options."""
 import sys
 
