@@ -194,32 +194,68 @@ class Scaler:
         self.mode = mode
 
     def fit(self, x: np.ndarray) -> "Scaler":
+        """Fit on ``x`` ``(N, D)``: statistics in float64, streamed over blocks of rows (a
+        memory-mapped file is read block by block, with no float64 copy of it)."""
         self.mode_ = self.mode if self.mode != "auto" else _auto_mode(x)
         if self.mode_ == "none":
             self.mean_, self.scale_ = np.zeros(x.shape[1]), np.ones(x.shape[1])
             return self
         # Statistics of x / a, a = max |x| (overall or per feature), then scaled back: squares of
         # data at 1e160 would overflow and at 1e-170 underflow, collapsing every point to one.
-        a = np.abs(x).max() if self.mode_ == "global" else np.abs(x).max(0)
-        a = np.where(a > 0, a, 1.0)
-        unit = x / a
-        mean = unit.mean(0)
+        a = _abs_max(x)
         if self.mode_ == "global":
-            scale = np.sqrt(((unit - mean) ** 2).mean())
-            scale = np.full(x.shape[1], scale * a if scale > 0 else 1.0)
+            a = np.full_like(a, a.max())
+        a = np.where(a > 0, a, 1.0)
+        mean, var = _moments(x, a)
+        if self.mode_ == "global":
+            scale = np.sqrt(var.mean())
+            scale = np.full(x.shape[1], scale * a[0] if scale > 0 else 1.0)
         else:
-            std = unit.std(0)
+            std = np.sqrt(var)
             scale = np.where(std > 0, std * a, 1.0)
         self.mean_, self.scale_ = mean * a, scale
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean_) / self.scale_
+    def transform(self, x: np.ndarray, dtype=None) -> np.ndarray:
+        """``(x - mean_) / scale_`` computed in float64 block by block, returned as ``dtype``
+        (default: float32 for float32 input, else float64)."""
+        if dtype is None:
+            dtype = np.float32 if x.dtype == np.float32 else np.float64
+        out = np.empty(x.shape, dtype=dtype)
+        for i in range(0, x.shape[0], CHUNK):
+            out[i:i + CHUNK] = (np.asarray(x[i:i + CHUNK], dtype=np.float64) - self.mean_) / self.scale_
+        return out
+
+
+# Rows per block of the streamed statistics and transforms.
+CHUNK = 1 << 15
+
+
+def _abs_max(x: np.ndarray) -> np.ndarray:
+    """Per-feature max |x|, block by block."""
+    out = np.zeros(x.shape[1])
+    for i in range(0, x.shape[0], CHUNK):
+        out = np.maximum(out, np.abs(np.asarray(x[i:i + CHUNK], dtype=np.float64)).max(0))
+    return out
+
+
+def _moments(x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance of ``x / a`` in float64, two passes over blocks of rows."""
+    n = x.shape[0]
+    total = np.zeros(x.shape[1])
+    for i in range(0, n, CHUNK):
+        total += (np.asarray(x[i:i + CHUNK], dtype=np.float64) / a).sum(0)
+    mean = total / n
+    squares = np.zeros(x.shape[1])
+    for i in range(0, n, CHUNK):
+        squares += ((np.asarray(x[i:i + CHUNK], dtype=np.float64) / a - mean) ** 2).sum(0)
+    return mean, squares / n
 
 
 def _auto_mode(x: np.ndarray) -> str:
-    a = np.abs(x).max(0)
-    std = (x / np.where(a > 0, a, 1.0)).std(0) * a  # per-feature std without overflow (see Scaler.fit)
+    a = _abs_max(x)
+    a = np.where(a > 0, a, 1.0)
+    std = np.sqrt(_moments(x, a)[1]) * a  # per-feature std without overflow (see Scaler.fit)
     spread = std[std > 0]
     if spread.size < 2:
         return "global"

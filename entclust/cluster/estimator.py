@@ -35,15 +35,33 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     method : head method name (see above).
     lam : fairness weight lambda of "rce"/"cce" (100 in the papers; mean-form loss, so the solver
         uses ``c = lam * batch size``).
-    gamma : margin weight ``gamma ||v||^2`` (bias excluded), used by every head method.
+    gamma : margin weight ``gamma ||v||^2`` (bias excluded), used by every head method. None
+        (default): ``0.01 min(1, 10 / K)``, the papers' 0.01 up to K = 10. ``||v||^2`` sums over
+        the K class columns while the data term's gradient on each column shrinks like 1/K, so
+        a fixed gamma decays the head to zero at large K (K = 1000, gamma = 0.01: every point in
+        one cluster after one epoch).
     epochs, batch_size, lr : SGD schedule. The points are split each epoch into
-        ``max(1, round(N / batch_size))`` near-equal batches (no tiny tail batch).
+        ``max(1, round(N / batch_size))`` near-equal batches (no tiny tail batch). None
+        (defaults): ``epochs`` 50 with per-batch pseudo-labels, 3 with global ones (measured on
+        50 000 blobs, K = 1000: 98.5 % after 1 epoch, 98.6 after 3, 98.8 after 8, at 1 s an
+        epoch); ``lr`` 1.0 from a random head, 0.1 from a k-means++ one (lr 1.0 there lost 9 of
+        1000 clusters in 3 epochs).
     prior : target cluster proportions u, ``(K,)`` summing to 1 (uniform when None).
     standardize : ``"auto"`` (default: ``"features"`` for features in different units, else
         ``"global"``), ``"global"`` (centre, divide by one overall scale; keeps the
         geometry), ``"features"`` (z-score each feature) or ``"none"``; see :class:`entclust.data.Scaler`.
     method_params : dict of the method's own parameters (``entclust.cluster.get(name).defaults``),
         e.g. ``{"solver": "newton"}`` for "rce" or ``{"weight": 1.3}`` for "mi-gd".
+    pseudo_labels : ``"batch"`` (the papers: y solved on each mini-batch alone), ``"global"``
+        (method "rce": every point's y kept, the fairness term over the column sums of all N
+        points, a batch's rows updated by incremental EM; see :class:`entclust.SelfLabeling`
+        ``n_points``) or ``"auto"`` (default): ``"global"`` for "rce" when a batch holds fewer
+        than ``GLOBAL_BELOW`` points per cluster (``batch_size < 20 K``), else ``"batch"``.
+    init : head initialisation. ``"random"``: Kaiming normal, zero bias (the papers).
+        ``"kmeans++"``: the nearest-centroid classifier of greedy k-means++ seeds drawn from
+        at most ``max(10000, 10 K)`` points, ``logits = beta (mu_k . x - |mu_k|^2 / 2)`` with
+        ``beta = 2 / mean squared distance to the nearest seed``; every cluster starts alive.
+        ``"auto"`` (default): ``"kmeans++"`` with global pseudo-labels, else ``"random"``.
     n_init : independent trainings from different random heads; the one with the lowest
         objective on all points (the method's loss, pseudo-labels solved on all points) is kept,
         as K-means keeps its best restart. Linear entropy clustering has poor local minima
@@ -63,9 +81,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     head_ : the trained ``nn.Linear``. scaler_ : the fitted preprocessing. n_features_in_.
     """
 
-    def __init__(self, n_clusters: int = 10, method: str = "rce", lam: float = 100.0, gamma: float = 0.01,
-                 epochs: int = 50, batch_size: int = 250, lr: float = 1.0, prior=None, standardize: str = "auto",
-                 method_params=None, n_init: int = 1, device: str = "cpu", random_state=None, verbose: bool = False):
+    def __init__(self, n_clusters: int = 10, method: str = "rce", lam: float = 100.0, gamma: float | None = None,
+                 epochs: int | None = None, batch_size: int = 250, lr: float | None = None, prior=None, standardize: str = "auto",
+                 method_params=None, pseudo_labels: str = "auto", init: str = "auto", n_init: int = 1,
+                 device: str = "cpu", random_state=None, verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method
         self.lam = lam
@@ -76,6 +95,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         self.prior = prior
         self.standardize = standardize
         self.method_params = method_params
+        self.pseudo_labels = pseudo_labels
+        self.init = init
         self.n_init = n_init
         self.device = device
         self.random_state = random_state
@@ -103,17 +124,34 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         positive_int("n_clusters", self.n_clusters)
         if self.n_clusters > n:
             raise ValueError(f"n_clusters={self.n_clusters} is larger than the number of points N={n}")
-        positive_int("epochs", self.epochs, 0)
+        if self.epochs is not None:
+            positive_int("epochs", self.epochs, 0)
         positive_int("batch_size", self.batch_size)
         positive_int("n_init", self.n_init)
         for name in ("lam", "gamma"):
             value = getattr(self, name)
+            if name == "gamma" and value is None:
+                continue
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.pseudo_labels not in ("auto", "batch", "global"):
+            raise ValueError(f"pseudo_labels must be 'auto', 'batch' or 'global', got {self.pseudo_labels!r}")
+        if self.pseudo_labels == "global" and self.method != "rce":
+            raise ValueError(f"pseudo_labels='global' is implemented for method='rce', got method={self.method!r}")
+        if self.init not in ("auto", "random", "kmeans++"):
+            raise ValueError(f"init must be 'auto', 'random' or 'kmeans++', got {self.init!r}")
         if self.standardize not in SCALINGS:
             raise ValueError(f"standardize must be one of {SCALINGS}, got {self.standardize!r}")
+
+    def _modes(self) -> tuple[str, str]:
+        """The pseudo-label mode and the initialisation that "auto" resolves to."""
+        mode = self.pseudo_labels
+        if mode == "auto":
+            mode = "global" if self.method == "rce" and self.batch_size < GLOBAL_BELOW * self.n_clusters else "batch"
+        init = self.init if self.init != "auto" else ("kmeans++" if mode == "global" else "random")
+        return mode, init
 
     def _prior(self):
         if self.prior is None:
@@ -123,43 +161,83 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, X, y=None):
         """Train on ``X`` ``(N, D)``; ``y`` is ignored (unsupervised)."""
-        x = validate_data(self, X, dtype=np.float64, ensure_min_samples=1)
+        # float32 stays float32 (and a memory-mapped file is read block by block by the scaler)
+        x = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1)
         self._check_params(x.shape[0])
         method, params = self._method()
+        self.pseudo_labels_, self.init_ = self._modes()
+        k = self.n_clusters
+        self.gamma_ = float(self.gamma) if self.gamma is not None else 0.01 * min(1.0, 10.0 / k)
+        self.epochs_ = self.epochs if self.epochs is not None else (3 if self.pseudo_labels_ == "global" else 50)
+        self.lr_ = float(self.lr) if self.lr is not None else (0.1 if self.init_ == "kmeans++" else 1.0)
         self.prior_ = self._prior()
         rng = check_random_state(self.random_state)
         generator = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
         device = torch.device(self.device)
 
         self.scaler_ = Scaler(self.standardize).fit(x)
-        features = torch.as_tensor(self.scaler_.transform(x), dtype=torch.float32).to(device)
-        criterion = method.build(_Settings(self), params).to(device)
+        features = torch.from_numpy(self.scaler_.transform(x, np.float32)).to(device)
+        settings = _Settings(self)
+        settings.n_points = features.shape[0] if self.pseudo_labels_ == "global" else None
+        criterion = method.build(settings, params).to(device)
         best = None
         for run in range(self.n_init):
             head, history = self._train(features, criterion, generator, run)
             with torch.no_grad():  # the method's own objective on all points picks the restart
-                objective = float(criterion(head(features), head))
+                objective = self._objective(criterion, head, features)
             if best is None or objective < best[0]:
                 best = (objective, head, history)
         self.objective_, head, self.history_ = best
         self.head_ = head.cpu().eval()
-        self.n_iter_ = self.epochs
+        self.n_iter_ = self.epochs_
         self.labels_ = self._logits(features.cpu()).argmax(1).numpy()
         self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
         return self
 
+    def _objective(self, criterion, head, features) -> float:
+        if getattr(criterion, "n_points", None) is None:
+            return float(criterion(head(features), head))
+        # global pseudo-labels: the kept labels, solved further over all points, give the objective
+        criterion.max_iter, iters = 10, criterion.max_iter
+        try:
+            return float(criterion(head(features), head, index=torch.arange(features.shape[0], device=features.device)))
+        finally:
+            criterion.max_iter = iters
+
+    def _init_head(self, features: torch.Tensor, generator: torch.Generator) -> nn.Linear:
+        n, d = features.shape
+        k = self.n_clusters
+        # skip_init: nn.Linear's own initialisation would draw from (and advance) the global RNG
+        head = torch.nn.utils.skip_init(nn.Linear, d, k)
+        with torch.no_grad():
+            if self.init_ == "random":  # Kaiming normal (fan-in, gain sqrt 2), zero bias
+                head.weight.copy_(torch.randn(k, d, generator=generator) * math.sqrt(2.0 / d))
+                head.bias.zero_()
+            else:
+                from sklearn.cluster import kmeans_plusplus
+
+                sample = torch.randperm(n, generator=generator)[:max(10000, 10 * k)]
+                points = features[sample.to(features.device)].cpu()
+                seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+                centres, _ = kmeans_plusplus(points.double().numpy(), k, random_state=seed)
+                mu = torch.from_numpy(centres).to(torch.float32)
+                probe = points[:5000]
+                d2 = (probe.square().sum(1, keepdim=True) - 2 * probe @ mu.T + mu.square().sum(1)).amin(1)
+                beta = 2.0 / max(float(d2.clamp_min(0).mean()), 1e-12)
+                head.weight.copy_(beta * mu)
+                head.bias.copy_(-0.5 * beta * mu.square().sum(1))
+        return head.to(features.device)
+
     def _train(self, features: torch.Tensor, criterion, generator: torch.Generator, run: int):
         n, d = features.shape
-        # skip_init: nn.Linear's own initialisation would draw from (and advance) the global RNG
-        head = torch.nn.utils.skip_init(nn.Linear, d, self.n_clusters)
-        with torch.no_grad():  # Kaiming normal (fan-in, gain sqrt 2), zero bias
-            head.weight.copy_(torch.randn(self.n_clusters, d, generator=generator) * math.sqrt(2.0 / d))
-            head.bias.zero_()
-        head = head.to(features.device)
-        optimizer = torch.optim.SGD(head.parameters(), lr=self.lr)
+        head = self._init_head(features, generator)
+        memory = getattr(criterion, "n_points", None) is not None
+        if memory:
+            criterion.reset_memory()
+        optimizer = torch.optim.SGD(head.parameters(), lr=self.lr_)
         n_batches = max(1, round(n / self.batch_size))
         history = []
-        epochs = range(self.epochs)
+        epochs = range(self.epochs_)
         bar = None
         if self.verbose:
             from tqdm.auto import tqdm
@@ -170,11 +248,11 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             start, total = time.perf_counter(), 0.0
             order = torch.randperm(n, generator=generator).to(features.device)
             for idx in torch.tensor_split(order, n_batches):
-                loss = criterion(head(features[idx]), head)
+                loss = criterion(head(features[idx]), head, index=idx) if memory else criterion(head(features[idx]), head)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"EntropyClustering({self.method!r}): the loss became {loss.item()} in epoch {epoch}; "
-                        f"lower lr (now {self.lr}) or check the features")
+                        f"lower lr (now {self.lr_}) or check the features")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -199,8 +277,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
 
     def _transform(self, X) -> torch.Tensor:
         check_is_fitted(self)
-        x = validate_data(self, X, dtype=np.float64, reset=False)
-        return torch.as_tensor(self.scaler_.transform(x), dtype=torch.float32)
+        x = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return torch.from_numpy(self.scaler_.transform(x, np.float32))
 
     def predict_proba(self, X) -> np.ndarray:
         """Soft cluster memberships ``softmax(v^T x + b)``, ``(N, K)``."""
@@ -216,11 +294,16 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         return tags
 
 
+# "auto" pseudo-labels are global below this many points per cluster in a batch.
+GLOBAL_BELOW = 20
+
+
 class _Settings:
     """The estimator's hyperparameters as the method's ``build`` reads them (the prior validated)."""
 
     def __init__(self, est: EntropyClustering):
-        self.lam, self.gamma, self.prior, self.n_clusters = float(est.lam), float(est.gamma), est.prior_, est.n_clusters
+        self.lam, self.gamma, self.prior, self.n_clusters = float(est.lam), est.gamma_, est.prior_, est.n_clusters
+        self.n_points = None
 
 
 def make_estimator(name: str, n_clusters: int, *, random_state=None, **params):

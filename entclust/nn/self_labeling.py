@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from .. import solvers
-from ..ops.checks import check_tensor
+from ..ops.checks import check_tensor, prior_vector
+from ..solvers.sharded import em_rce_block_
 from .losses import SelfLabelingLoss
 
 
@@ -62,6 +63,17 @@ class SelfLabeling(nn.Module):
     does: ``"warn"`` (default; one RuntimeWarning per module, the count keeps growing),
     ``"raise"`` (RuntimeError) or ``"ignore"``. ``reset_stats()`` starts the counts again.
 
+    **Global pseudo-labels** (``n_points=N``, method "rce" with solver "em"; issue 11): for large K a
+    batch of a few hundred rows cannot spread over K classes, so per-batch column sums are noise
+    and classes die. With ``n_points`` the module keeps every point's pseudo-label (``N x K``
+    float32) and the K column sums over all N points: call ``criterion(logits, head, index=idx)``
+    with the batch's dataset indices; the batch's rows get ``max_iter`` EM steps (default 3;
+    from the current sigma, like the per-batch solve) against the column sums of all points (incremental EM, Neal & Hinton 1998: each step lowers
+    the whole problem's objective with the other rows fixed), ``c = lam N``. A point not yet
+    seen counts as ``y = u``. With ``group`` (a ``torch.distributed`` process group, each rank
+    passing ``n_points`` = its own shard's size and local indices) the blocks' column sums are
+    all-reduced each step: one K-vector of float64 per step and rank.
+
     Arguments after ``lam`` are keyword-only (``SelfLabeling("rce", 100.0, 0.01)`` used to set
     the prior to 0.01), in the order of :class:`SelfLabelingLoss`.
 
@@ -74,8 +86,19 @@ class SelfLabeling(nn.Module):
     """
 
     def __init__(self, method: str = "rce", lam: float = 100.0, *, gamma: float = 0.0, prior=None, solver: str = "em",
-                 max_iter: int = 100, tol: float | None = None, solver_options=None, on_unconverged: str = "warn"):
+                 max_iter: int | None = None, tol: float | None = None, solver_options=None,
+                 on_unconverged: str = "warn", n_points: int | None = None, group=None):
         super().__init__()
+        if n_points is not None:
+            if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 0:
+                raise ValueError(f"n_points must be an int >= 0 (the points whose pseudo-labels are kept), got {n_points!r}")
+            if method != "rce" or solver != "em":
+                raise ValueError(f"global pseudo-labels (n_points) are implemented for method='rce' with solver='em', "
+                                 f"got method={method!r}, solver={solver!r}")
+        elif group is not None:
+            raise ValueError("group needs n_points: the distributed solve runs on the global pseudo-labels")
+        if max_iter is None:
+            max_iter = 100 if n_points is None else 3
         if on_unconverged not in ("warn", "raise", "ignore"):
             raise ValueError(f"on_unconverged must be 'warn', 'raise' or 'ignore', got {on_unconverged!r}")
         if method not in SOLVERS:
@@ -88,6 +111,9 @@ class SelfLabeling(nn.Module):
         self.method, self.lam, self.gamma, self.solver = method, float(lam), float(gamma), solver
         self.max_iter, self.tol, self.solver_options = max_iter, tol, dict(solver_options or {})
         self.on_unconverged = on_unconverged
+        self.n_points, self.group = n_points, group
+        self.memory = self.columns = None  # allocated at the first call (K from the logits)
+        self._n_total = None
         # the traced path passes the options to the solve op as text, made here (outside the trace)
         try:
             self._options_json = json.dumps(self.solver_options, sort_keys=True)
@@ -181,11 +207,82 @@ class SelfLabeling(nn.Module):
         result = self._checked_solve(torch.cat(parts))
         return list(result.y.split([t.shape[0] for t in parts]))
 
-    def forward(self, logits: torch.Tensor, head=None, *, y: torch.Tensor | None = None, return_labels: bool = False):
+    # ---- global pseudo-labels (n_points) -------------------------------------------------
+    def _allocate(self, k: int, device) -> None:
+        import torch.distributed as dist
+
+        n = torch.tensor([float(self.n_points)], dtype=torch.float64, device=device)
+        if self.group is not None:
+            dist.all_reduce(n, group=self.group)
+        self._n_total = int(n)
+        u = prior_vector(self.prior, k, torch.zeros(1, dtype=torch.float64))
+        u32 = u.to(device=device, dtype=torch.float32)
+        self.memory = u32.expand(self.n_points, k).clone()
+        self.columns = self._n_total * u32.double()  # unseen points count as y = u (as stored)
+
+    def _memory_solve(self, logits: torch.Tensor, index) -> torch.Tensor:
+        import torch.distributed as dist
+
+        check_tensor("logits", logits)
+        if logits.dim() != 2:
+            raise ValueError(f"with n_points, logits must have shape (batch, K), got {tuple(logits.shape)}")
+        index = torch.as_tensor(index, device=logits.device)
+        if index.dtype not in (torch.int32, torch.int64) or index.shape != logits.shape[:1]:
+            raise ValueError(f"index must hold one integer dataset index per row of logits ({logits.shape[0]}), "
+                             f"got {index.dtype} of shape {tuple(index.shape)}")
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_points):
+            raise ValueError(f"index must lie in [0, n_points={self.n_points}), got values in "
+                             f"[{int(index.min())}, {int(index.max())}]")
+        if torch.unique(index).numel() != index.numel():
+            raise ValueError("index must not repeat a point within one batch")
+        k = logits.shape[1]
+        if self.memory is None:
+            self._allocate(k, logits.device)
+        elif self.memory.shape[1] != k:
+            raise ValueError(f"logits have K={k} classes, the kept pseudo-labels {self.memory.shape[1]}")
+        sigma = torch.softmax(logits.detach().double(), dim=-1)
+        old = self.memory[index].double()
+        removed = old.sum(0)
+        if self.group is not None:
+            dist.all_reduce(removed, group=self.group)
+        rest = self.columns - removed
+        # each visit starts from the current sigma, as the per-batch solve does (MATH.md: the warm
+        # start from sigma matters); the kept labels serve the column sums of the other rows
+        y = sigma.clone()
+        u = prior_vector(self.prior, k, torch.zeros(1, dtype=torch.float64)).to(logits.device)
+        em_rce_block_(sigma, y, rest, self.lam, self._n_total, u, self.max_iter, self.group)
+        stored = y.float()
+        added = stored.double().sum(0)  # the column sums stay those of the stored float32 labels
+        if self.group is not None:
+            dist.all_reduce(added, group=self.group)
+        self.columns = rest + added
+        self.memory[index] = stored
+        self.stats["solves"] += 1
+        predicted = torch.bincount(logits.detach().argmax(-1), minlength=k)
+        self.stats["empty_clusters"] = int((predicted == 0).sum())
+        return y
+
+    def reset_memory(self) -> None:
+        """Forget the kept pseudo-labels (every point unseen again)."""
+        self.memory = self.columns = None
+
+    def forward(self, logits: torch.Tensor, head=None, *, y: torch.Tensor | None = None, index=None,
+                return_labels: bool = False):
         """The loss for ``logits``, with pseudo-labels solved on them, or ``y`` when given (e.g.
         a block of :meth:`labels`; then no solve runs, and the fairness term, a constant for
-        the network, is that of this block)."""
-        if y is None and torch.compiler.is_compiling():
+        the network, is that of this block). With ``n_points``, ``index`` (the rows' dataset
+        indices) is required and the global pseudo-labels are updated."""
+        if self.n_points is not None and y is None:
+            if index is None:
+                raise ValueError("SelfLabeling(n_points=...) needs index=: the dataset indices of the batch's rows")
+            full = self._memory_solve(logits, index)
+            # the fairness term (a constant for the network) over all points: y_bar = columns / N
+            loss = self.loss(logits, full.to(logits.dtype).clamp_min(torch.finfo(logits.dtype).tiny), head,
+                             fairness_y=(self.columns / self._n_total).unsqueeze(0))
+            return (loss, full.to(logits.dtype)) if return_labels else loss
+        elif index is not None:
+            raise ValueError("index is only used with n_points (global pseudo-labels)")
+        elif y is None and torch.compiler.is_compiling():
             # traced: the solve is one opaque op; its bookkeeping (stats, warnings, the
             # divergence check) needs values, so it runs in eager mode only
             prior = self.prior if self.prior is not None else torch.full(
@@ -208,4 +305,6 @@ class SelfLabeling(nn.Module):
         return (loss, labels) if return_labels else loss
 
     def extra_repr(self) -> str:
-        return f"method={self.method!r}, lam={self.lam}, gamma={self.gamma}, solver={self.solver!r}, max_iter={self.max_iter}"
+        memory = f", n_points={self.n_points}" if self.n_points is not None else ""
+        return (f"method={self.method!r}, lam={self.lam}, gamma={self.gamma}, solver={self.solver!r}, "
+                f"max_iter={self.max_iter}{memory}")

@@ -8,12 +8,12 @@ from ..registry import HeadMethod, register
 
 class _Ours(HeadMethod):
     method = ""
-    defaults = {"solver": "em", "max_iter": 100, "tol": None}
+    defaults = {"solver": "em", "max_iter": None, "tol": None}
 
     def build(self, estimator, params):
         return SelfLabeling(self.method, lam=estimator.lam, prior=estimator.prior, solver=params["solver"],
                             gamma=estimator.gamma, max_iter=params["max_iter"], tol=params["tol"],
-                            on_unconverged="ignore")  # counted per epoch in the estimator's history
+                            on_unconverged="ignore", n_points=getattr(estimator, "n_points", None))  # counted per epoch in the estimator's history
 
 
 @register("rce")

@@ -1,0 +1,136 @@
+"""Issue 11: pseudo-labels over all points and across torch.distributed ranks (gloo on CPU).
+
+A problem split over 2 or 3 processes (uneven shards, one of them possibly empty) must give the
+single-process solve on the concatenated rows, up to the order of floating-point sums."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import entclust
+from entclust.solvers.sharded import em_rce_sharded
+
+SHARDS = {2: [70, 130], 3: [0, 111, 89]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _problem(n=200, k=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sigma = torch.softmax(3 * torch.randn(n, k, generator=g, dtype=torch.float64), 1)
+    prior = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64), 0)
+    return sigma, prior
+
+
+def _worker(rank, world, port, task, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        sizes = SHARDS[world]
+        begin = sum(sizes[:rank])
+        rows = slice(begin, begin + sizes[rank])
+        result = task(rows, dist.group.WORLD)
+        torch.save(result, os.path.join(out, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(world, task, tmp_path):
+    mp.spawn(_worker, args=(world, _free_port(), task, str(tmp_path)), nprocs=world, join=True)
+    return [torch.load(tmp_path / f"{r}.pt") for r in range(world)]
+
+
+def _solve_task(rows, group):
+    sigma, prior = _problem()
+    res = em_rce_sharded(sigma[rows], prior, 100.0, group=group, max_iter=300)
+    return res.y, res.iterations, res.objective, res.fw_gap, res.converged
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_em_equals_single_process(world, tmp_path):
+    sigma, prior = _problem()
+    single = entclust.em_rce(sigma, prior, 100.0, max_iter=300)
+    parts = _run(world, _solve_task, tmp_path)
+    y = torch.cat([p[0] for p in parts])
+    # 300 contracting EM steps: differences of the sums' order stay at rounding level
+    assert torch.allclose(y, single.y, rtol=0, atol=1e-12)
+    for p in parts:  # the whole problem's numbers, identical on every rank
+        assert int(p[1]) == int(single.iterations)
+        assert float(p[2]) == pytest.approx(float(single.objective), rel=1e-12)
+        assert float(p[3]) == pytest.approx(float(single.fw_gap), rel=1e-9, abs=1e-14)
+        assert bool(p[4]) == bool(single.converged)
+
+
+def test_sharded_em_single_process_matches_em_rce():
+    sigma, prior = _problem(300, 20, seed=1)
+    for kwargs in ({"max_iter": 50}, {"tol": 1e-9}):
+        a = entclust.em_rce(sigma, prior, 100.0, **kwargs)
+        b = em_rce_sharded(sigma, prior, 100.0, **kwargs)
+        assert int(a.iterations) == int(b.iterations) and bool(a.converged) == bool(b.converged)
+        assert torch.allclose(a.y, b.y, rtol=0, atol=1e-13)
+        assert float(b.fw_gap) == pytest.approx(float(a.fw_gap), rel=1e-9)
+        assert float(b.objective) == pytest.approx(float(a.objective), rel=1e-12)
+
+
+def test_sharded_em_zero_start_and_bad_input():
+    sigma, prior = _problem(50, 5)
+    sigma[0] = torch.tensor([1.0, 0, 0, 0, 0], dtype=torch.float64)
+    a, b = entclust.em_rce(sigma, prior, 10.0, max_iter=40), em_rce_sharded(sigma, prior, 10.0, max_iter=40)
+    assert torch.allclose(a.y, b.y, rtol=0, atol=1e-13)  # the same mixed start
+    with pytest.raises(ValueError, match="sigma"):
+        em_rce_sharded(sigma[:, :, None], prior)
+    with pytest.raises(ValueError, match="no rows"):
+        em_rce_sharded(sigma[:0], prior)
+
+
+def _memory_batches(n, world_sizes, steps, seed=0):
+    """Per step, the global batch's indices split over the ranks (uneven, one rank may get none)."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(steps):
+        idx = torch.randperm(n, generator=g)[:45]
+        batches.append(idx)
+    return batches
+
+
+def _memory_task(rows, group):
+    sigma, prior = _problem(200, 12)
+    logits = torch.log(sigma)
+    crit = entclust.SelfLabeling("rce", lam=100.0, prior=prior, n_points=rows.stop - rows.start, group=group,
+                                 max_iter=4)
+    out = []
+    for idx in _memory_batches(200, None, 6):
+        mine = idx[(idx >= rows.start) & (idx < rows.stop)]
+        loss, y = crit(logits[mine], index=mine - rows.start, return_labels=True)
+        out.append((mine, y.detach(), float(loss)))
+    return out, crit.columns, crit.memory
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_global_self_labeling_across_ranks(world, tmp_path):
+    """SelfLabeling(n_points, group): each rank updates its rows of the global batch against the
+    all-reduced column sums; the labels equal one process holding all points."""
+    sigma, prior = _problem(200, 12)
+    logits = torch.log(sigma)
+    crit = entclust.SelfLabeling("rce", lam=100.0, prior=prior, n_points=200, max_iter=4)
+    single = []
+    for idx in _memory_batches(200, None, 6):
+        _, y = crit(logits[idx], index=idx, return_labels=True)
+        single.append(dict(zip(idx.tolist(), y.detach())))
+    parts = _run(world, _memory_task, tmp_path)
+    for step in range(6):
+        for out, _, _ in parts:
+            mine, y, _ = out[step]
+            for i, row in zip(mine.tolist(), y):
+                assert torch.allclose(row, single[step][i], rtol=0, atol=1e-12)
+    for _, columns, _ in parts:
+        assert torch.allclose(columns, crit.columns, rtol=1e-12, atol=1e-9)
+    assert torch.allclose(torch.cat([p[2] for p in parts]), crit.memory, rtol=0, atol=1e-6)

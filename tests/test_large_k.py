@@ -1,0 +1,144 @@
+"""Issue 11: global pseudo-labels (SelfLabeling n_points), the estimator's large-K mode and
+its K-aware defaults, and the memory-lean data path (float32 kept, memory-mapped files)."""
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+
+import entclust
+from entclust import EntropyClustering
+from entclust.data import Scaler
+from entclust.metrics import clustering_accuracy
+from entclust.solvers.sharded import em_rce_block_, em_rce_sharded
+
+
+def _sigma(n, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(2 * torch.randn(n, k, generator=g, dtype=torch.float64), 1)
+
+
+def test_block_em_lowers_the_whole_objective():
+    """Incremental EM on a block against the other rows' column sums never raises the full
+    problem's objective (it is EM on the block with the rest fixed)."""
+    sigma = _sigma(300, 15)
+    u = torch.full((15,), 1 / 15, dtype=torch.float64)
+    y = sigma.clone()
+    value = entclust.objective(sigma, y, u, 100.0)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        idx = torch.randperm(300, generator=g)[:40]
+        block = y[idx].clone()
+        rest = y.sum(0) - block.sum(0)
+        col = em_rce_block_(sigma[idx], block, rest, 100.0, 300, u, 3)
+        y[idx] = block
+        assert torch.allclose(col, y.sum(0), rtol=1e-12)
+        new = entclust.objective(sigma, y, u, 100.0)
+        assert float(new) <= float(value) + 1e-12
+        value = new
+
+
+def test_block_em_over_all_rows_is_em():
+    sigma = _sigma(100, 7)
+    u = torch.full((7,), 1 / 7, dtype=torch.float64)
+    y = sigma.clone()
+    em_rce_block_(sigma, y, torch.zeros(7, dtype=torch.float64), 100.0, 100, u, 25)
+    ref = entclust.em_rce(sigma, u, 100.0, max_iter=25, tol=0.0)
+    assert torch.allclose(y, ref.y, rtol=0, atol=1e-13)
+    assert torch.allclose(y, em_rce_sharded(sigma, u, 100.0, max_iter=25, tol=0.0).y, rtol=0, atol=1e-13)
+
+
+def test_memory_self_labeling_uses_global_column_sums():
+    sigma = _sigma(120, 30)
+    logits = sigma.log()
+    crit = entclust.SelfLabeling("rce", lam=100.0, n_points=120)
+    assert crit.max_iter == 3 and "n_points=120" in repr(crit)
+    idx = torch.arange(10, 50)
+    loss, y = crit(logits[idx], index=idx, return_labels=True)
+    # the rows not yet seen count as u; the visited rows replaced theirs
+    u = torch.full((30,), 1 / 30, dtype=torch.float64)
+    expected = 80 * u + crit.memory[idx].double().sum(0)
+    assert torch.allclose(crit.columns, expected, rtol=1e-12)
+    assert torch.allclose(crit.memory[idx].double(), y, atol=1e-6)
+    assert torch.isfinite(loss) and y.shape == (40, 30)
+    # the fairness term in the loss is the global one: KL(u || columns / N)
+    fair = float(entclust.strong_fairness((crit.columns / 120).unsqueeze(0), u))
+    rest = float(entclust.reverse_ce(logits[idx], y.clamp_min(1e-300)).mean())
+    assert float(loss) == pytest.approx(rest + 100.0 * fair, rel=1e-6)
+    # visiting the same rows again replaces (not adds) their contribution
+    crit(logits[idx], index=idx)
+    assert float(crit.columns.sum()) == pytest.approx(120.0, rel=1e-6)
+    crit.reset_memory()
+    assert crit.memory is None
+
+
+def test_memory_self_labeling_errors():
+    logits = torch.randn(8, 5)
+    with pytest.raises(ValueError, match="index="):
+        entclust.SelfLabeling(n_points=10)(logits)
+    with pytest.raises(ValueError, match="repeat"):
+        entclust.SelfLabeling(n_points=10)(logits, index=torch.tensor([0, 1, 2, 3, 4, 5, 6, 6]))
+    with pytest.raises(ValueError, match=r"\[0, n_points=10\)"):
+        entclust.SelfLabeling(n_points=10)(logits, index=torch.arange(3, 11))
+    with pytest.raises(ValueError, match="one integer dataset index per row"):
+        entclust.SelfLabeling(n_points=10)(logits, index=torch.arange(4))
+    with pytest.raises(ValueError, match="method='rce' with solver='em'"):
+        entclust.SelfLabeling("cce", n_points=10)
+    with pytest.raises(ValueError, match="n_points must be"):
+        entclust.SelfLabeling(n_points=-1)
+    with pytest.raises(ValueError, match="group needs n_points"):
+        entclust.SelfLabeling(group=object())
+    with pytest.raises(ValueError, match="only used with n_points"):
+        entclust.SelfLabeling()(logits, index=torch.arange(8))
+    crit = entclust.SelfLabeling(n_points=10)
+    crit(logits, index=torch.arange(8))
+    with pytest.raises(ValueError, match="K=6"):
+        crit(torch.randn(2, 6), index=torch.arange(2))
+
+
+def test_auto_modes_and_k_aware_defaults():
+    est = EntropyClustering(10)
+    est.pseudo_labels_, est.init_ = est._modes()
+    assert (est.pseudo_labels_, est.init_) == ("batch", "random")
+    big = EntropyClustering(100)
+    assert big._modes() == ("global", "kmeans++")
+    assert EntropyClustering(100, method="cce")._modes() == ("batch", "random")
+    assert EntropyClustering(100, pseudo_labels="batch", init="kmeans++")._modes() == ("batch", "kmeans++")
+    x, t = make_blobs(1200, n_features=8, centers=60, random_state=0)
+    m = EntropyClustering(60, random_state=0).fit(x)
+    assert (m.pseudo_labels_, m.init_, m.epochs_, m.lr_) == ("global", "kmeans++", 3, 0.1)
+    assert m.gamma_ == pytest.approx(0.01 * 10 / 60)
+    assert clustering_accuracy(t, m.labels_) >= 0.9
+    assert (m.cluster_sizes_ == 0).sum() <= 1
+    small = EntropyClustering(3, epochs=2, random_state=0).fit(x[:300])
+    assert small.gamma_ == 0.01 and small.lr_ == 1.0 and small.epochs_ == 2
+    for kwargs, match in [({"pseudo_labels": "x"}, "pseudo_labels"), ({"init": "x"}, "init"),
+                          ({"pseudo_labels": "global", "method": "cce"}, "implemented for method='rce'")]:
+        with pytest.raises(ValueError, match=match):
+            EntropyClustering(3, **kwargs).fit(x[:50])
+
+
+def test_global_mode_reproducible_and_objective_finite():
+    x, _ = make_blobs(600, n_features=5, centers=30, random_state=1)
+    a = EntropyClustering(30, random_state=3, n_init=2).fit(x)
+    b = EntropyClustering(30, random_state=3, n_init=2).fit(x)
+    assert np.array_equal(a.labels_, b.labels_) and np.isfinite(a.objective_)
+    assert a.history_[-1]["solves"] > 0
+
+
+def test_float32_kept_and_memory_mapped_input(tmp_path):
+    x, _ = make_blobs(500, n_features=6, centers=4, random_state=0)
+    x32 = x.astype(np.float32)
+    path = tmp_path / "x.npy"
+    np.save(path, x32)
+    mm = np.load(path, mmap_mode="r")
+    a = EntropyClustering(4, epochs=3, random_state=0).fit(x32)
+    b = EntropyClustering(4, epochs=3, random_state=0).fit(mm)
+    assert np.array_equal(a.labels_, b.labels_)
+    assert a.predict_proba(x32).shape == (500, 4)
+    # the scaler streams blocks: same statistics as the one-shot numpy formulas
+    s = Scaler("features").fit(x)
+    assert np.allclose(s.mean_, x.mean(0)) and np.allclose(s.scale_, x.std(0))
+    g = Scaler("global").fit(x)
+    assert np.allclose(g.scale_, np.sqrt(((x - x.mean(0)) ** 2).mean()))
+    assert s.transform(x32).dtype == np.float32 and s.transform(x).dtype == np.float64
+    assert not np.shares_memory(s.transform(x), x)
