@@ -56,13 +56,13 @@ def test_memory_self_labeling_uses_global_column_sums():
     loss, y = crit(logits[idx], index=idx, return_labels=True)
     # the rows not yet seen count as u; the visited rows replaced theirs
     u = torch.full((30,), 1 / 30, dtype=torch.float64)
-    expected = 80 * u + crit.memory[idx].double().sum(0)
+    expected = 80 * u.float().double() + crit.memory[idx].double().sum(0)
     assert torch.allclose(crit.columns, expected, rtol=1e-12)
     assert torch.allclose(crit.memory[idx].double(), y, atol=1e-6)
     assert torch.isfinite(loss) and y.shape == (40, 30)
     # the fairness term in the loss is the global one: KL(u || columns / N)
     fair = float(entclust.strong_fairness((crit.columns / 120).unsqueeze(0), u))
-    rest = float(entclust.reverse_ce(logits[idx], y.clamp_min(1e-300)).mean())
+    rest = float(entclust.reverse_cross_entropy(logits[idx], y.clamp_min(1e-300)))
     assert float(loss) == pytest.approx(rest + 100.0 * fair, rel=1e-6)
     # visiting the same rows again replaces (not adds) their contribution
     crit(logits[idx], index=idx)
