@@ -84,7 +84,11 @@ def _read(path: str, what: str):
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npy":
-            return np.load(path, allow_pickle=False), None
+            # memory-mapped: a large file is read block by block (scaling, checks), not copied
+            try:
+                return np.load(path, mmap_mode="r", allow_pickle=False), None
+            except ValueError:  # empty or object arrays cannot be mapped: the plain load says why
+                return np.load(path, allow_pickle=False), None
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 xkey, lkey = _keys(path, list(z.keys()), "an .npz")
@@ -107,7 +111,9 @@ def _read(path: str, what: str):
 
 
 def check_features(x, name: str = "features") -> np.ndarray:
-    """A finite float ``(N, D)`` array with N >= 1, D >= 1, else :class:`DataError`."""
+    """A finite float ``(N, D)`` array with N >= 1, D >= 1, else :class:`DataError`. float32 and
+    float64 arrays (memory-mapped ones too) are returned as they are, checked block by block;
+    other numeric types become float64."""
     x = _as_array(name, x)
     if x.ndim == 1:
         raise DataError(f"{name} must be a 2-D array (N points, D features), got a 1-D array of length {x.shape[0]}")
@@ -120,11 +126,18 @@ def check_features(x, name: str = "features") -> np.ndarray:
                         f"imaginary features yourself if that is meant)")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{name} must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise DataError(f"{name} must be finite: {int(bad.sum())} NaN/Inf values, first at row {i}, column {j}")
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    count, first = 0, None
+    for start in range(0, x.shape[0], CHUNK):
+        bad = ~np.isfinite(x[start:start + CHUNK])
+        if bad.any():
+            count += int(bad.sum())
+            if first is None:
+                i, j = np.argwhere(bad)[0]
+                first = (start + i, j)
+    if count:
+        raise DataError(f"{name} must be finite: {count} NaN/Inf values, first at row {first[0]}, column {first[1]}")
     return x
 
 
@@ -193,20 +206,22 @@ class Scaler:
             raise ValueError(f"standardize must be one of {SCALINGS}, got {mode!r}")
         self.mode = mode
 
-    def fit(self, x: np.ndarray) -> "Scaler":
+    def fit(self, x: np.ndarray, group=None) -> "Scaler":
         """Fit on ``x`` ``(N, D)``: statistics in float64, streamed over blocks of rows (a
-        memory-mapped file is read block by block, with no float64 copy of it)."""
-        self.mode_ = self.mode if self.mode != "auto" else _auto_mode(x)
+        memory-mapped file is read block by block, with no float64 copy of it). With ``group``
+        (a ``torch.distributed`` process group) ``x`` is this rank's shard and the statistics
+        are those of all ranks' rows (all-reduced sums and maxima, D numbers each)."""
+        self.mode_ = self.mode if self.mode != "auto" else _auto_mode(x, group)
         if self.mode_ == "none":
             self.mean_, self.scale_ = np.zeros(x.shape[1]), np.ones(x.shape[1])
             return self
         # Statistics of x / a, a = max |x| (overall or per feature), then scaled back: squares of
         # data at 1e160 would overflow and at 1e-170 underflow, collapsing every point to one.
-        a = _abs_max(x)
+        a = _abs_max(x, group)
         if self.mode_ == "global":
             a = np.full_like(a, a.max())
         a = np.where(a > 0, a, 1.0)
-        mean, var = _moments(x, a)
+        mean, var = _moments(x, a, group)
         if self.mode_ == "global":
             scale = np.sqrt(var.mean())
             scale = np.full(x.shape[1], scale * a[0] if scale > 0 else 1.0)
@@ -231,31 +246,46 @@ class Scaler:
 CHUNK = 1 << 15
 
 
-def _abs_max(x: np.ndarray) -> np.ndarray:
-    """Per-feature max |x|, block by block."""
+def _reduce(values: np.ndarray, group, op: str = "sum") -> np.ndarray:
+    """``values`` summed (or maximised) over the ranks of ``group``; as they are without one."""
+    if group is None:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
+    return t.numpy()
+
+
+def _abs_max(x: np.ndarray, group=None) -> np.ndarray:
+    """Per-feature max |x|, block by block (over all ranks of ``group``)."""
     out = np.zeros(x.shape[1])
     for i in range(0, x.shape[0], CHUNK):
         out = np.maximum(out, np.abs(np.asarray(x[i:i + CHUNK], dtype=np.float64)).max(0))
-    return out
+    return _reduce(out, group, "max")
 
 
-def _moments(x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and variance of ``x / a`` in float64, two passes over blocks of rows."""
-    n = x.shape[0]
-    total = np.zeros(x.shape[1])
-    for i in range(0, n, CHUNK):
-        total += (np.asarray(x[i:i + CHUNK], dtype=np.float64) / a).sum(0)
-    mean = total / n
+def _moments(x: np.ndarray, a: np.ndarray, group=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance of ``x / a`` in float64, two passes over blocks of rows
+    (over all ranks of ``group``)."""
+    total = np.zeros(x.shape[1] + 1)
+    for i in range(0, x.shape[0], CHUNK):
+        total[:-1] += (np.asarray(x[i:i + CHUNK], dtype=np.float64) / a).sum(0)
+    total[-1] = x.shape[0]
+    total = _reduce(total, group)
+    n = total[-1]
+    mean = total[:-1] / n
     squares = np.zeros(x.shape[1])
-    for i in range(0, n, CHUNK):
+    for i in range(0, x.shape[0], CHUNK):
         squares += ((np.asarray(x[i:i + CHUNK], dtype=np.float64) / a - mean) ** 2).sum(0)
-    return mean, squares / n
+    return mean, _reduce(squares, group) / n
 
 
-def _auto_mode(x: np.ndarray) -> str:
-    a = _abs_max(x)
+def _auto_mode(x: np.ndarray, group=None) -> str:
+    a = _abs_max(x, group)
     a = np.where(a > 0, a, 1.0)
-    std = np.sqrt(_moments(x, a)[1]) * a  # per-feature std without overflow (see Scaler.fit)
+    std = np.sqrt(_moments(x, a, group)[1]) * a  # per-feature std without overflow (see Scaler.fit)
     spread = std[std > 0]
     if spread.size < 2:
         return "global"

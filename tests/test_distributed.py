@@ -5,6 +5,7 @@ single-process solve on the concatenated rows, up to the order of floating-point
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -134,3 +135,66 @@ def test_global_self_labeling_across_ranks(world, tmp_path):
     for _, columns, _ in parts:
         assert torch.allclose(columns, crit.columns, rtol=1e-12, atol=1e-9)
     assert torch.allclose(torch.cat([p[2] for p in parts]), crit.memory, rtol=0, atol=1e-6)
+
+
+ESTIMATOR_SHARDS = {2: [400, 500], 3: [250, 350, 300]}
+
+
+def _blobs():
+    from sklearn.datasets import make_blobs
+
+    x, _ = make_blobs(900, n_features=8, centers=40, random_state=0)
+    return x.astype(np.float32)
+
+
+def _estimator_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        sizes = ESTIMATOR_SHARDS[world]
+        begin = sum(sizes[:rank])
+        x = _blobs()[begin:begin + sizes[rank]]
+        est = entclust.EntropyClustering(40, random_state=0, epochs=4, group=dist.group.WORLD).fit(x)
+        torch.save({"labels": est.labels_, "sizes": est.cluster_sizes_, "objective": est.objective_,
+                    "history": est.history_, "weight": est.head_.weight.detach()}, os.path.join(out, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_estimator_across_ranks_equals_one_process(world, tmp_path):
+    """EntropyClustering(group=...) on uneven shards gives the clustering of one process on all
+    rows: same labels, cluster sizes, objective and head up to float32 summation order."""
+    torch.set_num_threads(1)
+    single = entclust.EntropyClustering(40, random_state=0, epochs=4).fit(_blobs())
+    assert single.pseudo_labels_ == "global"
+    mp.spawn(_estimator_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    parts = [torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in range(world)]
+    assert np.array_equal(np.concatenate([p["labels"] for p in parts]), single.labels_)
+    for p in parts:
+        assert np.array_equal(p["sizes"], single.cluster_sizes_)
+        assert p["objective"] == pytest.approx(single.objective_, rel=1e-4)
+        assert torch.allclose(p["weight"], single.head_.weight.detach(), rtol=1e-3, atol=1e-4)
+        assert [h["empty_clusters"] for h in p["history"]] == [h["empty_clusters"] for h in single.history_]
+
+
+def test_cli_under_torchrun_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m entclust fit x.npy ...`` writes the labels of one process."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import make_blobs
+
+    x, _ = make_blobs(1500, n_features=8, centers=60, random_state=2)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["-m", "entclust", "fit", str(tmp_path / "x.npy"), "--k", "60", "-q"]
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one.npy")], env=env,
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *common, "--out", str(tmp_path / "two.npy")], env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote") == 1  # rank 0 alone reports and writes
+    assert np.array_equal(np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy"))

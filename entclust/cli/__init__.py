@@ -1,9 +1,12 @@
 """Command line (``entclust ...`` or ``python -m entclust ...``), one module per command:
 
-- ``entclust fit FEATURES --k 10 [--method rce] [--labels LABELS] --out labels.npy``
+- ``entclust fit FEATURES --k 10 [--method rce] [--labels LABELS] --out labels.npy``; under
+  ``torchrun --nproc_per_node W -m entclust fit ...`` each process trains on its shard of the
+  rows (``.npy`` files are memory-mapped) and rank 0 writes the labels
 - ``entclust compare DATASET [--methods ...] [--seeds 5]``: table, JSON and bar chart
 - ``entclust demo``: ``compare digits`` with every method and 3 seeds (``make demo``)
-- ``entclust bench``: the pseudo-label solver benchmark
+- ``entclust bench [large-k]``: the pseudo-label solver benchmark, or large-K clustering against
+  MiniBatchKMeans and faiss
 - ``entclust plot-toy``: the papers' 2-D figures (K-means vs entropy clustering, margins)
 - ``entclust losses-demo``: the fused losses training a classifier on digits, with timings
 - ``entclust info``: torch version, compiled kernels and whether they run
@@ -56,6 +59,12 @@ def _losses_demo(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.suite == "large-k":
+        from .._files import check_output_folder
+        from .bench_large_k import main as large_k
+
+        check_output_folder(args.out)
+        return large_k(args.out, quick=args.quick, device=args.device)
     from .bench import main
 
     return main(args=args)
@@ -97,9 +106,13 @@ def _add_training_options(p) -> None:
                    help="feature preprocessing shared by all methods (default: auto, z-scores features "
                         "in different units, else one global scale)")
     p.add_argument("--lam", type=float, help="fairness weight of rce/cce (default 100)")
-    p.add_argument("--gamma", type=float, help="margin weight gamma ||v||^2 (default 0.01)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 50)")
-    p.add_argument("--lr", type=float, help="SGD learning rate (default 1.0)")
+    p.add_argument("--gamma", type=float, help="margin weight gamma ||v||^2 (default 0.01 min(1, 10/K))")
+    p.add_argument("--epochs", type=int, help="training epochs (default 50; 3 with global pseudo-labels)")
+    p.add_argument("--lr", type=float, help="SGD learning rate (default 1.0; 0.1 from a k-means++ head)")
+    p.add_argument("--pseudo-labels", dest="pseudo_labels", choices=("auto", "batch", "global"),
+                   help="rce: per-batch or global pseudo-labels (default auto: global when batch_size < 20 K)")
+    p.add_argument("--init", choices=("auto", "random", "kmeans++"),
+                   help="head initialisation (default auto: kmeans++ with global pseudo-labels)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (default 250)")
     p.add_argument("--n-init", dest="n_init", type=int, help="training restarts, best objective kept (default 1)")
     p.add_argument("--prior", help="target cluster proportions of rce/cce, comma-separated (e.g. 0.75,0.2,0.05)")
@@ -121,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--labels", help="optional true labels (.npy/.csv/.pt) to score the result")
     fit.add_argument("--out", required=True, help="where to write the labels (.npy, .csv or .txt)")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where rce/cce/... train (default cpu)")
     _add_training_options(fit)
     fit.set_defaults(func=_fit)
 
@@ -141,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(demo)
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="pseudo-label solver benchmark (seed 003/004 Table 1)")
+    bench = sub.add_parser("bench", help="pseudo-label solver benchmark (seed 003/004 Table 1), or large-k clustering")
+    bench.add_argument("suite", nargs="?", default="solvers", choices=("solvers", "large-k"),
+                       help="solvers (default): the solver tables; large-k: entclust vs MiniBatchKMeans (and faiss) "
+                            "on blobs up to N = 10^6, K = 1000")
     bench.add_argument("--out", default=os.environ.get("OUT", "results"))
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cpu: the CPU tables (default); cuda: the GPU section only")

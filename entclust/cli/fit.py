@@ -64,7 +64,7 @@ def estimator_params(method: str, args, *, strict: bool = True) -> dict:
                          f"(it takes {', '.join(sorted(method_obj.defaults)) or 'none'})")
     own = {k: v for k, v in options.items() if k in method_obj.defaults}
     if isinstance(method_obj, HeadMethod):
-        for name in ("lam", "gamma", "epochs", "lr", "n_init", "batch_size"):
+        for name in ("lam", "gamma", "epochs", "lr", "n_init", "batch_size", "pseudo_labels", "init"):
             value = getattr(args, name, None)
             if value is not None:
                 params[name] = value
@@ -76,6 +76,38 @@ def estimator_params(method: str, args, *, strict: bool = True) -> dict:
     else:
         params.update(own)
     return params
+
+
+def _fit_distributed(x, args, params):
+    """Under ``torchrun``: rank r fits rows ``[r N / W, (r + 1) N / W)`` (read from the memory-mapped
+    file) with ``EntropyClustering(group=WORLD)``; the labels are gathered on every rank.
+    Returns ``(labels of all points, rank)``."""
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    from ..cluster import make_estimator
+
+    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    try:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        n = x.shape[0]
+        begin, end = rank * n // world, (rank + 1) * n // world
+        if end <= begin:
+            raise UsageError(f"{world} processes for {n} points: every process needs at least one row")
+        if args.device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        params["verbose"] = params.get("verbose", False) and rank == 0
+        est = make_estimator("rce", args.k, random_state=args.seed, group=dist.group.WORLD, **params).fit(x[begin:end])
+        longest = max((r + 1) * n // world - r * n // world for r in range(world))
+        mine = torch.full((longest,), -1, dtype=torch.int64)
+        mine[:end - begin] = torch.from_numpy(np.asarray(est.labels_, dtype=np.int64))
+        parts = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(parts, mine)
+        labels = np.concatenate([p[:(r + 1) * n // world - r * n // world].numpy() for r, p in enumerate(parts)])
+        return labels, rank
+    finally:
+        dist.destroy_process_group()
 
 
 def run(args) -> int:
@@ -100,14 +132,26 @@ def run(args) -> int:
     params = estimator_params(args.method, args)
     if isinstance(get(args.method), HeadMethod):
         params["verbose"] = not args.quiet
-    est = make_estimator(args.method, args.k, random_state=args.seed, **params).fit(x)
-    pred = np.asarray(est.labels_, dtype=np.int64)
+        params["device"] = args.device
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # launched by torchrun: this process fits its shard of the rows
+        if args.method != "rce":
+            raise UsageError(f"multi-process training (torchrun, WORLD_SIZE={world}) is implemented for --method rce, "
+                             f"got {args.method!r}")
+        pred, rank = _fit_distributed(x, args, params)
+        if rank != 0:
+            return 0
+    else:
+        est = make_estimator(args.method, args.k, random_state=args.seed, **params).fit(x)
+        pred = np.asarray(est.labels_, dtype=np.int64)
     if ext == ".npy":
         write_files([(args.out, lambda tmp: np.save(tmp, pred))])
     else:
         write_files([(args.out, lambda tmp: np.savetxt(tmp, pred, fmt="%d"))])
     sizes = np.bincount(pred, minlength=args.k)
-    print(f"{args.method}: {x.shape[0]} points, {x.shape[1]} features, K={args.k}; cluster sizes {sizes.tolist()}")
+    shown = (f"cluster sizes {sizes.tolist()}" if args.k <= 20 else
+             f"cluster sizes {sizes.min()}..{sizes.max()}, {int((sizes == 0).sum())} empty")
+    print(f"{args.method}: {x.shape[0]} points, {x.shape[1]} features, K={args.k}; {shown}")
     if labels is not None:
         scores = evaluate(labels, pred)
         print("  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in scores.items()))

@@ -66,6 +66,15 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         objective on all points (the method's loss, pseudo-labels solved on all points) is kept,
         as K-means keeps its best restart. Linear entropy clustering has poor local minima
         (seed 004 Fig. 3): on elongated clusters a run can lock onto the cut along the long axis.
+    group : ``torch.distributed`` process group for multi-process training (launch with
+        ``torchrun``; None: one process). ``X`` is then this rank's shard (at least one row); the
+        scaler's statistics, the k-means++ sample, the batches (one global shuffle of all
+        ranks' rows) and the global pseudo-labels' column sums span all ranks; the head is
+        wrapped in ``DistributedDataParallel``, each rank's loss weighted so that the averaged
+        gradient is the single-process gradient of the global batch. Communication per step:
+        the gradients (K (D + 1) numbers) and, per EM step, one K-vector of float64. Needs
+        ``pseudo_labels`` "global" or "auto" (then global). ``labels_`` are this rank's rows;
+        ``cluster_sizes_`` and ``objective_`` are those of all rows.
     device : torch device for training (CPU kernels everywhere; on CUDA the solvers run their
         pure-PyTorch versions on the device).
     random_state : int, RandomState or None; a fixed value makes ``fit`` reproducible.
@@ -84,7 +93,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     def __init__(self, n_clusters: int = 10, method: str = "rce", lam: float = 100.0, gamma: float | None = None,
                  epochs: int | None = None, batch_size: int = 250, lr: float | None = None, prior=None, standardize: str = "auto",
                  method_params=None, pseudo_labels: str = "auto", init: str = "auto", n_init: int = 1,
-                 device: str = "cpu", random_state=None, verbose: bool = False):
+                 group=None, device: str = "cpu", random_state=None, verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method
         self.lam = lam
@@ -98,6 +107,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         self.pseudo_labels = pseudo_labels
         self.init = init
         self.n_init = n_init
+        self.group = group
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -140,15 +150,20 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             raise ValueError(f"pseudo_labels must be 'auto', 'batch' or 'global', got {self.pseudo_labels!r}")
         if self.pseudo_labels == "global" and self.method != "rce":
             raise ValueError(f"pseudo_labels='global' is implemented for method='rce', got method={self.method!r}")
-        if self.init not in ("auto", "random", "kmeans++"):
-            raise ValueError(f"init must be 'auto', 'random' or 'kmeans++', got {self.init!r}")
+        if self.group is not None and (self.pseudo_labels == "batch" or self.method != "rce"):
+            raise ValueError(f"group (multi-process training) needs method='rce' with pseudo_labels 'global' or 'auto', "
+                             f"got method={self.method!r}, pseudo_labels={self.pseudo_labels!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.standardize not in SCALINGS:
             raise ValueError(f"standardize must be one of {SCALINGS}, got {self.standardize!r}")
 
     def _modes(self) -> tuple[str, str]:
         """The pseudo-label mode and the initialisation that "auto" resolves to."""
         mode = self.pseudo_labels
-        if mode == "auto":
+        if mode == "auto" and self.group is not None:
+            mode = "global"
+        elif mode == "auto":
             mode = "global" if self.method == "rce" and self.batch_size < GLOBAL_BELOW * self.n_clusters else "batch"
         init = self.init if self.init != "auto" else ("kmeans++" if mode == "global" else "random")
         return mode, init
@@ -163,48 +178,58 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         """Train on ``X`` ``(N, D)``; ``y`` is ignored (unsupervised)."""
         # float32 stays float32 (and a memory-mapped file is read block by block by the scaler)
         x = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1)
-        self._check_params(x.shape[0])
+        shard = _Shard(x.shape[0], self.group)
+        self._check_params(shard.total)
         method, params = self._method()
         self.pseudo_labels_, self.init_ = self._modes()
         k = self.n_clusters
         self.gamma_ = float(self.gamma) if self.gamma is not None else 0.01 * min(1.0, 10.0 / k)
         self.epochs_ = self.epochs if self.epochs is not None else (3 if self.pseudo_labels_ == "global" else 50)
-        self.lr_ = float(self.lr) if self.lr is not None else (0.1 if self.init_ == "kmeans++" else 1.0)
+        self.lr_ = float(self.lr) if self.lr is not None else (1.0 if self.init_ == "random" else 0.1)
         self.prior_ = self._prior()
         rng = check_random_state(self.random_state)
         generator = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
         device = torch.device(self.device)
 
-        self.scaler_ = Scaler(self.standardize).fit(x)
+        self.scaler_ = Scaler(self.standardize).fit(x, self.group)
         features = torch.from_numpy(self.scaler_.transform(x, np.float32)).to(device)
         settings = _Settings(self)
         settings.n_points = features.shape[0] if self.pseudo_labels_ == "global" else None
+        settings.group = self.group
         criterion = method.build(settings, params).to(device)
         best = None
         for run in range(self.n_init):
-            head, history = self._train(features, criterion, generator, run)
+            head, history = self._train(features, criterion, generator, run, shard)
             with torch.no_grad():  # the method's own objective on all points picks the restart
-                objective = self._objective(criterion, head, features)
+                objective = self._objective(criterion, head, features, shard)
             if best is None or objective < best[0]:
                 best = (objective, head, history)
         self.objective_, head, self.history_ = best
         self.head_ = head.cpu().eval()
         self.n_iter_ = self.epochs_
-        self.labels_ = self._logits(features.cpu()).argmax(1).numpy()
-        self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters)
+        self.labels_ = _argmax(self.head_, features.cpu()).numpy()
+        self.cluster_sizes_ = shard.sum(torch.bincount(torch.from_numpy(self.labels_), minlength=self.n_clusters)).numpy()
         return self
 
-    def _objective(self, criterion, head, features) -> float:
+    def _objective(self, criterion, head, features, shard) -> float:
         if getattr(criterion, "n_points", None) is None:
             return float(criterion(head(features), head))
-        # global pseudo-labels: the kept labels, solved further over all points, give the objective
-        criterion.max_iter, iters = 10, criterion.max_iter
-        try:
-            return float(criterion(head(features), head, index=torch.arange(features.shape[0], device=features.device)))
-        finally:
-            criterion.max_iter = iters
+        # global pseudo-labels: the training objective at the kept labels,
+        # mean_i H(sigma_i, y_i) + lam KL(u || columns / N) + gamma ||v||^2, over blocks of rows
+        from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
 
-    def _init_head(self, features: torch.Tensor, generator: torch.Generator) -> nn.Linear:
+        n = features.shape[0]
+        if criterion.memory is None:  # no training step ran (epochs=0): every point's y is u
+            criterion._allocate(self.n_clusters, features.device)
+        tiny = torch.finfo(torch.float32).tiny
+        rows = _block_rows(self.n_clusters)
+        ce = sum(float(reverse_cross_entropy(head(features[i:i + rows]), criterion.memory[i:i + rows].clamp_min(tiny),
+                                             reduction="sum", validate=False)) for i in range(0, n, rows))
+        ce = float(shard.sum(torch.tensor([ce], dtype=torch.float64)))
+        fair = float(strong_fairness((criterion.columns / shard.total).unsqueeze(0), criterion.prior, validate=False))
+        return ce / shard.total + criterion.lam * fair + criterion.gamma * float(margin_penalty(head))
+
+    def _init_head(self, features: torch.Tensor, generator: torch.Generator, shard) -> nn.Linear:
         n, d = features.shape
         k = self.n_clusters
         # skip_init: nn.Linear's own initialisation would draw from (and advance) the global RNG
@@ -216,8 +241,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             else:
                 from sklearn.cluster import kmeans_plusplus
 
-                sample = torch.randperm(n, generator=generator)[:max(10000, 10 * k)]
-                points = features[sample.to(features.device)].cpu()
+                sample = torch.randperm(shard.total, generator=generator)[:max(10000, 10 * k)]
+                points = shard.gather_rows(features, sample)
                 seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
                 centres, _ = kmeans_plusplus(points.double().numpy(), k, random_state=seed)
                 mu = torch.from_numpy(centres).to(torch.float32)
@@ -228,14 +253,22 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 head.bias.copy_(-0.5 * beta * mu.square().sum(1))
         return head.to(features.device)
 
-    def _train(self, features: torch.Tensor, criterion, generator: torch.Generator, run: int):
+    def _train(self, features: torch.Tensor, criterion, generator: torch.Generator, run: int, shard):
+        from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
+
         n, d = features.shape
-        head = self._init_head(features, generator)
+        head = self._init_head(features, generator, shard)
         memory = getattr(criterion, "n_points", None) is not None
         if memory:
             criterion.reset_memory()
+        model = head
+        if shard.group is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(head, process_group=shard.group)
         optimizer = torch.optim.SGD(head.parameters(), lr=self.lr_)
-        n_batches = max(1, round(n / self.batch_size))
+        n_batches = max(1, round(shard.total / self.batch_size))
+        tiny = torch.finfo(torch.float32).tiny
         history = []
         epochs = range(self.epochs_)
         bar = None
@@ -246,9 +279,23 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             epochs = bar = tqdm(epochs, desc=desc, unit="epoch", disable=None)  # none when not a terminal
         for epoch in epochs:
             start, total = time.perf_counter(), 0.0
-            order = torch.randperm(n, generator=generator).to(features.device)
-            for idx in torch.tensor_split(order, n_batches):
-                loss = criterion(head(features[idx]), head, index=idx) if memory else criterion(head(features[idx]), head)
+            order = torch.randperm(shard.total, generator=generator).to(features.device)
+            for batch in torch.tensor_split(order, n_batches):
+                if memory:
+                    # sum over this rank's rows of the global batch, scaled so that the gradient
+                    # DDP averages over the ranks is the mean over the global batch
+                    idx = shard.local(batch)
+                    logits = model(features[idx])
+                    y = criterion.update(logits, idx).to(logits.dtype).clamp_min(tiny)
+                    ce = reverse_cross_entropy(logits, y, reduction="sum", validate=False)
+                    loss = ce * (shard.world / len(batch))
+                    if criterion.gamma > 0:
+                        loss = loss + criterion.gamma * margin_penalty(head)
+                    step_value = float(ce.detach()) / n if shard.world == 1 else float(ce.detach())
+                else:
+                    idx = batch
+                    loss = criterion(head(features[idx]), head)
+                    step_value = float(loss.detach()) * len(idx) / n
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"EntropyClustering({self.method!r}): the loss became {loss.item()} in epoch {epoch}; "
@@ -256,9 +303,15 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss.detach()) * len(idx) / n
+                total += step_value
+            if memory:  # the epoch's mean CE over all points, plus the fairness and margin terms
+                if shard.world > 1:
+                    total = float(shard.sum(torch.tensor([total], dtype=torch.float64))) / shard.total
+                total += criterion.lam * float(strong_fairness((criterion.columns / shard.total).unsqueeze(0),
+                                                               criterion.prior, validate=False))
+                total += criterion.gamma * float(margin_penalty(head).detach())
             with torch.no_grad():
-                sizes = torch.bincount(head(features).argmax(1), minlength=self.n_clusters)
+                sizes = shard.sum(torch.bincount(_argmax(head, features), minlength=self.n_clusters))
             history.append({"epoch": epoch + 1, "loss": total, "seconds": time.perf_counter() - start,
                             "empty_clusters": int((sizes == 0).sum())})
             stats = getattr(criterion, "stats", None)
@@ -294,6 +347,67 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         return tags
 
 
+INITS = ("auto", "random", "kmeans++")
+class _Shard:
+    """This process's rows of the training set: all of them (``group`` None), or a contiguous
+    shard of a ``torch.distributed`` group, rank r holding global rows ``offset ... offset + n``."""
+
+    def __init__(self, n: int, group):
+        self.n, self.group = n, group
+        if group is None:
+            self.world, self.offset, self.total = 1, 0, n
+            return
+        import torch.distributed as dist
+
+        self.world = dist.get_world_size(group)
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([n], dtype=torch.int64), group=group)
+        sizes = [int(t) for t in sizes]
+        rank = dist.get_rank(group)
+        self.offset, self.total = sum(sizes[:rank]), sum(sizes)
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the ranks (a new tensor)."""
+        t = t.clone()
+        if self.group is not None:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, group=self.group)
+        return t
+
+    def local(self, rows: torch.Tensor) -> torch.Tensor:
+        """This rank's part of the global row indices ``rows``, as local indices, in order."""
+        if self.group is None:
+            return rows
+        mine = (rows >= self.offset) & (rows < self.offset + self.n)
+        return rows[mine] - self.offset
+
+    def gather_rows(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The global rows ``rows`` of the features on every rank, on the CPU: each rank fills in
+        its own, the rest are zeros, and a sum over the ranks completes them exactly."""
+        if self.group is None:
+            return features[rows.to(features.device)].cpu()
+        out = torch.zeros(len(rows), features.shape[1], dtype=features.dtype)
+        mine = (rows >= self.offset) & (rows < self.offset + self.n)
+        out[mine] = features[(rows[mine] - self.offset).to(features.device)].cpu()
+        return self.sum(out)
+
+
+# Entries (rows x K) per block when the head runs over all points: the N x K logits are never
+# held at once (16 MB of float32 per block).
+BLOCK = 1 << 22
+
+
+def _block_rows(k: int) -> int:
+    return max(1, BLOCK // k)
+
+
+def _argmax(head, features: torch.Tensor) -> torch.Tensor:
+    rows = _block_rows(head.out_features)
+    with torch.no_grad():
+        return torch.cat([head(features[i:i + rows]).argmax(1) for i in range(0, features.shape[0], rows)])
+
+
 # "auto" pseudo-labels are global below this many points per cluster in a batch.
 GLOBAL_BELOW = 20
 
@@ -303,7 +417,7 @@ class _Settings:
 
     def __init__(self, est: EntropyClustering):
         self.lam, self.gamma, self.prior, self.n_clusters = float(est.lam), est.gamma_, est.prior_, est.n_clusters
-        self.n_points = None
+        self.n_points = self.group = None
 
 
 def make_estimator(name: str, n_clusters: int, *, random_state=None, **params):

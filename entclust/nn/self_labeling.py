@@ -220,6 +220,15 @@ class SelfLabeling(nn.Module):
         self.memory = u32.expand(self.n_points, k).clone()
         self.columns = self._n_total * u32.double()  # unseen points count as y = u (as stored)
 
+    def update(self, logits: torch.Tensor, index) -> torch.Tensor:
+        """With ``n_points``: solve the pseudo-labels of the rows ``index`` (``max_iter`` EM steps
+        from ``softmax(logits)`` against the column sums of all points), keep them, and return
+        them ``(batch, K)`` float64. :meth:`forward` calls it; a training loop that builds its
+        own loss (e.g. a sum over ranks' rows) calls it directly."""
+        if self.n_points is None:
+            raise ValueError("update() needs SelfLabeling(n_points=...): it keeps the labels of all points")
+        return self._memory_solve(logits, index)
+
     def _memory_solve(self, logits: torch.Tensor, index) -> torch.Tensor:
         import torch.distributed as dist
 

@@ -13,7 +13,8 @@ class _Ours(HeadMethod):
     def build(self, estimator, params):
         return SelfLabeling(self.method, lam=estimator.lam, prior=estimator.prior, solver=params["solver"],
                             gamma=estimator.gamma, max_iter=params["max_iter"], tol=params["tol"],
-                            on_unconverged="ignore", n_points=getattr(estimator, "n_points", None))  # counted per epoch in the estimator's history
+                            on_unconverged="ignore", n_points=getattr(estimator, "n_points", None),
+                            group=getattr(estimator, "group", None))  # counted per epoch in the estimator's history
 
 
 @register("rce")
