@@ -216,6 +216,7 @@ class SelfLabeling(nn.Module):
             dist.all_reduce(n, group=self.group)
         self._n_total = int(n)
         u = prior_vector(self.prior, k, torch.zeros(1, dtype=torch.float64))
+        self._u = u.to(device)
         u32 = u.to(device=device, dtype=torch.float32)
         self.memory = u32.expand(self.n_points, k).clone()
         self.columns = self._n_total * u32.double()  # unseen points count as y = u (as stored)
@@ -223,7 +224,7 @@ class SelfLabeling(nn.Module):
     def update(self, logits: torch.Tensor, index) -> torch.Tensor:
         """With ``n_points``: solve the pseudo-labels of the rows ``index`` (``max_iter`` EM steps
         from ``softmax(logits)`` against the column sums of all points), keep them, and return
-        them ``(batch, K)`` float64. :meth:`forward` calls it; a training loop that builds its
+        them ``(batch, K)``: float64 for float64 logits, else float32. :meth:`forward` calls it; a training loop that builds its
         own loss (e.g. a sum over ranks' rows) calls it directly."""
         if self.n_points is None:
             raise ValueError("update() needs SelfLabeling(n_points=...): it keeps the labels of all points")
@@ -249,26 +250,25 @@ class SelfLabeling(nn.Module):
             self._allocate(k, logits.device)
         elif self.memory.shape[1] != k:
             raise ValueError(f"logits have K={k} classes, the kept pseudo-labels {self.memory.shape[1]}")
-        sigma = torch.softmax(logits.detach().double(), dim=-1)
-        old = self.memory[index].double()
-        removed = old.sum(0)
+        # float32 steps for float32 (or lower) logits, float64 for float64; the column sums and
+        # the fairness weights are float64 either way
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        sigma = torch.softmax(logits.detach().to(dtype), dim=-1)
+        removed = self.memory[index].sum(0, dtype=torch.float64)
         if self.group is not None:
             dist.all_reduce(removed, group=self.group)
         rest = self.columns - removed
         # each visit starts from the current sigma, as the per-batch solve does (MATH.md: the warm
         # start from sigma matters); the kept labels serve the column sums of the other rows
         y = sigma.clone()
-        u = prior_vector(self.prior, k, torch.zeros(1, dtype=torch.float64)).to(logits.device)
-        em_rce_block_(sigma, y, rest, self.lam, self._n_total, u, self.max_iter, self.group)
+        em_rce_block_(sigma, y, rest, self.lam, self._n_total, self._u, self.max_iter, self.group)
         stored = y.float()
-        added = stored.double().sum(0)  # the column sums stay those of the stored float32 labels
+        added = stored.sum(0, dtype=torch.float64)  # the column sums stay those of the stored labels
         if self.group is not None:
             dist.all_reduce(added, group=self.group)
         self.columns = rest + added
         self.memory[index] = stored
-        self.stats["solves"] += 1
-        predicted = torch.bincount(logits.detach().argmax(-1), minlength=k)
-        self.stats["empty_clusters"] = int((predicted == 0).sum())
+        self.stats["solves"] += 1  # (no per-batch empty-cluster count: a batch need not cover K)
         return y
 
     def reset_memory(self) -> None:

@@ -19,6 +19,7 @@ from .fused import (
     collision_cross_entropy,
     em_cce,
     em_rce,
+    em_rce_rows,
     pgd_cce,
     project_simplex,
     reverse_cross_entropy,
@@ -27,5 +28,5 @@ from .fused import (
 __all__ = [
     "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",
     "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS", "certificate", "collision_cross_entropy",
-    "em_cce", "em_rce", "pgd_cce", "project_simplex", "reverse_cross_entropy",
+    "em_cce", "em_rce", "em_rce_rows", "pgd_cce", "project_simplex", "reverse_cross_entropy",
 ]

@@ -125,6 +125,17 @@ def _fake_certificate(sigma, y, prior, lam, problem):
     return sigma.new_empty((b,), dtype=torch.float64), sigma.new_empty((b,), dtype=torch.float64)
 
 
+@torch.library.register_fake("entclust::em_rce_rows")
+def _fake_em_rce_rows(sigma, y, weights):
+    return torch.empty_like(y, memory_format=torch.contiguous_format), weights.new_empty(weights.shape)
+
+
+def em_rce_rows(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tensor):
+    """Raw block M-step op (CPU): ``(y_new (M, K), column sums (K,) float64)`` of
+    ``y_ik <- (sigma_ik + w_k y_ik) / (1 + sum_m w_m y_im)``."""
+    return torch.ops.entclust.em_rce_rows(sigma, y, weights)
+
+
 def certificate(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float, problem: int):
     """Raw certificate op on ``(B, N, K)``: ``(objective, fw_gap)``, each ``(B,)`` float64; problem 0 reverse CE, 1 collision CE."""
     return torch.ops.entclust.certificate(sigma, y, prior, lam, problem)
