@@ -142,3 +142,59 @@ def test_float32_kept_and_memory_mapped_input(tmp_path):
     assert np.allclose(g.scale_, np.sqrt(((x - x.mean(0)) ** 2).mean()))
     assert s.transform(x32).dtype == np.float32 and s.transform(x).dtype == np.float64
     assert not np.shares_memory(s.transform(x), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (300, 1000), (0, 5)])
+def test_em_rce_rows_op_matches_the_formula(dtype, shape):
+    from entclust import ops
+
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.softmax(torch.randn(*shape, generator=g, dtype=torch.float64), -1).to(dtype)
+    y = torch.softmax(torch.randn(*shape, generator=g, dtype=torch.float64), -1).to(dtype)
+    w = torch.rand(shape[1], generator=g, dtype=torch.float64) * 50
+    new, col = ops.em_rce_rows(sigma, y, w)
+    a = y.double() * w
+    ref = (sigma.double() + a) / (1 + a.sum(-1, keepdim=True))
+    # float64 arithmetic: the denominator sums K positive terms (relative error <= (K - 1) eps64,
+    # the order of the sum differs from the reference's), then a few more roundings, and the
+    # output is rounded once to its dtype
+    tol = (shape[1] + 4) * torch.finfo(torch.float64).eps + torch.finfo(dtype).eps
+    assert new.dtype == dtype and torch.allclose(new.double(), ref, rtol=tol, atol=0)
+    assert torch.allclose(col, new.double().sum(0), rtol=1e-12, atol=1e-12)
+    if shape[0]:
+        torch.library.opcheck(torch.ops.entclust.em_rce_rows, (sigma, y, w))
+
+
+def test_em_rce_rows_op_checks_its_inputs():
+    from entclust import ops
+
+    s = torch.full((2, 3), 1 / 3)
+    with pytest.raises(RuntimeError, match="same shape"):
+        ops.em_rce_rows(s, s[:1], torch.ones(3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="weights must be float64"):
+        ops.em_rce_rows(s, s, torch.ones(3))
+    with pytest.raises(RuntimeError, match="must both be float32 or both float64"):
+        ops.em_rce_rows(s, s.double(), torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_block_em_and_memory_mode_match_the_reference(dtype):
+    from entclust.testing import reference as R
+
+    sigma = _sigma(200, 9, seed=4)
+    prior = torch.softmax(torch.randn(9, generator=torch.Generator().manual_seed(5), dtype=torch.float64), 0)
+    rest = 50 * prior  # 50 other points at y = u
+    y = sigma.to(dtype).clone()
+    em_rce_block_(sigma.to(dtype), y, rest, 30.0, 250, prior, 5)
+    ref = R.em_rce_block(sigma, sigma.clone(), rest, prior, 30.0, n_total=250, iterations=5)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(y.double(), ref, rtol=0, atol=tol)
+    # SelfLabeling(n_points): the first visit of rows 0..39 of 100 points is that block solve
+    crit = entclust.SelfLabeling("rce", lam=30.0, prior=prior, n_points=100, max_iter=5)
+    logits = sigma[:40].log().to(dtype)
+    labels = crit.update(logits, torch.arange(40))
+    u32 = prior.float().double()
+    ref = R.em_rce_block(torch.softmax(logits.double(), -1), torch.softmax(logits.double(), -1), 60 * u32, prior, 30.0,
+                         n_total=100, iterations=5)
+    assert labels.dtype == dtype and torch.allclose(labels.double(), ref, rtol=0, atol=tol)

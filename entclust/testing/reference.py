@@ -181,6 +181,20 @@ def cce_m_step(sigma, a, *, newton_tol: float = 1e-12, newton_max_iter: int = 10
     return torch.where(feasible, closed, newton)
 
 
+def em_rce_block(sigma, y, rest, prior=None, lam: float = 100.0, *, n_total: int, iterations: int):
+    """EM restricted to a block of rows of a problem of ``n_total`` points (issue 11): the other
+    rows are fixed and contribute the column sums ``rest`` (K,). E-step over all points,
+    ``S_ik = y_ik / (rest_k + sum_{j in block} y_jk)``; the M-step of :func:`em_rce` with
+    ``c = lam n_total``, for the block's rows only. Returns the block's y after ``iterations``."""
+    u = _prior(prior, sigma)
+    c = lam * n_total
+    for _ in range(iterations):
+        col = rest + y.sum(-2)
+        num = sigma + c * u * torch.where(col > 0, y / col, torch.zeros_like(y))
+        y = num / num.sum(-1, keepdim=True)
+    return y
+
+
 def em_cce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-9, max_iter: int = 1000,
            newton_tol: float = 1e-12, newton_max_iter: int = 100, y0=None) -> SolverResult:
     """EM for the collision-CE problem (seed 003): the E-step of :func:`em_rce`, then the
