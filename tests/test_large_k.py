@@ -198,3 +198,14 @@ def test_block_em_and_memory_mode_match_the_reference(dtype):
     ref = R.em_rce_block(torch.softmax(logits.double(), -1), torch.softmax(logits.double(), -1), 60 * u32, prior, 30.0,
                          n_total=100, iterations=5)
     assert labels.dtype == dtype and torch.allclose(labels.double(), ref, rtol=0, atol=tol)
+
+
+def test_global_and_batch_pseudo_labels_agree_where_batches_are_well_posed():
+    """K small against the batch (250 points, K = 4): the global mode finds the clustering of the
+    papers' per-batch mode."""
+    x, t = make_blobs(1000, n_features=5, centers=4, cluster_std=1.0, random_state=3)
+    batch = EntropyClustering(4, pseudo_labels="batch", random_state=0).fit(x)
+    glob = EntropyClustering(4, pseudo_labels="global", random_state=0).fit(x)
+    assert clustering_accuracy(t, batch.labels_) >= 0.98
+    assert clustering_accuracy(t, glob.labels_) >= 0.98
+    assert clustering_accuracy(batch.labels_, glob.labels_) >= 0.98
