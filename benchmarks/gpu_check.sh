@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a CUDA machine, in one command: build the extension with CUDA kernels in place, run the
 # whole test suite (the CUDA tests included), then the loss benchmark on the GPU and on the CPU,
-# the solver benchmark on the GPU and on the CPU, and the digits comparison.
+# the solver benchmark on the GPU and on the CPU, the digits comparison and the large-K benchmark.
 # Results go under $OUT (or ./results): logs, JSON and PNG.
 #   bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -31,4 +31,6 @@ $PYTHON benchmarks/bench_losses.py --device cpu --out "$OUT" 2>&1 | tee "$OUT/be
 $PYTHON -m entclust bench --device cuda --out "$OUT" 2>&1 | tee "$OUT/bench_solvers_cuda.md"
 $PYTHON -m entclust bench --out "$OUT" 2>&1 | tee "$OUT/bench_solvers.md"
 $PYTHON -m entclust compare digits --seeds 5 -q --out "$OUT" 2>&1 | tee "$OUT/compare_digits.txt"
+# Large K: the CPU rows and N = 10^6, K = 10 000 on the GPU (issue 11)
+$PYTHON -m entclust bench large-k --device cuda --out "$OUT" 2>&1 | tee "$OUT/bench_large_k.md"
 exit "$tests_rc"

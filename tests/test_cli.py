@@ -142,6 +142,22 @@ def test_bench_cuda_without_gpu_is_a_clear_error(capsys):
     assert "--device cuda needs a GPU" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_bench_large_k_cuda_without_gpu_is_a_clear_error(capsys, tmp_path):
+    assert cli.main(["bench", "large-k", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 2
+    assert "--device cuda needs a GPU" in capsys.readouterr().err
+
+
+def test_bench_large_k_quick(tmp_path, capsys):
+    """Issue 11's benchmark, smallest size: entclust and MiniBatchKMeans side by side."""
+    assert cli.main(["bench", "large-k", "--quick", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "bench_large_k.json").read_text())
+    rows = {r["method"]: r for r in saved["rows"]}
+    assert {"entclust", "minibatch-kmeans"} <= set(rows) and not any("error" in r for r in rows.values())
+    assert rows["entclust"]["pseudo_labels"] == "global" and rows["entclust"]["acc"] >= 0.9
+    assert "| 5000 | 100 | entclust |" in capsys.readouterr().out
+
+
 def test_bench_quick_runs_every_section(tmp_path):
     assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "bench_solvers.json").read_text())

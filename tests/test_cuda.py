@@ -154,3 +154,24 @@ def test_cuda_solver_benchmark_quick(tmp_path):
 
     assert cli.main(["bench", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "bench_solvers_cuda.json").stat().st_size > 0
+
+
+def test_cuda_global_pseudo_labels_and_large_k_estimator():
+    """Issue 11 on the GPU: SelfLabeling(n_points) keeps its labels on the device and matches the
+    CPU update; the estimator's large-K mode trains on CUDA end to end."""
+    from sklearn.datasets import make_blobs
+
+    from entclust.metrics import clustering_accuracy
+
+    logits = make_logits((96, 40), torch.float64)
+    idx = torch.arange(96)
+    cpu = entclust.SelfLabeling("rce", lam=100.0, n_points=200)
+    gpu = entclust.SelfLabeling("rce", lam=100.0, n_points=200)
+    y_cpu = cpu.update(logits, idx)
+    y_gpu = gpu.update(logits.cuda(), idx.cuda())
+    assert y_gpu.is_cuda and gpu.memory.is_cuda and gpu.columns.is_cuda
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-12, atol=1e-12)
+    x, t = make_blobs(3000, n_features=16, centers=100, random_state=0)
+    est = entclust.EntropyClustering(100, device="cuda", random_state=0).fit(x)
+    assert est.pseudo_labels_ == "global" and clustering_accuracy(t, est.labels_) >= 0.9
+

@@ -64,6 +64,11 @@ def _bench(args) -> int:
         from .bench_large_k import main as large_k
 
         check_output_folder(args.out)
+        if args.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UsageError("--device cuda needs a GPU; torch sees none")
         return large_k(args.out, quick=args.quick, device=args.device)
     from .bench import main
 
