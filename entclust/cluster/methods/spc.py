@@ -1,0 +1,415 @@
+"""Selective pseudo-label clustering (SPC, seed 002; MATH.md "Selective pseudo-label clustering").
+
+M autoencoders (one batched model: every layer holds the M members' weights and runs as one
+batched matrix product) are pre-trained on reconstruction. Then, in rounds: each member's latent
+space is clustered into K clusters (optionally after UMAP), and so is the concatenation of all
+latent spaces (the seed's extra element); every labelling is aligned to the concatenation's by
+the Hungarian algorithm; a point is *agreed* when all labellings give it the same cluster; each
+member is trained on its pseudo-classifier's cross-entropy to the consensus label on agreed points
+and on reconstruction on the others. Rounds stop when the number of agreed points stops rising;
+the result is the consensus (the most common aligned label) of the round with the most agreed
+points.
+
+Label-free: labels passed to ``fit`` are used for the per-round history (ACC) only; alignment is
+to the concatenated latent space's clustering and stopping is on the agreement count (the
+authors' code aligns to, and stops on, the ground truth; this does not). Tested: the result does
+not change when labels are given or shuffled.
+
+Not (yet) the seed's architecture: members are MLPs (images are flattened); the seed uses
+convolutional encoders, transposed-convolution decoders and noise injected into the latent space.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from ...data import SCALINGS, Scaler
+from ..registry import EstimatorMethod, register
+
+CLUSTERERS = ("gmm", "hdbscan", "kmeans")
+LOSSES = ("ce", "rce", "cce")
+# Label smoothing of the consensus targets for the reverse / collision CE pseudo-classifier:
+# reverse CE needs y_k > 0 wherever sigma_k > 0 (ln 0), and with one-hot targets collision CE
+# is forward CE.
+SMOOTHING = 0.1
+
+
+class _BatchedLinear(nn.Module):
+    """M independent linear layers applied as one batched product: ``(M, B, in) -> (M, B, out)``;
+    PyTorch's default ``nn.Linear`` initialisation per member, drawn from ``generator``."""
+
+    def __init__(self, members: int, fan_in: int, fan_out: int, generator: torch.Generator):
+        super().__init__()
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = nn.Parameter((torch.rand(members, fan_in, fan_out, generator=generator) * 2 - 1) * bound)
+        self.bias = nn.Parameter((torch.rand(members, 1, fan_out, generator=generator) * 2 - 1) * bound)
+
+    def forward(self, x):
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+def _mlp(sizes, members, generator):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(_BatchedLinear(members, a, b, generator))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(0.2))
+    return nn.Sequential(*layers)
+
+
+class _Ensemble(nn.Module):
+    """M autoencoders with pseudo-classifier heads, batched over the members."""
+
+    def __init__(self, members, dim, hidden, latent, k, generator):
+        super().__init__()
+        self.encoder = _mlp([dim, hidden, hidden, latent], members, generator)
+        self.decoder = _mlp([latent, hidden, hidden, dim], members, generator)
+        self.classifier = _mlp([latent, hidden, k], members, generator)
+
+    def forward(self, x):
+        z = self.encoder(x)
+        return z, self.decoder(z), self.classifier(z)
+
+
+def align(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """``labels`` renamed to best match ``reference`` (Hungarian algorithm on the K x K overlap)."""
+    from scipy.optimize import linear_sum_assignment
+
+    overlap = np.zeros((k, k), dtype=np.int64)
+    np.add.at(overlap, (labels, reference), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    mapping = np.empty(k, dtype=np.int64)
+    mapping[rows] = cols
+    return mapping[labels]
+
+
+def consensus(labellings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(mode label of each point, agreed mask)`` of aligned labellings ``(L, N)``."""
+    n = labellings.shape[1]
+    counts = np.zeros((n, k), dtype=np.int64)
+    for row in labellings:
+        counts[np.arange(n), row] += 1
+    agreed = (labellings == labellings[0]).all(0)
+    return counts.argmax(1), agreed
+
+
+def _hdbscan_cut(z: np.ndarray, k: int, min_samples: int):
+    """HDBSCAN's single-linkage tree cut at the distance that gives exactly k clusters (binary
+    search), noise points given to the nearest cluster mean; None when no cut gives k."""
+    try:
+        import hdbscan
+
+        model = hdbscan.HDBSCAN(min_samples=min_samples, min_cluster_size=max(5, len(z) // (4 * k))).fit(z)
+        cut = lambda d: model.single_linkage_tree_.get_clusters(d, min_cluster_size=max(5, len(z) // (4 * k)))  # noqa: E731
+    except ImportError:
+        from sklearn.cluster import HDBSCAN
+
+        model = HDBSCAN(min_samples=min_samples, min_cluster_size=max(5, len(z) // (4 * k))).fit(z)
+        cut = lambda d: model.dbscan_clustering(d, min_cluster_size=max(5, len(z) // (4 * k)))  # noqa: E731
+    low, high = 0.0, float(np.linalg.norm(z.max(0) - z.min(0)))
+    for _ in range(60):
+        mid = (low + high) / 2
+        labels = cut(mid)
+        found = len(set(labels.tolist()) - {-1})
+        if found == k:
+            centres = np.stack([z[labels == c].mean(0) for c in range(k)])
+            noise = labels < 0
+            if noise.any():
+                labels[noise] = ((z[noise, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+            return labels
+        if found > k:
+            low = mid
+        else:
+            high = mid
+    return None
+
+
+class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
+    """Selective pseudo-label clustering (seed 002) of vectors ``(N, D)`` or images ``(N, C, H, W)``
+    (flattened): see the module docstring.
+
+    Parameters
+    ----------
+    n_clusters : K.
+    n_members : M, the ensemble size (default 4: on digits, 3 seeds, see the README's table).
+    latent_dim, hidden : latent size and hidden width of each member's MLP autoencoder.
+    clusterer : "gmm" (scikit-learn GaussianMixture, full covariance; the seed's SPC-GMM),
+        "hdbscan" (the hdbscan package if installed, else scikit-learn's HDBSCAN; the tree cut at
+        the distance that gives K clusters) or "kmeans".
+    reducer : "umap" (umap-learn, ``UMAP(n_components=2, min_dist=0, n_neighbors=30)``; the
+        seed's setting, needs ``pip install entclust[spc]``), "none", or "auto" (default:
+        "umap" when umap-learn is installed, else "none").
+    loss : pseudo-classifier loss on agreed points: "ce" (the seed), or this package's reverse
+        ("rce") or collision ("cce") cross-entropy to the consensus smoothed by 0.1.
+    pretrain_epochs, epochs_per_round, max_rounds, batch_size, lr : the seed's schedule
+        (10, 8, 30, 64, Adam 1e-3).
+    standardize : the harness's feature scaling (:class:`entclust.data.Scaler`).
+    checkpoint : a path: the ensemble, optimiser, round and history are saved there after
+        every round (atomically).
+    device, random_state, verbose (tqdm over rounds).
+
+    Attributes: ``labels_``, ``agreed_`` (mask of the final agreed points), ``history_`` (one dict
+    per round: agreed points, seconds, and ACC / agreed ACC when labels were given to ``fit``),
+    ``initial_labels_`` (member 0's clustering after pre-training: the ablation without an
+    ensemble), ``n_rounds_``.
+    """
+
+    def __init__(self, n_clusters: int = 10, *, n_members: int = 4, latent_dim: int = 10, hidden: int = 256,
+                 clusterer: str = "gmm", reducer: str = "auto", loss: str = "ce", pretrain_epochs: int = 10,
+                 epochs_per_round: int = 8, max_rounds: int = 30, batch_size: int = 64, lr: float = 1e-3,
+                 standardize: str = "auto", checkpoint=None, device: str = "cpu", random_state=None,
+                 verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.n_members = n_members
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.clusterer = clusterer
+        self.reducer = reducer
+        self.loss = loss
+        self.pretrain_epochs = pretrain_epochs
+        self.epochs_per_round = epochs_per_round
+        self.max_rounds = max_rounds
+        self.batch_size = batch_size
+        self.lr = lr
+        self.standardize = standardize
+        self.checkpoint = checkpoint
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ---- checks -------------------------------------------------------------------------
+    def _check(self, n: int) -> None:
+        def integer(name, low):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+        integer("n_clusters", 1)
+        if self.n_clusters > n:
+            raise ValueError(f"n_clusters={self.n_clusters} is larger than the number of points N={n}")
+        for name, low in (("n_members", 1), ("latent_dim", 1), ("hidden", 1), ("pretrain_epochs", 0),
+                          ("epochs_per_round", 0), ("max_rounds", 0), ("batch_size", 1)):
+            integer(name, low)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.clusterer not in CLUSTERERS:
+            raise ValueError(f"clusterer must be one of {CLUSTERERS}, got {self.clusterer!r}")
+        if self.reducer not in ("auto", "umap", "none"):
+            raise ValueError(f"reducer must be 'auto', 'umap' or 'none', got {self.reducer!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.standardize not in SCALINGS:
+            raise ValueError(f"standardize must be one of {SCALINGS}, got {self.standardize!r}")
+
+    def _reducer(self) -> str:
+        if self.reducer != "auto":
+            if self.reducer == "umap":
+                try:
+                    import umap  # noqa: F401
+                except ImportError:
+                    raise ValueError("reducer='umap' needs umap-learn: pip install 'entclust[spc]'") from None
+            return self.reducer
+        try:
+            import umap  # noqa: F401
+
+            return "umap"
+        except ImportError:
+            return "none"
+
+    # ---- fitting ------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Cluster ``X``; ``y`` (optional true labels) only fills the history's accuracies."""
+        x = np.asarray(X) if not hasattr(X, "detach") else X.detach().cpu().numpy()
+        if x.ndim == 4:  # images (N, C, H, W): flattened for the MLP members
+            x = x.reshape(x.shape[0], -1)
+        x = validate_data(self, x, dtype=[np.float64, np.float32], ensure_min_samples=1)
+        self._check(x.shape[0])
+        truth = None if y is None else np.asarray(y)
+        self.reducer_ = self._reducer()
+        rng = check_random_state(self.random_state)
+        generator = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
+        self._seed = int(rng.randint(0, 2**31 - 1))
+        device = torch.device(self.device)
+        self.scaler_ = Scaler(self.standardize).fit(x)
+        data = torch.from_numpy(self.scaler_.transform(x, np.float32)).to(device)
+        n, d = data.shape
+        k, m = self.n_clusters, self.n_members
+        model = _Ensemble(m, d, self.hidden, self.latent_dim, k, generator).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        targets = torch.zeros(n, dtype=torch.int64, device=device)
+        mask = torch.zeros(n, dtype=torch.bool, device=device)
+        self._epochs(model, optimizer, data, targets, mask, self.pretrain_epochs, generator)
+
+        history, best = [], None
+        rounds = range(self.max_rounds + 1)  # round 0 clusters the pre-trained ensemble
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            rounds = bar = tqdm(rounds, desc="SPC", unit="round", disable=None)
+        for r in rounds:
+            start = time.perf_counter()
+            labels, agreed = self._agreement(model, data, r)
+            if r == 0:
+                self.initial_labels_ = self._member0_
+            record = {"round": r, "agreed": int(agreed.sum()), "agreed_fraction": float(agreed.mean())}
+            if truth is not None:
+                from ...metrics import clustering_accuracy
+
+                record["acc"] = clustering_accuracy(truth, labels)
+                record["agreed_acc"] = clustering_accuracy(truth[agreed], labels[agreed]) if agreed.any() else float("nan")
+            improved = best is None or agreed.sum() > best[1].sum()
+            if improved:
+                best = (labels, agreed, r)
+            if bar is not None:
+                bar.set_postfix(agreed=record["agreed"], **({"acc": f"{record['acc']:.3f}"} if "acc" in record else {}))
+            if not improved or r == self.max_rounds:
+                record["seconds"] = time.perf_counter() - start
+                history.append(record)
+                break
+            targets = torch.from_numpy(labels).to(device)
+            mask = torch.from_numpy(agreed).to(device)
+            self._epochs(model, optimizer, data, targets, mask, self.epochs_per_round, generator)
+            record["seconds"] = time.perf_counter() - start
+            history.append(record)
+            if self.checkpoint is not None:
+                self._save(model, optimizer, history, r)
+        self.labels_, self.agreed_, self.best_round_ = best
+        self.history_ = history
+        self.n_rounds_ = len(history) - 1
+        self.model_ = model.cpu().eval()
+        return self
+
+    def _epochs(self, model, optimizer, data, targets, mask, epochs, generator):
+        """Training (seed 002's L): the pseudo-classifier loss to the consensus on agreed points
+        (``mask``), L1 reconstruction on the others; each member its own shuffle of the points."""
+        n = data.shape[0]
+        m = self.n_members
+        model.train()
+        smooth = None
+        if self.loss != "ce":
+            smooth = torch.full((self.n_clusters,), SMOOTHING / self.n_clusters, device=data.device)
+        for _ in range(epochs):
+            order = torch.stack([torch.randperm(n, generator=generator) for _ in range(m)]).to(data.device)
+            for start in range(0, n, self.batch_size):
+                idx = order[:, start:start + self.batch_size]  # (M, B)
+                x = data[idx]
+                z, recon, logits = model(x)
+                loss = (recon - x).abs().mean(-1)  # (M, B)
+                chosen = mask[idx]
+                if bool(chosen.any()):
+                    loss = torch.where(chosen, self._classifier_loss(logits, targets[idx], smooth), loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.mean(1).sum().backward()  # members are independent: the sum trains each on its mean
+                optimizer.step()
+
+    def _classifier_loss(self, logits, target, smooth):
+        if self.loss == "ce":
+            return nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape)
+        from ...losses import collision_cross_entropy, reverse_cross_entropy
+
+        y = nn.functional.one_hot(target, self.n_clusters).to(logits.dtype) * (1 - SMOOTHING) + smooth
+        fn = reverse_cross_entropy if self.loss == "rce" else collision_cross_entropy
+        return fn(logits.flatten(0, 1), y.flatten(0, 1), reduction="none", validate=False).view(target.shape)
+
+    @torch.no_grad()
+    def _latents(self, model, data) -> torch.Tensor:
+        model.eval()
+        z = torch.cat([model.encoder(data[i:i + 4096].expand(self.n_members, -1, -1)) for i in range(0, len(data), 4096)], 1)
+        return z.cpu()  # (M, N, L)
+
+    def _cluster(self, z: np.ndarray, seed: int) -> np.ndarray:
+        z = (z - z.mean(0)) / max(float(z.std()), 1e-12)
+        if self.reducer_ == "umap":
+            import umap
+
+            z = umap.UMAP(n_components=2, min_dist=0.0, n_neighbors=30, random_state=seed).fit_transform(z)
+        k = self.n_clusters
+        if self.clusterer == "hdbscan" and k > 1:
+            labels = _hdbscan_cut(z, k, min_samples=10)
+            if labels is not None:
+                return labels
+        if self.clusterer == "kmeans":
+            from sklearn.cluster import KMeans
+
+            return KMeans(k, n_init=3, random_state=seed).fit_predict(z)
+        from sklearn.mixture import GaussianMixture
+
+        return GaussianMixture(k, random_state=seed, reg_covar=1e-4).fit_predict(z)
+
+    def _agreement(self, model, data, r: int):
+        """Cluster every member's latent space and their concatenation, align to the latter,
+        and return ``(consensus labels, agreed mask)``."""
+        z = self._latents(model, data)
+        seed = (self._seed + 7919 * r) % (2**31 - 1)
+        reference = self._cluster(torch.cat(list(z), 1).numpy(), seed)
+        labellings = [reference]
+        for j in range(self.n_members):
+            labellings.append(align(self._cluster(z[j].numpy(), seed + j + 1), reference, self.n_clusters))
+        self._member0_ = labellings[1]
+        return consensus(np.stack(labellings), self.n_clusters)
+
+    def _save(self, model, optimizer, history, r):
+        from ..._files import write_files
+
+        state = {"round": r, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+                 "params": self.get_params()}
+        write_files([(str(self.checkpoint), lambda tmp: torch.save(state, tmp))])
+
+    # ---- inference and plots ------------------------------------------------------------
+    def predict(self, X) -> np.ndarray:
+        """The consensus of the members' pseudo-classifiers (mode of their argmax; ties to the
+        lowest label) for new points."""
+        check_is_fitted(self)
+        x = np.asarray(X)
+        if x.ndim == 4:
+            x = x.reshape(x.shape[0], -1)
+        x = validate_data(self, x, dtype=[np.float64, np.float32], reset=False)
+        data = torch.from_numpy(self.scaler_.transform(x, np.float32))
+        with torch.no_grad():
+            logits = self.model_.classifier(self.model_.encoder(data.expand(self.n_members, -1, -1)))
+        return consensus(logits.argmax(-1).numpy(), self.n_clusters)[0]
+
+    def plot_history(self, path: str) -> None:
+        """Agreed points (and, when labels were given, ACC of all and of agreed points) per round."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from ..._files import write_files
+
+        check_is_fitted(self)
+        rounds = [h["round"] for h in self.history_]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(rounds, [h["agreed_fraction"] for h in self.history_], "k:", marker="o", label="agreed points")
+        if "acc" in self.history_[0]:
+            ax.plot(rounds, [h["acc"] for h in self.history_], marker="s", label="ACC, all points")
+            ax.plot(rounds, [h["agreed_acc"] for h in self.history_], marker="^", label="ACC, agreed points")
+        ax.set_xlabel("round")
+        ax.set_ylabel("fraction")
+        ax.set_title(f"SPC, M = {self.n_members}")
+        ax.legend()
+        fig.tight_layout()
+        write_files([(path, lambda tmp: fig.savefig(tmp, dpi=120))])
+        plt.close(fig)
+
+
+@register("spc")
+class SPCMethod(EstimatorMethod):
+    """Selective pseudo-label clustering (seed 002): an autoencoder ensemble trained on the points
+    every member agrees on."""
+
+    defaults = {"n_members": 4, "latent_dim": 10, "hidden": 256, "clusterer": "gmm", "reducer": "auto", "loss": "ce",
+                "pretrain_epochs": 10, "epochs_per_round": 8, "max_rounds": 30, "batch_size": 64, "lr": 1e-3}
+
+    def make(self, n_clusters, *, random_state=None, standardize="auto", **params):
+        return SelectivePseudoLabelClustering(n_clusters, standardize=standardize, random_state=random_state,
+                                              **{**self.defaults, **params})

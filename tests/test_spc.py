@@ -1,0 +1,90 @@
+"""Issue 13: selective pseudo-label clustering (seed 002) — alignment, consensus, the estimator,
+label-freedom, checkpoints, the plot, the registry and the command line."""
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+
+import entclust
+from entclust.cluster.methods.spc import SelectivePseudoLabelClustering as SPC
+from entclust.cluster.methods.spc import align, consensus
+from entclust.metrics import clustering_accuracy
+
+FAST = dict(n_members=2, hidden=32, latent_dim=4, pretrain_epochs=3, epochs_per_round=1, max_rounds=3,
+            reducer="none", clusterer="kmeans", batch_size=64)
+
+
+def _blobs(n=300, k=3, seed=0):
+    x, t = make_blobs(n, n_features=6, centers=k, cluster_std=1.0, random_state=seed)
+    return x, t
+
+
+def test_align_recovers_a_permutation_and_consensus_takes_the_mode():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 5, 200)
+    perm = np.array([3, 0, 4, 1, 2])
+    assert np.array_equal(align(perm[ref], ref, 5), ref)
+    labellings = np.array([[0, 1, 2, 2], [0, 1, 1, 2], [0, 2, 1, 2]])
+    mode, agreed = consensus(labellings, 3)
+    assert mode.tolist()[:2] == [0, 1] and mode[3] == 2
+    assert agreed.tolist() == [True, False, False, True]
+
+
+def test_spc_is_label_free():
+    """Labels given to fit fill the history only: the clustering is the same without them and
+    with shuffled ones."""
+    x, t = _blobs()
+    a = SPC(3, random_state=0, **FAST).fit(x)
+    b = SPC(3, random_state=0, **FAST).fit(x, t)
+    c = SPC(3, random_state=0, **FAST).fit(x, np.random.default_rng(1).permutation(t))
+    assert np.array_equal(a.labels_, b.labels_) and np.array_equal(a.labels_, c.labels_)
+    assert [h["agreed"] for h in a.history_] == [h["agreed"] for h in b.history_]
+    assert "acc" in b.history_[0] and "acc" not in a.history_[0]
+
+
+def test_spc_clusters_blobs_and_records_rounds(tmp_path):
+    x, t = _blobs(400, 4, seed=2)
+    est = SPC(4, random_state=0, checkpoint=str(tmp_path / "spc.pt"), **FAST).fit(x, t)
+    assert clustering_accuracy(t, est.labels_) >= 0.95
+    assert est.labels_.shape == (400,) and est.agreed_.dtype == bool
+    assert est.history_[0]["round"] == 0 and 0 < est.history_[0]["agreed"] <= 400
+    assert est.initial_labels_.shape == (400,)
+    saved = torch.load(tmp_path / "spc.pt", weights_only=False)
+    assert saved["round"] >= 0 and "model" in saved and saved["history"]
+    est.plot_history(str(tmp_path / "rounds.png"))
+    assert (tmp_path / "rounds.png").stat().st_size > 0
+    assert est.predict(x[:10]).shape == (10,)
+
+
+@pytest.mark.parametrize("loss", ["rce", "cce"])
+def test_spc_robust_losses_and_images(loss):
+    x, t = _blobs(200, 2, seed=3)
+    images = np.tile(x[:, None, :, None], (1, 1, 1, 2)).astype(np.float32)  # (N, 1, 6, 2)
+    est = SPC(2, random_state=0, loss=loss, **FAST).fit(images)
+    assert clustering_accuracy(t, est.labels_) >= 0.9
+    assert est.n_features_in_ == 12
+
+
+def test_spc_parameter_errors():
+    x, _ = _blobs(50)
+    for kwargs, match in [({"n_members": 0}, "n_members"), ({"clusterer": "x"}, "clusterer"),
+                          ({"loss": "x"}, "loss"), ({"reducer": "x"}, "reducer"), ({"lr": 0}, "lr")]:
+        with pytest.raises(ValueError, match=match):
+            SPC(3, **{**FAST, **kwargs}).fit(x)
+    with pytest.raises(ValueError, match="larger than the number of points"):
+        SPC(60, **FAST).fit(x)
+
+
+def test_spc_in_the_registry_and_the_cli(tmp_path, capsys):
+    assert "spc" in entclust.cluster.available()
+    est = entclust.make_estimator("spc", 3, random_state=0, n_members=2)
+    assert isinstance(est, SPC) and est.n_members == 2
+    from entclust import cli
+
+    out = tmp_path / "labels.npy"
+    args = ["fit", "blobs", "--k", "4", "--method", "spc", "--out", str(out)]
+    for key, value in FAST.items():
+        args += ["--param", f"{key}={value}"]
+    assert cli.main(args) == 0
+    assert np.load(out).shape == (1000,)
+    assert "ACC" in capsys.readouterr().out
