@@ -131,6 +131,16 @@ def _hdbscan_cut(z: np.ndarray, k: int, min_samples: int):
     return None
 
 
+def _umap():
+    """umap-learn's ``UMAP`` class, or None when it is not installed (or broken)."""
+    try:
+        import umap
+
+        return getattr(umap, "UMAP", None)
+    except ImportError:
+        return None
+
+
 class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
     """Selective pseudo-label clustering (seed 002) of vectors ``(N, D)`` or images ``(N, C, H, W)``
     (flattened): see the module docstring.
@@ -209,19 +219,11 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
             raise ValueError(f"standardize must be one of {SCALINGS}, got {self.standardize!r}")
 
     def _reducer(self) -> str:
+        if self.reducer == "umap" and _umap() is None:
+            raise ValueError("reducer='umap' needs umap-learn: pip install 'entclust[spc]'")
         if self.reducer != "auto":
-            if self.reducer == "umap":
-                try:
-                    import umap  # noqa: F401
-                except ImportError:
-                    raise ValueError("reducer='umap' needs umap-learn: pip install 'entclust[spc]'") from None
             return self.reducer
-        try:
-            import umap  # noqa: F401
-
-            return "umap"
-        except ImportError:
-            return "none"
+        return "umap" if _umap() is not None else "none"
 
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -328,9 +330,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
     def _cluster(self, z: np.ndarray, seed: int) -> np.ndarray:
         z = (z - z.mean(0)) / max(float(z.std()), 1e-12)
         if self.reducer_ == "umap":
-            import umap
-
-            z = umap.UMAP(n_components=2, min_dist=0.0, n_neighbors=30, random_state=seed).fit_transform(z)
+            z = _umap()(n_components=2, min_dist=0.0, n_neighbors=30, random_state=seed).fit_transform(z)
         k = self.n_clusters
         if self.clusterer == "hdbscan" and k > 1:
             labels = _hdbscan_cut(z, k, min_samples=10)
