@@ -30,12 +30,13 @@ def _problem(n=200, k=12, seed=0):
     return sigma, prior
 
 
-def _worker(rank, world, port, task, out):
+def _worker(rank, world, port, task, out, shards=None):
+    """One rank: joins the gloo group, runs ``task(its rows, group)``, saves the result."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        sizes = SHARDS[world]
+        sizes = (shards or SHARDS)[world]
         begin = sum(sizes[:rank])
         rows = slice(begin, begin + sizes[rank])
         result = task(rows, dist.group.WORLD)
@@ -44,9 +45,9 @@ def _worker(rank, world, port, task, out):
         dist.destroy_process_group()
 
 
-def _run(world, task, tmp_path):
-    mp.spawn(_worker, args=(world, _free_port(), task, str(tmp_path)), nprocs=world, join=True)
-    return [torch.load(tmp_path / f"{r}.pt") for r in range(world)]
+def _run(world, task, tmp_path, shards=None):
+    mp.spawn(_worker, args=(world, _free_port(), task, str(tmp_path), shards), nprocs=world, join=True)
+    return [torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in range(world)]
 
 
 def _solve_task(rows, group):
@@ -147,19 +148,10 @@ def _blobs():
     return x.astype(np.float32)
 
 
-def _estimator_worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        sizes = ESTIMATOR_SHARDS[world]
-        begin = sum(sizes[:rank])
-        x = _blobs()[begin:begin + sizes[rank]]
-        est = entclust.EntropyClustering(40, random_state=0, epochs=4, group=dist.group.WORLD).fit(x)
-        torch.save({"labels": est.labels_, "sizes": est.cluster_sizes_, "objective": est.objective_,
-                    "history": est.history_, "weight": est.head_.weight.detach()}, os.path.join(out, f"{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _estimator_task(rows, group):
+    est = entclust.EntropyClustering(40, random_state=0, epochs=4, group=group).fit(_blobs()[rows])
+    return {"labels": est.labels_, "sizes": est.cluster_sizes_, "objective": est.objective_,
+            "history": est.history_, "weight": est.head_.weight.detach()}
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -169,8 +161,7 @@ def test_estimator_across_ranks_equals_one_process(world, tmp_path):
     torch.set_num_threads(1)
     single = entclust.EntropyClustering(40, random_state=0, epochs=4).fit(_blobs())
     assert single.pseudo_labels_ == "global"
-    mp.spawn(_estimator_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
-    parts = [torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in range(world)]
+    parts = _run(world, _estimator_task, tmp_path, ESTIMATOR_SHARDS)
     assert np.array_equal(np.concatenate([p["labels"] for p in parts]), single.labels_)
     for p in parts:
         assert np.array_equal(p["sizes"], single.cluster_sizes_)

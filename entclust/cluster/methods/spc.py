@@ -250,6 +250,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         self._epochs(model, optimizer, data, targets, mask, self.pretrain_epochs, generator)
 
         history, best = [], None
+        self._previous = None
         rounds = range(self.max_rounds + 1)  # round 0 clusters the pre-trained ensemble
         bar = None
         if self.verbose:
@@ -350,11 +351,17 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         z = self._latents(model, data)
         seed = (self._seed + 7919 * r) % (2**31 - 1)
         reference = self._cluster(torch.cat(list(z), 1).numpy(), seed)
+        if self._previous is not None:
+            # keep the cluster ids of the last round: the pseudo-classifiers learned those, and a
+            # renamed target would make them unlearn a permutation through the encoders
+            reference = align(reference, self._previous, self.n_clusters)
         labellings = [reference]
         for j in range(self.n_members):
             labellings.append(align(self._cluster(z[j].numpy(), seed + j + 1), reference, self.n_clusters))
         self._member0_ = labellings[1]
-        return consensus(np.stack(labellings), self.n_clusters)
+        labels, agreed = consensus(np.stack(labellings), self.n_clusters)
+        self._previous = labels
+        return labels, agreed
 
     def _save(self, model, optimizer, history, r):
         from ..._files import write_files
