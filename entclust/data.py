@@ -251,11 +251,10 @@ def _reduce(values: np.ndarray, group, op: str = "sum") -> np.ndarray:
     if group is None:
         return values
     import torch
-    import torch.distributed as dist
 
-    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
-    return t.numpy()
+    from ._dist import all_reduce
+
+    return all_reduce(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)), group, op).numpy()
 
 
 def _abs_max(x: np.ndarray, group=None) -> np.ndarray:

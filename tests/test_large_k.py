@@ -209,3 +209,21 @@ def test_global_and_batch_pseudo_labels_agree_where_batches_are_well_posed():
     assert clustering_accuracy(t, batch.labels_) >= 0.98
     assert clustering_accuracy(t, glob.labels_) >= 0.98
     assert clustering_accuracy(batch.labels_, glob.labels_) >= 0.98
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_block_step_pytorch_path_matches_the_fused_op(dtype):
+    """The PyTorch M-step (the path of CUDA tensors) against the CPU op: same rows, same column
+    sums of the stored values, same largest change."""
+    from entclust.solvers.sharded import _step_blocks_, em_step_
+
+    sigma = _sigma(700, 300, seed=6).to(dtype)  # > one block of 2^17 entries
+    y0 = _sigma(700, 300, seed=7).to(dtype)
+    w = torch.rand(300, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 40
+    a, b = y0.clone(), y0.clone()
+    col_a, change_a = em_step_(sigma, a, w)
+    col_b, change_b = _step_blocks_(sigma, b, w, True)
+    eps = torch.finfo(dtype).eps
+    assert torch.allclose(a, b, rtol=2 * eps + 400 * torch.finfo(torch.float64).eps, atol=0)
+    assert torch.allclose(col_a, col_b, rtol=1e-6 if dtype == torch.float32 else 1e-12)
+    assert change_a == pytest.approx(change_b, rel=1e-5 if dtype == torch.float32 else 1e-12)

@@ -80,14 +80,18 @@ def estimator_params(method: str, args, *, strict: bool = True) -> dict:
 
 def _fit_distributed(x, args, params):
     """Under ``torchrun``: rank r fits rows ``[r N / W, (r + 1) N / W)`` (read from the memory-mapped
-    file) with ``EntropyClustering(group=WORLD)``; the labels are gathered on every rank.
+    file) with ``EntropyClustering(group=WORLD)`` (gloo on the CPU, NCCL with ``--device cuda``);
+    the labels are gathered on every rank.
     Returns ``(labels of all points, rank)``."""
     import numpy as np
     import torch
     import torch.distributed as dist
 
+    from .._dist import all_reduce
     from ..cluster import make_estimator
 
+    if args.device == "cuda":  # one GPU a rank, chosen before NCCL starts
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -95,16 +99,11 @@ def _fit_distributed(x, args, params):
         begin, end = rank * n // world, (rank + 1) * n // world
         if end <= begin:
             raise UsageError(f"{world} processes for {n} points: every process needs at least one row")
-        if args.device == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         params["verbose"] = params.get("verbose", False) and rank == 0
         est = make_estimator("rce", args.k, random_state=args.seed, group=dist.group.WORLD, **params).fit(x[begin:end])
-        longest = max((r + 1) * n // world - r * n // world for r in range(world))
-        mine = torch.full((longest,), -1, dtype=torch.int64)
-        mine[:end - begin] = torch.from_numpy(np.asarray(est.labels_, dtype=np.int64))
-        parts = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(parts, mine)
-        labels = np.concatenate([p[:(r + 1) * n // world - r * n // world].numpy() for r, p in enumerate(parts)])
+        labels = torch.zeros(n, dtype=torch.int64)  # each rank fills its rows; the sum gathers them
+        labels[begin:end] = torch.from_numpy(np.asarray(est.labels_, dtype=np.int64))
+        labels = all_reduce(labels, dist.group.WORLD).numpy()
         return labels, rank
     finally:
         dist.destroy_process_group()

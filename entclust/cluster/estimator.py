@@ -12,6 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from .._dist import all_reduce
 from ..data import SCALINGS, Scaler
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
@@ -243,9 +244,9 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 head.bias.zero_()
             else:
                 sample = torch.randperm(shard.total, generator=generator)[:max(10000, 10 * k)]
-                points = shard.gather_rows(features, sample).to(features.device)
+                points = shard.gather_rows(features, sample)
                 mu = kmeans_plusplus(points, k, generator)
-                probe = points[:5000].to(mu.device)
+                probe = points[:5000]
                 d2 = (probe.square().sum(1, keepdim=True) - 2 * probe @ mu.T + mu.square().sum(1)).amin(1)
                 beta = 2.0 / max(float(d2.clamp_min(0).mean()), 1e-12)
                 head.weight.copy_(beta * mu)
@@ -290,7 +291,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                     loss = ce * (shard.world / len(batch))
                     if criterion.gamma > 0:
                         loss = loss + criterion.gamma * margin_penalty(head)
-                    step_value = float(ce.detach()) / n if shard.world == 1 else float(ce.detach())
+                    step_value = float(ce.detach())  # summed over the epoch, then over the ranks
                 else:
                     idx = batch
                     loss = criterion(head(features[idx]), head)
@@ -304,8 +305,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 optimizer.step()
                 total += step_value
             if memory:  # the epoch's mean CE over all points, plus the fairness and margin terms
-                if shard.world > 1:
-                    total = float(shard.sum(torch.tensor([total], dtype=torch.float64))) / shard.total
+                total = float(shard.sum(torch.tensor([total], dtype=torch.float64))) / shard.total
                 total += criterion.lam * float(strong_fairness((criterion.columns / shard.total).unsqueeze(0),
                                                                criterion.prior, validate=False))
                 total += criterion.gamma * float(margin_penalty(head).detach())
@@ -382,21 +382,15 @@ class _Shard:
             return
         import torch.distributed as dist
 
-        self.world = dist.get_world_size(group)
-        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world)]
-        dist.all_gather(sizes, torch.tensor([n], dtype=torch.int64), group=group)
-        sizes = [int(t) for t in sizes]
-        rank = dist.get_rank(group)
+        self.world, rank = dist.get_world_size(group), dist.get_rank(group)
+        sizes = torch.zeros(self.world, dtype=torch.int64)
+        sizes[rank] = n
+        sizes = all_reduce(sizes, group).tolist()
         self.offset, self.total = sum(sizes[:rank]), sum(sizes)
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` summed over the ranks (a new tensor)."""
-        t = t.clone()
-        if self.group is not None:
-            import torch.distributed as dist
-
-            dist.all_reduce(t, group=self.group)
-        return t
+        return all_reduce(t, self.group) if self.group is not None else t.clone()
 
     def local(self, rows: torch.Tensor) -> torch.Tensor:
         """This rank's part of the global row indices ``rows``, as local indices, in order."""
@@ -406,13 +400,14 @@ class _Shard:
         return rows[mine] - self.offset
 
     def gather_rows(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The global rows ``rows`` of the features on every rank, on the CPU: each rank fills in
-        its own, the rest are zeros, and a sum over the ranks completes them exactly."""
+        """The global rows ``rows`` of the features on every rank, on the features' device: each
+        rank fills in its own, the rest are zeros, and a sum over the ranks completes them exactly."""
+        rows = rows.to(features.device)
         if self.group is None:
-            return features[rows.to(features.device)].cpu()
-        out = torch.zeros(len(rows), features.shape[1], dtype=features.dtype)
+            return features[rows]
+        out = features.new_zeros(len(rows), features.shape[1])
         mine = (rows >= self.offset) & (rows < self.offset + self.n)
-        out[mine] = features[(rows[mine] - self.offset).to(features.device)].cpu()
+        out[mine] = features[rows[mine] - self.offset]
         return self.sum(out)
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import solvers
+from .._dist import all_reduce
 from ..ops.checks import check_tensor, prior_vector
 from ..solvers.sharded import em_rce_block_
 from .losses import SelfLabelingLoss
@@ -67,9 +68,10 @@ class SelfLabeling(nn.Module):
     batch of a few hundred rows cannot spread over K classes, so per-batch column sums are noise
     and classes die. With ``n_points`` the module keeps every point's pseudo-label (``N x K``
     float32) and the K column sums over all N points: call ``criterion(logits, head, index=idx)``
-    with the batch's dataset indices; the batch's rows get ``max_iter`` EM steps (default 3;
-    from the current sigma, like the per-batch solve) against the column sums of all points (incremental EM, Neal & Hinton 1998: each step lowers
-    the whole problem's objective with the other rows fixed), ``c = lam N``. A point not yet
+    with the batch's dataset indices; the batch's rows get ``max_iter`` EM steps (default 3, from
+    the current sigma like the per-batch solve) against the column sums of all points
+    (incremental EM, Neal & Hinton 1998: each step lowers the whole problem's objective with the
+    other rows fixed), ``c = lam N``. A point not yet
     seen counts as ``y = u``. With ``group`` (a ``torch.distributed`` process group, each rank
     passing ``n_points`` = its own shard's size and local indices) the blocks' column sums are
     all-reduced each step: one K-vector of float64 per step and rank.
@@ -209,12 +211,7 @@ class SelfLabeling(nn.Module):
 
     # ---- global pseudo-labels (n_points) -------------------------------------------------
     def _allocate(self, k: int, device) -> None:
-        import torch.distributed as dist
-
-        n = torch.tensor([float(self.n_points)], dtype=torch.float64, device=device)
-        if self.group is not None:
-            dist.all_reduce(n, group=self.group)
-        self._n_total = int(n)
+        self._n_total = int(all_reduce(torch.tensor([float(self.n_points)], dtype=torch.float64), self.group))
         u = prior_vector(self.prior, k, torch.zeros(1, dtype=torch.float64))
         self._u = u.to(device)
         u32 = u.to(device=device, dtype=torch.float32)
@@ -224,15 +221,10 @@ class SelfLabeling(nn.Module):
     def update(self, logits: torch.Tensor, index) -> torch.Tensor:
         """With ``n_points``: solve the pseudo-labels of the rows ``index`` (``max_iter`` EM steps
         from ``softmax(logits)`` against the column sums of all points), keep them, and return
-        them ``(batch, K)``: float64 for float64 logits, else float32. :meth:`forward` calls it; a training loop that builds its
-        own loss (e.g. a sum over ranks' rows) calls it directly."""
+        them ``(batch, K)``: float64 for float64 logits, else float32. :meth:`forward` calls it;
+        a training loop that builds its own loss (e.g. a sum over ranks' rows) calls it directly."""
         if self.n_points is None:
             raise ValueError("update() needs SelfLabeling(n_points=...): it keeps the labels of all points")
-        return self._memory_solve(logits, index)
-
-    def _memory_solve(self, logits: torch.Tensor, index) -> torch.Tensor:
-        import torch.distributed as dist
-
         check_tensor("logits", logits)
         if logits.dim() != 2:
             raise ValueError(f"with n_points, logits must have shape (batch, K), got {tuple(logits.shape)}")
@@ -254,19 +246,14 @@ class SelfLabeling(nn.Module):
         # the fairness weights are float64 either way
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
         sigma = torch.softmax(logits.detach().to(dtype), dim=-1)
-        removed = self.memory[index].sum(0, dtype=torch.float64)
-        if self.group is not None:
-            dist.all_reduce(removed, group=self.group)
-        rest = self.columns - removed
+        rest = self.columns - all_reduce(self.memory[index].sum(0, dtype=torch.float64), self.group)
         # each visit starts from the current sigma, as the per-batch solve does (MATH.md: the warm
         # start from sigma matters); the kept labels serve the column sums of the other rows
         y = sigma.clone()
         em_rce_block_(sigma, y, rest, self.lam, self._n_total, self._u, self.max_iter, self.group)
         stored = y.float()
-        added = stored.sum(0, dtype=torch.float64)  # the column sums stay those of the stored labels
-        if self.group is not None:
-            dist.all_reduce(added, group=self.group)
-        self.columns = rest + added
+        # the column sums stay those of the stored labels
+        self.columns = rest + all_reduce(stored.sum(0, dtype=torch.float64), self.group)
         self.memory[index] = stored
         self.stats["solves"] += 1  # (no per-batch empty-cluster count: a batch need not cover K)
         return y
@@ -284,7 +271,7 @@ class SelfLabeling(nn.Module):
         if self.n_points is not None and y is None:
             if index is None:
                 raise ValueError("SelfLabeling(n_points=...) needs index=: the dataset indices of the batch's rows")
-            full = self._memory_solve(logits, index)
+            full = self.update(logits, index)
             # the fairness term (a constant for the network) over all points: y_bar = columns / N
             loss = self.loss(logits, full.to(logits.dtype).clamp_min(torch.finfo(logits.dtype).tiny), head,
                              fairness_y=(self.columns / self._n_total).unsqueeze(0))

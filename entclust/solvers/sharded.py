@@ -11,14 +11,16 @@ iterates equal those of the single-process solve on the concatenated rows up to 
 the floating-point sums. A block of rows ``B`` of a larger problem (incremental EM, Neal & Hinton
 1998) uses ``col = rest + sum_{i in B} y_i``, where ``rest`` holds every other row's
 contribution: each iteration then lowers the whole problem's objective with the other rows fixed.
-Everything runs in float64 over blocks of rows (no N x K float64 temporary beyond a block).
+Column sums and fairness weights are float64; the rows are updated in sigma's dtype (float64
+arithmetic per entry), on the CPU by the fused op ``entclust::em_rce_rows``, elsewhere over blocks
+of rows (no N x K float64 temporary beyond a block).
 """
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from .. import ops
+from .._dist import all_reduce
 from ..ops.checks import check_distributions, check_tensor, prior_vector
 from ._problem import DEFAULT_TOL, START_MIX, check_count, check_number, check_sigma
 from .result import SolverResult
@@ -29,12 +31,6 @@ BLOCK = 1 << 17
 
 def _rows(n: int, k: int) -> int:
     return max(1, BLOCK // max(1, k))
-
-
-def _all_reduce(t: torch.Tensor, group, op=None) -> torch.Tensor:
-    if group is not None:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op, group=group)
-    return t
 
 
 def column_sums(y: torch.Tensor) -> torch.Tensor:
@@ -58,18 +54,24 @@ def em_step_(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, *, del
         change = float((new - y).abs().max()) if delta and y.numel() else 0.0
         y.copy_(new)
         return col, change
+    return _step_blocks_(sigma, y, weights, delta)
+
+
+def _step_blocks_(sigma, y, weights, delta: bool) -> tuple[torch.Tensor, float]:
+    """:func:`em_step_` in PyTorch over blocks of rows (any device; float64 arithmetic)."""
     n, k = y.shape
     step = _rows(n, k)
     col = torch.zeros(k, dtype=torch.float64, device=y.device)
-    delta = torch.zeros((), dtype=torch.float64, device=y.device)
+    change = torch.zeros((), dtype=torch.float64, device=y.device)
     for i in range(0, n, step):
         old = y[i:i + step].to(torch.float64)
         a = old * weights
-        new = (sigma[i:i + step].to(torch.float64) + a) / (1.0 + a.sum(1, keepdim=True))
-        col += new.sum(0)
-        delta = torch.maximum(delta, (new - old).abs().max())
-        y[i:i + step] = new.to(y.dtype)
-    return col, float(delta)
+        new = ((sigma[i:i + step].to(torch.float64) + a) / (1.0 + a.sum(1, keepdim=True))).to(y.dtype)
+        col += new.sum(0, dtype=torch.float64)  # the sums of the values as stored, as the op does
+        if delta:
+            change = torch.maximum(change, (new.to(torch.float64) - old).abs().max())
+        y[i:i + step] = new
+    return col, float(change)
 
 
 def _weights(col: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
@@ -85,10 +87,10 @@ def em_rce_block_(sigma: torch.Tensor, y: torch.Tensor, rest: torch.Tensor, lam:
     all-reduced each step (``rest`` must then be the same on every rank: the rows outside all blocks).
     Returns the new column sums of the whole problem (``rest`` plus the blocks)."""
     cu = u.to(torch.float64) * (lam * n_total)
-    col = rest + _all_reduce(column_sums(y), group)
+    col = rest + all_reduce(column_sums(y), group)
     for _ in range(iterations):
         block, _ = em_step_(sigma, y, _weights(col, cu), delta=False)
-        col = rest + _all_reduce(block, group)
+        col = rest + all_reduce(block, group)
     return col
 
 
@@ -108,7 +110,7 @@ def _certificate(sigma, y, col, u, lam, n, group):
         sums[0] += torch.where(positive, -s * torch.log(yy), 0.0).sum()
         g = torch.where(positive, -s / (n * yy), 0.0) + (fair_grad if lam != 0 else 0.0)
         sums[1] += (torch.where(yy > 0, yy * g, 0.0).sum(1) - g.amin(1)).sum()
-    _all_reduce(sums, group)
+    sums = all_reduce(sums, group)
     return float(sums[0]) / n + lam * fairness, float(sums[1])
 
 
@@ -140,7 +142,7 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
     if validate and sigma.shape[0]:
         check_distributions("sigma", sigma)
     u = prior_vector(prior, k, sigma)
-    n = int(_all_reduce(torch.tensor([sigma.shape[0]], dtype=torch.float64, device=sigma.device), group))
+    n = int(all_reduce(torch.tensor([sigma.shape[0]], dtype=torch.float64, device=sigma.device), group))
     if n < 1:
         raise ValueError(f"{name}: the problem has no rows on any rank")
     if y0 is None:
@@ -148,7 +150,7 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
         # when some rank's sigma has an exact zero
         zero = torch.tensor([float(bool((sigma <= 0).any())) if sigma.numel() else 0.0], dtype=torch.float64,
                             device=sigma.device)
-        mixed = bool(_all_reduce(zero, group, dist.ReduceOp.MAX if group is not None else None) > 0)
+        mixed = bool(all_reduce(zero, group, "max") > 0)
         y = (1 - START_MIX) * sigma + START_MIX * u.to(sigma.dtype) if mixed else sigma.clone()
     else:
         check_tensor("y0", y0)
@@ -160,14 +162,13 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
         y = y0.clone()
     y = y.contiguous()
     cu = u.to(torch.float64) * (lam * n)
-    col = _all_reduce(column_sums(y), group)
+    col = all_reduce(column_sums(y), group)
     iterations, converged = 0, False
-    max_op = dist.ReduceOp.MAX if group is not None else None
     for it in range(1, max_iter + 1):
         block, delta = em_step_(sigma, y, _weights(col, cu))
-        col = _all_reduce(block, group)
+        col = all_reduce(block, group)
         if group is not None:
-            delta = float(_all_reduce(torch.tensor([delta], dtype=torch.float64, device=y.device), group, max_op))
+            delta = float(all_reduce(torch.tensor([delta], dtype=torch.float64, device=y.device), group, "max"))
         iterations = it
         if delta <= tol:
             converged = True
