@@ -88,3 +88,18 @@ def test_spc_in_the_registry_and_the_cli(tmp_path, capsys):
     assert cli.main(args) == 0
     assert np.load(out).shape == (1000,)
     assert "ACC" in capsys.readouterr().out
+
+
+def test_hdbscan_cut_gives_exactly_k_clusters():
+    """The tree cut scans distances (the count of clusters is not monotone in the cut) and gives
+    noise points to the nearest cluster."""
+    from entclust.cluster.methods.spc import _hdbscan_cut
+
+    for seed in range(3):
+        x, t = make_blobs(600, n_features=2, centers=4, random_state=seed)
+        labels = _hdbscan_cut(x, 4, 10)
+        assert sorted(set(labels.tolist())) == [0, 1, 2, 3]
+        assert clustering_accuracy(t, labels) >= 0.9
+    x, t = _blobs(300, 3, seed=4)
+    est = SPC(3, random_state=0, **{**FAST, "clusterer": "hdbscan"}).fit(x)
+    assert clustering_accuracy(t, est.labels_) >= 0.9

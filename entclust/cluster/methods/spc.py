@@ -101,34 +101,36 @@ def consensus(labellings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _hdbscan_cut(z: np.ndarray, k: int, min_samples: int):
-    """HDBSCAN's single-linkage tree cut at the distance that gives exactly k clusters (binary
-    search), noise points given to the nearest cluster mean; None when no cut gives k."""
+    """HDBSCAN's single-linkage tree cut at a distance that gives exactly k clusters, noise points
+    given to the nearest cluster mean; None when no cut gives k. The number of clusters is not
+    monotone in the cut (small cuts leave every point noise), so a geometric grid of 120 cuts is
+    scanned and, of those giving k clusters, the one with the fewest noise points is kept."""
+    size = max(5, len(z) // (4 * k))
     try:
         import hdbscan
 
-        model = hdbscan.HDBSCAN(min_samples=min_samples, min_cluster_size=max(5, len(z) // (4 * k))).fit(z)
-        cut = lambda d: model.single_linkage_tree_.get_clusters(d, min_cluster_size=max(5, len(z) // (4 * k)))  # noqa: E731
+        model = hdbscan.HDBSCAN(min_samples=min_samples, min_cluster_size=size).fit(z)
+        cut = lambda d: model.single_linkage_tree_.get_clusters(d, min_cluster_size=size)  # noqa: E731
     except ImportError:
         from sklearn.cluster import HDBSCAN
 
-        model = HDBSCAN(min_samples=min_samples, min_cluster_size=max(5, len(z) // (4 * k))).fit(z)
-        cut = lambda d: model.dbscan_clustering(d, min_cluster_size=max(5, len(z) // (4 * k)))  # noqa: E731
-    low, high = 0.0, float(np.linalg.norm(z.max(0) - z.min(0)))
-    for _ in range(60):
-        mid = (low + high) / 2
-        labels = cut(mid)
-        found = len(set(labels.tolist()) - {-1})
-        if found == k:
-            centres = np.stack([z[labels == c].mean(0) for c in range(k)])
-            noise = labels < 0
-            if noise.any():
-                labels[noise] = ((z[noise, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
-            return labels
-        if found > k:
-            low = mid
-        else:
-            high = mid
-    return None
+        model = HDBSCAN(min_samples=min_samples, min_cluster_size=size, copy=True).fit(z)
+        cut = lambda d: model.dbscan_clustering(d, min_cluster_size=size)  # noqa: E731
+    top = float(np.linalg.norm(z.max(0) - z.min(0)))
+    best = None
+    for distance in np.geomspace(top * 1e-4, top, 120):
+        labels = cut(distance)
+        if len(set(labels.tolist()) - {-1}) == k and (best is None or (labels < 0).sum() < (best < 0).sum()):
+            best = labels
+    if best is None:
+        return None
+    found = best >= 0
+    labels = np.full(len(z), -1, dtype=np.int64)
+    labels[found] = np.searchsorted(np.unique(best[found]), best[found])  # ids 0 .. k-1
+    if not found.all():
+        centres = np.stack([z[labels == c].mean(0) for c in range(k)])
+        labels[~found] = ((z[~found, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    return labels
 
 
 def _umap():
