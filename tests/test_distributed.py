@@ -43,6 +43,7 @@ def _worker(rank, world, port, task, out, shards=None):
         torch.save(result, os.path.join(out, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    os._exit(0)  # no interpreter teardown: see entclust.cli.fit._exit_now
 
 
 def _run(world, task, tmp_path, shards=None):
