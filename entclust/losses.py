@@ -163,6 +163,24 @@ def strong_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: boo
     return (torch.special.xlogy(u, u) - torch.special.xlogy(u, p_bar)).sum()
 
 
+def prediction_fairness(logits: torch.Tensor, prior=None, *, dim: int = -1) -> torch.Tensor:
+    """``KL(u || sigma_bar)`` straight from logits: strong fairness of the network's mean
+    prediction ``sigma_bar`` (the mean of ``softmax(logits)`` over every dim but ``dim``).
+
+    ``ln sigma_bar`` is a log-sum-exp of the log-probabilities, in float32 at least, so a class
+    whose mean prediction underflows still has a finite value and gradient; the gradient in a
+    class's logits is ``u_k sigma_ik / (N sigma_bar_k)``-scaled and does not fade as the class
+    empties. :class:`SelfLabeling` adds it with weight ``prediction_fairness`` (issue 15).
+    """
+    rows = _rows("logits", logits, dim)
+    wide = torch.promote_types(rows.dtype, torch.float32)
+    log_sigma = torch.log_softmax(rows.to(wide), dim=1)
+    log_bar = torch.logsumexp(log_sigma, dim=0) - math.log(rows.shape[0])
+    u = prior_vector(prior, rows.shape[1], log_bar.detach())
+    # zero prior entries contribute 0 (not 0 * -inf)
+    return (torch.special.xlogy(u, u) - torch.where(u > 0, u * log_bar, 0.0)).sum()
+
+
 def weak_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True) -> torch.Tensor:
     """``KL(p_bar || u)`` (prior work's fairness term), ``p_bar`` as in :func:`strong_fairness`."""
     p_bar, u = _mean_and_prior(p, prior, dim, validate)

@@ -109,7 +109,10 @@ def test_self_labeling_loss_is_the_sum_of_its_terms():
     for method, ce in [("rce", entclust.reverse_cross_entropy), ("cce", entclust.collision_cross_entropy)]:
         loss = entclust.SelfLabelingLoss(method, lam=3.0, gamma=0.5, prior=prior)(logits, y, head=head)
         want = ce(logits, y) + 3.0 * entclust.strong_fairness(y, prior) + 0.5 * head.weight.pow(2).sum()
-        torch.testing.assert_close(loss, want)
+        prediction = reference.prediction_fairness(logits, prior)
+        torch.testing.assert_close(loss, want + 0.3 * prediction)  # the default prediction_fairness
+        papers = entclust.SelfLabelingLoss(method, lam=3.0, gamma=0.5, prior=prior, prediction_fairness=0.0)
+        torch.testing.assert_close(papers(logits, y, head=head), want)
     with pytest.raises(ValueError, match="gamma > 0 needs the linear head"):
         entclust.SelfLabelingLoss(gamma=0.1)(logits, y)
     with pytest.raises(ValueError, match="method must be 'rce' or 'cce'"):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import entclust
+from entclust.testing import reference
 
 THREAD_PROBE = r"""
 import hashlib, sys, torch, entclust
@@ -90,6 +91,92 @@ def test_empty_clusters_are_visible_in_the_stats_and_the_history():
     assert est.history_[-1]["solves"] == 1  # one batch of 300 points per epoch
 
 
+def test_empty_clusters_count_every_batch_since_the_last_reset():
+    criterion = entclust.SelfLabeling("rce", on_unconverged="ignore")
+    for cls in (0, 1):
+        logits = torch.zeros(50, 4)
+        logits[:, cls] = 5
+        criterion(logits)
+    assert criterion.stats["empty_clusters"] == 2  # classes 2 and 3 over both batches
+    criterion.reset_stats()
+    criterion(logits)
+    assert criterion.stats["empty_clusters"] == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_prediction_fairness_matches_the_plain_formula(dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(2, 40, 7, generator=g, dtype=torch.float64)).to(dtype)
+    prior = [0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1]
+    # float32: the reference's own rounding of a 7-class mean is ~1e-6 relative
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    for u in (None, prior):
+        torch.testing.assert_close(entclust.prediction_fairness(logits, u),
+                                   reference.prediction_fairness(logits, u).to(dtype), **tol)
+    leaf = logits.double().detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: entclust.prediction_fairness(t, prior), (leaf,))
+
+
+def test_prediction_fairness_keeps_a_gradient_for_a_class_nobody_predicts():
+    logits = torch.zeros(64, 4)
+    logits[:, 3] = -200.0  # sigma_3 = e^-200: underflows in float32, the class is dead
+    leaf = logits.requires_grad_(True)
+    value = entclust.prediction_fairness(leaf)
+    value.backward()
+    assert bool(torch.isfinite(value)) and float(value.detach()) > 10
+    # the gradient pushes the dead class up, by u_k / N per row, however small sigma_3 is
+    torch.testing.assert_close(leaf.grad[:, 3], torch.full((64,), -0.25 / 64), rtol=1e-4, atol=0)
+    papers = entclust.SelfLabeling("rce", prediction_fairness=0.0, on_unconverged="ignore")
+    leaf.grad = None
+    papers(leaf).backward()
+    assert float(leaf.grad[:, 3].abs().max()) < 1e-30  # the reverse-CE gradient alone has vanished
+
+
+def test_self_labeling_adds_prediction_fairness_by_default_per_batch_only():
+    g = torch.Generator().manual_seed(1)
+    logits = 2 * torch.randn(100, 5, generator=g, dtype=torch.float64)
+    default = entclust.SelfLabeling("rce", on_unconverged="ignore")
+    papers = entclust.SelfLabeling("rce", prediction_fairness=0.0, on_unconverged="ignore")
+    assert default.prediction_fairness == 0.3
+    assert entclust.SelfLabeling("rce", n_points=10).prediction_fairness == 0.0
+    loss, y = default(logits, return_labels=True)
+    torch.testing.assert_close(loss, papers(logits, y=y) + 0.3 * reference.prediction_fairness(logits))
+    with pytest.raises(ValueError, match="prediction_fairness must be >= 0"):
+        entclust.SelfLabeling("rce", prediction_fairness=-1.0)
+
+
+def test_batched_problems_have_their_own_fairness_terms():
+    g = torch.Generator().manual_seed(2)
+    logits = 2 * torch.randn(3, 60, 4, generator=g, dtype=torch.float64)
+    criterion = entclust.SelfLabeling("rce", on_unconverged="ignore")
+    loss, y = criterion(logits, return_labels=True)
+    each = [criterion(logits[b], y=y[b]) for b in range(3)]
+    torch.testing.assert_close(loss, torch.stack(each).mean())
+
+
+def test_prediction_fairness_revives_a_dead_class():
+    """A linear head on three separated blobs, one class's bias at -12 (never predicted): with the
+    papers' objective the class stays dead; with the default term it comes back."""
+    x, labels = entclust.data.make_blobs(300, 3, random_state=0)
+    x = torch.as_tensor(x, dtype=torch.float32)
+    x = (x - x.mean(0)) / x.std()
+    empty = {}
+    for weight in (0.0, 0.3):
+        torch.manual_seed(0)
+        head = torch.nn.Linear(x.shape[1], 3)
+        with torch.no_grad():
+            head.bias[2] = -12.0
+        criterion = entclust.SelfLabeling("rce", prediction_fairness=weight, on_unconverged="ignore")
+        optimizer = torch.optim.SGD(head.parameters(), lr=1.0)  # (Adam would rescale even a vanished gradient)
+        for _ in range(300):
+            loss = criterion(head(x))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        empty[weight] = 3 - len(torch.unique(head(x).argmax(1)))
+    assert empty == {0.0: 1, 0.3: 0}
+
+
 def test_accumulated_micro_batches_solve_one_problem():
     g = torch.Generator().manual_seed(3)
     logits = 3 * torch.randn(256, 10, generator=g, dtype=torch.float64)
@@ -115,7 +202,8 @@ def test_a_training_step_with_self_labeling_compiles_with_fullgraph(method):
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 6))
-    criterion = entclust.SelfLabeling(method, lam=10.0, gamma=0.01, on_unconverged="ignore")
+    criterion = entclust.SelfLabeling(method, lam=10.0, gamma=0.01, on_unconverged="ignore",
+                                      prior=[0.25, 0.25, 0.2, 0.1, 0.1, 0.1])  # the prior used to break the trace
     x = torch.randn(128, 16, generator=g)
 
     def step(x):
@@ -142,3 +230,15 @@ def test_no_solver_returns_nan_on_confident_predictions(scale):
     for solver in ("em", "newton", "dual_newton"):
         loss = entclust.SelfLabeling("rce", solver=solver, on_unconverged="ignore")(sigma.log().float())
         assert torch.isfinite(loss)
+
+
+def test_imbalanced_blobs_with_their_prior_keep_the_small_cluster():
+    """Issue 15, item 4 (benchmarks/tabular_vs_gmm.py has all seeds): 1500/400/100 points with
+    the true prior; with restarts and a stronger prediction fairness the 100-point cluster is found."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(n_samples=[1500, 400, 100], centers=[[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]], random_state=0)
+    est = entclust.EntropyClustering(3, prior=[0.75, 0.2, 0.05], n_init=10, random_state=0,
+                                     method_params={"prediction_fairness": 3.0}).fit(x)
+    assert entclust.clustering_accuracy(y, est.labels_) > 0.94
+    assert 40 <= est.cluster_sizes_.min() <= 120

@@ -4,7 +4,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..losses import collision_cross_entropy, margin_penalty, reverse_cross_entropy, strong_fairness
+from ..losses import (
+    collision_cross_entropy,
+    margin_penalty,
+    prediction_fairness,
+    reverse_cross_entropy,
+    strong_fairness,
+)
 from ..ops.checks import check_reduction, check_tensor, prior_vector
 
 
@@ -58,20 +64,33 @@ class CollisionCrossEntropyLoss(nn.Module):
         return f"reduction={self.reduction!r}, dim={self.dim}"
 
 
+def _per_problem(term, rows: torch.Tensor) -> torch.Tensor:
+    """A fairness term of ``(N, K)`` rows, or the mean of its values over the independent problems
+    of ``(B, N, K)`` rows (each problem has its own mean prediction; the cross-entropy's mean
+    over all rows is the same mean of per-problem means)."""
+    if rows.dim() <= 2:
+        return term(rows)
+    return torch.stack([term(block) for block in rows.reshape(-1, *rows.shape[-2:])]).mean()
+
+
 class SelfLabelingLoss(nn.Module):
     """The self-labeling objective for given pseudo-labels ``y`` (MATH.md, "Training objectives"):
 
-    ``mean_i CE(sigma_i, y_i) + lam * KL(u || y_bar) + gamma * ||v||^2``
+    ``mean_i CE(sigma_i, y_i) + lam * KL(u || y_bar) + prediction_fairness * KL(u || sigma_bar)
+    + gamma * ||v||^2``
 
     with CE the reverse (``method="rce"``, seeds 000/004) or collision (``method="cce"``,
-    seed 003) cross-entropy, ``u`` the prior (uniform when None), ``v`` the weight of the linear
-    head (bias excluded). Call: ``loss(logits, y, head=None)``; ``head`` is required when
-    ``gamma > 0``. The fairness term depends on ``y`` only: constant in a network step with
-    fixed ``y``, it is part of the value reported and of the gradient in ``y``.
+    seed 003) cross-entropy, ``u`` the prior (uniform when None), ``sigma_bar`` the mean
+    prediction of the batch, ``v`` the weight of the linear head (bias excluded). Call:
+    ``loss(logits, y, head=None)``; ``head`` is required when ``gamma > 0``. The fairness term
+    in ``y`` depends on ``y`` only: constant in a network step with fixed ``y``, it is part of
+    the value reported and of the gradient in ``y``. The papers' objective is
+    ``prediction_fairness=0``; the default 0.3 keeps classes from dying in network training
+    (see :class:`SelfLabeling`).
     """
 
     def __init__(self, method: str = "rce", lam: float = 100.0, *, gamma: float = 0.0, prior=None,
-                 validate: bool = True):
+                 prediction_fairness: float = 0.3, validate: bool = True):
         super().__init__()
         if method not in ("rce", "cce"):
             raise ValueError(f"method must be 'rce' or 'cce', got {method!r}")
@@ -79,7 +98,10 @@ class SelfLabelingLoss(nn.Module):
             raise ValueError(f"lam must be >= 0, got {lam}")
         if not gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if not prediction_fairness >= 0:
+            raise ValueError(f"prediction_fairness must be >= 0, got {prediction_fairness}")
         self.method, self.lam, self.gamma, self.validate = method, float(lam), float(gamma), validate
+        self.prediction_fairness = float(prediction_fairness)
         # checked and normalised in float64 now (a list, a float32 array: MATH.md's u)
         u = None if prior is None else prior_vector(prior, None, torch.zeros((), dtype=torch.float64))
         self.register_buffer("prior", u)
@@ -90,8 +112,12 @@ class SelfLabelingLoss(nn.Module):
         ce = reverse_cross_entropy if self.method == "rce" else collision_cross_entropy
         loss = ce(logits, y, validate=self.validate)
         if self.lam > 0:
-            fair = strong_fairness(y if fairness_y is None else fairness_y, self.prior, validate=False)
+            fair = _per_problem(lambda t: strong_fairness(t, self.prior, validate=False),
+                                y if fairness_y is None else fairness_y)
             loss = loss + self.lam * fair.to(loss.dtype)
+        if self.prediction_fairness > 0:
+            fair = _per_problem(lambda t: prediction_fairness(t, self.prior), logits)
+            loss = loss + self.prediction_fairness * fair.to(loss.dtype)
         if self.gamma > 0:
             if head is None:
                 raise ValueError("gamma > 0 needs the linear head: call loss(logits, y, head=model.fc)")
@@ -99,4 +125,5 @@ class SelfLabelingLoss(nn.Module):
         return loss
 
     def extra_repr(self) -> str:
-        return f"method={self.method!r}, lam={self.lam}, gamma={self.gamma}"
+        return (f"method={self.method!r}, lam={self.lam}, gamma={self.gamma}, "
+                f"prediction_fairness={self.prediction_fairness}")

@@ -175,7 +175,8 @@ def prior_vector(prior, k: int | None, like: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"prior must have shape ({'K' if k is None else k},), got {tuple(source.shape)}")
     tol = default_sum_tol(source.dtype if source.is_floating_point() else torch.float64)
     u = source.to(device=like.device, dtype=torch.float64)
-    check_distributions("prior", u.unsqueeze(0), tol, hint=False)
+    if not torch.compiler.is_compiling():  # traced: a module's prior was checked when it was built
+        check_distributions("prior", u.unsqueeze(0), tol, hint=False)
     return (u / u.sum()).to(like.dtype)
 
 

@@ -51,6 +51,12 @@ def _fairness(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.where(u > 0, u * torch.log(u / y_bar), torch.zeros_like(y_bar)).sum(-1)
 
 
+def prediction_fairness(logits: torch.Tensor, prior=None) -> torch.Tensor:
+    """``KL(u || sigma_bar)``, ``sigma_bar`` the mean of ``softmax(logits)`` over all rows, the plain way."""
+    sigma = torch.softmax(logits.reshape(-1, logits.shape[-1]), dim=-1)
+    return _fairness(sigma, _prior(prior, sigma))
+
+
 def rce_objective(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
     """``(1/N) sum_i H(sigma_i, y_i) + lam KL(u || y_bar)`` per problem (no fairness term at lam = 0)."""
     u = _prior(prior, sigma)
