@@ -10,7 +10,8 @@ argmax sigma of the network in eval mode never predicts), and the empty clusters
 first, middle and last epoch.
 
 ``python benchmarks/cnn_self_labeling.py [--seeds 5] [--epochs 50] [--views 1 2]
-[--methods rce rce-papers imsat cce]``; about 25 s per run and view on 2 cores.
+[--methods rce rce-papers imsat cce] [--weights 0.3 1 3] [--micro-batches 4]``; about 15 s per
+run and view on 2 cores.
 """
 from __future__ import annotations
 
@@ -60,8 +61,14 @@ def imsat_loss(logits: torch.Tensor, head: nn.Linear, weight: float = 1.3, gamma
     return decisiveness + weight * fairness + gamma * head.weight.pow(2).sum()
 
 
+def predict(model: nn.Module, images: torch.Tensor, generator: torch.Generator, views: int) -> torch.Tensor:
+    """Log of the mean prediction over ``views`` random augmentations: softmax of it is E_t sigma."""
+    x = torch.cat([augment(images, generator) for _ in range(views)])
+    return model(x).log_softmax(-1).view(views, len(images), K).logsumexp(0) - math.log(views)
+
+
 def run(method: str, seed: int, images: torch.Tensor, labels: np.ndarray, epochs: int, views: int, lr: float,
-        weight: float | None = None):
+        weight: float | None = None, micro: int = 1, joint: bool = True):
     import entclust
 
     torch.manual_seed(seed)
@@ -79,12 +86,17 @@ def run(method: str, seed: int, images: torch.Tensor, labels: np.ndarray, epochs
         model.train()
         order = torch.randperm(len(images), generator=generator)
         for batch in order.split(250):
-            x = torch.cat([augment(images[batch], generator) for _ in range(views)])
-            # log of the mean prediction over the views: softmax(logits) = E_t sigma
-            logits = model(x).log_softmax(-1).view(views, len(batch), K).logsumexp(0) - math.log(views)
-            loss = imsat_loss(logits, model[-1]) if criterion is None else criterion(logits, head=model[-1])
             optimizer.zero_grad()
-            loss.backward()
+            if micro > 1:  # gradient accumulation over `micro` parts of the batch (issue 15, item 6):
+                # each part its own forward (BN statistics per part), labels over all parts or per part
+                parts = [predict(model, images[part], generator, views) for part in batch.tensor_split(micro)]
+                ys = criterion.labels(parts) if joint else [None] * micro
+                for part, y in zip(parts, ys):
+                    (criterion(part, head=model[-1], y=y) / micro).backward()
+            else:
+                logits = predict(model, images[batch], generator, views)
+                loss = imsat_loss(logits, model[-1]) if criterion is None else criterion(logits, head=model[-1])
+                loss.backward()
             optimizer.step()
         model.eval()
         with torch.no_grad():
@@ -105,6 +117,9 @@ def main(argv=None) -> int:
                         choices=["rce", "rce-papers", "imsat", "cce"])
     parser.add_argument("--weights", type=float, nargs="+", default=[None],
                         help="prediction_fairness of the rce rows (default: SelfLabeling's)")
+    parser.add_argument("--micro-batches", type=int, default=1,
+                        help="M > 1: the rce rows also run with gradient accumulation over M parts of each batch, "
+                             "labels solved jointly (criterion.labels) and per part")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", RuntimeWarning)
     digits = load_digits()
@@ -115,11 +130,13 @@ def main(argv=None) -> int:
           "empty after epoch 1 / middle / last (sum over seeds) | s per run |")
     print("|---|---|---|---|---|---|---|")
     for views in args.views:
-        rows = [(m, w) for m in args.methods for w in (args.weights if m == "rce" else [None])]
-        for method, weight in rows:
+        rows = [(m, w, 1, True) for m in args.methods for w in (args.weights if m == "rce" else [None])]
+        if args.micro_batches > 1 and "rce" in args.methods:
+            rows += [("rce", None, args.micro_batches, joint) for joint in (True, False)]
+        for method, weight, micro, joint in rows:
             accs, ends, curves, start = [], [], [], time.perf_counter()
             for seed in range(args.seeds):
-                acc, empty = run(method, seed, images, digits.target, args.epochs, views, args.lr, weight)
+                acc, empty = run(method, seed, images, digits.target, args.epochs, views, args.lr, weight, micro, joint)
                 accs.append(100 * acc)
                 ends.append(empty[-1])
                 curves.append(empty)
@@ -128,6 +145,8 @@ def main(argv=None) -> int:
             trace = " / ".join(str(sum(c[e] for c in curves)) for e in (0, mid, args.epochs - 1))
             spread = statistics.pstdev(accs) if len(accs) > 1 else 0.0
             name = method if weight is None else f"rce, prediction_fairness={weight:g}"
+            if micro > 1:
+                name += f", {micro} micro-batches, " + ("labels solved jointly" if joint else "each solved alone")
             print(f"| {views} | {name} | {statistics.fmean(accs):.1f} +- {spread:.1f} | {ends} | "
                   f"{sum(e == 0 for e in ends)}/{len(ends)} | {trace} | {seconds:.0f} |", flush=True)
     return 0
