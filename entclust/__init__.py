@@ -48,6 +48,7 @@ _LAZY = {
     "methods": ("entclust.cluster", None),  # the method registry's old name
     "metrics": ("entclust.metrics", None),
     "data": ("entclust.data", None),
+    "images": ("entclust.images", None),
     "testing": ("entclust.testing", None),
     "cli": ("entclust.cli", None),
 }
