@@ -137,10 +137,10 @@ def test_self_labeling_adds_prediction_fairness_by_default_per_batch_only():
     logits = 2 * torch.randn(100, 5, generator=g, dtype=torch.float64)
     default = entclust.SelfLabeling("rce", on_unconverged="ignore")
     papers = entclust.SelfLabeling("rce", prediction_fairness=0.0, on_unconverged="ignore")
-    assert default.prediction_fairness == 0.3
+    assert default.prediction_fairness == 0.5
     assert entclust.SelfLabeling("rce", n_points=10).prediction_fairness == 0.0
     loss, y = default(logits, return_labels=True)
-    torch.testing.assert_close(loss, papers(logits, y=y) + 0.3 * reference.prediction_fairness(logits))
+    torch.testing.assert_close(loss, papers(logits, y=y) + 0.5 * reference.prediction_fairness(logits))
     with pytest.raises(ValueError, match="prediction_fairness must be >= 0"):
         entclust.SelfLabeling("rce", prediction_fairness=-1.0)
 
@@ -161,7 +161,7 @@ def test_prediction_fairness_revives_a_dead_class():
     x = torch.as_tensor(x, dtype=torch.float32)
     x = (x - x.mean(0)) / x.std()
     empty = {}
-    for weight in (0.0, 0.3):
+    for weight in (0.0, 0.5):
         torch.manual_seed(0)
         head = torch.nn.Linear(x.shape[1], 3)
         with torch.no_grad():
@@ -174,7 +174,7 @@ def test_prediction_fairness_revives_a_dead_class():
             loss.backward()
             optimizer.step()
         empty[weight] = 3 - len(torch.unique(head(x).argmax(1)))
-    assert empty == {0.0: 1, 0.3: 0}
+    assert empty == {0.0: 1, 0.5: 0}
 
 
 def test_accumulated_micro_batches_solve_one_problem():

@@ -85,12 +85,12 @@ class SelfLabelingLoss(nn.Module):
     ``loss(logits, y, head=None)``; ``head`` is required when ``gamma > 0``. The fairness term
     in ``y`` depends on ``y`` only: constant in a network step with fixed ``y``, it is part of
     the value reported and of the gradient in ``y``. The papers' objective is
-    ``prediction_fairness=0``; the default 0.3 keeps classes from dying in network training
+    ``prediction_fairness=0``; the default 0.5 keeps classes from dying in network training
     (see :class:`SelfLabeling`).
     """
 
     def __init__(self, method: str = "rce", lam: float = 100.0, *, gamma: float = 0.0, prior=None,
-                 prediction_fairness: float = 0.3, validate: bool = True):
+                 prediction_fairness: float = 0.5, validate: bool = True):
         super().__init__()
         if method not in ("rce", "cce"):
             raise ValueError(f"method must be 'rce' or 'cce', got {method!r}")

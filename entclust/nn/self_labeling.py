@@ -55,7 +55,7 @@ class SelfLabeling(nn.Module):
     ``mean_i CE(sigma_i, y_i) + lam KL(u || y_bar) + prediction_fairness KL(u || sigma_bar)
     + gamma ||v||^2``; its gradient reaches the logits (and the head when ``gamma > 0``), not y.
 
-    ``prediction_fairness`` (default 0.3 per batch, 0 with ``n_points``; 0 is the papers'
+    ``prediction_fairness`` (default 0.5 per batch, 0 with ``n_points``; 0 is the papers'
     objective) is strong fairness on the network's own mean prediction ``sigma_bar``. Why: the
     y-step meets ``KL(u || y_bar)`` for a class the network has stopped predicting by spreading
     thin mass over many points, and the reverse-CE gradient in that class's logit,
@@ -121,8 +121,8 @@ class SelfLabeling(nn.Module):
             raise ValueError(f"solver must be one of {SOLVERS[method]} for method={method!r}, got {solver!r}")
         if not (isinstance(max_iter, int) and max_iter >= 0):
             raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
-        if prediction_fairness is None:  # SelfLabelingLoss's 0.3 per batch (see the class doc); 0 with n_points
-            prediction_fairness = 0.3 if n_points is None else 0.0
+        if prediction_fairness is None:  # SelfLabelingLoss's 0.5 per batch (see the class doc); 0 with n_points
+            prediction_fairness = 0.5 if n_points is None else 0.0
         self.loss = SelfLabelingLoss(method, lam, gamma=gamma, prior=prior, prediction_fairness=prediction_fairness)
         self.prediction_fairness = self.loss.prediction_fairness
         self.method, self.lam, self.gamma, self.solver = method, float(lam), float(gamma), solver
