@@ -1,7 +1,7 @@
 """Image datasets from local files, never downloaded (issue 12): MNIST (IDX files, optionally
 gzipped), CIFAR-10 and CIFAR-100 (the python pickle batches; CIFAR-100 with its 20
-superclasses), STL-10 (the binary files), and scikit-learn's digits as 1x8x8 images (the bundled
-real dataset).
+superclasses), STL-10 (the binary files), folders of images (one subfolder per class, read
+with Pillow), and scikit-learn's digits as 1x8x8 images (the bundled real dataset).
 
 Every loader returns ``(images, labels)``: ``images`` a ``uint8`` numpy array ``(N, C, H, W)``
 (digits: float32 in [0, 1]), ``labels`` an int64 ``(N,)`` array, or None for STL-10's unlabelled
@@ -169,3 +169,46 @@ def load_stl10(root: str, split: str = "train"):
         raise DataError(f"STL-10: {names[1]} must hold one label in 1..10 per image of {names[0]} "
                         f"({images.shape[0]}), got {labels.shape[0]} values")
     return np.ascontiguousarray(images), labels
+
+
+# ---- image folders ----------------------------------------------------------------------
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def load_image_folder(root: str, *, size=None, mode: str = "RGB", return_classes: bool = False):
+    """Images in ``root/<class>/<file>`` (one subfolder per class, sorted by name: labels
+    0..C-1), read with Pillow and converted to ``mode`` ("RGB" or "L"). ``size`` (an int or
+    ``(H, W)``) resizes every image (bilinear); without it all images must have one size.
+    Returns ``(images, labels)`` (uint8 ``(N, C, H, W)``), and the class names with
+    ``return_classes=True``."""
+    from PIL import Image, UnidentifiedImageError
+
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    if not os.path.isdir(root):
+        raise DataError(f"image folder: {root!r} is not a folder")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    files = [(os.path.join(root, c, f), label) for label, c in enumerate(classes)
+             for f in sorted(os.listdir(os.path.join(root, c))) if f.lower().endswith(IMAGE_SUFFIXES)]
+    if not files:
+        raise DataError(f"image folder: no images ({', '.join(IMAGE_SUFFIXES)}) in the subfolders of {root!r}; "
+                        f"expected root/<class>/<image>")
+    target = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
+    pictures = []
+    for path, _ in files:
+        try:
+            with Image.open(path) as image:
+                image = image.convert(mode)
+                if target is not None:
+                    image = image.resize((target[1], target[0]), Image.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"image folder: cannot read {path!r}: {err}") from None
+        if pictures and array.shape != pictures[0].shape:
+            raise DataError(f"image folder: {path!r} is {array.shape[:2]}, {files[0][0]!r} is "
+                            f"{pictures[0].shape[:2]}; pass size= to resize them to one size")
+        pictures.append(array)
+    stacked = np.stack(pictures)
+    stacked = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
+    labels = np.array([label for _, label in files], dtype=np.int64)
+    return (np.ascontiguousarray(stacked), labels, classes) if return_classes else (np.ascontiguousarray(stacked), labels)

@@ -111,3 +111,31 @@ def test_digit_images_are_the_bundled_real_dataset():
 def test_a_missing_root_is_named(tmp_path):
     with pytest.raises(DataError, match="is not a folder"):
         images.load_cifar10(str(tmp_path / "nowhere"))
+
+
+def test_image_folders_one_subfolder_per_class(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    written = {}
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            pixels = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / name / f"{i}.png")
+            written[(name, i)] = pixels
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    x, y, classes = images.load_image_folder(str(tmp_path), return_classes=True)
+    assert classes == ["cat", "dog"] and x.shape == (4, 3, 6, 5)
+    np.testing.assert_array_equal(y, [0, 0, 1, 1])
+    np.testing.assert_array_equal(x[2].transpose(1, 2, 0), written[("dog", 0)])  # png is lossless
+    gray, _ = images.load_image_folder(str(tmp_path), mode="L", size=4)
+    assert gray.shape == (4, 1, 4, 4)
+    Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(tmp_path / "cat" / "big.png")
+    with pytest.raises(DataError, match="pass size="):
+        images.load_image_folder(str(tmp_path))
+    (tmp_path / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot read"):
+        images.load_image_folder(str(tmp_path), size=4)
+    with pytest.raises(DataError, match="no images"):
+        images.load_image_folder(str(tmp_path / "cat"))
