@@ -124,7 +124,6 @@ class SelfLabeling(nn.Module):
         if prediction_fairness is None:  # SelfLabelingLoss's 0.5 per batch (see the class doc); 0 with n_points
             prediction_fairness = 0.5 if n_points is None else 0.0
         self.loss = SelfLabelingLoss(method, lam, gamma=gamma, prior=prior, prediction_fairness=prediction_fairness)
-        self.prediction_fairness = self.loss.prediction_fairness
         self.method, self.lam, self.gamma, self.solver = method, float(lam), float(gamma), solver
         self.max_iter, self.tol, self.solver_options = max_iter, tol, dict(solver_options or {})
         self.on_unconverged = on_unconverged
@@ -181,6 +180,10 @@ class SelfLabeling(nn.Module):
     @property
     def prior(self):
         return self.loss.prior
+
+    @property
+    def prediction_fairness(self) -> float:
+        return self.loss.prediction_fairness
 
     def solve(self, logits: torch.Tensor):
         """The pseudo-label solve alone: a :class:`~entclust.SolverResult` for ``softmax(logits)``
