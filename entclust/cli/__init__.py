@@ -119,7 +119,7 @@ def _add_training_options(p) -> None:
     p.add_argument("--init", choices=("auto", "random", "kmeans++"),
                    help="head initialisation (default auto: kmeans++ with global pseudo-labels)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (default 250)")
-    p.add_argument("--n-init", dest="n_init", type=int, help="training restarts, best objective kept (default 1)")
+    p.add_argument("--n-init", dest="n_init", type=int, help="training restarts side by side, best objective kept (default auto: 10 from random heads, 1 from k-means++)")
     p.add_argument("--prior", help="target cluster proportions of rce/cce, comma-separated (e.g. 0.75,0.2,0.05)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a method's own parameter (repeatable), e.g. solver=dual_newton, max_iter=1000, "

@@ -63,10 +63,17 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         at most ``max(10000, 10 K)`` points, ``logits = beta (mu_k . x - |mu_k|^2 / 2)`` with
         ``beta = 2 / mean squared distance to the nearest seed``; every cluster starts alive.
         ``"auto"`` (default): ``"kmeans++"`` with global pseudo-labels, else ``"random"``.
-    n_init : independent trainings from different random heads; the one with the lowest
-        objective on all points (the method's loss, pseudo-labels solved on all points) is kept,
-        as K-means keeps its best restart. Linear entropy clustering has poor local minima
-        (seed 004 Fig. 3): on elongated clusters a run can lock onto the cut along the long axis.
+    n_init : independent trainings from different heads; the one with the lowest objective on
+        all points (the method's loss, pseudo-labels solved on all points) is kept, as K-means
+        keeps its best restart. Linear entropy clustering has poor local minima (seed 004 Fig. 3):
+        on elongated clusters a run can lock onto the cut along the long axis, and with an
+        imbalanced prior half the runs merge the small cluster away. The restarts train side by
+        side as one batched problem (one ``(B, N, K)`` solve per step), so 10 cost about 2-4
+        times one on small data. ``"auto"`` (default, like scikit-learn's KMeans): 10 from random
+        heads, 1 from a k-means++ head. Measured with the defaults over seeds 0-3
+        (``benchmarks/tabular_vs_gmm.py``): imbalanced blobs with their prior 78.1 +- 16.8 % ACC
+        with 1 run (two seeds merged the 400-point cluster), 94.9 +- 0.4 with 10; digits 82.8
+        and 84.1 %.
     group : ``torch.distributed`` process group for multi-process training (launch with
         ``torchrun``; None: one process). ``X`` is then this rank's shard (at least one row); the
         scaler's statistics, the k-means++ sample, the batches (one global shuffle of all
@@ -87,13 +94,14 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     history_ : one dict per epoch of the kept run: mean batch loss, seconds, number of empty clusters
         and, for "rce"/"cce", the pseudo-label solves of the epoch, how many stopped unconverged
         (at ``method_params["max_iter"]``) and their largest Frank-Wolfe gap.
-    objective_ : the kept run's objective on all points.
+    objective_ : the kept run's objective on all points. n_init_ : the number of runs trained
+        (restarts trained side by side share each epoch's ``seconds``).
     head_ : the trained ``nn.Linear``. scaler_ : the fitted preprocessing. n_features_in_.
     """
 
     def __init__(self, n_clusters: int = 10, method: str = "rce", lam: float = 100.0, gamma: float | None = None,
                  epochs: int | None = None, batch_size: int = 250, lr: float | None = None, prior=None, standardize: str = "auto",
-                 method_params=None, pseudo_labels: str = "auto", init: str = "auto", n_init: int = 1,
+                 method_params=None, pseudo_labels: str = "auto", init: str = "auto", n_init="auto",
                  group=None, device: str = "cpu", random_state=None, verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method
@@ -138,7 +146,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         if self.epochs is not None:
             positive_int("epochs", self.epochs, 0)
         positive_int("batch_size", self.batch_size)
-        positive_int("n_init", self.n_init)
+        if not (isinstance(self.n_init, str) and self.n_init == "auto"):
+            if isinstance(self.n_init, str):
+                raise ValueError(f"n_init must be 'auto' or an int >= 1, got {self.n_init!r}")
+            positive_int("n_init", self.n_init)
         for name in ("lam", "gamma"):
             value = getattr(self, name)
             if name == "gamma" and value is None:
@@ -188,6 +199,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         self.epochs_ = self.epochs if self.epochs is not None else (3 if self.pseudo_labels_ == "global" else 50)
         self.lr_ = float(self.lr) if self.lr is not None else (1.0 if self.init_ == "random" else 0.1)
         self.prior_ = self._prior()
+        self.n_init_ = (10 if self.init_ == "random" else 1) if isinstance(self.n_init, str) else int(self.n_init)
         rng = check_random_state(self.random_state)
         generator = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
         device = torch.device(self.device)
@@ -198,9 +210,14 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         settings.n_points = features.shape[0] if self.pseudo_labels_ == "global" else None
         settings.group = self.group
         criterion = method.build(settings, params).to(device)
+        if self.n_init_ > 1 and _batched(criterion, shard):
+            # the restarts as one (B, N, K) problem per step: one batched matmul and one batched
+            # solve instead of B Python loops (each restart's loss, gradient and labels are its own)
+            runs = self._train_batched(features, criterion, generator, self.n_init_, shard)
+        else:
+            runs = (self._train(features, criterion, generator, run, shard) for run in range(self.n_init_))
         best = None
-        for run in range(self.n_init):
-            head, history = self._train(features, criterion, generator, run, shard)
+        for head, history in runs:
             with torch.no_grad():  # the method's own objective on all points picks the restart
                 objective = self._objective(criterion, head, features, shard)
             if best is None or objective < best[0]:
@@ -253,6 +270,75 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 head.bias.copy_(-0.5 * beta * mu.square().sum(1))
         return head.to(features.device)
 
+    def _train_batched(self, features: torch.Tensor, criterion, generator: torch.Generator, runs: int, shard):
+        """``runs`` restarts of :meth:`_train` (per-batch pseudo-labels, one process) trained side by
+        side: heads ``W (B, K, D)``, ``b (B, K)``, logits ``(B, n, K)`` for the same mini-batch, the
+        pseudo-labels of the B problems solved in one batched call. The loss stepped is the sum
+        of the B restarts' own losses (``reduction="none"``), so every head gets exactly the
+        gradient of its own objective. Returns a list of ``(nn.Linear, history)``, one per restart."""
+        k = self.n_clusters
+        heads = [self._init_head(features, generator, shard) for _ in range(runs)]
+        weight = nn.Parameter(torch.stack([h.weight.detach() for h in heads]))
+        bias = nn.Parameter(torch.stack([h.bias.detach() for h in heads]))
+        optimizer = torch.optim.SGD([weight, bias], lr=self.lr_)
+        n = features.shape[0]
+        n_batches = max(1, round(n / self.batch_size))
+        histories = [[] for _ in range(runs)]
+        epochs = range(self.epochs_)
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            desc = f"EntropyClustering({self.method}, {runs} restarts)"
+            epochs = bar = tqdm(epochs, desc=desc, unit="epoch", disable=None)
+        for epoch in epochs:
+            start = time.perf_counter()
+            totals = torch.zeros(runs, dtype=torch.float64)
+            solves = torch.zeros(runs, dtype=torch.int64)
+            unconverged = torch.zeros(runs, dtype=torch.int64)
+            max_gap = torch.zeros(runs, dtype=torch.float64)
+            order = torch.randperm(n, generator=generator).to(features.device)
+            for idx in torch.tensor_split(order, n_batches):
+                logits = torch.baddbmm(bias.unsqueeze(1), features[idx].expand(runs, -1, -1), weight.transpose(1, 2))
+                losses = criterion(logits, weight, reduction="none")
+                loss = losses.sum()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"EntropyClustering({self.method!r}): the loss became {loss.item()} in epoch {epoch}; "
+                        f"lower lr (now {self.lr_}) or check the features")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                totals += losses.detach().double().cpu() * len(idx) / n
+                result = getattr(criterion, "last_result", None)
+                if result is not None:
+                    solves += 1
+                    unconverged += (~result.converged.reshape(runs)).cpu().long()
+                    gap = result.fw_gap.reshape(runs).cpu().double()
+                    max_gap = torch.maximum(max_gap, torch.where(torch.isfinite(gap), gap, max_gap))
+            seconds = time.perf_counter() - start
+            with torch.no_grad():
+                for b in range(runs):
+                    sizes = torch.bincount((features @ weight[b].T + bias[b]).argmax(1), minlength=k)
+                    entry = {"epoch": epoch + 1, "loss": float(totals[b]), "seconds": seconds,
+                             "empty_clusters": int((sizes == 0).sum())}
+                    if result is not None:
+                        entry.update(solves=int(solves[b]), unconverged_solves=int(unconverged[b]),
+                                     max_fw_gap=float(max_gap[b]))
+                    histories[b].append(entry)
+            if hasattr(criterion, "reset_stats"):
+                criterion.reset_stats()
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(totals.min()):.4f}")
+        out = []
+        for b in range(runs):
+            head = torch.nn.utils.skip_init(nn.Linear, features.shape[1], k).to(features.device)
+            with torch.no_grad():
+                head.weight.copy_(weight[b])
+                head.bias.copy_(bias[b])
+            out.append((head, histories[b]))
+        return out
+
     def _train(self, features: torch.Tensor, criterion, generator: torch.Generator, run: int, shard):
         from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
 
@@ -275,7 +361,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         if self.verbose:
             from tqdm.auto import tqdm
 
-            desc = f"EntropyClustering({self.method})" + (f" run {run + 1}/{self.n_init}" if self.n_init > 1 else "")
+            desc = f"EntropyClustering({self.method})" + (f" run {run + 1}/{self.n_init_}" if self.n_init_ > 1 else "")
             epochs = bar = tqdm(epochs, desc=desc, unit="epoch", disable=None)  # none when not a terminal
         for epoch in epochs:
             start, total = time.perf_counter(), 0.0
@@ -441,6 +527,12 @@ def _argmax(head, features: torch.Tensor) -> torch.Tensor:
     for i, logits in _head_blocks(head, features):
         torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
     return labels
+
+
+def _batched(criterion, shard) -> bool:
+    """Whether the restarts can train as one batched problem: the method's loss takes ``(B, N, K)``
+    logits with ``reduction="none"`` (:class:`~entclust.cluster.registry.HeadMethod`), in one process."""
+    return bool(getattr(criterion, "batched", False)) and shard.group is None
 
 
 # "auto" pseudo-labels are global below this many points per cluster in a batch.

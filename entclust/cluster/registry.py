@@ -19,7 +19,10 @@ DEFAULT_METHODS = ("kmeans", "gmm", "mi-gd", "sela", "mi-adm", "rce", "cce", "sp
 class HeadMethod:
     """A training objective for the linear head: :meth:`build` returns an ``nn.Module`` called
     as ``loss = module(logits, head)`` on every mini-batch. ``defaults`` lists the method's own
-    parameters (``EntropyClustering(method_params=...)`` overrides them)."""
+    parameters (``EntropyClustering(method_params=...)`` overrides them). A module that also
+    takes ``module(logits, weight, reduction="none")`` for ``(B, N, K)`` logits of B heads with
+    weights ``(B, K, D)``, returning their ``(B,)`` losses, lets the estimator train its
+    restarts side by side (set ``batched = True`` on the module)."""
 
     name: str = ""
     defaults: dict = {}
@@ -37,8 +40,28 @@ class HeadLoss(nn.Module):
         self.gamma = float(gamma)
         self.register_buffer("prior", None if prior is None else torch.as_tensor(prior, dtype=torch.float64))
 
+    batched = True  # forward takes (B, N, K) logits with reduction="none" (see HeadMethod)
+
     def with_margin(self, loss, head):
-        return loss + self.gamma * margin_penalty(head) if self.gamma > 0 and head is not None else loss
+        """``loss + gamma ||v||^2``; for per-problem losses ``(B,)``, ``head`` is the ``(B, K, D)``
+        weight of the B heads and each problem gets its own head's term."""
+        if self.gamma == 0 or head is None:
+            return loss
+        if loss.dim() == 1:
+            return loss + self.gamma * head.pow(2).sum((1, 2))
+        return loss + self.gamma * margin_penalty(head)
+
+    @staticmethod
+    def reduce(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
+        """The mean over rows of a ``(..., N)`` per-row loss: of each problem (``"none"``, for
+        ``(B, N)``) or of all rows (``"mean"``)."""
+        if reduction == "none":
+            if per_row.dim() != 2:
+                raise ValueError(f"reduction='none' needs (B, N, K) logits (B problems), got {per_row.dim() + 1} dims")
+            return per_row.mean(-1)
+        if reduction != "mean":
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        return per_row.mean()
 
 
 class EstimatorMethod:

@@ -1,15 +1,15 @@
 """Loss modules that behave like ``torch.nn.CrossEntropyLoss``."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..losses import (
     collision_cross_entropy,
     margin_penalty,
-    prediction_fairness,
     reverse_cross_entropy,
-    strong_fairness,
 )
 from ..ops.checks import check_reduction, check_tensor, prior_vector
 
@@ -64,13 +64,22 @@ class CollisionCrossEntropyLoss(nn.Module):
         return f"reduction={self.reduction!r}, dim={self.dim}"
 
 
-def _per_problem(term, rows: torch.Tensor) -> torch.Tensor:
-    """A fairness term of ``(N, K)`` rows, or the mean of its values over the independent problems
-    of ``(B, N, K)`` rows (each problem has its own mean prediction; the cross-entropy's mean
-    over all rows is the same mean of per-problem means)."""
-    if rows.dim() <= 2:
-        return term(rows)
-    return torch.stack([term(block) for block in rows.reshape(-1, *rows.shape[-2:])]).mean()
+def _fairness_per_problem(p: torch.Tensor, prior) -> torch.Tensor:
+    """``KL(u || p_bar)`` of each problem of ``(..., N, K)`` distributions, ``p_bar`` the mean over
+    its N rows, in float32 at least (as :func:`entclust.strong_fairness` of each problem)."""
+    wide = torch.promote_types(p.dtype, torch.float32)
+    p_bar = p.mean(-2, dtype=wide)
+    u = prior_vector(prior, p.shape[-1], p_bar)
+    return (torch.special.xlogy(u, u) - torch.special.xlogy(u, p_bar)).sum(-1)
+
+
+def _prediction_fairness_per_problem(logits: torch.Tensor, prior) -> torch.Tensor:
+    """:func:`entclust.prediction_fairness` of each problem of ``(..., N, K)`` logits."""
+    wide = torch.promote_types(logits.dtype, torch.float32)
+    log_sigma = torch.log_softmax(logits.to(wide), dim=-1)
+    log_bar = torch.logsumexp(log_sigma, dim=-2) - math.log(logits.shape[-2])
+    u = prior_vector(prior, logits.shape[-1], log_bar.detach())
+    return (torch.special.xlogy(u, u) - torch.where(u > 0, u * log_bar, 0.0)).sum(-1)
 
 
 class SelfLabelingLoss(nn.Module):
@@ -106,22 +115,44 @@ class SelfLabelingLoss(nn.Module):
         u = None if prior is None else prior_vector(prior, None, torch.zeros((), dtype=torch.float64))
         self.register_buffer("prior", u)
 
-    def forward(self, logits: torch.Tensor, y: torch.Tensor, head=None, *, fairness_y=None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, head=None, *, fairness_y=None,
+                reduction: str = "mean") -> torch.Tensor:
         """``fairness_y``: the pseudo-labels at full precision for the fairness term (which does
-        not depend on the network), when ``y`` was rounded to the logits' dtype."""
+        not depend on the network), when ``y`` was rounded to the logits' dtype.
+
+        ``(B, N, K)`` logits are B independent problems, each with its own mean prediction and
+        mean label. ``reduction="mean"`` (default) returns the mean of their losses;
+        ``"none"`` returns the ``(B,)`` losses, then ``head`` (when ``gamma > 0``) is the
+        ``(B, K, D)`` weight of B heads, each problem's margin term its own head's (training B
+        heads at once: ``loss.sum()`` gives every head the gradient of its own objective)."""
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        per_problem = reduction == "none"
+        if per_problem and logits.dim() != 3:
+            raise ValueError(f"reduction='none' needs (B, N, K) logits (B problems), got {tuple(logits.shape)}")
         ce = reverse_cross_entropy if self.method == "rce" else collision_cross_entropy
-        loss = ce(logits, y, validate=self.validate)
+        if per_problem:
+            loss = ce(logits, y, reduction="none", validate=self.validate).mean(-1)
+        else:
+            loss = ce(logits, y, validate=self.validate)
         if self.lam > 0:
-            fair = _per_problem(lambda t: strong_fairness(t, self.prior, validate=False),
-                                y if fairness_y is None else fairness_y)
-            loss = loss + self.lam * fair.to(loss.dtype)
+            fair = _fairness_per_problem(y if fairness_y is None else fairness_y, self.prior)
+            loss = loss + self.lam * (fair if per_problem else fair.mean()).to(loss.dtype)
         if self.prediction_fairness > 0:
-            fair = _per_problem(lambda t: prediction_fairness(t, self.prior), logits)
-            loss = loss + self.prediction_fairness * fair.to(loss.dtype)
+            fair = _prediction_fairness_per_problem(logits, self.prior)
+            loss = loss + self.prediction_fairness * (fair if per_problem else fair.mean()).to(loss.dtype)
         if self.gamma > 0:
             if head is None:
                 raise ValueError("gamma > 0 needs the linear head: call loss(logits, y, head=model.fc)")
-            loss = loss + self.gamma * margin_penalty(head)
+            if per_problem:
+                weight = head.weight if isinstance(head, nn.Linear) else head
+                if not (isinstance(weight, torch.Tensor) and weight.dim() == 3 and weight.shape[0] == logits.shape[0]):
+                    raise ValueError(f"reduction='none' with gamma > 0 needs head = the (B, K, D) weight of the B "
+                                     f"problems' heads (B={logits.shape[0]}), got "
+                                     f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(head).__name__}")
+                loss = loss + self.gamma * weight.pow(2).sum((1, 2)).to(loss.dtype)
+            else:
+                loss = loss + self.gamma * margin_penalty(head)
         return loss
 
     def extra_repr(self) -> str:

@@ -178,6 +178,11 @@ class SelfLabeling(nn.Module):
                 self._warned = True
 
     @property
+    def batched(self) -> bool:
+        """Whether ``forward`` takes ``(B, N, K)`` logits with ``reduction="none"`` (per-batch labels)."""
+        return self.n_points is None
+
+    @property
     def prior(self):
         return self.loss.prior
 
@@ -292,11 +297,17 @@ class SelfLabeling(nn.Module):
         self.memory = self.columns = None
 
     def forward(self, logits: torch.Tensor, head=None, *, y: torch.Tensor | None = None, index=None,
-                return_labels: bool = False):
+                return_labels: bool = False, reduction: str = "mean"):
         """The loss for ``logits``, with pseudo-labels solved on them, or ``y`` when given (e.g.
         a block of :meth:`labels`; then no solve runs, and the fairness term, a constant for
         the network, is that of this block). With ``n_points``, ``index`` (the rows' dataset
-        indices) is required and the global pseudo-labels are updated."""
+        indices) is required and the global pseudo-labels are updated. ``(B, N, K)`` logits are
+        B independent problems (one batched solve); ``reduction="none"`` returns their ``(B,)``
+        losses, with ``head`` the ``(B, K, D)`` weight of their B heads (see
+        :class:`SelfLabelingLoss`)."""
+        if reduction != "mean" and self.n_points is not None:
+            raise ValueError(f"reduction={reduction!r} needs per-batch pseudo-labels (B problems); "
+                             f"with n_points there is one problem")
         if self.n_points is not None and y is None:
             if index is None:
                 raise ValueError("SelfLabeling(n_points=...) needs index=: the dataset indices of the batch's rows")
@@ -326,7 +337,7 @@ class SelfLabeling(nn.Module):
         if self.method == "rce":
             # A y_ik below the dtype's range would become 0 where sigma_ik > 0 (H = +inf).
             labels = labels.clamp_min(torch.finfo(labels.dtype).tiny)
-        loss = self.loss(logits, labels, head, fairness_y=full)
+        loss = self.loss(logits, labels, head, fairness_y=full, reduction=reduction)
         return (loss, labels) if return_labels else loss
 
     def extra_repr(self) -> str:

@@ -28,15 +28,17 @@ from ..registry import HeadLoss, HeadMethod, register
 
 def adm_pseudo_labels(sigma: torch.Tensor, prior=None, weight: float = 1.0, refine: int = 0,
                       hard: bool = False) -> torch.Tensor:
-    """The approximate MI-ADM y-step above for ``sigma`` ``(N, K)``; rows of the result sum to 1.
-    ``hard=True`` returns the one-hot argmax of each row instead (step 4 in the module text)."""
+    """The approximate MI-ADM y-step above for ``sigma`` ``(N, K)`` (or ``(B, N, K)``, B problems);
+    rows of the result sum to 1. ``hard=True`` returns the one-hot argmax of each row instead
+    (step 4 in the module text)."""
     k = sigma.shape[-1]
     u = prior_vector(prior, k, sigma)
     tiny = torch.finfo(sigma.dtype).tiny
-    log_ybar = (torch.log(sigma.mean(0).clamp_min(tiny)) + weight * torch.log(u.clamp_min(tiny))) / (1 + weight)
+    mean = lambda t: t.mean(-2, keepdim=True).clamp_min(tiny)  # noqa: E731  (each problem's column means)
+    log_ybar = (torch.log(mean(sigma)) + weight * torch.log(u.clamp_min(tiny))) / (1 + weight)
     y = torch.softmax(torch.log(sigma.clamp_min(tiny)) + weight * (torch.log(u.clamp_min(tiny)) - log_ybar), -1)
     for _ in range(refine):
-        y = torch.softmax(torch.log(sigma.clamp_min(tiny)) + weight * torch.log(u.clamp_min(tiny) / y.mean(0).clamp_min(tiny)), -1)
+        y = torch.softmax(torch.log(sigma.clamp_min(tiny)) + weight * torch.log(u.clamp_min(tiny) / mean(y)), -1)
     if hard:
         y = torch.nn.functional.one_hot(y.argmax(-1), k).to(sigma.dtype)
     return y
@@ -47,9 +49,10 @@ class ADMLoss(HeadLoss):
         super().__init__(gamma, prior)
         self.weight, self.refine, self.hard = float(weight), int(refine), bool(hard)
 
-    def forward(self, logits, head=None):
+    def forward(self, logits, head=None, reduction: str = "mean"):
         y = adm_pseudo_labels(torch.softmax(logits.detach().double(), -1), self.prior, self.weight, self.refine, self.hard)
-        return self.with_margin(-(y.to(logits.dtype) * torch.log_softmax(logits, -1)).sum(-1).mean(), head)
+        per_row = -(y.to(logits.dtype) * torch.log_softmax(logits, -1)).sum(-1)
+        return self.with_margin(self.reduce(per_row, reduction), head)
 
 
 @register("mi-adm")

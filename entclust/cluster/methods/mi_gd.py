@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...losses import weak_fairness
+from ...ops.checks import prior_vector
 from ..registry import HeadLoss, HeadMethod, register
 
 
@@ -15,11 +16,17 @@ class MutualInformationLoss(HeadLoss):
         super().__init__(gamma, prior)
         self.weight = float(weight)
 
-    def forward(self, logits, head=None):
+    def forward(self, logits, head=None, reduction: str = "mean"):
         log_sigma = torch.log_softmax(logits, -1)
         sigma = log_sigma.exp()
-        loss = -(sigma * log_sigma).sum(-1).mean() + self.weight * weak_fairness(sigma, self.prior, validate=False)
-        return self.with_margin(loss, head)
+        decisiveness = self.reduce(-(sigma * log_sigma).sum(-1), reduction)
+        if reduction == "none":  # each problem's own mean prediction
+            sigma_bar = sigma.mean(-2)
+            u = prior_vector(self.prior, sigma.shape[-1], sigma_bar)
+            fair = (torch.special.xlogy(sigma_bar, sigma_bar) - torch.special.xlogy(sigma_bar, u)).sum(-1)
+        else:
+            fair = weak_fairness(sigma, self.prior, validate=False)
+        return self.with_margin(decisiveness + self.weight * fair, head)
 
 
 @register("mi-gd")

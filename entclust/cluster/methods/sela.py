@@ -16,12 +16,15 @@ class SinkhornSelfLabelLoss(HeadLoss):
         super().__init__(gamma, prior)
         self.lam_sk, self.max_iter = float(lam_sk), int(max_iter)
 
-    def forward(self, logits, head=None):
+    def forward(self, logits, head=None, reduction: str = "mean"):
         sigma = torch.softmax(logits.detach().double(), -1)
         # a per-batch solve capped at max_iter sweeps, as in SeLa: no warning when it is reached
+        # (each problem of (B, N, K) logits its own transport problem)
         _, labels, _ = sinkhorn_knopp(sigma, self.prior, lam_sk=self.lam_sk, tol=1e-6, max_iter=self.max_iter,
                                       validate=False, warn=False)
-        return self.with_margin(F.cross_entropy(logits, labels), head)
+        k = logits.shape[-1]
+        per_row = F.cross_entropy(logits.reshape(-1, k), labels.reshape(-1), reduction="none")
+        return self.with_margin(self.reduce(per_row.view(labels.shape), reduction), head)
 
 
 @register("sela")
