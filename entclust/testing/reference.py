@@ -3,7 +3,8 @@ benchmarks use it as their baseline. Plain compositions, no care for speed, and 
 independently of the product code: the library never imports this module.
 
 The composite losses of :mod:`entclust.losses` (fairness, MI, Rényi, margin) are themselves
-PyTorch compositions and have no separate reference.
+PyTorch compositions and have no separate reference; the deep-clustering losses (Rényi
+decisiveness in log space, the symmetric KL, IIC) have the plain definitions at the end.
 """
 from __future__ import annotations
 
@@ -267,3 +268,38 @@ def sinkhorn_knopp(sigma, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9
             break
     q = p * a * b
     return q, q.argmax(-1), sweeps
+
+
+# ---- deep clustering losses (issue 12) ------------------------------------------------------
+
+def renyi_entropy(p: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``ln(sum_k p_k^alpha) / (1 - alpha)`` of each row, straight from the definition
+    (``alpha = inf``: ``-ln max_k p_k``; ``alpha = 1``: Shannon)."""
+    if alpha == float("inf"):
+        return -torch.log(p.max(-1).values)
+    if alpha == 1.0:
+        return -(p * torch.log(p)).sum(-1)
+    return torch.log((p ** alpha).sum(-1)) / (1.0 - alpha)
+
+
+def renyi_mi_loss(logits: torch.Tensor, alpha: float, weight: float = 1.0, prior=None) -> torch.Tensor:
+    """seed 004 eq. 48 without the margin: ``mean_i R_alpha(sigma_i) + w KL(sigma_bar || u)`` over all rows."""
+    sigma = torch.softmax(logits.reshape(-1, logits.shape[-1]), -1)
+    u = _prior(prior, sigma)
+    sigma_bar = sigma.mean(0)
+    return renyi_entropy(sigma, alpha).mean() + weight * (sigma_bar * torch.log(sigma_bar / u)).sum()
+
+
+def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q) + KL(q || p)`` of each row of two probability tensors."""
+    return (p * torch.log(p / q)).sum(-1) + (q * torch.log(q / p)).sum(-1)
+
+
+def iic_loss(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
+    """IIC's loss for two ``(n, K)`` probability tensors, the plain way: the joint
+    ``P = sym(p1^T p2 / n)`` and ``-sum_kl P_kl ln(P_kl / (P_k. P_.l))``."""
+    joint = p1.T @ p2 / p1.shape[0]
+    joint = (joint + joint.T) / 2
+    joint = joint / joint.sum()
+    outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
+    return -(joint * torch.log(joint / outer)).sum()
