@@ -49,6 +49,8 @@ _LAZY = {
     "metrics": ("entclust.metrics", None),
     "data": ("entclust.data", None),
     "images": ("entclust.images", None),
+    "deep": ("entclust.deep", None),
+    "DeepEntropyClustering": ("entclust.deep", "DeepEntropyClustering"),
     "testing": ("entclust.testing", None),
     "cli": ("entclust.cli", None),
 }
@@ -88,6 +90,7 @@ __all__ = [
     "SelfLabelingLoss",
     "SelfLabeling",
     "EntropyClustering",
+    "DeepEntropyClustering",
     "make_estimator",
     "clustering_accuracy",
     "normalized_mutual_info",

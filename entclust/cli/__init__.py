@@ -4,6 +4,12 @@
   ``torchrun --nproc_per_node W -m entclust fit ...`` each process trains on its shard of the
   rows (``.npy`` files are memory-mapped) and rank 0 writes the labels
 - ``entclust compare DATASET [--methods ...] [--seeds 5]``: table, JSON and bar chart
+- ``entclust deep DATA --k 10 --out labels.npy``: a network (VGG4 for images, an MLP for vectors)
+  trained by self-labeling with self-augmentation; ``--partial-labels`` for semi-supervised
+- ``entclust compare-deep [DATA] [--methods rce,cce,mi-gd,iic] [--seeds 3]``: the deep methods on the
+  same network, images and seeds: table, JSON and bar chart
+- ``entclust noisy-labels [--noise 0 0.2 0.4 0.6 0.8]``: forward vs reverse vs collision CE with
+  a share of the training labels replaced at random (seed 000 Fig. 3), table and figure
 - ``entclust demo``: ``compare digits`` with every method and 3 seeds (``make demo``)
 - ``entclust bench [large-k]``: the pseudo-label solver benchmark, or large-K clustering against
   MiniBatchKMeans and faiss
@@ -170,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cap", type=float, default=10.0, help="seconds allowed to EM per problem (default 10)")
     bench.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
     bench.set_defaults(func=_bench)
+
+    from .deep import add_parser as add_deep
+    from .noisy_labels import add_parser as add_noisy_labels
+
+    add_deep(sub)
+    add_noisy_labels(sub)
 
     toy = sub.add_parser("plot-toy", help="2-D figures: K-means vs entropy clustering, margin vs gamma")
     toy.add_argument("--out", default="results")

@@ -19,10 +19,12 @@ METRICS = ("acc", "nmi", "ari", "purity")
 
 
 def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: int = 5, *, n_clusters: int | None = None,
-            params: dict | None = None, verbose: bool = False) -> dict:
-    """Fit each method with random_state 0..seeds-1 on the same features and score it against
+            params: dict | None = None, verbose: bool = False, make=make_estimator) -> dict:
+    """Fit each method with random_state 0..seeds-1 on the same data and score it against
     ``labels``. ``params`` maps a method name to extra arguments of its estimator (default: the
-    package's defaults, the same for every dataset). Returns ``{"runs": [...], "summary": {...}}``:
+    package's defaults, the same for every dataset). ``make(method, n_clusters, random_state=...,
+    **params)`` builds the estimator (default :func:`make_estimator`; the deep harness passes
+    :class:`~entclust.DeepEntropyClustering`'s). Returns ``{"runs": [...], "summary": {...}}``:
     one run per (method, seed) with acc/nmi/ari/seconds, and per method mean and std."""
     k = int(np.unique(labels).size) if n_clusters is None else n_clusters
     runs = []
@@ -34,7 +36,7 @@ def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: i
         jobs = bar = tqdm(jobs, desc="compare", unit="fit", disable=None)  # no bar when stderr is not a terminal
     settings = {}
     for method, seed in jobs:
-        est = make_estimator(method, k, random_state=seed, **(params or {}).get(method, {}))
+        est = make(method, k, random_state=seed, **(params or {}).get(method, {}))
         settings[method] = {key: _plain(value) for key, value in est.get_params(deep=False).items()
                             if key not in ("random_state", "verbose")}
         start = time.perf_counter()
@@ -52,7 +54,7 @@ def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: i
             summary[method][key] = {"mean": statistics.fmean(values),
                                     "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
     return {"runs": runs, "summary": summary, "settings": settings, "n_clusters": k, "seeds": seeds,
-            "n_points": int(x.shape[0]), "n_features": int(x.shape[1]), "date": date.today().isoformat(),
+            "n_points": int(x.shape[0]), "n_features": int(np.prod(x.shape[1:])), "date": date.today().isoformat(),
             "machine": platform.processor() or platform.machine(), "versions": _versions()}
 
 

@@ -1,0 +1,196 @@
+"""``entclust deep``: train a network by self-labeling on images (or vectors), write the labels.
+
+Data: ``digits`` (scikit-learn's, as 1x8x8 images), ``mnist:ROOT``, ``cifar10:ROOT``,
+``cifar100:ROOT`` (20 superclasses), ``stl10:ROOT`` (``:split`` after the root picks
+train/test/unlabeled, default train), ``folder:ROOT`` (root/<class>/<image>), or a
+``.npy``/``.npz``/``.pt`` file of ``(N, C, H, W)`` images or ``(N, D)`` vectors."""
+from __future__ import annotations
+
+import json
+import os
+
+from . import UsageError
+from .fit import FORMATS, method_options
+
+DATASETS = ("mnist", "cifar10", "cifar100", "stl10", "folder")
+METHODS = ("rce", "cce", "mi-gd", "sela", "mi-adm", "renyi", "iic")
+
+
+def load_inputs(source: str, labels: str | None):
+    """``(X, y or None)`` for the sources above (local files only)."""
+    import numpy as np
+
+    from .. import data, images
+
+    if source == "digits":
+        x, y = images.load_digit_images()
+    elif source.split(":", 1)[0] in DATASETS and ":" in source:
+        kind, rest = source.split(":", 1)
+        root, _, split = rest.partition(":")
+        if kind == "folder":
+            x, y = images.load_image_folder(root)
+        else:
+            loader = getattr(images, f"load_{kind}")
+            x, y = loader(root, split or "train")
+    else:
+        if not os.path.exists(source) and os.path.splitext(source)[1] == "":
+            raise UsageError(f"unknown dataset {source!r}: use digits, {', '.join(k + ':ROOT' for k in DATASETS)} "
+                             f"or a .npy/.npz/.pt file")
+        x, y = data._read(source, "images")
+        x = np.asarray(x)
+        if x.ndim not in (2, 4):
+            raise UsageError(f"{source}: needs images (N, C, H, W) or vectors (N, D), got shape {x.shape}")
+    if labels is not None:
+        y, _ = data._read(labels, "labels")
+    if y is not None:
+        y = data.check_labels(y, x.shape[0])
+    return x, y
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from .._files import check_output_file, write_files
+
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in FORMATS:
+        raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
+    check_output_file(args.out, inputs=(args.data, args.labels))
+    if args.history:
+        check_output_file(args.history, "--history")
+    if args.checkpoint:
+        if not args.resume:
+            check_output_file(args.checkpoint, "--checkpoint")
+        elif not os.path.isfile(args.checkpoint):
+            raise UsageError(f"--resume: no checkpoint at {args.checkpoint!r}")
+    elif args.resume:
+        raise UsageError("--resume needs --checkpoint (the file to continue from)")
+    for name in ("epochs", "views", "heads"):
+        if getattr(args, name) < (0 if name == "epochs" else 1):
+            raise UsageError(f"--{name} must be >= {0 if name == 'epochs' else 1}, got {getattr(args, name)}")
+    x, y = load_inputs(args.data, args.labels)
+    if not 1 <= args.k <= x.shape[0]:
+        raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {args.k}")
+    partial = None
+    if args.partial_labels:
+        from .. import data
+
+        partial, _ = data._read(args.partial_labels, "partial labels")
+        partial = np.asarray(partial).astype(np.int64).reshape(-1)
+    from ..deep import DeepEntropyClustering  # torch models and scikit-learn: after the cheap checks
+    from ..metrics import evaluate
+
+    options = {name: getattr(args, name) for name in ("lam", "gamma", "prediction_fairness", "width")
+               if getattr(args, name) is not None}
+    est = DeepEntropyClustering(args.k, args.method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                views=args.views, augment=args.augment, n_heads=args.heads, overcluster=args.overcluster,
+                                consistency=args.consistency, pseudo_labels=args.pseudo_labels,
+                                method_params=method_options(args) or None, checkpoint=args.checkpoint,
+                                device=args.device, random_state=args.seed, verbose=not args.quiet, **options)
+    est.fit(x, partial_labels=partial, eval_labels=y, resume=args.resume)
+    pred = np.asarray(est.labels_, dtype=np.int64)
+    files = [(args.out, (lambda tmp: np.save(tmp, pred)) if ext == ".npy" else
+              (lambda tmp: np.savetxt(tmp, pred, fmt="%d")))]
+    if args.history:
+        record = {"history": est.history_, "objectives": est.objectives_, "selected_head": est.selected_head_,
+                  "settings": est.get_params()}
+        text = json.dumps(record, indent=1, default=str)
+        files.append((args.history, lambda tmp: open(tmp, "w").write(text)))
+    write_files(files)
+    sizes = np.bincount(pred, minlength=args.k)
+    print(f"deep {args.method}: {x.shape[0]} inputs of shape {tuple(x.shape[1:])}, K={args.k}, "
+          f"{type(est.model_.backbone).__name__}; cluster sizes {sizes.tolist() if args.k <= 20 else '...'}")
+    if y is not None:
+        print("  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in evaluate(y, pred).items()))
+    print(f"wrote {args.out}" + (f" and {args.history}" if args.history else ""))
+    return 0
+
+
+def _deep_estimator(method, n_clusters, **params):
+    from ..deep import DeepEntropyClustering
+
+    return DeepEntropyClustering(n_clusters, method, **params)
+
+
+def run_compare(args) -> int:
+    """``entclust compare-deep``: every deep method on the same network, data and seeds."""
+    from .._files import check_file_name, check_output_folder
+    from ..cluster import compare
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"unknown deep method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
+    name = check_file_name(args.name or args.data.split(":")[0].split("/")[-1].split(".")[0], "--name")
+    check_output_folder(args.out)
+    x, y = load_inputs(args.data, args.labels)
+    if y is None:
+        raise UsageError(f"{args.data} has no labels to evaluate against: pass --labels FILE")
+    options = {name: getattr(args, name) for name in ("epochs", "width", "views", "batch_size", "lr")
+               if getattr(args, name) is not None}
+    params = {m: dict(options, device=args.device) for m in methods}
+    result = compare.compare(x, y, methods, args.seeds, n_clusters=args.k, params=params, verbose=not args.quiet,
+                             make=_deep_estimator)
+    title = f"deep {name}"
+    print(compare.markdown(result, title))
+    paths = compare.save(result, args.out, f"compare_deep_{name}", title)
+    print(f"wrote {', '.join(paths)}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("deep", help="train a network by self-labeling on images or vectors, write the labels")
+    p.add_argument("data", help="digits | mnist:ROOT | cifar10:ROOT | cifar100:ROOT | stl10:ROOT[:split] | "
+                                "folder:ROOT | a .npy/.npz/.pt file of (N, C, H, W) images or (N, D) vectors")
+    p.add_argument("--k", type=int, required=True, help="number of clusters")
+    p.add_argument("--method", default="rce", choices=METHODS,
+                   help="rce (default) or cce (ours); mi-gd (IMSAT), sela, mi-adm, renyi (Renyi decisiveness, "
+                        "seed 004 eq. 48), iic (baselines, same network)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a baseline's own parameter (repeatable), e.g. alpha=5 for renyi, weight=1.3 for mi-gd")
+    p.add_argument("--lam", type=float, help="fairness weight (default 100)")
+    p.add_argument("--gamma", type=float, help="margin weight on the head (default 0.01)")
+    p.add_argument("--prediction-fairness", dest="prediction_fairness", type=float,
+                   help="weight of KL(u || sigma_bar) for rce/cce (default 0.5; 0: the papers' objective)")
+    p.add_argument("--out", required=True, help="where to write the labels (.npy, .csv or .txt)")
+    p.add_argument("--labels", help="true labels to score the result (evaluation only)")
+    p.add_argument("--partial-labels", dest="partial_labels",
+                   help="semi-supervised: a label file with -1 for unlabelled points")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=250)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--views", type=int, default=2, help="augmentations per image averaged (default 2)")
+    p.add_argument("--augment", default="auto", choices=("auto", "digits", "cifar", "stl", "none"))
+    p.add_argument("--width", type=float, help="channel multiplier of VGG4 / the MLP (default: the estimator's)")
+    p.add_argument("--heads", type=int, default=1, help="sub-heads trained side by side, lowest objective kept")
+    p.add_argument("--overcluster", type=int, default=0, help="clusters of an overclustering head (IIC; 0: none)")
+    p.add_argument("--consistency", type=float, default=0.0,
+                   help="weight of the symmetric-KL consistency form of self-augmentation (seed 004; 0: averaged views)")
+    p.add_argument("--pseudo-labels", dest="pseudo_labels", default="auto", choices=("auto", "batch", "global"),
+                   help="rce: per-batch or global pseudo-labels (default auto: global when batch_size < 20 K)")
+    p.add_argument("--checkpoint", help="a file for checkpoints after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--history", help="write the per-epoch history as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+    c = sub.add_parser("compare-deep", help="every deep method on the same network, images and seeds: table, JSON, chart")
+    c.add_argument("data", nargs="?", default="digits", help="as for 'entclust deep' (default digits)")
+    c.add_argument("--methods", default="rce,cce,mi-gd,iic", help=f"comma-separated, of {', '.join(METHODS)}")
+    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--k", type=int, help="number of clusters (default: number of label values)")
+    c.add_argument("--labels", help="label file when the data has none")
+    c.add_argument("--name", help="name used in the output files")
+    c.add_argument("--epochs", type=int)
+    c.add_argument("--width", type=float)
+    c.add_argument("--views", type=int)
+    c.add_argument("--batch-size", dest="batch_size", type=int)
+    c.add_argument("--lr", type=float)
+    c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    c.add_argument("--out", default="results")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(func=run_compare)
