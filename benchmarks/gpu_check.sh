@@ -2,11 +2,15 @@
 # On a CUDA machine, in one command: build the extension with CUDA kernels in place, run the
 # whole test suite (the CUDA tests included), then the loss benchmark on the GPU and on the CPU,
 # the solver benchmark on the GPU and on the CPU, the digits comparison and the large-K benchmark.
-# Results go under $OUT (or ./results): logs, JSON and PNG.
+# Results go under $OUT (or ./results): logs, JSON and PNG, and all of them packed in
+# $OUT/gpu_check.tar.gz (the device tool brings back at most 8 files from $OUT; with
+# GPU_CHECK_PACK=1, the default when OUT is set, only the summary and the archive stay).
 #   bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-results}
+PACK=${GPU_CHECK_PACK:-${OUT:+1}}
+FINAL=${OUT:-results}
+OUT="$FINAL/gpu_check"
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -33,4 +37,10 @@ $PYTHON -m entclust bench --out "$OUT" 2>&1 | tee "$OUT/bench_solvers.md"
 $PYTHON -m entclust compare digits --seeds 5 -q --out "$OUT" 2>&1 | tee "$OUT/compare_digits.txt"
 # Large K: the CPU rows and N = 10^6, K = 10 000 on the GPU (issue 11)
 $PYTHON -m entclust bench large-k --device cuda --out "$OUT" 2>&1 | tee "$OUT/bench_large_k.md"
+# Deep clustering (issue 12): the deep methods on digit images with the defaults, on the GPU
+$PYTHON -m entclust compare-deep digits --seeds 3 --methods rce,cce,mi-gd,iic --device cuda -q --out "$OUT" 2>&1 \
+  | tee "$OUT/compare_deep_digits.txt"
+tar czf "$FINAL/gpu_check.tar.gz" -C "$OUT" .
+cp "$OUT/tests.log" "$FINAL/tests.log"
+if [ "$PACK" = 1 ]; then rm -rf "$OUT"; fi
 exit "$tests_rc"

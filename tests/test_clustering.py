@@ -113,7 +113,7 @@ def test_scikit_learn_conventions(estimator, check):
     check(estimator)
 
 
-@pytest.mark.parametrize("method", ["rce", "cce", "mi-gd", "sela", "mi-adm"])
+@pytest.mark.parametrize("method", ["rce", "cce", "mi-gd", "sela", "mi-adm", "renyi"])
 def test_fit_predict_round_trip_and_attributes(method):
     x, y = data.make_blobs(400, 4, random_state=1)
     est = entclust.EntropyClustering(4, method=method, epochs=10, random_state=0)

@@ -175,3 +175,26 @@ def test_cuda_global_pseudo_labels_and_large_k_estimator():
     est = entclust.EntropyClustering(100, device="cuda", random_state=0).fit(x)
     assert est.pseudo_labels_ == "global" and clustering_accuracy(t, est.labels_) >= 0.9
 
+
+
+def test_cuda_deep_clustering_trains_on_the_device():
+    """Issue 12 on the GPU: the trainer keeps model, augmentations, pseudo-labels (per batch and
+    global) and the semi-supervised clamping on CUDA, and resumes there."""
+    import numpy as np
+
+    from entclust.deep import DeepEntropyClustering, SelfLabelingTrainer, default_network
+    from entclust.images import load_digit_images
+
+    x, y = load_digit_images()
+    x, y = x[:400], y[:400]
+    est = DeepEntropyClustering(10, width=0.25, epochs=2, batch_size=100, device="cuda", random_state=0)
+    est.fit(x, eval_labels=y)
+    assert next(est.model_.parameters()).is_cuda and est.labels_.shape == (400,)
+    partial = np.where(np.arange(400) < 40, y, -1)
+    DeepEntropyClustering(10, width=0.25, epochs=1, batch_size=100, device="cuda", random_state=0).fit(
+        x, partial_labels=partial)
+    torch.manual_seed(0)
+    trainer = SelfLabelingTrainer(default_network((1, 8, 8), 10, width=0.25, overcluster=30), pseudo_labels="global",
+                                  epochs=1, batch_size=100, device="cuda")
+    trainer.fit(torch.from_numpy(x))
+    assert trainer.criterion.memory.is_cuda
