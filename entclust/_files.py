@@ -96,9 +96,14 @@ def write_files(jobs: list[tuple[str, Callable[[str], None]]]) -> list[str]:
     return [path for path, _ in jobs]
 
 
-def write_text(path: str, text: str) -> None:
+def text_writer(text: str) -> Callable[[str], None]:
+    """A ``write_files`` writer that writes ``text``."""
     def writer(tmp):
         with open(tmp, "w") as f:
             f.write(text)
 
-    write_files([(path, writer)])
+    return writer
+
+
+def write_text(path: str, text: str) -> None:
+    write_files([(path, text_writer(text))])

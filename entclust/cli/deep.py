@@ -50,7 +50,7 @@ def load_inputs(source: str, labels: str | None):
 def run(args) -> int:
     import numpy as np
 
-    from .._files import check_output_file, write_files
+    from .._files import check_output_file, text_writer, write_files
 
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in FORMATS:
@@ -95,7 +95,7 @@ def run(args) -> int:
         record = {"history": est.history_, "objectives": est.objectives_, "selected_head": est.selected_head_,
                   "settings": est.get_params()}
         text = json.dumps(record, indent=1, default=str)
-        files.append((args.history, lambda tmp: open(tmp, "w").write(text)))
+        files.append((args.history, text_writer(text)))
     write_files(files)
     sizes = np.bincount(pred, minlength=args.k)
     print(f"deep {args.method}: {x.shape[0]} inputs of shape {tuple(x.shape[1:])}, K={args.k}, "

@@ -146,16 +146,8 @@ def plot(record, path: str) -> None:
     plt.close(fig)
 
 
-def _writer(text: str):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    return write
-
-
 def run(args) -> int:
-    from .._files import check_output_folder, write_files
+    from .._files import check_output_folder, text_writer, write_files
     from . import UsageError
 
     if not args.noise or any(not 0 <= eta <= 1 for eta in args.noise):
@@ -169,7 +161,7 @@ def run(args) -> int:
     text = table(record)
     stem = os.path.join(args.out, f"noisy_labels_{args.model}")
     os.makedirs(args.out, exist_ok=True)
-    write_files([(stem + ".json", _writer(json.dumps(record, indent=1))), (stem + ".md", _writer(text + "\n")),
+    write_files([(stem + ".json", text_writer(json.dumps(record, indent=1))), (stem + ".md", text_writer(text + "\n")),
                  (stem + ".png", lambda tmp: plot(record, tmp))])
     print(f"Test accuracy % after {args.epochs} epochs ({args.model}, mean +- std over {args.seeds} seeds):\n")
     print(text)
