@@ -283,7 +283,6 @@ def test_consistency_form_of_self_augmentation(digits):
 @pytest.mark.parametrize("method", ["rce", "iic"])
 def test_overclustering_head_trains_beside_the_main_head(method, digits):
     x, y = digits
-    net = small_net()
     torch.manual_seed(0)
     net = default_network((1, 8, 8), 10, width=1 / 16, overcluster=30)
     main, over = net.eval()(x[:5], overcluster=True)

@@ -21,12 +21,13 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
     side) for images, IMSAT's MLP ``d-1200-1200`` for vectors; ``width`` scales its channels.
     Images are scaled to [0, 1] when they are integers, then standardised per channel; vectors
     by :class:`entclust.data.Scaler`. Training: :class:`entclust.deep.SelfLabelingTrainer`
-    (``views`` augmentations per image averaged, pseudo-labels solved per batch, Adam).
+    (``views`` augmentations per image averaged, pseudo-labels solved per batch or kept
+    for all points, Adam).
 
     Parameters
     ----------
     n_clusters : K. method : ``"rce"`` or ``"cce"`` (ours), or a baseline in the same harness:
-        ``"mi-gd"`` (IMSAT), ``"sela"``, ``"mi-adm"``, ``"iic"`` (see the trainer);
+        ``"mi-gd"`` (IMSAT), ``"sela"``, ``"mi-adm"``, ``"renyi"``, ``"iic"`` (see the trainer);
         ``method_params`` overrides a baseline's own parameters. lam, gamma,
         prediction_fairness : the objective's weights (seed 000 E.3: lam 100, the head's weight
         decay 0.01).
@@ -34,8 +35,8 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
         forward returns ``(H, N, K)`` or ``(N, K)`` logits (and ``.heads`` for the margin term).
     width : channel multiplier of the default network; ``"auto"``: the seeds' widths (1.0) for
         vectors and for images of 16 pixels a side or more, 0.5 below (8x8 digits: the last two
-        5x5 convolutions see 2x2 and 1x1 maps; half the channels reached 92 % on digits at a
-        quarter of the cost, see the README). n_heads : sub-heads trained side by side;
+        5x5 convolutions see 2x2 and 1x1 maps; half the channels reached 92 % on digits in
+        about a fifth of the time a run, see the README). n_heads : sub-heads trained side by side;
         the one with the lowest objective on all points is kept (label-free).
     overcluster : clusters of IIC's auxiliary overclustering head (0: none).
     views, augment : self-augmentation (``"auto"``: the preset for the input, see
