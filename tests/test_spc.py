@@ -103,3 +103,92 @@ def test_hdbscan_cut_gives_exactly_k_clusters():
     x, t = _blobs(300, 3, seed=4)
     est = SPC(3, random_state=0, **{**FAST, "clusterer": "hdbscan"}).fit(x)
     assert clustering_accuracy(t, est.labels_) >= 0.9
+
+
+def test_spc_conv_members_on_images_of_odd_sizes():
+    """Images get convolutional members by default (grouped convolutions, one group per member);
+    odd sizes and sizes too small to stride come back at their own shape, and a last batch of one
+    point (batch norm needs two) is merged into the one before."""
+    rng = np.random.default_rng(0)
+    for shape, n in [((1, 7, 9), 65), ((3, 5, 5), 40), ((2, 2, 3), 40)]:
+        x = rng.random((n, *shape)).astype(np.float32)
+        est = SPC(2, random_state=0, **{**FAST, "max_rounds": 1}).fit(x)
+        assert est.architecture_ == "conv" and est.image_shape_ == shape
+        recon = est.model_.decoder(est.model_.encoder(est._stack(torch.from_numpy(x[:3]))))
+        assert recon.shape == (2, 3, *shape)
+        assert est.predict(x).shape == (n,)
+    with pytest.raises(ValueError, match="shape fitted"):
+        est.predict(x[:, :1])
+    with pytest.raises(ValueError, match="architecture='conv' needs images"):
+        SPC(2, architecture="conv", **FAST).fit(rng.random((30, 4)))
+    with pytest.raises(ValueError, match="architecture"):
+        SPC(2, **{**FAST, "architecture": "resnet"}).fit(rng.random((30, 4)))
+
+
+def test_spc_conv_members_are_independent_and_label_free():
+    """The grouped convolutions keep the members apart: member 1's gradient does not reach member
+    0's weights. And labels do not change the clustering of images either."""
+    from entclust.cluster.methods.spc import _ConvEnsemble
+
+    gen = torch.Generator().manual_seed(0)
+    model = _ConvEnsemble(3, (1, 8, 8), 4, 8, 3, 2, gen, seed=0)
+    x = torch.randn(3, 5, 1, 8, 8)
+    z = model.encoder(x)
+    model.decoder(z)[1].sum().backward()
+    first = model.encoder.convs[0].conv.weight.grad  # (M * width, 1, 3, 3), member j's rows j*width...
+    assert first[:4].abs().sum() == 0 and first[4:8].abs().sum() > 0 and first[8:].abs().sum() == 0
+    xs, t = _blobs(120, 2, seed=5)
+    images = np.tile(xs[:, None, :, None], (1, 1, 1, 4)).astype(np.float32)  # (N, 1, 6, 4)
+    a = SPC(2, random_state=0, **FAST).fit(images)
+    b = SPC(2, random_state=0, **FAST).fit(images, np.random.default_rng(1).permutation(t))
+    assert np.array_equal(a.labels_, b.labels_)
+    assert clustering_accuracy(t, a.labels_) >= 0.9
+
+
+def test_spc_command_on_images_writes_labels_history_and_plot(tmp_path, capsys):
+    """``entclust spc``: images from a file (conv members), true labels for the history only."""
+    import json
+
+    from entclust import cli
+
+    xs, t = _blobs(150, 3, seed=6)
+    np.save(tmp_path / "images.npy", np.tile(xs[:, None, :, None], (1, 1, 1, 3)).astype(np.float32))
+    np.save(tmp_path / "truth.npy", t)
+    out, hist, plot = tmp_path / "labels.npy", tmp_path / "h.json", tmp_path / "rounds.png"
+    args = ["spc", str(tmp_path / "images.npy"), "--k", "3", "--members", "2", "--out", str(out), "--labels",
+            str(tmp_path / "truth.npy"), "--history", str(hist), "--plot", str(plot), "-q",
+            "--param", "conv_width=4"]
+    for key, value in FAST.items():
+        if key != "n_members":
+            args += ["--param", f"{key}={value}"]
+    assert cli.main(args) == 0
+    assert clustering_accuracy(t, np.load(out)) >= 0.9
+    record = json.loads(hist.read_text())
+    assert record["architecture"] == "conv" and "acc" in record["history"][0]
+    assert plot.stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "M=2 conv members" in printed and "ACC" in printed
+    assert cli.main(["spc", str(tmp_path / "images.npy"), "--k", "3", "--out", str(out), "--param", "depth=3"]) != 0
+    assert "not a parameter of spc" in capsys.readouterr().err
+
+
+def test_spc_reducers_spectral_fallback_and_warm_start(monkeypatch):
+    """reducer="auto" is UMAP when umap-learn is importable, else scikit-learn's spectral
+    embedding (no extra dependency); both warm and cold starts of the clusterer work."""
+    import entclust.cluster.methods.spc as spc
+
+    monkeypatch.setattr(spc, "_umap", lambda: None)
+    x, t = _blobs(300, 3, seed=7)
+    est = SPC(3, random_state=0, **{**FAST, "reducer": "auto", "clusterer": "gmm"}).fit(x)
+    assert est.reducer_ == "spectral" and clustering_accuracy(t, est.labels_) >= 0.9
+    with pytest.raises(ValueError, match="needs umap-learn"):
+        SPC(3, **{**FAST, "reducer": "umap"}).fit(x)
+    cold = SPC(3, random_state=0, warm_start=False, **FAST).fit(x)
+    assert clustering_accuracy(t, cold.labels_) >= 0.9
+    e = spc._spectral(np.random.default_rng(0).normal(size=(40, 3)), 4, 0)
+    assert e.shape == (40, 4) and np.isfinite(e).all()
+    for kwargs, match in [({"warm_start": 1}, "warm_start"), ({"latent_noise": -1}, "latent_noise"),
+                          ({"agreed_reconstruction": float("nan")}, "agreed_reconstruction"),
+                          ({"patience": 0}, "patience"), ({"pretrain_epochs": "x"}, "pretrain_epochs")]:
+        with pytest.raises(ValueError, match=match):
+            SPC(3, **{**FAST, **kwargs}).fit(x)

@@ -8,6 +8,8 @@
   trained by self-labeling with self-augmentation; ``--partial-labels`` for semi-supervised
 - ``entclust compare-deep [DATA] [--methods rce,cce,mi-gd,iic] [--seeds 3]``: the deep methods on the
   same network, images and seeds: table, JSON and bar chart
+- ``entclust spc DATA --k 10 --out labels.npy``: selective pseudo-label clustering (seed 002) of
+  images or vectors, with ``--history``, ``--plot`` and ``--checkpoint``
 - ``entclust noisy-labels [--noise 0 0.2 0.4 0.6 0.8]``: forward vs reverse vs collision CE with
   a share of the training labels replaced at random (seed 000 Fig. 3), table and figure
 - ``entclust demo``: ``compare digits`` with every method and 3 seeds (``make demo``)
@@ -179,9 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .deep import add_parser as add_deep
     from .noisy_labels import add_parser as add_noisy_labels
+    from .spc import add_parser as add_spc
 
     add_deep(sub)
     add_noisy_labels(sub)
+    add_spc(sub)
 
     toy = sub.add_parser("plot-toy", help="2-D figures: K-means vs entropy clustering, margin vs gamma")
     toy.add_argument("--out", default="results")

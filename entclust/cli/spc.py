@@ -1,0 +1,85 @@
+"""``entclust spc``: selective pseudo-label clustering (seed 002) of images or vectors, with the
+per-round history and its plot. Data as for ``entclust deep`` (``digits`` is the 1x8x8 images:
+convolutional members); vectors also go through ``entclust fit FEATURES --method spc``."""
+from __future__ import annotations
+
+import json
+import os
+
+from . import UsageError
+from .fit import FORMATS, method_options
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from .._files import check_output_file, text_writer, write_files
+    from .deep import load_inputs
+
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in FORMATS:
+        raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
+    check_output_file(args.out, inputs=(args.data, args.labels))
+    for option in ("history", "plot", "checkpoint"):
+        if getattr(args, option):
+            check_output_file(getattr(args, option), f"--{option}")
+    if args.members < 1:
+        raise UsageError(f"--members must be >= 1, got {args.members}")
+    x, y = load_inputs(args.data, args.labels)
+    if not 1 <= args.k <= x.shape[0]:
+        raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {args.k}")
+    from ..cluster.methods.spc import SPCMethod, SelectivePseudoLabelClustering  # torch, scikit-learn: after the checks
+    from ..metrics import evaluate
+
+    options = method_options(args)
+    unknown = set(options) - set(SPCMethod.defaults)
+    if unknown:
+        raise UsageError(f"--param {', '.join(sorted(unknown))}: not a parameter of spc "
+                         f"(it takes {', '.join(sorted(SPCMethod.defaults))})")
+    params = {**SPCMethod.defaults, **options, "n_members": args.members}
+    est = SelectivePseudoLabelClustering(args.k, checkpoint=args.checkpoint, device=args.device, random_state=args.seed,
+                                         verbose=not args.quiet, **params)
+    est.fit(x, y)  # labels fill the history's ACC only
+    pred = np.asarray(est.labels_, dtype=np.int64)
+    files = [(args.out, (lambda tmp: np.save(tmp, pred)) if ext == ".npy" else
+              (lambda tmp: np.savetxt(tmp, pred, fmt="%d")))]
+    if args.history:
+        record = {"history": est.history_, "best_round": est.best_round_, "architecture": est.architecture_,
+                  "reducer": est.reducer_, "settings": est.get_params()}
+        files.append((args.history, text_writer(json.dumps(record, indent=1, default=str))))
+    write_files(files)
+    if args.plot:
+        est.plot_history(args.plot)
+    sizes = np.bincount(pred, minlength=args.k)
+    best = est.history_[est.best_round_]
+    print(f"spc: {x.shape[0]} inputs of shape {tuple(x.shape[1:])}, K={args.k}, M={est.n_members} "
+          f"{est.architecture_} members, {est.reducer_ if est.reducer_ != 'none' else 'no'} reducer, "
+          f"{est.clusterer}; {est.n_rounds_} rounds, round {est.best_round_} kept ({best['agreed']} agreed points); "
+          f"cluster sizes {sizes.tolist() if args.k <= 20 else '...'}")
+    if y is not None:
+        print("  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in evaluate(y, pred).items()))
+    print("wrote " + ", ".join(p for p in (args.out, args.history, args.plot) if p))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("spc", help="selective pseudo-label clustering (seed 002): an autoencoder ensemble, write labels")
+    p.add_argument("data", help="digits | mnist:ROOT | cifar10:ROOT | cifar100:ROOT | stl10:ROOT[:split] | "
+                                "folder:ROOT | a .npy/.npz/.pt file of (N, C, H, W) images or (N, D) vectors")
+    p.add_argument("--k", type=int, required=True, help="number of clusters")
+    p.add_argument("--members", type=int, default=SPC_MEMBERS, help=f"ensemble size M (default {SPC_MEMBERS})")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="an estimator parameter (repeatable), e.g. reducer=none, clusterer=hdbscan, loss=rce, "
+                        "architecture=mlp")
+    p.add_argument("--out", required=True, help="where to write the labels (.npy, .csv or .txt)")
+    p.add_argument("--labels", help="true labels, for the per-round ACC and the final scores only")
+    p.add_argument("--history", help="write the per-round history as JSON")
+    p.add_argument("--plot", help="write the agreed points and ACC per round as a PNG")
+    p.add_argument("--checkpoint", help="a file for the ensemble after every round")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+SPC_MEMBERS = 4
