@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a CUDA machine, in one command: build the extension with CUDA kernels in place, run the
 # whole test suite (the CUDA tests included), then the loss benchmark on the GPU and on the CPU,
-# the solver benchmark on the GPU and on the CPU, the digits comparison and the large-K benchmark.
+# the solver benchmark on the GPU and on the CPU, the digits comparison, the large-K benchmark,
+# the deep comparison and selective pseudo-label clustering on digit images.
 # Results go under $OUT (or ./results): logs, JSON and PNG, and all of them packed in
 # $OUT/gpu_check.tar.gz (the device tool brings back at most 8 files from $OUT; with
 # GPU_CHECK_PACK=1, the default when OUT is set, only the summary and the archive stay).
@@ -40,6 +41,9 @@ $PYTHON -m entclust bench large-k --device cuda --out "$OUT" 2>&1 | tee "$OUT/be
 # Deep clustering (issue 12): the deep methods on digit images with the defaults, on the GPU
 $PYTHON -m entclust compare-deep digits --seeds 3 --methods rce,cce,mi-gd,iic --device cuda -q --out "$OUT" 2>&1 \
   | tee "$OUT/compare_deep_digits.txt"
+# Selective pseudo-label clustering (issue 13): conv members on digit images, on the GPU
+$PYTHON -m entclust spc digits --k 10 --device cuda -q --out "$OUT/spc_labels.npy" --history "$OUT/spc_history.json" \
+  --plot "$OUT/spc_rounds.png" 2>&1 | tee "$OUT/spc_digits.txt"
 tar czf "$FINAL/gpu_check.tar.gz" -C "$OUT" .
 cp "$OUT/tests.log" "$FINAL/tests.log"
 if [ "$PACK" = 1 ]; then rm -rf "$OUT"; fi

@@ -198,3 +198,22 @@ def test_cuda_deep_clustering_trains_on_the_device():
                                   epochs=1, batch_size=100, device="cuda")
     trainer.fit(torch.from_numpy(x))
     assert trainer.criterion.memory.is_cuda
+
+
+def test_cuda_selective_pseudo_label_clustering_trains_on_the_device():
+    """Issue 13 on the GPU: the batched MLP and the grouped-convolution ensembles train on CUDA
+    and give the same kind of result as on the CPU."""
+    import numpy as np
+    from sklearn.datasets import make_blobs
+
+    from entclust.cluster.methods.spc import SelectivePseudoLabelClustering
+    from entclust.metrics import clustering_accuracy
+
+    x, t = make_blobs(300, n_features=6, centers=3, random_state=0)
+    fast = dict(n_members=2, hidden=32, latent_dim=4, pretrain_epochs=3, epochs_per_round=1, max_rounds=2,
+                reducer="none", clusterer="kmeans", device="cuda", random_state=0)
+    est = SelectivePseudoLabelClustering(3, **fast).fit(x)
+    assert clustering_accuracy(t, est.labels_) >= 0.9
+    images = np.tile(x[:, None, :, None], (1, 1, 1, 4)).astype(np.float32)
+    est = SelectivePseudoLabelClustering(3, conv_width=4, **fast).fit(images)
+    assert est.architecture_ == "conv" and clustering_accuracy(t, est.labels_) >= 0.9

@@ -174,7 +174,7 @@ def test_spc_command_on_images_writes_labels_history_and_plot(tmp_path, capsys):
 
 def test_spc_reducers_spectral_fallback_and_warm_start(monkeypatch):
     """reducer="auto" is UMAP when umap-learn is importable, else scikit-learn's spectral
-    embedding (no extra dependency); both warm and cold starts of the clusterer work."""
+    embedding (no extra dependency); warm starts of the clusterer (GMM and K-means) work."""
     import entclust.cluster.methods.spc as spc
 
     monkeypatch.setattr(spc, "_umap", lambda: None)
@@ -183,8 +183,9 @@ def test_spc_reducers_spectral_fallback_and_warm_start(monkeypatch):
     assert est.reducer_ == "spectral" and clustering_accuracy(t, est.labels_) >= 0.9
     with pytest.raises(ValueError, match="needs umap-learn"):
         SPC(3, **{**FAST, "reducer": "umap"}).fit(x)
-    cold = SPC(3, random_state=0, warm_start=False, **FAST).fit(x)
-    assert clustering_accuracy(t, cold.labels_) >= 0.9
+    for clusterer in ("kmeans", "gmm"):
+        warm = SPC(3, random_state=0, warm_start=True, **{**FAST, "clusterer": clusterer}).fit(x)
+        assert clustering_accuracy(t, warm.labels_) >= 0.9 and warm.n_rounds_ >= 1
     e = spc._spectral(np.random.default_rng(0).normal(size=(40, 3)), 4, 0)
     assert e.shape == (40, 4) and np.isfinite(e).all()
     for kwargs, match in [({"warm_start": 1}, "warm_start"), ({"latent_noise": -1}, "latent_noise"),
@@ -192,3 +193,20 @@ def test_spc_reducers_spectral_fallback_and_warm_start(monkeypatch):
                           ({"patience": 0}, "patience"), ({"pretrain_epochs": "x"}, "pretrain_epochs")]:
         with pytest.raises(ValueError, match=match):
             SPC(3, **{**FAST, **kwargs}).fit(x)
+
+
+def test_spectral_step_joins_graph_components_beyond_k():
+    """Two close blobs and a far one, k = 2: the 15-neighbour graph has three components, whose
+    three null eigenvectors two dimensions cannot hold (the split then groups components
+    arbitrarily); the neighbours grow until the graph has two, and the split is {close pair} vs
+    {far blob}."""
+    from sklearn.cluster import KMeans
+
+    from entclust.cluster.methods.spc import _spectral
+
+    x, t = make_blobs(90, n_features=2, centers=[[0, 0], [5, 0], [100, 0]], cluster_std=0.5, random_state=0)
+    for seed in range(3):
+        e = _spectral(x, 2, seed)
+        assert e.shape == (90, 2) and np.isfinite(e).all()
+        split = KMeans(2, n_init=5, random_state=0).fit_predict(e)
+        assert clustering_accuracy(np.where(t == 2, 1, 0), split) == 1.0
