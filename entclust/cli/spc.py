@@ -9,6 +9,8 @@ import os
 from . import UsageError
 from .fit import FORMATS, method_options
 
+SPC_MEMBERS = 4  # the estimator's default ensemble size (README: M by measurement)
+
 
 def run(args) -> int:
     import numpy as np
@@ -81,5 +83,3 @@ def add_parser(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
-
-SPC_MEMBERS = 4
