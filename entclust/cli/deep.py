@@ -10,10 +10,12 @@ import json
 import os
 
 from . import UsageError
-from .fit import FORMATS, method_options
+from .fit import FORMATS, label_file, method_options
 
 DATASETS = ("mnist", "cifar10", "cifar100", "stl10", "folder")
 METHODS = ("rce", "cce", "mi-gd", "sela", "mi-adm", "renyi", "iic")
+DATA_HELP = ("digits | mnist:ROOT | cifar10:ROOT | cifar100:ROOT | stl10:ROOT[:split] | folder:ROOT | "
+             "a .npy/.npz/.pt file of (N, C, H, W) images or (N, D) vectors")
 
 
 def load_inputs(source: str, labels: str | None):
@@ -89,8 +91,7 @@ def run(args) -> int:
                                 device=args.device, random_state=args.seed, verbose=not args.quiet, **options)
     est.fit(x, partial_labels=partial, eval_labels=y, resume=args.resume)
     pred = np.asarray(est.labels_, dtype=np.int64)
-    files = [(args.out, (lambda tmp: np.save(tmp, pred)) if ext == ".npy" else
-              (lambda tmp: np.savetxt(tmp, pred, fmt="%d")))]
+    files = [label_file(args.out, pred)]
     if args.history:
         record = {"history": est.history_, "objectives": est.objectives_, "selected_head": est.selected_head_,
                   "settings": est.get_params()}
@@ -142,8 +143,7 @@ def run_compare(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("deep", help="train a network by self-labeling on images or vectors, write the labels")
-    p.add_argument("data", help="digits | mnist:ROOT | cifar10:ROOT | cifar100:ROOT | stl10:ROOT[:split] | "
-                                "folder:ROOT | a .npy/.npz/.pt file of (N, C, H, W) images or (N, D) vectors")
+    p.add_argument("data", help=DATA_HELP)
     p.add_argument("--k", type=int, required=True, help="number of clusters")
     p.add_argument("--method", default="rce", choices=METHODS,
                    help="rce (default) or cce (ours); mi-gd (IMSAT), sela, mi-adm, renyi (Renyi decisiveness, "

@@ -8,6 +8,16 @@ from . import UsageError
 FORMATS = (".npy", ".csv", ".txt")
 
 
+def label_file(path: str, pred):
+    """``(path, writer)`` for :func:`entclust._files.write_files`: integer labels as ``.npy`` or as
+    one number a line (``.csv``/``.txt``)."""
+    import numpy as np
+
+    if path.lower().endswith(".npy"):
+        return path, lambda tmp: np.save(tmp, pred)
+    return path, lambda tmp: np.savetxt(tmp, pred, fmt="%d")
+
+
 def method_names(text: str) -> list[str]:
     from ..cluster import available
 
@@ -143,10 +153,7 @@ def run(args) -> int:
     else:
         est = make_estimator(args.method, args.k, random_state=args.seed, **params).fit(x)
         pred = np.asarray(est.labels_, dtype=np.int64)
-    if ext == ".npy":
-        write_files([(args.out, lambda tmp: np.save(tmp, pred))])
-    else:
-        write_files([(args.out, lambda tmp: np.savetxt(tmp, pred, fmt="%d"))])
+    write_files([label_file(args.out, pred)])
     sizes = np.bincount(pred, minlength=args.k)
     shown = (f"cluster sizes {sizes.tolist()}" if args.k <= 20 else
              f"cluster sizes {sizes.min()}..{sizes.max()}, {int((sizes == 0).sum())} empty")

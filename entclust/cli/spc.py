@@ -7,7 +7,8 @@ import json
 import os
 
 from . import UsageError
-from .fit import FORMATS, method_options
+from .deep import DATA_HELP
+from .fit import FORMATS, label_file, method_options
 
 SPC_MEMBERS = 4  # the estimator's default ensemble size (README: M by measurement)
 
@@ -43,8 +44,7 @@ def run(args) -> int:
                                          verbose=not args.quiet, **params)
     est.fit(x, y)  # labels fill the history's ACC only
     pred = np.asarray(est.labels_, dtype=np.int64)
-    files = [(args.out, (lambda tmp: np.save(tmp, pred)) if ext == ".npy" else
-              (lambda tmp: np.savetxt(tmp, pred, fmt="%d")))]
+    files = [label_file(args.out, pred)]
     if args.history:
         record = {"history": est.history_, "best_round": est.best_round_, "architecture": est.architecture_,
                   "reducer": est.reducer_, "settings": est.get_params()}
@@ -66,8 +66,7 @@ def run(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("spc", help="selective pseudo-label clustering (seed 002): an autoencoder ensemble, write labels")
-    p.add_argument("data", help="digits | mnist:ROOT | cifar10:ROOT | cifar100:ROOT | stl10:ROOT[:split] | "
-                                "folder:ROOT | a .npy/.npz/.pt file of (N, C, H, W) images or (N, D) vectors")
+    p.add_argument("data", help=DATA_HELP)
     p.add_argument("--k", type=int, required=True, help="number of clusters")
     p.add_argument("--members", type=int, default=SPC_MEMBERS, help=f"ensemble size M (default {SPC_MEMBERS})")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
