@@ -1,4 +1,5 @@
 """The command line (`entclust info`, `entclust demo`) and the demo's building blocks."""
+import math
 import json
 import subprocess
 import sys
@@ -166,3 +167,20 @@ def test_bench_quick_runs_every_section(tmp_path):
     assert {r["scaling"] for r in saved["cce"]} == {"mean", "paper"}
     assert saved["batch"]["max_abs_diff"] < 1e-4
     assert (tmp_path / "bench_solvers.png").stat().st_size > 0
+
+
+def test_gpu_section_of_the_solver_benchmark_runs_its_code_on_the_cpu(capsys):
+    """`entclust bench --device cuda` runs on a GPU only, and GPU time is scarce: this runs the
+    same code (fused, eager and torch.compile rows, copy bandwidth) on the CPU at its quick sizes
+    so a bug in it cannot first show on the GPU machine."""
+    from entclust.cli import bench
+
+    batch_rows, bw_rows, copy = bench.gpu_section(True, "cpu")
+    assert copy > 0 and len(batch_rows) == 2 and len(bw_rows) == 2
+    rce, cce = batch_rows
+    assert rce["compiled_iterations"] is not None and rce["compiled_s"] > 0 and math.isnan(cce["compiled_s"])
+    assert all(r["max_abs_diff"] < 1e-4 for r in batch_rows)
+    assert bw_rows[0]["compiled_ms"] > 0 and all(r["fused_tb_s"] > 0 and r["fraction_of_copy"] > 0 for r in bw_rows)
+    bench.print_gpu_section(batch_rows, bw_rows, copy)
+    out = capsys.readouterr().out
+    assert "| EM reverse CE | 2000 × 100 |" in out and "of copy bandwidth" in out

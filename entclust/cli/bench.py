@@ -190,83 +190,156 @@ def batch_row(b, max_iter):
                 max_abs_diff=float((fused[0] - ref.y).abs().max()))
 
 
-def _cuda_time(fn, repeats=3):
-    """Median seconds of ``repeats`` timed calls after one warm-up, and the last call's result."""
+def _device_time(fn, device, repeats=3):
+    """Median seconds of ``repeats`` timed calls after one warm-up, and the last call's result
+    (CUDA events on the GPU, so the host's launch queue does not count; wall clock on the CPU)."""
     fn()
-    torch.cuda.synchronize()
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu:
+        torch.cuda.synchronize()
     samples = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        end.record()
-        torch.cuda.synchronize()
-        samples.append(start.elapsed_time(end) / 1e3)
+        if on_gpu:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            out = fn()
+            samples.append(time.perf_counter() - t0)
     return statistics.median(samples), out
 
 
-def gpu_section(quick):
-    """Batch to convergence and per-iteration bandwidth on the current CUDA device."""
-    dev = torch.device("cuda")
+def copy_tb_s(device, numel=64 * 1024 * 1024):
+    """Read + write bandwidth of a plain copy (256 MiB of float32 by default) on ``device``: the
+    ceiling of a memory-bound kernel, measured in the same run as the kernels it rates."""
+    src = torch.randn(numel, device=device)
+    dst = torch.empty_like(src)
+    seconds, _ = _device_time(lambda: dst.copy_(src), device, repeats=10)
+    return 2 * src.numel() * src.element_size() / seconds / 1e12
+
+
+def _compiled_em_rce_to_tol(step, sigma, u, lam, tol, max_iter, check_every=10):
+    """Reverse-CE EM with ``step`` (torch.compile of :func:`_em_rce_step`) as a user would run it
+    to a tolerance: max |dy| read back every ``check_every`` iterations (a host sync each)."""
+    n = sigma.shape[-2]
+    cu = lam * n * u
+    y = sigma.clone()  # not sigma itself: an aliased input is a second compiled graph
+    it = 0
+    while it < max_iter:
+        y, delta = step(sigma, y, cu)
+        it += 1
+        if it % check_every == 0 and float(delta) <= tol:
+            break
+    return y, it
+
+
+def gpu_section(quick, device="cuda"):
+    """Batch to convergence and per-iteration bandwidth on ``device`` (a CUDA device in
+    ``entclust bench --device cuda``; the CPU only in the test that runs this code without a GPU).
+    Each row: the fused kernel, the eager PyTorch reference and, for reverse-CE EM, torch.compile
+    of the reference's step (collision CE's M-step has a data-dependent Newton loop)."""
+    dev = torch.device(device)
     batch_rows, bw_rows = [], []
-    b = 64 if quick else 1024
+    copy = copy_tb_s(dev, numel=(1 << 20) if quick else 64 * 1024 * 1024)
+    b = (8 if dev.type == "cpu" else 64) if quick else 1024
     sigma = problem(b, 250, 200, torch.float32).to(dev)
     u = torch.full((200,), 1.0 / 200, device=dev)
-    for name, fused, ref, cap in [
+    compiled_step = torch.compile(_em_rce_step, dynamic=False)
+    for name, fused, ref, compiled, cap in [
         ("EM reverse CE", lambda m: ops.em_rce(sigma, u, 100.0, 1e-6, m, None),
-         lambda m: R.em_rce(sigma, u, 100.0, tol=1e-6, max_iter=m), 1000),
+         lambda m: R.em_rce(sigma, u, 100.0, tol=1e-6, max_iter=m),
+         lambda m: _compiled_em_rce_to_tol(compiled_step, sigma, u, 100.0, 1e-6, m), 1000),
         ("EM collision CE", lambda m: ops.em_cce(sigma, u, 100.0, 1e-6, m, 1e-12, 50, None),
-         lambda m: R.em_cce(sigma, u, 100.0, tol=1e-6, max_iter=m, newton_tol=1e-6), 200),
+         lambda m: R.em_cce(sigma, u, 100.0, tol=1e-6, max_iter=m, newton_tol=1e-6), None, 200),
     ]:
         cap = min(cap, 50) if quick else cap
-        f_s, (y_f, it_f, _) = _cuda_time(lambda: fused(cap), repeats=1)
-        r_s, res = _cuda_time(lambda: ref(cap), repeats=1)
+        f_s, (y_f, it_f, _) = _device_time(lambda: fused(cap), dev, repeats=1)
+        r_s, res = _device_time(lambda: ref(cap), dev, repeats=1)
+        c_s, c_it = float("nan"), None
+        if compiled is not None:
+            c_s, (_, c_it) = _device_time(lambda: compiled(cap), dev, repeats=1)
         batch_rows.append(dict(solver=name, b=b, n=250, k=200, max_iter=cap, fused_s=f_s, reference_s=r_s,
-                               speedup=r_s / f_s, fused_iterations_max=int(it_f.max()),
-                               reference_iterations_max=int(res.iterations.max()),
+                               compiled_s=c_s, speedup=r_s / f_s, speedup_vs_compiled=c_s / f_s,
+                               fused_iterations_max=int(it_f.max()),
+                               reference_iterations_max=int(res.iterations.max()), compiled_iterations=c_it,
                                max_abs_diff=float((y_f - res.y).abs().max())))
-    shapes = [(10_000, 1_000)] if quick else [(100_000, 1_000), (10_000, 10_000), (1_000_000, 100)]
+    del sigma
+    if quick:
+        shapes = [(2_000, 100)] if dev.type == "cpu" else [(10_000, 1_000)]
+    else:
+        shapes = [(100_000, 1_000), (10_000, 10_000), (1_000_000, 100)]
     for n, k in shapes:
         sigma = problem(1, n, k, torch.float32).to(dev) if n * k <= 10**7 else \
             torch.softmax(3 * torch.randn(1, n, k, device=dev), -1)
         u = torch.full((k,), 1.0 / k, device=dev)
         it = 20
-        for name, fused, ref in [
+        cu = 100.0 * n * u
+
+        def compiled_rce():
+            y = sigma.clone()
+            for _ in range(it):
+                y, _delta = compiled_step(sigma, y, cu)
+            return y
+
+        for name, fused, ref, compiled in [
             ("EM reverse CE", lambda: ops.em_rce(sigma, u, 100.0, 0.0, it, None),
-             lambda: R.em_rce(sigma, u, 100.0, max_iter=it, tol=0)),
+             lambda: R.em_rce(sigma, u, 100.0, max_iter=it, tol=0), compiled_rce),
             ("EM collision CE", lambda: ops.em_cce(sigma, u, 100.0, 0.0, it, 1e-12, 50, None),
-             lambda: R.em_cce(sigma, u, 100.0, max_iter=it, tol=0, newton_tol=1e-6)),
+             lambda: R.em_cce(sigma, u, 100.0, max_iter=it, tol=0, newton_tol=1e-6), None),
         ]:
-            f_s = _cuda_time(fused)[0] / it
-            r_s = _cuda_time(ref, repeats=1)[0] / it
+            f_s = _device_time(fused, dev)[0] / it
+            r_s = _device_time(ref, dev, repeats=1)[0] / it
+            c_s = _device_time(compiled, dev, repeats=1)[0] / it if compiled is not None else float("nan")
             moved = 3 * n * k * 4  # read sigma, read y, write y (float32)
             bw_rows.append(dict(solver=name, n=n, k=k, fused_ms=f_s * 1e3, reference_ms=r_s * 1e3,
-                                speedup=r_s / f_s, fused_tb_s=moved / f_s / 1e12))
+                                compiled_ms=c_s * 1e3, speedup=r_s / f_s, speedup_vs_compiled=c_s / f_s,
+                                fused_tb_s=moved / f_s / 1e12, fraction_of_copy=moved / f_s / 1e12 / copy))
         del sigma
-        torch.cuda.empty_cache()
-    return batch_rows, bw_rows
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return batch_rows, bw_rows, copy
+
+
+def _or_dash(value, fmt, unit=""):
+    return "—" if value != value else format(value, fmt) + unit
+
+
+def print_gpu_section(batch_rows, bw_rows, copy):
+    print(f"copy bandwidth (read + write of a float32 copy) in this run: {copy:.2f} TB/s\n")
+    print("## Batches of 250 × 200 problems to max|dy| <= 1e-6, float32, lam = 100, one launch\n")
+    print("torch.compile: the reference's reverse-CE step compiled, max |dy| read back every 10 iterations.\n")
+    print("| solver | B | cap | fused s | eager reference s | torch.compile s | × vs eager | × vs compile "
+          "| iterations fused / eager | max |y_fused − y_ref| |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in batch_rows:
+        print(f"| {r['solver']} | {r['b']} | {r['max_iter']} | {r['fused_s']:.4f} | {r['reference_s']:.4f} "
+              f"| {_or_dash(r['compiled_s'], '.4f')} | {r['speedup']:.1f}× "
+              f"| {_or_dash(r['speedup_vs_compiled'], '.1f', '×')} "
+              f"| {r['fused_iterations_max']} / {r['reference_iterations_max']} | {r['max_abs_diff']:.1e} |")
+    print("\n## One EM iteration on a large problem, float32 (bytes: read sigma + read y + write y)\n")
+    print("| solver | N × K | fused ms | eager reference ms | torch.compile ms | × vs eager | × vs compile "
+          "| fused TB/s | of copy bandwidth |\n|---|---|---|---|---|---|---|---|---|")
+    for r in bw_rows:
+        print(f"| {r['solver']} | {r['n']} × {r['k']} | {r['fused_ms']:.3f} | {r['reference_ms']:.3f} "
+              f"| {_or_dash(r['compiled_ms'], '.3f')} | {r['speedup']:.1f}× "
+              f"| {_or_dash(r['speedup_vs_compiled'], '.1f', '×')} | {r['fused_tb_s']:.2f} "
+              f"| {100 * r['fraction_of_copy']:.0f} % |")
 
 
 def main_cuda(args):
     if not (torch.cuda.is_available() and solvers.has_kernels(torch.device("cuda"))):
         raise ValueError("--device cuda needs a GPU and entclust built with its CUDA kernels")
-    machine = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    machine = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
     print(f"entclust solvers on CUDA, {machine}, {date.today()}\n")
-    batch_rows, bw_rows = gpu_section(args.quick)
-    print("## Batches of 250 × 200 problems to max|dy| <= 1e-6, float32, lam = 100, one launch\n")
-    print("| solver | B | cap | fused s | reference s | speed-up | iterations (max) | max |y_fused − y_ref| |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in batch_rows:
-        print(f"| {r['solver']} | {r['b']} | {r['max_iter']} | {r['fused_s']:.4f} | {r['reference_s']:.4f} "
-              f"| {r['speedup']:.1f}× | {r['fused_iterations_max']} / {r['reference_iterations_max']} "
-              f"| {r['max_abs_diff']:.1e} |")
-    print("\n## One EM iteration on a large problem, float32 (bandwidth: read sigma + read y + write y)\n")
-    print("| solver | N × K | fused ms | reference ms | speed-up | fused TB/s |\n|---|---|---|---|---|---|")
-    for r in bw_rows:
-        print(f"| {r['solver']} | {r['n']} × {r['k']} | {r['fused_ms']:.3f} | {r['reference_ms']:.3f} "
-              f"| {r['speedup']:.1f}× | {r['fused_tb_s']:.2f} |")
+    batch_rows, bw_rows, copy = gpu_section(args.quick)
+    print_gpu_section(batch_rows, bw_rows, copy)
     path = os.path.join(args.out, "bench_solvers_cuda.json")
-    record = dict(machine=machine, date=str(date.today()), quick=args.quick, batch=batch_rows, bandwidth=bw_rows)
+    record = dict(machine=machine, date=str(date.today()), quick=args.quick, copy_tb_s=copy, batch=batch_rows,
+                  bandwidth=bw_rows)
     write_files([(path, lambda tmp: _dump(record, tmp))])
     print(f"\nwrote {path}")
     return 0
