@@ -1,5 +1,7 @@
 """Issue 11: global pseudo-labels (SelfLabeling n_points), the estimator's large-K mode and
 its K-aware defaults, and the memory-lean data path (float32 kept, memory-mapped files)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -227,3 +229,15 @@ def test_block_step_pytorch_path_matches_the_fused_op(dtype):
     assert torch.allclose(a, b, rtol=2 * eps + 400 * torch.finfo(torch.float64).eps, atol=0)
     assert torch.allclose(col_a, col_b, rtol=1e-6 if dtype == torch.float32 else 1e-12)
     assert change_a == pytest.approx(change_b, rel=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_blocked_passes_use_large_blocks_off_the_cpu():
+    """The float64 passes that run in PyTorch (input checks, certificate, sharded M-step) go in
+    blocks of rows: a few MB on the CPU; on a GPU each block is a few kernel launches, so there
+    N = 1e6, K = 1e4 must be hundreds of blocks, not the CPU's 77 000."""
+    from entclust.ops.checks import CPU_BLOCK, GPU_BLOCK, block_entries, block_rows
+
+    assert block_entries(torch.device("cpu")) == CPU_BLOCK and block_entries(torch.device("cuda")) == GPU_BLOCK
+    assert math.ceil(10**6 / block_rows(torch.device("cuda"), 10**4)) <= 1000
+    assert math.ceil(10**6 / block_rows(torch.device("cpu"), 10**4)) > 70_000
+    assert block_rows(torch.device("cuda"), 10**9) == 1  # a row longer than a block is one block

@@ -223,9 +223,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             if best is None or objective < best[0]:
                 best = (objective, head, history)
         self.objective_, head, self.history_ = best
+        # labels on the fitting device (on a GPU, not N x D x K multiply-adds on the CPU)
+        self.labels_ = _argmax(head.eval(), features).cpu().numpy()
         self.head_ = head.cpu().eval()
         self.n_iter_ = self.epochs_
-        self.labels_ = _argmax(self.head_, features.cpu()).numpy()
         self.cluster_sizes_ = shard.sum(torch.bincount(torch.from_numpy(self.labels_), minlength=self.n_clusters)).numpy()
         return self
 
@@ -240,13 +241,14 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         if criterion.memory is None:  # no training step ran (epochs=0): every point's y is u
             criterion._allocate(self.n_clusters, features.device)
         tiny = torch.finfo(torch.float32).tiny
-        ce, labels = 0.0, None
+        labels = None
+        ce = torch.zeros((), dtype=torch.float64, device=features.device)  # summed there: no sync per block
         for i, logits in _head_blocks(head, features):
             if labels is None:
                 labels = torch.empty_like(logits)
             y = torch.clamp_min(criterion.memory[i:i + logits.shape[0]], tiny, out=labels[:logits.shape[0]])
-            ce += float(reverse_cross_entropy(logits, y, reduction="sum", validate=False))
-        ce = float(shard.sum(torch.tensor([ce], dtype=torch.float64)))
+            ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
+        ce = float(shard.sum(torch.tensor([float(ce)], dtype=torch.float64)))
         fair = float(strong_fairness((criterion.columns / shard.total).unsqueeze(0), criterion.prior, validate=False))
         return ce / shard.total + criterion.lam * fair + criterion.gamma * float(margin_penalty(head))
 

@@ -66,14 +66,30 @@ def _first_row(mask: torch.Tensor) -> int:
     return int(mask.nonzero()[0, 0])
 
 
-# Rows handled at once by the float64 reductions below: torch's sum(dtype=float64) first makes
-# a float64 copy of its whole input, which for a float32 (N, K) is twice the input's memory.
-BLOCK = 1 << 17
+# Entries handled at once by the float64 passes over rows that run in PyTorch (here, in the
+# certificate and in the sharded solver): torch's sum(dtype=float64) first makes a float64 copy
+# of its whole input, which for a float32 (N, K) is twice the input's memory. On the CPU a block
+# is a few MB of temporaries (1 MB of float64). On a GPU every block costs a few kernel launches
+# (~5-10 us each) whatever its size: with the CPU's blocks a pass at N = 1e6, K = 1e4 would be
+# 77 000 blocks, seconds of launch overhead for milliseconds of memory traffic (an estimate: no
+# GPU has run this yet). There a block is 2^24 entries (128 MB of float64 temporaries at most).
+CPU_BLOCK = 1 << 17
+GPU_BLOCK = 1 << 24
+
+
+def block_entries(device: torch.device) -> int:
+    """Entries per block of the blocked float64 passes on ``device`` (see CPU_BLOCK, GPU_BLOCK)."""
+    return CPU_BLOCK if torch.device(device).type == "cpu" else GPU_BLOCK
+
+
+def block_rows(device: torch.device, row_entries: int) -> int:
+    """Rows per block when a row holds ``row_entries`` entries: at least one."""
+    return max(1, block_entries(device) // max(1, row_entries))
 
 
 def row_sums64(p: torch.Tensor) -> torch.Tensor:
     """``p.sum(-1)`` in float64 for ``p`` (N, K), in blocks of rows: O(block) extra memory."""
-    rows = max(1, BLOCK // max(1, p.shape[-1]))
+    rows = block_rows(p.device, p.shape[-1])
     if p.shape[0] <= rows:
         return p.sum(-1, dtype=torch.float64)
     # into one preallocated output: block results kept alive between the blocks' float64

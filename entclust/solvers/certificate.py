@@ -11,13 +11,11 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ..ops.checks import check_tensor
+from ..ops.checks import block_rows, check_tensor
 from ._problem import check_number, prepare
 from .result import SolverResult
 
 PROBLEMS = ("rce", "cce")
-# Entries of (B, rows, K) evaluated at once: a few MB of float64 temporaries per block.
-BLOCK = 1 << 17
 
 
 def certify(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float):
@@ -32,7 +30,7 @@ def _certify_blocks(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: tor
     """:func:`certify` in float64 PyTorch over blocks of rows (any device)."""
     b, n, k = sigma3.shape
     u64 = u.to(torch.float64)
-    rows = max(1, BLOCK // max(1, b * k))
+    rows = block_rows(sigma3.device, b * k)  # (B, rows, K) entries at once (ops.checks.block_entries)
     # (B, K) column means, block by block: sum(dtype=float64) of all of y would copy it to float64
     y_bar = sum(y3[:, i:i + rows].sum(-2, dtype=torch.float64) for i in range(0, n, rows)) / n
     ce = torch.zeros(b, dtype=torch.float64, device=sigma3.device)

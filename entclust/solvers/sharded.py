@@ -21,22 +21,14 @@ import torch
 
 from .. import ops
 from .._dist import all_reduce
-from ..ops.checks import check_distributions, check_tensor, prior_vector
+from ..ops.checks import block_rows, check_distributions, check_tensor, prior_vector
 from ._problem import DEFAULT_TOL, START_MIX, check_count, check_number, check_sigma
 from .result import SolverResult
-
-# Entries per block of rows in the float64 passes (a few MB of temporaries).
-BLOCK = 1 << 17
-
-
-def _rows(n: int, k: int) -> int:
-    return max(1, BLOCK // max(1, k))
-
 
 def column_sums(y: torch.Tensor) -> torch.Tensor:
     """``(K,)`` float64 column sums of ``y`` ``(N, K)``, block by block (no float64 copy of y)."""
     n, k = y.shape
-    step = _rows(n, k)
+    step = block_rows(y.device, k)
     out = torch.zeros(k, dtype=torch.float64, device=y.device)
     for i in range(0, n, step):
         out += y[i:i + step].sum(0, dtype=torch.float64)
@@ -60,7 +52,7 @@ def em_step_(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, *, del
 def _step_blocks_(sigma, y, weights, delta: bool) -> tuple[torch.Tensor, float]:
     """:func:`em_step_` in PyTorch over blocks of rows (any device; float64 arithmetic)."""
     n, k = y.shape
-    step = _rows(n, k)
+    step = block_rows(sigma.device, k)
     col = torch.zeros(k, dtype=torch.float64, device=y.device)
     change = torch.zeros((), dtype=torch.float64, device=y.device)
     for i in range(0, n, step):
@@ -102,7 +94,7 @@ def _certificate(sigma, y, col, u, lam, n, group):
     fair_grad = torch.where(active, -lam * u64 / (n * y_bar), 0.0)
     fairness = float(torch.where(active, u64 * torch.log(u64 / y_bar), 0.0).sum()) if lam != 0 else 0.0
     sums = torch.zeros(2, dtype=torch.float64, device=y.device)  # sum of CE, gap
-    step = _rows(*y.shape)
+    step = block_rows(y.device, y.shape[1])
     for i in range(0, y.shape[0], step):
         s = sigma[i:i + step].to(torch.float64)
         yy = y[i:i + step].to(torch.float64)
