@@ -177,6 +177,31 @@ def test_cuda_global_pseudo_labels_and_large_k_estimator():
 
 
 
+def test_cuda_fits_do_their_n_by_k_work_on_the_gpu():
+    """Issue 14, "no silent CPU fallbacks": every op dispatched while the estimator (large-K
+    global mode, and per-batch mode with batched restarts) and SelfLabeling run on CUDA data is
+    recorded; entclust's own ops must run on CUDA, and nothing N x K-sized on the CPU alone."""
+    from sklearn.datasets import make_blobs
+
+    from entclust.testing.devices import OpDevices
+
+    for n, k, d in ((3000, 100, 16), (2000, 10, 8)):  # global pseudo-labels; per batch, 10 restarts
+        x, _ = make_blobs(n, n_features=d, centers=k, random_state=0)
+        with OpDevices() as ops:
+            est = entclust.EntropyClustering(k, device="cuda", random_state=0, epochs=2).fit(x)
+        calls = ops.entclust_calls()
+        assert calls and all(c.devices == {"cuda"} for c in calls), (est.pseudo_labels_, calls[:3])
+        assert not ops.cpu_work(n * k // 2), (est.pseudo_labels_, ops.cpu_work(n * k // 2)[:5])
+    logits = make_logits((512, 50), torch.float32, "cuda").requires_grad_()
+    for method in ("rce", "cce"):
+        with OpDevices() as ops:
+            entclust.SelfLabeling(method, lam=10.0)(logits).backward()
+        names = {c.name for c in ops.entclust_calls()}
+        assert {f"entclust.em_{method}.default", f"entclust.{'reverse' if method == 'rce' else 'collision'}"
+                f"_cross_entropy.default"} <= names
+        assert all(c.devices == {"cuda"} for c in ops.entclust_calls()) and not ops.cpu_work(512 * 50 // 2)
+
+
 def test_cuda_deep_clustering_trains_on_the_device():
     """Issue 12 on the GPU: the trainer keeps model, augmentations, pseudo-labels (per batch and
     global) and the semi-supervised clamping on CUDA, and resumes there."""

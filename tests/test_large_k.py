@@ -241,3 +241,17 @@ def test_blocked_passes_use_large_blocks_off_the_cpu():
     assert math.ceil(10**6 / block_rows(torch.device("cuda"), 10**4)) <= 1000
     assert math.ceil(10**6 / block_rows(torch.device("cpu"), 10**4)) > 70_000
     assert block_rows(torch.device("cuda"), 10**9) == 1  # a row longer than a block is one block
+
+
+def test_op_devices_sees_the_n_by_k_work_and_the_fused_ops():
+    """The detector behind the CUDA test of "no silent CPU fallback": on the CPU it must find the
+    estimator's N x K work on the CPU and its fused ops (so on a GPU, finding none means none)."""
+    from entclust.testing.devices import OpDevices
+
+    x, _ = make_blobs(3000, n_features=16, centers=100, random_state=0)
+    with OpDevices() as ops:
+        EntropyClustering(100, random_state=0, epochs=1).fit(x)
+    names = {c.name for c in ops.entclust_calls()}
+    assert "entclust.reverse_cross_entropy.default" in names and all(c.devices == {"cpu"} for c in ops.entclust_calls())
+    heavy = {c.name for c in ops.cpu_work(3000 * 100 // 2)}
+    assert {"aten.addmm.out", "aten.argmax.out"} <= heavy
