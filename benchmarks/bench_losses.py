@@ -9,7 +9,10 @@ default, avx2, avx512), so the AVX2 path is measured on an AVX-512 machine too.
 Prints a markdown table of medians and ratios, and the effective bandwidth counting one read of
 logits and y and one write of each gradient (4 N K elements), also as a fraction of the
 machine's copy bandwidth measured in the same run (``dst.copy_(src)`` of 256 MiB, counting read
-+ write); writes JSON (with CPU model and capabilities) and a PNG.
++ write); writes JSON (with CPU model and capabilities) and a PNG. On CUDA a second table times
+the kernels alone: fused (validate=False), eager and compiled forward + backward captured in a
+CUDA graph and replayed, so that Python and launch overhead, which exceed the memory traffic of
+the small shapes, do not count.
 
     python benchmarks/bench_losses.py                      # CPU, float32, every capability
     python benchmarks/bench_losses.py --capabilities avx2 --shapes 4096x1000
@@ -80,6 +83,32 @@ def median_ms(fn, device, warmup=3, repeat=20, budget_s=3.0):
     return statistics.median(times)
 
 
+def graph_ms(fn, repeat, steps=10):
+    """CUDA only: median ms of one ``fn`` inside a replayed CUDA graph of ``steps`` calls, i.e.
+    the kernels' own time without Python, dispatcher and launch overhead (which at 4096 x 1000,
+    ~16 us of memory traffic on an H100, is larger than the kernels). NaN, with the reason
+    printed, when ``fn`` cannot be captured (e.g. it synchronises with the host)."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graph asks
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(steps):
+                fn()
+        ms = median_ms(graph.replay, "cuda", warmup=2, repeat=repeat) / steps
+        del graph
+        torch.cuda.empty_cache()
+        return ms
+    except Exception as exc:  # reported in the table as "—"; the other columns stand
+        print(f"CUDA graph capture failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        torch.cuda.synchronize()
+        return float("nan")
+
+
 def fwd_bwd(fn, logits, y):
     def run():
         logits.grad = None
@@ -142,16 +171,25 @@ def bench(device, dtype, shapes, repeat, capabilities, copy_gb_s):
                         # torch.compile's C++ code for the same ISA as the fused path of this row
                         stack.enter_context(torch._inductor.config.patch({"cpp.simdlen": SIMDLEN[capability]}))
                     torch._dynamo.reset()  # dynamo would otherwise reuse the graph compiled for another ISA
-                    compiled_ms = median_ms(fwd_bwd(torch.compile(ref, dynamic=False), logits, y), device,
-                                            repeat=repeat)
+                    compiled_ref = torch.compile(ref, dynamic=False)
+                    compiled_ms = median_ms(fwd_bwd(compiled_ref, logits, y), device, repeat=repeat)
                     check(fused, ref, logits, y)
                     fused_ms = median_ms(fwd_bwd(fused, logits, y), device, repeat=repeat)
                     novalidate_ms = median_ms(fwd_bwd(lambda a, b, f=fused: f(a, b, validate=False), logits, y),
                                               device, repeat=repeat)
+                    graphs = {name: float("nan") for name in ("fused", "reference", "compiled")}
+                    if device == "cuda":
+                        for name, fn in (("fused", lambda a, b, f=fused: f(a, b, validate=False)),
+                                         ("reference", ref), ("compiled", compiled_ref)):
+                            graphs[name] = graph_ms(fwd_bwd(fn, logits, y), repeat)
                 gb_s = bytes_moved / novalidate_ms / 1e6
+                kernel_gb_s = bytes_moved / graphs["fused"] / 1e6
                 rows.append(dict(loss=loss, n=n, k=k, dtype=dtype_name, capability=capability, fused_ms=fused_ms,
                                  fused_novalidate_ms=novalidate_ms, reference_ms=eager_ms,
                                  compiled_ms=compiled_ms, soft_ce_ms=base,
+                                 graph_fused_ms=graphs["fused"], graph_reference_ms=graphs["reference"],
+                                 graph_compiled_ms=graphs["compiled"], kernel_gb_s=kernel_gb_s,
+                                 kernel_fraction_of_copy_bandwidth=kernel_gb_s / copy_gb_s,
                                  speedup_vs_reference=eager_ms / fused_ms,
                                  speedup_vs_compiled=compiled_ms / fused_ms,
                                  speedup_vs_soft_ce=base / fused_ms,
@@ -171,6 +209,15 @@ def table(rows):
                      f"| {r['soft_ce_ms']:.3f} | {r['speedup_vs_reference']:.2f} | {r['speedup_vs_compiled']:.2f} "
                      f"| {r['speedup_vs_soft_ce']:.2f} | {r['effective_gb_s']:.1f} "
                      f"| {100 * r['fraction_of_copy_bandwidth']:.0f} % |")
+    if any(r["graph_fused_ms"] == r["graph_fused_ms"] for r in rows):
+        lines += ["", "Kernels alone (CUDA graph of 10 forward + backward steps, replayed; validate=False):", "",
+                  "| loss | N | K | dtype | fused ms | eager reference ms | torch.compile reference ms | × vs eager "
+                  "| × vs compile | fused GB/s | of copy bandwidth |", "|" + "---|" * 11]
+        for r in rows:
+            f, e, c = r["graph_fused_ms"], r["graph_reference_ms"], r["graph_compiled_ms"]
+            lines.append(f"| {r['loss']} | {r['n']} | {r['k']} | {r['dtype']} | {f:.4f} | {e:.4f} | {c:.4f} "
+                         f"| {e / f:.2f} | {c / f:.2f} | {r['kernel_gb_s']:.1f} "
+                         f"| {100 * r['kernel_fraction_of_copy_bandwidth']:.0f} % |")
     return "\n".join(lines)
 
 
