@@ -98,7 +98,14 @@ st_cuda_tests() {
     "$PYTHON" -c "import torch, entclust; assert torch.cuda.is_available(), 'torch sees no GPU'; \
 assert entclust.ops.compiled_with_cuda(), 'entclust was built without CUDA kernels'" || return 1
   fi
-  "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+  "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py 2>&1 | tee "$WORK/cuda-tests.pytest"
+  local rc=${PIPESTATUS[0]}
+  # on a GPU machine a skipped CUDA test is a test that did not run
+  if [ "$DRY" != 1 ] && grep -q " skipped" "$WORK/cuda-tests.pytest"; then
+    echo "gpu_check: CUDA tests were skipped on a machine with a GPU"
+    return 1
+  fi
+  return "$rc"
 }
 st_memcheck() { if [ "$DRY" = 1 ]; then "$PYTHON" benchmarks/cuda_sanitize.py --device cpu; else sanitizer memcheck; fi; }
 st_racecheck() { if [ "$DRY" = 1 ]; then echo "dry run: no sanitizer"; else sanitizer racecheck; fi; }

@@ -7,12 +7,15 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 
-def run_check(tmp_path, *stages, budget=540):
-    env = dict(os.environ, GPU_CHECK_DRY="1", GPU_CHECK_BUDGET=str(budget), OUT=str(tmp_path / "out"),
+def run_check(tmp_path, *stages, budget=540, dry=True):
+    env = dict(os.environ, GPU_CHECK_DRY="1" if dry else "0", GPU_CHECK_BUDGET=str(budget), OUT=str(tmp_path / "out"),
                GPU_CHECK_WORK=str(tmp_path / "work"), PYTHON=sys.executable)
     return subprocess.run(["bash", str(SCRIPT), *stages], capture_output=True, text=True, env=env, cwd=ROOT)
 
@@ -39,3 +42,13 @@ def test_gpu_check_rehearsal_runs_stages_skips_what_does_not_fit_and_packs_after
 def test_gpu_check_refuses_an_unknown_stage(tmp_path):
     proc = run_check(tmp_path, "memchek")
     assert proc.returncode == 2 and "unknown stage 'memchek'" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the stage passes: gpu_check runs it")
+def test_gpu_check_reports_a_failed_stage_and_exits_1(tmp_path):
+    """Not a rehearsal: on a GPU-less machine the CUDA tests stage must fail (a GPU run that
+    quietly skipped every CUDA test would look green), be recorded, and the script exit 1."""
+    proc = run_check(tmp_path, "cuda-tests", dry=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "| cuda-tests | failed (exit 1) |" in (tmp_path / "out" / "summary.md").read_text()
+    assert "torch sees no GPU" in (tmp_path / "out" / "cuda-tests.log").read_text()
