@@ -3,6 +3,7 @@
 # CUDA code that does not compile cannot land even where CI has no GPU. A CPU-only torch wheel
 # lacks one generated header, c10/cuda/impl/cuda_cmake_macros.h; a CUDA build of torch ships
 # it with the single definition below, so a shim directory supplies it here.
+# NVCC_CHECK_FLAGS adds flags, e.g. NVCC_CHECK_FLAGS="-Xptxas -v" for registers and spills per kernel.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 ARCH=${ENTCLUST_NVCC_CHECK_ARCH:-90}
@@ -27,7 +28,7 @@ for f in csrc/cuda/*.cu; do
   if ! nvcc -c "$f" -o /dev/null -std=c++20 -O3 -I"$shim" $includes \
       -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
       -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr -Werror all-warnings \
-      -gencode "arch=compute_$ARCH,code=sm_$ARCH" -Xcompiler -Wno-c++20-extensions 2>&1; then
+      -gencode "arch=compute_$ARCH,code=sm_$ARCH" -Xcompiler -Wno-c++20-extensions ${NVCC_CHECK_FLAGS:-} 2>&1; then
     status=1
   fi
 done

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import entclust
 from entclust.testing import reference
+from entclust.cli.bench import copy_tb_s
 from entclust.ops import cpu_model
 
 CPU_SHAPES = [(4096, 1000), (250, 200), (65536, 10), (256, 16384), (16, 262144)]
@@ -142,14 +143,6 @@ def keep_freed_memory():
     libc = ctypes.CDLL(name)
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 62))
-
-
-def copy_bandwidth_gb_s(device, repeat):
-    """Read + write bandwidth of a plain 256 MiB copy: the ceiling a memory-bound kernel can reach."""
-    src = torch.randn(64 * 1024 * 1024, device=device)
-    dst = torch.empty_like(src)
-    ms = median_ms(lambda: dst.copy_(src), device, repeat=repeat)
-    return 2 * src.numel() * src.element_size() / ms / 1e6
 
 
 def bench(device, dtype, shapes, repeat, capabilities, copy_gb_s):
@@ -276,7 +269,7 @@ def main():
         parser.error(f"--dtype {','.join(unknown)}: choose from float32, float64, bfloat16, float16")
     machine = (torch.cuda.get_device_name() if args.device == "cuda"
                else f"{cpu_model()}, {torch.get_num_threads()} threads")
-    copy_gb_s = copy_bandwidth_gb_s(args.device, args.repeat)
+    copy_gb_s = 1000 * copy_tb_s(args.device)  # the solver benchmark's measure: 256 MiB, read + write
     rows = [r for d in dtype_names for r in bench(args.device, getattr(torch, d), shapes, args.repeat, capabilities,
                                                  copy_gb_s)]
     title = f"entclust losses, {args.device} ({machine}), {args.dtype}, torch {torch.__version__}, {date.today()}"

@@ -47,13 +47,8 @@ def problem(b, n, k, dtype, seed=0):
 
 
 def _median_time(fn, repeats=3):
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+    """Median wall-clock seconds of ``repeats`` calls after one warm-up (CPU tables)."""
+    return _device_time(fn, "cpu", repeats)[0]
 
 
 def _em_rce_step(sigma, y, cu):

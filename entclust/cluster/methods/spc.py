@@ -616,10 +616,9 @@ class SPCMethod(EstimatorMethod):
     """Selective pseudo-label clustering (seed 002): an autoencoder ensemble trained on the points
     every member agrees on."""
 
-    defaults = {"n_members": 4, "latent_dim": 10, "hidden": 256, "architecture": "auto", "conv_width": 32,
-                "clusterer": "gmm", "reducer": "auto", "loss": "ce", "pretrain_epochs": "auto", "epochs_per_round": 8,
-                "max_rounds": 30, "batch_size": 64, "lr": 1e-3, "patience": 5, "warm_start": False, "agreed_reconstruction": 1.0,
-                "latent_noise": 0.0}
+    # every parameter of the estimator but those the harness sets itself, at the estimator's defaults
+    defaults = {key: value for key, value in SelectivePseudoLabelClustering().get_params().items()
+                if key not in ("n_clusters", "standardize", "checkpoint", "device", "random_state", "verbose")}
 
     def make(self, n_clusters, *, random_state=None, standardize="auto", **params):
         return SelectivePseudoLabelClustering(n_clusters, standardize=standardize, random_state=random_state,
