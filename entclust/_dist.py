@@ -19,3 +19,29 @@ def all_reduce(t: torch.Tensor, group, op: str = "sum") -> torch.Tensor:
     buffer = t.to(where, copy=True)
     dist.all_reduce(buffer, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
     return buffer.to(t.device)
+
+
+def agree(what: dict, group) -> None:
+    """Check that every rank of ``group`` passes the same ``what`` (name -> number; each number
+    exact in float64): one all-reduce of the values and of their negatives (max and min).
+    Raises a one-line ValueError on every rank, naming what differs, before any work."""
+    if group is None or not what:
+        return
+    names = list(what)
+    values = torch.tensor([float(what[n]) for n in names], dtype=torch.float64)
+    high = all_reduce(torch.cat([values, -values]), group, "max")
+    top, bottom = high[:len(names)], -high[len(names):]
+    differ = [n for n, a, b in zip(names, top.tolist(), bottom.tolist()) if a != b]
+    if differ:
+        import torch.distributed as dist
+
+        raise ValueError(f"rank {dist.get_rank(group)}: the processes disagree on {', '.join(differ)} "
+                         f"(this rank: {', '.join(f'{n}={what[n]}' for n in differ)}); every rank must get the "
+                         f"same data layout and settings")
+
+
+def fingerprint(text: str) -> float:
+    """A number (exact in float64) that differs between different ``text``s, for :func:`agree`."""
+    import hashlib
+
+    return float(int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big"))

@@ -42,6 +42,45 @@ def check_output_file(path: str, what: str = "--out", *, inputs: Iterable[str | 
     return path
 
 
+def _same(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same inode when both exist (hard links, symlinks),
+    else the same resolved path (two outputs not yet written)."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: str, folder: str) -> bool:
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
+def plan_files(reads: dict[str, str | None], writes: dict[str, str | None], *,
+               updates: dict[str, str | None] | None = None, read_folders: dict[str, str | None] | None = None) -> None:
+    """Check a command's files before any work: every path it ``writes`` (option name -> path)
+    can be written and is none of the files it ``reads``, none of the files inside the folders
+    it reads (``read_folders``: a dataset root), and no other output; ``updates`` are files the
+    command both reads and rewrites on purpose (a checkpoint it resumes), checked as outputs
+    against everything else. Raises :class:`OutputError` naming both options."""
+    reads = {k: v for k, v in reads.items() if v}
+    outputs = {k: v for k, v in {**writes, **(updates or {})}.items() if v}
+    folders = {k: v for k, v in (read_folders or {}).items() if v}
+    for name, path in outputs.items():
+        check_output_file(path, name)
+        for source_name, source in reads.items():
+            if _same(path, source):
+                raise OutputError(f"{name}: {path!r} is also the {source_name} file; writing it would destroy that input")
+        for source_name, folder in folders.items():
+            if os.path.isdir(folder) and os.path.exists(path) and _inside(path, folder):
+                raise OutputError(f"{name}: {path!r} is a file inside the {source_name} folder {folder!r}; "
+                                  f"write results elsewhere")
+    names = list(outputs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if _same(outputs[a], outputs[b]):
+                raise OutputError(f"{a} and {b} are the same file {outputs[a]!r}; give each output its own path")
+
+
 def check_output_folder(path: str, what: str = "--out") -> str:
     """``path`` is a folder in which files can be written, or can be created as one (it is not
     created here: nothing is written before the work is done)."""
@@ -71,15 +110,18 @@ def write_files(jobs: list[tuple[str, Callable[[str], None]]]) -> list[str]:
     flushed and renamed onto their targets. On any error (or Ctrl-C) the temporaries are
     removed, the targets are untouched, and the error propagates."""
     temps: list[str] = []
+    mode = 0o666 & ~_umask()
     try:
         for path, writer in jobs:
             folder, base = os.path.split(path)
             stem, ext = os.path.splitext(base)
-            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder or ".")
+            _remove_stale(folder or ".", stem, ext)
+            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".tmp{ext}", dir=folder or ".")
             os.close(fd)
             temps.append(tmp)
             try:
                 writer(tmp)
+                os.chmod(tmp, mode)  # mkstemp makes 0600; a result file gets the user's umask
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
             except OSError as err:  # name the target, not the temporary
@@ -96,6 +138,42 @@ def write_files(jobs: list[tuple[str, Callable[[str], None]]]) -> list[str]:
     return [path for path, _ in jobs]
 
 
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _remove_stale(folder: str, stem: str, ext: str) -> None:
+    """Remove temporaries of the same target left by a writer that was killed (SIGKILL, power
+    loss): named ``.<stem>.<pid>.<random>.tmp<ext>``, stale when no process ``pid`` runs."""
+    prefix, suffix = f".{stem}.", f".tmp{ext}"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(suffix)):
+            continue
+        pid = name[len(prefix):-len(suffix)].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def text_writer(text: str) -> Callable[[str], None]:
     """A ``write_files`` writer that writes ``text``."""
     def writer(tmp):
@@ -107,3 +185,37 @@ def text_writer(text: str) -> Callable[[str], None]:
 
 def write_text(path: str, text: str) -> None:
     write_files([(path, text_writer(text))])
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: damaged, of another version or settings, or holding
+    anything but tensors and plain data."""
+
+
+def read_checkpoint(path: str, device, version: int) -> dict:
+    """A checkpoint written by ``torch.save`` of a dict of tensors and plain Python data, read
+    with ``weights_only=True``: no object in the file is rebuilt by its own code, so a file that
+    would run code when unpickled is refused. Every failure is one line (:class:`CheckpointError`)."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise CheckpointError(f"checkpoint {path!r} holds objects other than tensors and plain data, which could run "
+                                  f"code when read; refused") from None
+        raise CheckpointError(f"checkpoint {path!r} is damaged: {first}") from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {err.strerror or err}") from None
+    except Exception as err:  # truncated zip archives, zero-byte files, other formats
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(f"checkpoint {path!r} is damaged or not a checkpoint ({type(err).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path!r} does not hold a checkpoint (a dict), got {type(state).__name__}")
+    if state.get("version") != version:
+        raise CheckpointError(f"checkpoint {path!r} has format version {state.get('version')!r}; this entclust reads "
+                              f"version {version} (start again without resuming)")
+    return state

@@ -16,6 +16,9 @@ import gzip
 import io
 import os
 import pickle
+import stat
+import warnings
+import zlib
 
 import numpy as np
 
@@ -60,17 +63,32 @@ def _idx_file(place: str, stem: str) -> str:
 
 
 def _read_idx(path: str, magic: int, dims: int) -> np.ndarray:
+    """An IDX file (gzipped or not), read header first: never more than the header promises
+    plus one byte (a file with more is refused), so a small file that inflates to gigabytes
+    costs the memory of a valid file of its header, not of the inflated one."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
     head = 4 + 4 * dims
-    if len(data) < head or int.from_bytes(data[:4], "big") != magic:
-        raise DataError(f"MNIST: {path!r} is not an IDX file with magic number {magic}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
-    if len(data) - head != int(np.prod(shape)):
-        raise DataError(f"MNIST: {path!r} holds {len(data) - head} bytes after its header, "
-                        f"its header says {shape} = {int(np.prod(shape))}")
-    return np.frombuffer(data, dtype=np.uint8, offset=head).reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(head)
+            if len(header) < head or int.from_bytes(header[:4], "big") != magic:
+                raise DataError(f"MNIST: {path!r} is not an IDX file with magic number {magic}")
+            shape = tuple(int.from_bytes(header[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+            size = int(np.prod(shape, dtype=np.float64))
+            if size > MAX_IDX_BYTES:
+                raise DataError(f"MNIST: {path!r} declares {shape} = {size} bytes, more than an MNIST-style file "
+                                f"holds ({MAX_IDX_BYTES})")
+            data = f.read(size)
+            extra = f.read(1)
+    except (EOFError, OSError, zlib.error) as err:  # truncated or damaged gzip streams
+        raise DataError(f"MNIST: {path!r} is damaged or truncated ({type(err).__name__}: {err})") from None
+    if len(data) != size or extra:
+        raise DataError(f"MNIST: {path!r} holds {len(data)}{' or more' if extra else ''} bytes after its header, "
+                        f"its header says {shape} = {size}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+MAX_IDX_BYTES = 1 << 32  # EMNIST's largest file is ~0.6 GB; a header beyond 4 GiB is not an image set
 
 
 def load_mnist(root: str, split: str = "train"):
@@ -84,6 +102,8 @@ def load_mnist(root: str, split: str = "train"):
         if all(paths):
             images = _read_idx(paths[0], 2051, 3)
             labels = _read_idx(paths[1], 2049, 1).astype(np.int64)
+            if labels.size and labels.max() > 9:
+                raise DataError(f"MNIST: {paths[1]!r} holds label {int(labels.max())}; MNIST labels are 0..9")
             if labels.shape[0] != images.shape[0]:
                 raise DataError(f"MNIST: {images.shape[0]} images but {labels.shape[0]} labels in {place!r}")
             return images[:, None], labels
@@ -92,35 +112,127 @@ def load_mnist(root: str, split: str = "train"):
 
 
 # ---- CIFAR ------------------------------------------------------------------------------
-class _ArraysOnly(pickle.Unpickler):
-    """The CIFAR batches hold dicts, lists, bytes and numpy arrays: nothing else is rebuilt
-    (an arbitrary pickle could run code)."""
+class _Pickled:
+    """What a pickled numpy ``dtype`` or ``ndarray`` becomes while a CIFAR batch is read: a record
+    of its arguments and state, never the numpy object itself. numpy's own ``__setstate__``
+    trusts its input (a structured dtype with an object field turns raw bytes into object
+    pointers and crashes the interpreter), so the arrays are rebuilt afterwards by
+    :func:`_rebuild`, only as plain numeric arrays."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    def __init__(self, kind: str, *args):
+        self.kind, self.args, self.state = kind, args, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _latin1(text, encoding="latin1", errors="strict"):
+    # Python 2 pickles store bytes as _codecs.encode(str, "latin1"); nothing else is accepted
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError("_codecs.encode is only accepted as encode(str, 'latin1')")
+    return text.encode("latin1")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """The CIFAR batches hold dicts, lists, bytes and numeric numpy arrays: nothing else is
+    rebuilt (an arbitrary pickle could run code), and arrays only through :func:`_rebuild`."""
 
     def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
+        if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
+            return lambda cls, shape, code: _Pickled("array", cls, shape, code)
+        if (module, name) == ("numpy", "dtype"):
+            return lambda code, align=False, copy=True: _Pickled("dtype", code)
+        if (module, name) == ("numpy", "ndarray"):
+            return _NDARRAY
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1
         raise DataError(f"CIFAR: the batch file asks for {module}.{name}, which a CIFAR batch never holds")
+
+
+_NDARRAY = object()  # stands for numpy.ndarray inside a pickle (only as _reconstruct's first argument)
+_NUMERIC = {"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"}
+
+
+def _dtype(record) -> np.dtype:
+    """A plain numeric dtype from a pickled one: no fields, no sub-array, no objects."""
+    if not isinstance(record, _Pickled) or record.kind != "dtype" or not isinstance(record.args[0], str):
+        raise DataError("CIFAR: an array's dtype is not a numpy dtype")
+    code = record.args[0]
+    if code not in _NUMERIC:
+        raise DataError(f"CIFAR: arrays of dtype {code!r} are refused (only plain numeric arrays are read)")
+    state = record.state
+    order = "|"
+    if state is not None:
+        if not isinstance(state, tuple) or len(state) < 5 or any(v is not None for v in state[2:5]):
+            raise DataError("CIFAR: structured or sub-array dtypes are refused (only plain numeric arrays are read)")
+        order = state[1]
+    if order not in ("|", "<", ">", "="):
+        raise DataError(f"CIFAR: unknown byte order {order!r}")
+    return np.dtype(code).newbyteorder(order) if order in "<>" else np.dtype(code)
+
+
+def _rebuild(obj, budget: int):
+    """``obj`` with every :class:`_Pickled` array replaced by a real numeric numpy array, each
+    checked against its raw bytes (a header cannot claim more than the file holds)."""
+    if isinstance(obj, dict):
+        return {k: _rebuild(v, budget) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rebuild(v, budget) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_rebuild(v, budget) for v in obj)
+    if not isinstance(obj, _Pickled):
+        return obj
+    state = obj.state
+    if obj.kind != "array" or obj.args[0] is not _NDARRAY or not isinstance(state, tuple) or len(state) != 5:
+        raise DataError("CIFAR: the file holds a numpy object that is not a plain array")
+    _, shape, dtype, fortran, raw = state
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and 0 <= n for n in shape)):
+        raise DataError(f"CIFAR: an array has a malformed shape {shape!r}")
+    dtype = _dtype(dtype)
+    if isinstance(raw, str):
+        raw = raw.encode("latin1")
+    if not isinstance(raw, (bytes, bytearray)):
+        raise DataError("CIFAR: an array's data is not raw bytes")
+    expected = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if expected != len(raw) or expected > budget:
+        raise DataError(f"CIFAR: an array of shape {shape} {dtype} needs {expected} bytes, the file holds {len(raw)}")
+    return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def _cifar_batch(path: str) -> dict:
     with open(path, "rb") as f:
-        try:
-            batch = _ArraysOnly(io.BytesIO(f.read()), encoding="bytes").load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise DataError(f"CIFAR: {path!r} is not a CIFAR python batch: {err}") from None
+        raw = f.read()
+    try:
+        batch = _ArraysOnly(io.BytesIO(raw), encoding="bytes").load()
+    except DataError:
+        raise
+    except Exception as err:  # malformed pickles: one line (TypeError for wrong arguments, and more)
+        raise DataError(f"CIFAR: {path!r} is not a CIFAR python batch: {type(err).__name__}: {err}") from None
+    try:
+        batch = _rebuild(batch, len(raw))
+    except RecursionError:
+        raise DataError(f"CIFAR: {path!r} nests containers too deeply for a CIFAR batch") from None
     if not isinstance(batch, dict):
         raise DataError(f"CIFAR: {path!r} does not hold a dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
 def _cifar_images(batch: dict, path: str) -> np.ndarray:
-    data = np.asarray(batch.get("data"))
-    if data.ndim != 2 or data.shape[1] != 3072:
-        raise DataError(f"CIFAR: {path!r}: 'data' must be (N, 3072), got {data.shape}")
-    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)
+    data = batch.get("data")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"CIFAR: {path!r}: 'data' must be a uint8 array (N, 3072), got {got}")
+    return data.reshape(-1, 3, 32, 32)
+
+
+def _cifar_labels(batch: dict, key: str, n: int, path: str) -> np.ndarray:
+    labels = batch.get(key)
+    if not isinstance(labels, (list, np.ndarray)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < 100 for v in labels):
+        raise DataError(f"CIFAR: {path!r}: {key!r} must be a list of class indices 0..99")
+    if len(labels) != n:
+        raise DataError(f"CIFAR: {path!r} holds {n} images but {len(labels)} {key!r}")
+    return np.asarray(labels, dtype=np.int64)
 
 
 def load_cifar10(root: str, split: str = "train"):
@@ -133,7 +245,7 @@ def load_cifar10(root: str, split: str = "train"):
         path = os.path.join(place, name)
         batch = _cifar_batch(path)
         images.append(_cifar_images(batch, path))
-        labels.append(np.asarray(batch.get("labels"), dtype=np.int64))
+        labels.append(_cifar_labels(batch, "labels", images[-1].shape[0], path))
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -146,7 +258,8 @@ def load_cifar100(root: str, split: str = "train", *, coarse: bool = True):
     key = "coarse_labels" if coarse else "fine_labels"
     if key not in batch:
         raise DataError(f"CIFAR-100: {path!r} has no {key!r}")
-    return _cifar_images(batch, path), np.asarray(batch[key], dtype=np.int64)
+    images = _cifar_images(batch, path)
+    return images, _cifar_labels(batch, key, images.shape[0], path)
 
 
 # ---- STL-10 -----------------------------------------------------------------------------
@@ -157,9 +270,10 @@ def load_stl10(root: str, split: str = "train"):
     names = [f"{split}_X.bin"] + ([f"{split}_y.bin"] if split != "unlabeled" else [])
     place = _find(root, names, ("stl10_binary",), "STL-10")
     path = os.path.join(place, names[0])
+    size = os.path.getsize(path)
+    if size % (3 * 96 * 96):
+        raise DataError(f"STL-10: {path!r} holds {size} bytes, not a whole number of 3x96x96 images")
     raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size % (3 * 96 * 96):
-        raise DataError(f"STL-10: {path!r} holds {raw.size} bytes, not a whole number of 3x96x96 images")
     # stored column-major per channel: (N, C, W, H) in C order
     images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
     if split == "unlabeled":
@@ -172,6 +286,7 @@ def load_stl10(root: str, split: str = "train"):
 
 
 # ---- image folders ----------------------------------------------------------------------
+MAX_IMAGE_PIXELS = 1 << 26  # 8192 x 8192: far beyond a clustering data set's images
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -188,8 +303,11 @@ def load_image_folder(root: str, *, size=None, mode: str = "RGB", return_classes
     if not os.path.isdir(root):
         raise DataError(f"image folder: {root!r} is not a folder")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    # regular files only: a FIFO or device named like an image would block or stream forever
     files = [(os.path.join(root, c, f), label) for label, c in enumerate(classes)
-             for f in sorted(os.listdir(os.path.join(root, c))) if f.lower().endswith(IMAGE_SUFFIXES)]
+             for f in sorted(os.listdir(os.path.join(root, c)))
+             if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(root, c, f))
+             and stat.S_ISREG(os.stat(os.path.join(root, c, f)).st_mode)]
     if not files:
         raise DataError(f"image folder: no images ({', '.join(IMAGE_SUFFIXES)}) in the subfolders of {root!r}; "
                         f"expected root/<class>/<image>")
@@ -197,13 +315,20 @@ def load_image_folder(root: str, *, size=None, mode: str = "RGB", return_classes
     pictures = []
     for path, _ in files:
         try:
-            with Image.open(path) as image:
+            with warnings.catch_warnings():  # PIL's bomb warning: the size check below says it in one line
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(path)
+            with image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:  # header first: before decoding
+                    raise DataError(f"image folder: {path!r} declares {image.width} x {image.height} pixels, more "
+                                    f"than {MAX_IMAGE_PIXELS}; resize it beforehand")
                 image = image.convert(mode)
                 if target is not None:
                     image = image.resize((target[1], target[0]), Image.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"image folder: cannot read {path!r}: {err}") from None
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DataError(f"image folder: cannot read {path!r}: {first}") from None
         if pictures and array.shape != pictures[0].shape:
             raise DataError(f"image folder: {path!r} is {array.shape[:2]}, {files[0][0]!r} is "
                             f"{pictures[0].shape[:2]}; pass size= to resize them to one size")

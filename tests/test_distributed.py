@@ -190,3 +190,52 @@ def test_cli_under_torchrun_equals_one_process(tmp_path):
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("wrote") == 1  # rank 0 alone reports and writes
     assert np.array_equal(np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy"))
+
+
+def _disagreeing_task(rows, group):
+    """Rank 1 passes one more feature than rank 0: both must stop with the same one-line error."""
+    x = _blobs()[rows]
+    if dist.get_rank(group) == 1:
+        x = np.concatenate([x, x[:, :1]], 1)
+    try:
+        entclust.EntropyClustering(40, random_state=0, epochs=1, group=group).fit(x)
+    except ValueError as err:
+        return str(err)
+    return "no error"
+
+
+def test_ranks_that_disagree_on_their_data_layout_stop_before_work(tmp_path):
+    torch.set_num_threads(1)
+    for message in _run(2, _disagreeing_task, tmp_path, ESTIMATOR_SHARDS):
+        assert "disagree on the number of features" in message and "\n" not in message
+
+
+def _hung_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import datetime
+    import time
+
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=3))
+    if rank == 1:
+        time.sleep(30)  # a hung rank
+        os._exit(0)
+    start = time.perf_counter()
+    try:
+        dist.all_reduce(torch.ones(1))
+        outcome = "completed"
+    except Exception as err:  # gloo's timeout error
+        outcome = type(err).__name__
+    with open(os.path.join(out, "rank0.txt"), "w") as f:
+        f.write(f"{outcome} {time.perf_counter() - start:.1f}")
+    os._exit(0)
+
+
+def test_a_hung_rank_fails_the_others_after_the_timeout(tmp_path):
+    """The CLI passes --timeout to init_process_group; with it a collective waiting on a hung rank
+    fails after seconds, not torch's default 30 minutes."""
+    ctx = mp.spawn(_hung_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False)
+    ctx.processes[0].join(60)
+    outcome, seconds = (tmp_path / "rank0.txt").read_text().split()
+    for p in ctx.processes:
+        p.kill()
+    assert outcome != "completed" and float(seconds) < 20

@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="where to write the labels (.npy, .csv or .txt)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where rce/cce/... train (default cpu)")
+    fit.add_argument("--timeout", type=float, default=300.0,
+                     help="under torchrun: seconds a rank waits for the others before the run fails (default 300)")
     _add_training_options(fit)
     fit.set_defaults(func=_fit)
 

@@ -49,24 +49,36 @@ def load_inputs(source: str, labels: str | None):
     return x, y
 
 
+def data_files(source: str) -> tuple[dict, dict]:
+    """The files and folders a data source reads, as ``(files, folders)`` keyed by a name for
+    messages, for :func:`entclust._files.plan_files`."""
+    if source == "digits":
+        return {}, {}
+    kind, _, rest = source.partition(":")
+    if kind in DATASETS and rest:
+        return {}, {"data": rest.partition(":")[0]}
+    return {"data": source}, {}
+
+
 def run(args) -> int:
     import numpy as np
 
-    from .._files import check_output_file, text_writer, write_files
+    from .._files import plan_files, text_writer, write_files
 
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in FORMATS:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
-    check_output_file(args.out, inputs=(args.data, args.labels))
-    if args.history:
-        check_output_file(args.history, "--history")
-    if args.checkpoint:
-        if not args.resume:
-            check_output_file(args.checkpoint, "--checkpoint")
-        elif not os.path.isfile(args.checkpoint):
-            raise UsageError(f"--resume: no checkpoint at {args.checkpoint!r}")
-    elif args.resume:
+    if args.resume and not args.checkpoint:
         raise UsageError("--resume needs --checkpoint (the file to continue from)")
+    if args.resume and not os.path.isfile(args.checkpoint):
+        raise UsageError(f"--resume: no checkpoint at {args.checkpoint!r}")
+    if args.checkpoint and not args.resume and os.path.exists(args.checkpoint):
+        raise UsageError(f"--checkpoint {args.checkpoint!r} exists: pass --resume to continue from it, "
+                         f"or remove it to start again")
+    reads, folders = data_files(args.data)
+    plan_files({**reads, "--labels": args.labels, "--partial-labels": args.partial_labels},
+               {"--out": args.out, "--history": args.history}, updates={"--checkpoint": args.checkpoint},
+               read_folders=folders)
     for name in ("epochs", "views", "heads"):
         if getattr(args, name) < (0 if name == "epochs" else 1):
             raise UsageError(f"--{name} must be >= {0 if name == 'epochs' else 1}, got {getattr(args, name)}")

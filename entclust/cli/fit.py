@@ -88,6 +88,19 @@ def estimator_params(method: str, args, *, strict: bool = True) -> dict:
     return params
 
 
+def data_digest(x) -> str:
+    """A hex digest of an array's bytes, read in blocks (a memory-mapped file is not copied)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+    flat = x.reshape(x.shape[0], -1)
+    for i in range(0, flat.shape[0], 1 << 14):
+        h.update(np.ascontiguousarray(flat[i:i + (1 << 14)]).tobytes())
+    return h.hexdigest()
+
+
 def _fit_distributed(x, args, params):
     """Under ``torchrun``: rank r fits rows ``[r N / W, (r + 1) N / W)`` (read from the memory-mapped
     file) with ``EntropyClustering(group=WORLD)`` (gloo on the CPU, NCCL with ``--device cuda``);
@@ -97,15 +110,21 @@ def _fit_distributed(x, args, params):
     import torch
     import torch.distributed as dist
 
-    from .._dist import all_reduce
+    from datetime import timedelta
+
+    from .._dist import agree, all_reduce, fingerprint
     from ..cluster import make_estimator
 
     if args.device == "cuda":  # one GPU a rank, chosen before NCCL starts
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    dist.init_process_group("nccl" if args.device == "cuda" else "gloo", timeout=timedelta(seconds=args.timeout))
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
         n = x.shape[0]
+        # every rank read the whole file: the same rows must be there, or the shards do not fit together
+        agree({"the data's shape": fingerprint(repr(x.shape)), "the data": fingerprint(data_digest(x)),
+               "the settings": fingerprint(repr(sorted(params.items())) + repr((args.k, args.seed)))},
+              dist.group.WORLD)
         begin, end = rank * n // world, (rank + 1) * n // world
         if end <= begin:
             raise UsageError(f"{world} processes for {n} points: every process needs at least one row")
@@ -143,6 +162,8 @@ def run(args) -> int:
         params["verbose"] = not args.quiet
         params["device"] = args.device
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if not getattr(args, "timeout", 300.0) > 0:
+        raise UsageError(f"--timeout must be > 0 seconds, got {args.timeout}")
     if world > 1:  # launched by torchrun: this process fits its shard of the rows
         if args.method != "rce":
             raise UsageError(f"multi-process training (torchrun, WORLD_SIZE={world}) is implemented for --method rce, "

@@ -10,22 +10,27 @@ from . import UsageError
 from .deep import DATA_HELP
 from .fit import FORMATS, label_file, method_options
 
+PLOT_FORMATS = (".png", ".pdf", ".svg")
 SPC_MEMBERS = 4  # the estimator's default ensemble size (README: M by measurement)
 
 
 def run(args) -> int:
     import numpy as np
 
-    from .._files import check_output_file, text_writer, write_files
-    from .deep import load_inputs
+    from .._files import plan_files, text_writer, write_files
+    from .deep import data_files, load_inputs
 
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in FORMATS:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
-    check_output_file(args.out, inputs=(args.data, args.labels))
-    for option in ("history", "plot", "checkpoint"):
-        if getattr(args, option):
-            check_output_file(getattr(args, option), f"--{option}")
+    if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
+        raise UsageError(f"--plot must end in one of {', '.join(PLOT_FORMATS)}, got {args.plot!r}")
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        raise UsageError(f"--checkpoint {args.checkpoint!r} exists; spc does not resume, remove it or name another file")
+    reads, folders = data_files(args.data)
+    plan_files({**reads, "--labels": args.labels},
+               {"--out": args.out, "--history": args.history, "--plot": args.plot, "--checkpoint": args.checkpoint},
+               read_folders=folders)
     if args.members < 1:
         raise UsageError(f"--members must be >= 1, got {args.members}")
     x, y = load_inputs(args.data, args.labels)

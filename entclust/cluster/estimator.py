@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from .._dist import all_reduce
+from .._dist import agree, all_reduce, fingerprint
 from ..data import SCALINGS, Scaler
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
@@ -190,6 +190,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         """Train on ``X`` ``(N, D)``; ``y`` is ignored (unsupervised)."""
         # float32 stays float32 (and a memory-mapped file is read block by block by the scaler)
         x = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1)
+        if self.group is not None:  # before any collective that depends on them
+            settings = {k: v for k, v in self.get_params().items() if k not in ("group", "verbose")}
+            agree({"the number of features": x.shape[1], "the dtype": x.dtype.itemsize,
+                   "the settings": fingerprint(repr(sorted(settings.items())))}, self.group)
         shard = _Shard(x.shape[0], self.group)
         self._check_params(shard.total)
         method, params = self._method()

@@ -92,6 +92,8 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
             raise ValueError(f"X must be images (N, C, H, W) or vectors (N, D), got shape {x.shape}")
         if fitting and x.shape[0] < 2:
             raise ValueError(f"X needs at least 2 points, got {x.shape[0]}")
+        if 0 in x.shape[1:]:
+            raise ValueError(f"X must have at least one feature (and pixel) per point, got shape {x.shape}")
         if fitting:
             self.sample_shape_ = tuple(x.shape[1:])
         elif tuple(x.shape[1:]) != self.sample_shape_:

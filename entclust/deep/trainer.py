@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._files import write_files
+from .._files import CheckpointError, read_checkpoint, write_files
 from ..metrics import clustering_accuracy
 from ..nn import SelfLabeling
 from ..solvers.sharded import em_rce_block_
@@ -25,6 +25,7 @@ OPTIMIZERS = ("adam", "sgd")
 # SeLa and MI-ADM with the estimator methods' per-batch losses, and IIC (paired mutual information)
 METHODS = ("rce", "cce", "mi-gd", "sela", "mi-adm", "renyi", "iic")
 PSEUDO_LABELS = ("auto", "batch", "global")
+CHECKPOINT_VERSION = 2  # 2: read with weights_only, settings include the model's shapes and the data
 
 
 def iic_loss(log_p1: torch.Tensor, log_p2: torch.Tensor) -> torch.Tensor:
@@ -289,7 +290,8 @@ class SelfLabelingTrainer:
     def state_dict(self, generator: torch.Generator, optimizer, epoch: int) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": self.history,
-                 "stats": dict(self.criterion.stats) if self.ours else {}, "settings": self._settings()}
+                 "stats": dict(self.criterion.stats) if self.ours else {}, "settings": self._settings(),
+                 "version": CHECKPOINT_VERSION}
         if self.ours and self.over_criterion is not None:
             state["over_stats"] = dict(self.over_criterion.stats)
         if self._global and self.criterion.memory is not None:
@@ -299,19 +301,25 @@ class SelfLabelingTrainer:
         return state
 
     def _settings(self) -> dict:
+        """What decides a checkpoint's compatibility: the training settings, the shape of every
+        parameter and buffer of the model, and the data's fingerprint (set by ``fit``)."""
         return {"method": self.method, "views": self.views, "lr": self.lr, "optimizer": self.optimizer_name,
                 "batch_size": self.batch_size, "seed": self.seed, "gamma": self.gamma, "lam": self.lam,
-                "consistency": self.consistency, "pseudo_labels": self.pseudo_labels}
+                "consistency": self.consistency, "pseudo_labels": self.pseudo_labels,
+                "shapes": {name: list(t.shape) for name, t in self.model.state_dict().items()},
+                "data": getattr(self, "_fingerprint", None)}
 
     def _save(self, generator, optimizer, epoch) -> None:
         state = self.state_dict(generator, optimizer, epoch)
         write_files([(str(self.checkpoint), lambda tmp: torch.save(state, tmp))])
 
     def _load(self, generator, optimizer) -> int:
-        state = torch.load(str(self.checkpoint), map_location=self.device, weights_only=False)
-        if state.get("settings") != self._settings():
-            raise ValueError(f"checkpoint {str(self.checkpoint)!r} was written with other settings "
-                             f"({state.get('settings')}); this trainer has {self._settings()}")
+        state = read_checkpoint(str(self.checkpoint), self.device, CHECKPOINT_VERSION)
+        mine, theirs = self._settings(), state.get("settings")
+        if not isinstance(theirs, dict) or theirs != mine:
+            differ = sorted(k for k in mine if not isinstance(theirs, dict) or theirs.get(k) != mine[k])
+            raise CheckpointError(f"checkpoint {str(self.checkpoint)!r} was written for other settings or data "
+                                  f"(differing: {', '.join(differ)}); start again without resuming")
         self.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -366,6 +374,7 @@ class SelfLabelingTrainer:
         else:
             optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
         self._global = self._resolve_pseudo_labels(x, known)
+        self._fingerprint = data_fingerprint(x)
         if self.ours:  # a new criterion per fit: global labels are kept for these n points
             self.criterion = SelfLabeling(self.method, **{**self._solver, "n_points": n if self._global else None})
         generator = torch.Generator().manual_seed(self.seed)
@@ -486,3 +495,17 @@ class SelfLabelingTrainer:
 
 
 __all__ = ["SelfLabelingTrainer"]
+
+
+def data_fingerprint(x: torch.Tensor) -> list:
+    """Shape, dtype and two float64 checksums of ``x`` (its sum and a position-weighted sum, so a
+    permutation or other data of the same shape differ): a resumed run must see the same data."""
+    flat = x.detach().reshape(-1)
+    sums = torch.zeros(2, dtype=torch.float64, device=flat.device)
+    step = 1 << 22  # float64 temporaries of 32 MB at most
+    for i in range(0, flat.numel(), step):
+        part = flat[i:i + step].double()
+        weights = torch.arange(i + 1, i + 1 + part.numel(), dtype=torch.float64, device=flat.device).remainder_(9973)
+        sums[0] += part.sum()
+        sums[1] += (part * weights.add_(1)).sum()
+    return [list(x.shape), str(x.dtype).replace("torch.", ""), float(sums[0]), float(sums[1])]
