@@ -20,7 +20,7 @@ from .losses import (
     strong_fairness,
     weak_fairness,
 )
-from .nn import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabeling, SelfLabelingLoss
+from .nn import ColumnMemory, CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabeling, SelfLabelingLoss
 from .ops import available_cpu_capabilities, build_info, cpu_capability, set_cpu_capability, use_cpu_capability
 from .solvers import (
     SolverResult,
@@ -89,6 +89,7 @@ __all__ = [
     "CollisionCrossEntropyLoss",
     "SelfLabelingLoss",
     "SelfLabeling",
+    "ColumnMemory",
     "EntropyClustering",
     "DeepEntropyClustering",
     "make_estimator",

@@ -77,7 +77,7 @@ def _bench(args) -> int:
 
             if not torch.cuda.is_available():
                 raise UsageError("--device cuda needs a GPU; torch sees none")
-        return large_k(args.out, quick=args.quick, device=args.device)
+        return large_k(args.out, quick=args.quick, device=args.device, preset=args.preset)
     from .bench import main
 
     return main(args=args)
@@ -172,13 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="pseudo-label solver benchmark (seed 003/004 Table 1), or large-k clustering")
     bench.add_argument("suite", nargs="?", default="solvers", choices=("solvers", "large-k"),
-                       help="solvers (default): the solver tables; large-k: entclust vs MiniBatchKMeans (and faiss) "
-                            "on blobs up to N = 10^6, K = 1000")
+                       help="solvers (default): the solver tables; large-k: entclust vs KMeans, MiniBatchKMeans "
+                            "(and faiss) on overlapping mixtures and blobs up to K = 5000 (--preset million: N = 10^6, "
+                            "K = 10^4)")
     bench.add_argument("--out", default=os.environ.get("OUT", "results"))
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cpu: the CPU tables (default); cuda: the GPU section only")
     bench.add_argument("--cap", type=float, default=10.0, help="seconds allowed to EM per problem (default 10)")
     bench.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
+    bench.add_argument("--preset", choices=("quick", "default", "million"),
+                       help="large-k: the rows to run (default: 'quick' with --quick, else 'default')")
     bench.set_defaults(func=_bench)
 
     from .deep import add_parser as add_deep

@@ -14,8 +14,10 @@ from torch import nn
 
 from .._dist import agree, all_reduce, fingerprint
 from ..data import SCALINGS, Scaler
+from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
+from .centroids import BLOCK, block_rows, kmeans_plusplus, lloyd, self_labeled_centroids, temperature
 from .registry import EstimatorMethod, HeadMethod, get
 
 
@@ -41,12 +43,12 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         the K class columns while the data term's gradient on each column shrinks like 1/K, so
         a fixed gamma decays the head to zero at large K (K = 1000, gamma = 0.01: every point in
         one cluster after one epoch).
-    epochs, batch_size, lr : SGD schedule. The points are split each epoch into
-        ``max(1, round(N / batch_size))`` near-equal batches (no tiny tail batch). None
-        (defaults): ``epochs`` 50 with per-batch pseudo-labels, 3 with global ones (measured on
-        50 000 blobs, K = 1000: 98.5 % after 1 epoch, 98.6 after 3, 98.8 after 8, at 1 s an
-        epoch); ``lr`` 1.0 from a random head, 0.1 from a k-means++ one (lr 1.0 there lost 9 of
-        1000 clusters in 3 epochs).
+    epochs, batch_size, lr : SGD schedule on the method's loss. The points are split each epoch
+        into ``max(1, round(N / batch_size))`` near-equal batches (no tiny tail batch). None
+        (defaults): ``epochs`` 50 with per-batch pseudo-labels, 0 after the ``"balanced"`` start
+        (SGD on the papers' loss after it left ACC unchanged at K = 50 and 200 on overlapping
+        mixtures), 3 with global labels from another start; ``lr`` 1.0 from a random head, 0.1
+        from a centroid head.
     prior : target cluster proportions u, ``(K,)`` summing to 1 (uniform when None).
     standardize : ``"auto"`` (default: ``"features"`` for features in different units, else
         ``"global"``), ``"global"`` (centre, divide by one overall scale; keeps the
@@ -54,15 +56,22 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     method_params : dict of the method's own parameters (``entclust.cluster.get(name).defaults``),
         e.g. ``{"solver": "newton"}`` for "rce" or ``{"weight": 1.3}`` for "mi-gd".
     pseudo_labels : ``"batch"`` (the papers: y solved on each mini-batch alone), ``"global"``
-        (method "rce": every point's y kept, the fairness term over the column sums of all N
-        points, a batch's rows updated by incremental EM; see :class:`entclust.SelfLabeling`
-        ``n_points``) or ``"auto"`` (default): ``"global"`` for "rce" when a batch holds fewer
-        than ``GLOBAL_BELOW`` points per cluster (``batch_size < 20 K``), else ``"batch"``.
-    init : head initialisation. ``"random"``: Kaiming normal, zero bias (the papers).
-        ``"kmeans++"``: the nearest-centroid classifier of greedy k-means++ seeds drawn from
-        at most ``max(10000, 10 K)`` points, ``logits = beta (mu_k . x - |mu_k|^2 / 2)`` with
-        ``beta = 2 / mean squared distance to the nearest seed``; every cluster starts alive.
-        ``"auto"`` (default): ``"kmeans++"`` with global pseudo-labels, else ``"random"``.
+        (method "rce": the fairness term over all N points, kept as their K column sums alone,
+        :class:`entclust.ColumnMemory`: no N x K state) or ``"auto"`` (default): ``"global"`` for
+        "rce" when a batch holds fewer than ``GLOBAL_BELOW`` points per cluster
+        (``batch_size < 20 K``), else ``"batch"``.
+    init : head initialisation; the centroid heads are ``logits = beta (mu_k . x - |mu_k|^2 / 2)``
+        with ``beta = D / mean squared distance to the nearest centre`` (the posterior of an
+        isotropic Gaussian mixture). ``"random"``: Kaiming normal, zero bias (the papers).
+        ``"kmeans++"``: greedy k-means++ seeds from ``max(10000, 10 K)`` points. ``"kmeans"``: those
+        seeds moved by Lloyd's iterations. ``"balanced"``: self-labeled centroids
+        (:func:`entclust.cluster.centroids.self_labeled_centroids`): seeds from ``max(10000, 2 K)``
+        points, then rounds over ``max(20000, 20 K)`` points in which the pseudo-labels are the
+        reverse-CE y-step with strong fairness against the column sums of all those points
+        (sparse above K = 256: each point's 64 nearest centres) and every centre moves to the
+        mean of its points weighted by them, as Lloyd's iterations do with hard assignments;
+        fairness splits the clusters K-means merges. ``"auto"`` (default): ``"balanced"`` with
+        global pseudo-labels, else ``"random"``.
     n_init : independent trainings from different heads; the one with the lowest objective on
         all points (the method's loss, pseudo-labels solved on all points) is kept, as K-means
         keeps its best restart. Linear entropy clustering has poor local minima (seed 004 Fig. 3):
@@ -177,7 +186,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             mode = "global"
         elif mode == "auto":
             mode = "global" if self.method == "rce" and self.batch_size < GLOBAL_BELOW * self.n_clusters else "batch"
-        init = self.init if self.init != "auto" else ("kmeans++" if mode == "global" else "random")
+        init = self.init if self.init != "auto" else ("balanced" if mode == "global" else "random")
         return mode, init
 
     def _prior(self):
@@ -200,20 +209,32 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         self.pseudo_labels_, self.init_ = self._modes()
         k = self.n_clusters
         self.gamma_ = float(self.gamma) if self.gamma is not None else 0.01 * min(1.0, 10.0 / k)
-        self.epochs_ = self.epochs if self.epochs is not None else (3 if self.pseudo_labels_ == "global" else 50)
+        # global labels: the balanced start does the work (SGD epochs on the papers' loss after it did
+        # not move ACC at K = 50 or 200: benchmarks/large_k.py), so none by default
+        self.epochs_ = self.epochs if self.epochs is not None else (0 if self.init_ == "balanced" else
+                                                                   3 if self.pseudo_labels_ == "global" else 50)
         self.lr_ = float(self.lr) if self.lr is not None else (1.0 if self.init_ == "random" else 0.1)
         self.prior_ = self._prior()
         self.n_init_ = (10 if self.init_ == "random" else 1) if isinstance(self.n_init, str) else int(self.n_init)
         rng = check_random_state(self.random_state)
         generator = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
         device = torch.device(self.device)
+        plan_memory(x.shape[0], x.shape[1], k, self.pseudo_labels_, self.init_, self.n_init_, device)
 
         self.scaler_ = Scaler(self.standardize).fit(x, self.group)
         features = torch.from_numpy(self.scaler_.transform(x, np.float32)).to(device)
         settings = _Settings(self)
         settings.n_points = features.shape[0] if self.pseudo_labels_ == "global" else None
         settings.group = self.group
-        criterion = method.build(settings, params).to(device)
+        if self.pseudo_labels_ == "global":
+            if params["solver"] != "em":
+                raise ValueError(f"global pseudo-labels are solved by EM; method_params solver={params['solver']!r} "
+                                 f"needs pseudo_labels='batch'")
+            # the K column sums alone (no N x K labels): see ColumnMemory
+            criterion = ColumnMemory(k, features.shape[0], self.lam, prior=self.prior_, group=self.group,
+                                     iterations=params["max_iter"] if params["max_iter"] is not None else 3).to(device)
+        else:
+            criterion = method.build(settings, params).to(device)
         if self.n_init_ > 1 and _batched(criterion, shard):
             # the restarts as one (B, N, K) problem per step: one batched matmul and one batched
             # solve instead of B Python loops (each restart's loss, gradient and labels are its own)
@@ -235,26 +256,20 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         return self
 
     def _objective(self, criterion, head, features, shard) -> float:
-        if getattr(criterion, "n_points", None) is None:
+        if not isinstance(criterion, ColumnMemory):
             return float(criterion(head(features), head))
-        # global pseudo-labels: the training objective at the kept labels,
-        # mean_i H(sigma_i, y_i) + lam KL(u || columns / N) + gamma ||v||^2, over blocks of rows
+        # global pseudo-labels: mean_i H(sigma_i, y_i) + lam KL(u || columns / N) + gamma ||v||^2, each
+        # row's y solved against the final column sums (held fixed), over blocks of rows
         from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
 
-        n = features.shape[0]
-        if criterion.memory is None:  # no training step ran (epochs=0): every point's y is u
-            criterion._allocate(self.n_clusters, features.device)
         tiny = torch.finfo(torch.float32).tiny
-        labels = None
         ce = torch.zeros((), dtype=torch.float64, device=features.device)  # summed there: no sync per block
-        for i, logits in _head_blocks(head, features):
-            if labels is None:
-                labels = torch.empty_like(logits)
-            y = torch.clamp_min(criterion.memory[i:i + logits.shape[0]], tiny, out=labels[:logits.shape[0]])
+        for _, logits in _head_blocks(head, features):
+            y = criterion.solve_fixed(logits).to(logits.dtype).clamp_min_(tiny)
             ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
         ce = float(shard.sum(torch.tensor([float(ce)], dtype=torch.float64)))
-        fair = float(strong_fairness((criterion.columns / shard.total).unsqueeze(0), criterion.prior, validate=False))
-        return ce / shard.total + criterion.lam * fair + criterion.gamma * float(margin_penalty(head))
+        fair = float(strong_fairness(criterion.y_bar().unsqueeze(0), criterion.prior, validate=False))
+        return ce / shard.total + self.lam * fair + self.gamma_ * float(margin_penalty(head))
 
     def _init_head(self, features: torch.Tensor, generator: torch.Generator, shard) -> nn.Linear:
         n, d = features.shape
@@ -266,12 +281,33 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 head.weight.copy_(torch.randn(k, d, generator=generator) * math.sqrt(2.0 / d))
                 head.bias.zero_()
             else:
-                sample = torch.randperm(shard.total, generator=generator)[:max(10000, 10 * k)]
-                points = shard.gather_rows(features, sample)
-                mu = kmeans_plusplus(points, k, generator)
-                probe = points[:5000]
-                d2 = (probe.square().sum(1, keepdim=True) - 2 * probe @ mu.T + mu.square().sum(1)).amin(1)
-                beta = 2.0 / max(float(d2.clamp_min(0).mean()), 1e-12)
+                # one permutation: the seeds come from its first max(10 000, 2 K) points, the centroid
+                # rounds use its first max(20 000, 20 K) (every point of a smaller set)
+                order = torch.randperm(shard.total, generator=generator)
+                seeds = SEED_SAMPLE(k) if self.init_ == "balanced" else max(10000, 10 * k)
+                points = shard.gather_rows(features, order[:max(seeds, ROUND_SAMPLE(k) if self.init_ == "balanced" else 0)])
+                mu = kmeans_plusplus(points[:seeds], k, generator)
+                if self.init_ == "kmeans":
+                    mu = lloyd(points, mu)
+                if self.init_ == "balanced":
+                    bar = None
+                    rounds = centroid_rounds(points.shape[0], k)
+                    if self.verbose:
+                        from tqdm.auto import tqdm
+
+                        bar = tqdm(total=rounds, desc=f"EntropyClustering: self-labeled centroids (K={k})",
+                                   unit="round", disable=None)
+                    try:
+                        mu, beta, self.init_history_ = self_labeled_centroids(
+                            points, mu, self.lam, self.prior_, rounds=rounds, bar=bar,
+                            top=SPARSE_TOP if k > 4 * SPARSE_TOP else None)
+                    finally:
+                        if bar is not None:
+                            bar.close()
+                else:
+                    # the posterior of an isotropic Gaussian mixture with the centres mu and the per-dimension
+                    # variance 1 / beta of the points about their nearest centre
+                    beta = temperature(points, mu)
                 head.weight.copy_(beta * mu)
                 head.bias.copy_(-0.5 * beta * mu.square().sum(1))
         return head.to(features.device)
@@ -350,9 +386,9 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
 
         n, d = features.shape
         head = self._init_head(features, generator, shard)
-        memory = getattr(criterion, "n_points", None) is not None
+        memory = isinstance(criterion, ColumnMemory)
         if memory:
-            criterion.reset_memory()
+            criterion.reset()
         model = head
         if shard.group is not None:
             from torch.nn.parallel import DistributedDataParallel
@@ -372,18 +408,21 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         for epoch in epochs:
             start, total = time.perf_counter(), 0.0
             order = torch.randperm(shard.total, generator=generator).to(features.device)
+            predicted = torch.zeros(self.n_clusters, dtype=torch.int64, device=features.device)
             for batch in torch.tensor_split(order, n_batches):
                 if memory:
                     # sum over this rank's rows of the global batch, scaled so that the gradient
                     # DDP averages over the ranks is the mean over the global batch
                     idx = shard.local(batch)
                     logits = model(features[idx])
-                    y = criterion.update(logits, idx).to(logits.dtype).clamp_min(tiny)
+                    y = criterion.update(logits).to(logits.dtype).clamp_min_(tiny)
                     ce = reverse_cross_entropy(logits, y, reduction="sum", validate=False)
                     loss = ce * (shard.world / len(batch))
-                    if criterion.gamma > 0:
-                        loss = loss + criterion.gamma * margin_penalty(head)
+                    if self.gamma_ > 0:
+                        loss = loss + self.gamma_ * margin_penalty(head)
                     step_value = float(ce.detach())  # summed over the epoch, then over the ranks
+                    # the clusters the head predicted over the epoch (no extra pass over all N points)
+                    predicted += torch.bincount(logits.detach().argmax(1), minlength=self.n_clusters)
                 else:
                     idx = batch
                     loss = criterion(head(features[idx]), head)
@@ -398,11 +437,13 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 total += step_value
             if memory:  # the epoch's mean CE over all points, plus the fairness and margin terms
                 total = float(shard.sum(torch.tensor([total], dtype=torch.float64))) / shard.total
-                total += criterion.lam * float(strong_fairness((criterion.columns / shard.total).unsqueeze(0),
-                                                               criterion.prior, validate=False))
-                total += criterion.gamma * float(margin_penalty(head).detach())
-            with torch.no_grad():
-                sizes = shard.sum(torch.bincount(_argmax(head, features), minlength=self.n_clusters))
+                total += self.lam * float(strong_fairness(criterion.y_bar().unsqueeze(0), criterion.prior,
+                                                          validate=False))
+                total += self.gamma_ * float(margin_penalty(head).detach())
+                sizes = shard.sum(predicted)
+            else:
+                with torch.no_grad():
+                    sizes = shard.sum(torch.bincount(_argmax(head, features), minlength=self.n_clusters))
             history.append({"epoch": epoch + 1, "loss": total, "seconds": time.perf_counter() - start,
                             "empty_clusters": int((sizes == 0).sum())})
             stats = getattr(criterion, "stats", None)
@@ -438,29 +479,50 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         return tags
 
 
-INITS = ("auto", "random", "kmeans++")
-def kmeans_plusplus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Greedy k-means++ seeds (Arthur & Vassilvitskii 2007, with the ``2 + ln k`` local trials of
-    scikit-learn's version) of ``points`` ``(m, D)``, on their device: each new seed is the
-    best of several candidates drawn with probability proportional to the squared distance to
-    the nearest seed so far (best: lowest total squared distance). Returns ``(k, D)``."""
-    m = points.shape[0]
-    trials = 2 + int(math.log(k))
-    norms = points.square().sum(1)
-    draw = lambda size: torch.rand(size, generator=generator, dtype=torch.float64).to(points.device)  # noqa: E731
-    first = int(torch.randint(0, m, (1,), generator=generator))
-    chosen = torch.empty(k, dtype=torch.int64, device=points.device)
-    chosen[0] = first
-    d2 = (norms - 2 * points @ points[first] + norms[first]).clamp_min(0)
-    for c in range(1, k):
-        cumulative = torch.cumsum(d2.double(), 0)
-        candidates = torch.searchsorted(cumulative, draw(trials) * cumulative[-1]).clamp_(max=m - 1)
-        dist = (norms[candidates, None] - 2 * points[candidates] @ points.T + norms).clamp_min(0)
-        dist = torch.minimum(dist, d2)
-        best = dist.double().sum(1).argmin()
-        d2 = dist[best]
-        chosen[c] = candidates[best]
-    return points[chosen]
+INITS = ("auto", "random", "kmeans++", "kmeans", "balanced")
+
+
+class MemoryPlanError(MemoryError, ValueError):
+    """A fit that cannot fit in memory, said before any work (a ValueError too: the CLI's exit 2)."""
+
+
+def fit_memory(n: int, d: int, k: int, mode: str, init: str, runs: int) -> tuple[int, str]:
+    """Estimated peak bytes of a fit above the input, and what dominates them. The features are
+    copied once as float32 (N D 4 bytes). Global labels keep K column sums and work over blocks
+    of 2^22 entries; the per-batch mode's objective and history take the head over all points at
+    once, an N x K matrix several times over (logits, softmax, float64 pseudo-labels: ~24 bytes an
+    entry, per restart for the history)."""
+    features = 4 * n * d
+    if mode == "global":
+        sample = 4 * d * min(n, max(SEED_SAMPLE(k), ROUND_SAMPLE(k))) if init in ("balanced", "kmeans", "kmeans++") else 0
+        return features + sample + 8 * 4 * BLOCK + 32 * k * d, "blocks of the head's logits"
+    return features + 24 * n * k + 4 * n * k * (runs - 1), f"the N x K pseudo-labels of the per-batch objective ({n} x {k})"
+
+
+def _available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def plan_memory(n: int, d: int, k: int, mode: str, init: str, runs: int, device) -> None:
+    """Raise :class:`MemoryPlanError` at once, in one line, when the fit's estimated peak exceeds the
+    memory this machine has free (CPU fits; a GPU's own limit is its allocator's to report)."""
+    if torch.device(device).type != "cpu":
+        return
+    need, what = fit_memory(n, d, k, mode, init, runs)
+    free = _available_bytes()
+    if free is None or need <= 0.9 * free:
+        return
+    hint = ("pseudo_labels='global' keeps K column sums instead (O(K D) memory)" if mode != "global"
+            else "use fewer points per process (torch.distributed) or a smaller float32 copy of the features")
+    raise MemoryPlanError(f"EntropyClustering: this fit needs about {need / 2**30:.1f} GiB for {what}, and "
+                          f"{free / 2**30:.1f} GiB are free; {hint}")
 
 
 class _Shard:
@@ -503,21 +565,12 @@ class _Shard:
         return self.sum(out)
 
 
-# Entries (rows x K) per block when the head runs over all points: the N x K logits are never
-# held at once (16 MB of float32 per block).
-BLOCK = 1 << 22
-
-
-def _block_rows(k: int) -> int:
-    return max(1, BLOCK // k)
-
-
 def _head_blocks(head: nn.Linear, features: torch.Tensor):
     """``(start, logits)`` of the head over blocks of rows, every block written into one reused
     buffer: a fresh 16 MB tensor per block fragments the C heap (measured: the resident size
     grew by the full N x K logits, 725 MB at N = 200 000, K = 1000)."""
     n, k = features.shape[0], head.out_features
-    rows = min(_block_rows(k), max(1, n))
+    rows = min(block_rows(k), max(1, n))
     buffer = torch.empty(rows, k, dtype=features.dtype, device=features.device)
     weight = head.weight.detach().t()
     bias = head.bias.detach()
@@ -543,6 +596,21 @@ def _batched(criterion, shard) -> bool:
 
 # "auto" pseudo-labels are global below this many points per cluster in a batch.
 GLOBAL_BELOW = 20
+# init "balanced" (the large-K start): k-means++ seeds drawn from SEED_SAMPLE(K) points, then at most
+# CENTROID_ROUNDS rounds of self-labeled centroids over ROUND_SAMPLE(K) points (all of a smaller
+# set), the pseudo-labels sparse (the SPARSE_TOP nearest centres of each point) above 4 SPARSE_TOP
+# clusters. Measured in benchmarks/large_k.py (README, "Large K").
+SEED_SAMPLE = lambda k: max(10000, 2 * k)  # noqa: E731
+ROUND_SAMPLE = lambda k: max(20000, 20 * k)  # noqa: E731
+CENTROID_ROUNDS = 30
+SPARSE_TOP = 64
+ROUND_ENTRIES = 3e9  # points x clusters over all rounds (about 40 s on 2 cores at K = 5000)
+
+
+def centroid_rounds(m: int, k: int) -> int:
+    """Rounds of self-labeled centroids over m points: CENTROID_ROUNDS where a round is cheap, fewer
+    (at least 3) where m K is large, so that the start costs a bounded number of passes."""
+    return int(min(CENTROID_ROUNDS, max(3, ROUND_ENTRIES // max(1, m * k))))
 
 
 class _Settings:

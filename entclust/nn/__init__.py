@@ -1,6 +1,7 @@
 """``nn.Module`` s: the fused losses as modules, the self-labeling objective, and
 :class:`SelfLabeling`, which solves the pseudo-labels inside the loss."""
 from .losses import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
+from .memory import ColumnMemory
 from .self_labeling import SOLVERS, SelfLabeling
 
-__all__ = ["CollisionCrossEntropyLoss", "ReverseCrossEntropyLoss", "SOLVERS", "SelfLabeling", "SelfLabelingLoss"]
+__all__ = ["ColumnMemory", "CollisionCrossEntropyLoss", "ReverseCrossEntropyLoss", "SOLVERS", "SelfLabeling", "SelfLabelingLoss"]

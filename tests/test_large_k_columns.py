@@ -1,0 +1,143 @@
+"""Large K without N x K state (issue 24): ColumnMemory (the K column sums of the global
+pseudo-labels), its sparse rows, self-labeled centroids, and the estimator's global mode, which
+must never hold an N x K matrix and must say at once when a fit cannot fit in memory."""
+import numpy as np
+import pytest
+import torch
+
+import entclust
+from entclust import ColumnMemory, EntropyClustering
+from entclust.cluster.centroids import kmeans_plusplus, lloyd, nearest, self_labeled_centroids
+from entclust.metrics import clustering_accuracy
+from entclust.testing import reference as R
+
+
+def mixture(n=4000, d=16, k=20, spread=0.9, seed=0):
+    """Overlapping Gaussian clusters: centres spread N(0, I), unit noise, uniform labels."""
+    rng = np.random.default_rng(seed)
+    centres = spread * rng.standard_normal((k, d))
+    labels = rng.integers(0, k, n)
+    x = centres[labels] + rng.standard_normal((n, d))
+    return torch.from_numpy(((x - x.mean(0)) / x.std()).astype(np.float32)), labels
+
+
+def test_one_batch_of_all_points_is_the_block_em_of_the_whole_problem():
+    g = torch.Generator().manual_seed(0)
+    logits = 2 * torch.randn(50, 7, generator=g, dtype=torch.float64)
+    prior = torch.softmax(torch.randn(7, generator=g, dtype=torch.float64), 0)
+    memory = ColumnMemory(7, 50, 30.0, prior=prior, iterations=6)
+    y = memory.update(logits)
+    sigma = torch.softmax(logits, -1)
+    ref = R.em_rce_block(sigma, sigma.clone(), torch.zeros(7, dtype=torch.float64), prior, 30.0, n_total=50, iterations=6)
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(memory.columns, ref.sum(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(memory.y_bar().sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_the_state_is_k_numbers_and_rides_in_the_state_dict():
+    memory = ColumnMemory(5, 1_000_000, 100.0)
+    state = memory.state_dict()
+    assert set(state) == {"prior", "columns"} and all(t.numel() == 5 for t in state.values())
+    torch.testing.assert_close(memory.columns, torch.full((5,), 200_000.0, dtype=torch.float64))
+    memory.update(torch.randn(100, 5))
+    other = ColumnMemory(5, 1_000_000, 100.0)
+    other.load_state_dict(memory.state_dict())
+    assert torch.equal(other.columns, memory.columns)
+    memory.reset()
+    assert torch.equal(memory.columns, other.prior * 1_000_000)
+
+
+def test_a_visit_replaces_the_batch_share_of_the_column_sums():
+    """Each update removes b / N of the column mass (an average row's share) and adds the batch's
+    new rows: the total mass stays N, and the batch's labels are pulled toward light classes."""
+    memory = ColumnMemory(3, 100, 50.0, iterations=5)
+    memory.columns.copy_(torch.tensor([60.0, 30.0, 10.0], dtype=torch.float64))
+    logits = torch.zeros(10, 3, dtype=torch.float64)  # sigma uniform
+    y = memory.update(logits)
+    torch.testing.assert_close(memory.columns.sum(), torch.tensor(100.0, dtype=torch.float64))
+    assert y[:, 2].mean() > y[:, 1].mean() > y[:, 0].mean()  # the lightest class gains most
+    torch.testing.assert_close(y.sum(1), torch.ones(10, dtype=torch.float64))
+
+
+def test_sparse_rows_equal_the_dense_ones_when_they_hold_every_class():
+    g = torch.Generator().manual_seed(1)
+    logits = 3 * torch.randn(40, 6, generator=g, dtype=torch.float64)
+    dense, sparse = ColumnMemory(6, 200, 100.0), ColumnMemory(6, 200, 100.0)
+    y_dense = dense.update(logits)
+    order = torch.randperm(6, generator=g).expand(40, 6).contiguous()  # any order of the classes
+    y_sparse = sparse.update_sparse(logits.gather(1, order), order)
+    torch.testing.assert_close(torch.zeros_like(y_dense).scatter_(1, order, y_sparse), y_dense, rtol=0, atol=1e-12)
+    torch.testing.assert_close(sparse.columns, dense.columns, rtol=1e-12, atol=1e-10)
+
+
+def test_column_memory_checks_its_arguments():
+    with pytest.raises(ValueError, match="n_clusters must be an int >= 1"):
+        ColumnMemory(0, 10)
+    with pytest.raises(ValueError, match="lam must be a finite number"):
+        ColumnMemory(3, 10, float("nan"))
+    memory = ColumnMemory(3, 10)
+    with pytest.raises(ValueError, match=r"logits must have shape \(b, 3\)"):
+        memory.update(torch.randn(4, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        memory.update(torch.tensor([[0.0, float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="one shape"):
+        memory.update_sparse(torch.randn(4, 2), torch.zeros(4, 3, dtype=torch.int64))
+
+
+def test_self_labeled_centroids_split_what_lloyd_merges():
+    """Overlapping clusters from the same k-means++ seeds: Lloyd's iterations stop in a local
+    minimum (a centre on two clusters), the fairness of the pseudo-labels splits it."""
+    x, labels = mixture()
+    g = torch.Generator().manual_seed(0)
+    seeds = kmeans_plusplus(x, 20, g)
+    plain = clustering_accuracy(labels, nearest(x, lloyd(x, seeds))[0].numpy())
+    mu, beta, history = self_labeled_centroids(x, seeds, 100.0)
+    found = nearest(x, mu)[0].numpy()
+    sizes = np.bincount(found, minlength=20)
+    assert clustering_accuracy(labels, found) >= plain + 0.02, (clustering_accuracy(labels, found), plain)
+    assert sizes.max() / sizes.mean() < 1.5 and (sizes > 0).all()
+    assert beta > 0 and 1 <= len(history) <= 30 and history[-1]["max_shift"] < history[0]["max_shift"]
+    sparse, _, _ = self_labeled_centroids(x, seeds, 100.0, top=8)
+    assert clustering_accuracy(labels, nearest(x, sparse)[0].numpy()) >= clustering_accuracy(labels, found) - 0.02
+
+
+def test_global_mode_never_holds_an_n_by_k_matrix():
+    from entclust.testing.devices import OpDevices
+
+    x, _ = mixture(n=30000, d=8, k=300, spread=2.0, seed=1)
+    with OpDevices() as ops:
+        est = EntropyClustering(300, random_state=0, epochs=1).fit(x.numpy())
+    assert est.pseudo_labels_ == "global" and est.init_ == "balanced"
+    largest = max(c.numel for c in ops.calls)
+    assert largest < 30000 * 300 // 2, largest
+    assert (est.cluster_sizes_ > 0).all()
+
+
+def test_a_fit_that_cannot_fit_says_so_at_once(monkeypatch):
+    from entclust.cluster import estimator
+
+    monkeypatch.setattr(estimator, "_available_bytes", lambda: 2**30)  # 1 GiB free
+    x = np.zeros((20000, 4), np.float32)
+    x[:, 0] = np.arange(20000)
+    with pytest.raises(MemoryError, match=r"needs about .* GiB for the N x K pseudo-labels .* pseudo_labels='global'"):
+        EntropyClustering(5000, pseudo_labels="batch").fit(x)
+    need, _ = estimator.fit_memory(10**6, 64, 10**4, "global", "balanced", 1)
+    assert need < 2 * 2**30  # a million points into ten thousand clusters: under 2 GiB above the data
+    assert estimator.fit_memory(10**6, 64, 10**4, "batch", "random", 1)[0] > 100 * 2**30
+
+
+def test_defaults_beat_kmeans_on_overlapping_clusters():
+    """The issue's failure: at K = 50 the large-K mode was its k-means++ start and nothing more.
+    With the defaults it must at least match Lloyd's K-means from scikit-learn (n_init=1)."""
+    from sklearn.cluster import KMeans
+
+    x, labels = mixture(n=6000, d=16, k=50, spread=1.0, seed=2)
+    est = EntropyClustering(50, random_state=0).fit(x.numpy())
+    km = KMeans(50, n_init=1, random_state=0).fit(x.numpy())
+    assert clustering_accuracy(labels, est.labels_) >= clustering_accuracy(labels, km.labels_)
+    sizes = est.cluster_sizes_
+    assert sizes.max() / sizes.mean() <= np.bincount(km.labels_).max() / np.bincount(km.labels_).mean()
+
+
+def test_top_level_export():
+    assert entclust.ColumnMemory is ColumnMemory and "ColumnMemory" in entclust.__all__
