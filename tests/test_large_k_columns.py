@@ -96,7 +96,7 @@ def test_self_labeled_centroids_split_what_lloyd_merges():
     sizes = np.bincount(found, minlength=20)
     assert clustering_accuracy(labels, found) >= plain + 0.02, (clustering_accuracy(labels, found), plain)
     assert sizes.max() / sizes.mean() < 1.5 and (sizes > 0).all()
-    assert beta > 0 and 1 <= len(history) <= 30 and history[-1]["max_shift"] < history[0]["max_shift"]
+    assert beta > 0 and 1 <= len(history) <= 30 and history[-1]["changed"] < history[0]["changed"]
     sparse, _, _ = self_labeled_centroids(x, seeds, 100.0, top=8)
     assert clustering_accuracy(labels, nearest(x, sparse)[0].numpy()) >= clustering_accuracy(labels, found) - 0.02
 
