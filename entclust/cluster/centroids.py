@@ -108,9 +108,11 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
     (first 20 000) points changed nearest centre in a round (Lloyd's test).
 
     Fairness is what K-means lacks here: a centre holding two true clusters has twice the
-    column mass, the y-step moves mass away from it, and the centres split it (overlapping
-    mixtures, 20 000 x 32, K = 50: 97.9 % ACC where Lloyd's iterations from the same seeds stop
-    at 92 %; ``benchmarks/large_k.py``). Returns ``(mu, beta, history)``: one dict per round."""
+    column mass, the y-step moves mass away from it, and the centres split it (measured on
+    overlapping mixtures by ``benchmarks/large_k_design.py``). ``top``: the pseudo-labels of each
+    point on its ``top`` nearest centres only (:meth:`ColumnMemory.update_sparse`), None: all K.
+    Returns ``(mu, beta, history)``: one dict per round (seconds, the fraction of probe points
+    that changed centre, the largest centre move in units of the spread, beta)."""
     m, d = points.shape
     k = mu.shape[0]
     memory = ColumnMemory(k, m, lam, prior=prior, iterations=iterations).to(points.device)

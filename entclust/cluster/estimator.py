@@ -103,8 +103,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     history_ : one dict per epoch of the kept run: mean batch loss, seconds, number of empty clusters
         and, for "rce"/"cce", the pseudo-label solves of the epoch, how many stopped unconverged
         (at ``method_params["max_iter"]``) and their largest Frank-Wolfe gap.
-    objective_ : the kept run's objective on all points. n_init_ : the number of runs trained
-        (restarts trained side by side share each epoch's ``seconds``).
+    objective_ : the kept run's objective on all points (global labels above K = 256: each point's
+        sigma and y over its 64 largest logits). n_init_ : the number of runs trained (restarts
+        trained side by side share each epoch's ``seconds``). init_history_ : one dict per round
+        of ``init="balanced"`` (seconds, share of probe points that changed centre, beta).
     head_ : the trained ``nn.Linear``. scaler_ : the fitted preprocessing. n_features_in_.
     """
 
@@ -210,7 +212,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         k = self.n_clusters
         self.gamma_ = float(self.gamma) if self.gamma is not None else 0.01 * min(1.0, 10.0 / k)
         # global labels: the balanced start does the work (SGD epochs on the papers' loss after it did
-        # not move ACC at K = 50 or 200: benchmarks/large_k.py), so none by default
+        # not move ACC at K = 50 or 200: benchmarks/large_k_design.py), so none by default
         self.epochs_ = self.epochs if self.epochs is not None else (0 if self.init_ == "balanced" else
                                                                    3 if self.pseudo_labels_ == "global" else 50)
         self.lr_ = float(self.lr) if self.lr is not None else (1.0 if self.init_ == "random" else 0.1)
@@ -244,32 +246,47 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         best = None
         for head, history in runs:
             with torch.no_grad():  # the method's own objective on all points picks the restart
-                objective = self._objective(criterion, head, features, shard)
+                objective, labels = self._objective(criterion, head, features, shard)
             if best is None or objective < best[0]:
-                best = (objective, head, history)
-        self.objective_, head, self.history_ = best
-        # labels on the fitting device (on a GPU, not N x D x K multiply-adds on the CPU)
-        self.labels_ = _argmax(head.eval(), features).cpu().numpy()
+                best = (objective, head, history, labels)
+        self.objective_, head, self.history_, labels = best
+        # labels on the fitting device (on a GPU, not N x D x K multiply-adds on the CPU); the
+        # global objective's pass over the points found them already
+        self.labels_ = (labels if labels is not None else _argmax(head.eval(), features)).cpu().numpy()
         self.head_ = head.cpu().eval()
         self.n_iter_ = self.epochs_
         self.cluster_sizes_ = shard.sum(torch.bincount(torch.from_numpy(self.labels_), minlength=self.n_clusters)).numpy()
         return self
 
-    def _objective(self, criterion, head, features, shard) -> float:
+    def _objective(self, criterion, head, features, shard) -> tuple[float, torch.Tensor | None]:
+        """The method's objective on all points, and (global labels) each point's cluster, found
+        in the same pass."""
         if not isinstance(criterion, ColumnMemory):
-            return float(criterion(head(features), head))
+            return float(criterion(head(features), head)), None
         # global pseudo-labels: mean_i H(sigma_i, y_i) + lam KL(u || columns / N) + gamma ||v||^2, each
-        # row's y solved against the final column sums (held fixed), over blocks of rows
+        # row's y solved against the final column sums (held fixed), over blocks of rows; above
+        # 4 SPARSE_TOP clusters on each row's SPARSE_TOP largest logits (sigma renormalised over them)
         from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
 
+        k = self.n_clusters
+        sparse = k > 4 * SPARSE_TOP
         tiny = torch.finfo(torch.float32).tiny
+        labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
         ce = torch.zeros((), dtype=torch.float64, device=features.device)  # summed there: no sync per block
-        for _, logits in _head_blocks(head, features):
-            y = criterion.solve_fixed(logits).to(logits.dtype).clamp_min_(tiny)
-            ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
+        for i, logits in _head_blocks(head, features):
+            rows = logits.shape[0]
+            if sparse:
+                values, index = logits.topk(SPARSE_TOP, dim=1, sorted=False)
+                labels[i:i + rows] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
+                y = criterion.solve_fixed_sparse(values, index).clamp_min_(tiny)
+                ce -= (torch.softmax(values, -1) * torch.log(y)).sum(dtype=torch.float64)
+            else:
+                torch.argmax(logits, 1, out=labels[i:i + rows])
+                y = criterion.solve_fixed(logits).to(logits.dtype).clamp_min_(tiny)
+                ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
         ce = float(shard.sum(torch.tensor([float(ce)], dtype=torch.float64)))
         fair = float(strong_fairness(criterion.y_bar().unsqueeze(0), criterion.prior, validate=False))
-        return ce / shard.total + self.lam * fair + self.gamma_ * float(margin_penalty(head))
+        return ce / shard.total + self.lam * fair + self.gamma_ * float(margin_penalty(head)), labels
 
     def _init_head(self, features: torch.Tensor, generator: torch.Generator, shard) -> nn.Linear:
         n, d = features.shape
@@ -600,7 +617,7 @@ GLOBAL_BELOW = 20
 # init "balanced" (the large-K start): k-means++ seeds drawn from SEED_SAMPLE(K) points, then at most
 # CENTROID_ROUNDS rounds of self-labeled centroids over ROUND_SAMPLE(K) points (all of a smaller
 # set), the pseudo-labels sparse (the SPARSE_TOP nearest centres of each point) above 4 SPARSE_TOP
-# clusters. Measured in benchmarks/large_k.py (README, "Large K").
+# clusters. Measured in benchmarks/large_k_design.py and entclust bench large-k (README, "Large K").
 SEED_SAMPLE = lambda k: max(10000, 2 * k)  # noqa: E731
 ROUND_SAMPLE = lambda k: max(20000, 20 * k)  # noqa: E731
 CENTROID_ROUNDS = 30

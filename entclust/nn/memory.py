@@ -137,6 +137,22 @@ class ColumnMemory(nn.Module):
         self.columns.copy_(col.to(self.columns.device))
         return y
 
+    @torch.no_grad()
+    def solve_fixed_sparse(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """:meth:`solve_fixed` on rows given by their top logits at the classes ``index`` (as in
+        :meth:`update_sparse`); returns ``y`` ``(b, top)``."""
+        _finite(logits)
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        sigma = torch.softmax(logits.detach().to(dtype), dim=-1)
+        col = self.columns.to(sigma.device)
+        a = torch.where(col > 0, self.prior.to(sigma.device) * (self.lam * self.n_total) /
+                        col.clamp_min(torch.finfo(torch.float64).tiny), 0.0)[index].to(dtype)
+        y = sigma.clone()
+        for _ in range(self.iterations):
+            ay = a * y
+            y = (sigma + ay) / (1.0 + ay.sum(-1, keepdim=True))
+        return y
+
     def y_bar(self) -> torch.Tensor:
         """``columns / N``: the mean pseudo-label over all points, ``(K,)`` float64."""
         return self.columns / self.n_total
