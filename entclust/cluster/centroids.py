@@ -111,6 +111,7 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
     column mass, the y-step moves mass away from it, and the centres split it (measured on
     overlapping mixtures by ``benchmarks/large_k_design.py``). ``top``: the pseudo-labels of each
     point on its ``top`` nearest centres only (:meth:`ColumnMemory.update_sparse`), None: all K.
+    ``updates``: moves of the centres per round (1: after the whole pass).
     Returns ``(mu, beta, history)``: one dict per round (seconds, the fraction of probe points
     that changed centre, the largest centre move in units of the spread, beta)."""
     m, d = points.shape
@@ -121,7 +122,9 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
     rows = block_rows(k)
     per_update = -(-m // updates)  # points between two moves of the centres
     # every point's contribution y_i x_i at its last visit, summed (incremental EM, Neal & Hinton 1998):
-    # a block replaces its share, so the centres move after every block, not once per pass
+    # a block replaces its share; the centres move ``updates`` times a pass (1: once, after the whole
+    # pass; moving them after every block, with the column sums lagging, kept a merged cluster at
+    # K = 50 in a prototype: 92.5 % against 95.1 % ACC)
     sums = mu.double() * (m / k)
     mass = torch.full((k,), m / k, dtype=torch.float64, device=points.device)
     history = []
