@@ -622,7 +622,7 @@ SEED_SAMPLE = lambda k: max(10000, 2 * k)  # noqa: E731
 ROUND_SAMPLE = lambda k: max(20000, 20 * k)  # noqa: E731
 CENTROID_ROUNDS = 30
 SPARSE_TOP = 64
-ROUND_ENTRIES = 2e9  # points x clusters over all rounds (4 rounds of 100 000 points at K = 5000: ~18 s on 2 cores)
+ROUND_ENTRIES = 3e9  # points x clusters over all rounds (6 rounds of 100 000 points at K = 5000: ~27 s on 2 cores)
 
 
 def centroid_rounds(m: int, k: int) -> int:
