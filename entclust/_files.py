@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable, Iterable
+from typing import Callable
 
 
 class OutputError(ValueError):
@@ -24,8 +24,9 @@ def _probe(folder: str, what: str) -> None:
         raise OutputError(f"{what}: cannot write in folder {folder!r}: {err.strerror or err}") from None
 
 
-def check_output_file(path: str, what: str = "--out", *, inputs: Iterable[str | None] = ()) -> str:
-    """``path`` is a file that can be created or replaced, and is none of ``inputs``."""
+def check_output_file(path: str, what: str = "--out") -> str:
+    """``path`` is a file that can be created or replaced (against a command's inputs:
+    :func:`plan_files`)."""
     if not path:
         raise OutputError(f"{what}: empty path")
     if os.path.isdir(path):
@@ -35,9 +36,6 @@ def check_output_file(path: str, what: str = "--out", *, inputs: Iterable[str | 
         raise OutputError(f"{what}: folder {folder!r} does not exist")
     if not os.path.isdir(folder):
         raise OutputError(f"{what}: {folder!r} is not a folder")
-    for source in inputs:
-        if source and os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
-            raise OutputError(f"{what}: {path!r} is the input file {source!r}; writing it would destroy the input")
     _probe(folder, what)
     return path
 
@@ -69,7 +67,7 @@ def plan_files(reads: dict[str, str | None], writes: dict[str, str | None], *,
         check_output_file(path, name)
         for source_name, source in reads.items():
             if _same(path, source):
-                raise OutputError(f"{name}: {path!r} is also the {source_name} file; writing it would destroy that input")
+                raise OutputError(f"{name}: {path!r} is also the {source_name} file; writing it would destroy the input")
         for source_name, folder in folders.items():
             if os.path.isdir(folder) and os.path.exists(path) and _inside(path, folder):
                 raise OutputError(f"{name}: {path!r} is a file inside the {source_name} folder {folder!r}; "

@@ -68,10 +68,8 @@ def _losses_demo(args) -> int:
 
 def _bench(args) -> int:
     if args.suite == "large-k":
-        from .._files import check_output_folder
-        from .bench_large_k import main as large_k
+        from .bench_large_k import main as large_k  # which checks --out before the work
 
-        check_output_folder(args.out)
         if args.device == "cuda":
             import torch
 

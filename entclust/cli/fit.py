@@ -142,14 +142,14 @@ def run(args) -> int:
     import numpy as np
 
     from .. import data
-    from .._files import check_output_file, write_files
+    from .._files import plan_files, write_files
 
     ext = os.path.splitext(args.out)[1].lower()
     if os.path.isdir(args.out):
         raise UsageError(f"--out: {args.out!r} is a folder; give a file name ending in .npy, .csv or .txt")
     if ext not in FORMATS:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
-    check_output_file(args.out, inputs=(args.features, args.labels))
+    plan_files({"features": args.features, "--labels": args.labels}, {"--out": args.out})
     x, labels = data.load(args.features, args.labels)
     method_names(args.method)
     from ..cluster import HeadMethod, get, make_estimator  # scikit-learn: after the cheap checks

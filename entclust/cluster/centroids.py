@@ -121,10 +121,11 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
     assigned, beta = _probe(points, mu)
     rows = block_rows(k)
     per_update = -(-m // updates)  # points between two moves of the centres
-    # every point's contribution y_i x_i at its last visit, summed (incremental EM, Neal & Hinton 1998):
-    # a block replaces its share; the centres move ``updates`` times a pass (1: once, after the whole
-    # pass; moving them after every block, with the column sums lagging, kept a merged cluster at
-    # K = 50 in a prototype: 92.5 % against 95.1 % ACC)
+    # the sums of y_i x_i and y_i, each block replacing an average block's share (as ColumnMemory does
+    # for the column sums: an exponential average over about one pass, the initial mass m/k per centre
+    # fading like it); the centres move ``updates`` times a pass (1: once, after the whole pass; moving
+    # them after every block, with the column sums lagging, kept a merged cluster at K = 50 in a
+    # plain-PyTorch prototype, not shipped: 92.5 % against 95.1 % ACC)
     sums = mu.double() * (m / k)
     mass = torch.full((k,), m / k, dtype=torch.float64, device=points.device)
     history = []

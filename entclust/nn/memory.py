@@ -7,7 +7,7 @@ from torch import nn
 
 from .._dist import all_reduce
 from ..ops.checks import check_tensor, prior_vector
-from ..solvers.sharded import em_rce_block_, em_step_
+from ..solvers.sharded import em_rce_block_, em_step_, fairness_weights
 
 
 class ColumnMemory(nn.Module):
@@ -18,9 +18,10 @@ class ColumnMemory(nn.Module):
     can be solved against the others' contribution ``rest`` without storing them: with the
     rows kept (:class:`SelfLabeling` ``n_points``, ``4 N K`` bytes) ``rest`` is exact; here it is
     ``columns * (1 - b / N)`` (the batch's old rows replaced by an average row's share), and
-    after the solve ``columns <- rest + sum of the batch's new rows``. Over one epoch every
-    point contributes the labels of its last visit, as with stored rows, and the state is
-    ``K`` float64 numbers whatever N. Each visit starts from the current sigma (as the per-batch
+    after the solve ``columns <- rest + sum of the batch's new rows``. The total mass stays N;
+    the column sums are an exponential average of the labels with a time constant of one epoch
+    (after an epoch of visits the sums before it keep a share ``(1 - b/N)^(N/b) ~ 1/e``, where
+    stored rows would keep none), and the state is ``K`` float64 numbers whatever N. Each visit starts from the current sigma (as the per-batch
     solve does) and runs ``iterations`` EM steps, ``c = lam N``.
 
     With ``group`` (``torch.distributed``) every rank passes its rows of the global batch and
@@ -56,6 +57,9 @@ class ColumnMemory(nn.Module):
         """Every point unseen again (``columns = N u``)."""
         self.columns.copy_(self.n_total * self.prior)
 
+    def _weights(self, col: torch.Tensor) -> torch.Tensor:
+        return fairness_weights(col, self.prior.to(col.device) * (self.lam * self.n_total))
+
     def _rows(self, logits: torch.Tensor, batch_total: int) -> tuple[torch.Tensor, torch.Tensor]:
         check_tensor("logits", logits)
         if logits.dim() != 2 or logits.shape[1] != self.n_clusters:
@@ -71,11 +75,6 @@ class ColumnMemory(nn.Module):
 
     def _batch_total(self, logits: torch.Tensor) -> int:
         return int(all_reduce(torch.tensor([float(logits.shape[0])], dtype=torch.float64), self.group))
-
-    @torch.no_grad()
-    def solve(self, logits: torch.Tensor) -> torch.Tensor:
-        """The pseudo-labels of these rows against the current column sums, without updating them."""
-        return self._rows(logits, self._batch_total(logits))[0]
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor) -> torch.Tensor:
@@ -96,9 +95,7 @@ class ColumnMemory(nn.Module):
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
         sigma = torch.softmax(logits.detach().to(dtype), dim=-1).contiguous()
         y = sigma.clone()
-        col = self.columns.to(sigma.device)
-        weights = torch.where(col > 0, self.prior.to(sigma.device) * (self.lam * self.n_total) /
-                              col.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+        weights = self._weights(self.columns.to(sigma.device))
         for _ in range(self.iterations):
             em_step_(sigma, y, weights, delta=False)
         return y
@@ -121,7 +118,6 @@ class ColumnMemory(nn.Module):
         sigma = torch.softmax(logits.detach().to(dtype), dim=-1)
         flat = index.reshape(-1)
         rest = self.columns.to(sigma.device) * max(0.0, 1.0 - total / self.n_total)
-        cu = self.prior.to(sigma.device) * (self.lam * self.n_total)
 
         def columns(y):
             part = torch.zeros_like(rest).index_add_(0, flat, y.reshape(-1).double())
@@ -130,9 +126,7 @@ class ColumnMemory(nn.Module):
         y = sigma.clone()
         col = columns(y)
         for _ in range(self.iterations):
-            a = torch.where(col > 0, cu / col.clamp_min(torch.finfo(torch.float64).tiny), 0.0)[index].to(dtype)
-            ay = a * y
-            y = (sigma + ay) / (1.0 + ay.sum(-1, keepdim=True))
+            y = _sparse_step(sigma, y, self._weights(col)[index].to(dtype))
             col = columns(y)
         self.columns.copy_(col.to(self.columns.device))
         return y
@@ -144,13 +138,10 @@ class ColumnMemory(nn.Module):
         _finite(logits)
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
         sigma = torch.softmax(logits.detach().to(dtype), dim=-1)
-        col = self.columns.to(sigma.device)
-        a = torch.where(col > 0, self.prior.to(sigma.device) * (self.lam * self.n_total) /
-                        col.clamp_min(torch.finfo(torch.float64).tiny), 0.0)[index].to(dtype)
+        a = self._weights(self.columns.to(sigma.device))[index].to(dtype)
         y = sigma.clone()
         for _ in range(self.iterations):
-            ay = a * y
-            y = (sigma + ay) / (1.0 + ay.sum(-1, keepdim=True))
+            y = _sparse_step(sigma, y, a)
         return y
 
     def y_bar(self) -> torch.Tensor:
@@ -159,6 +150,12 @@ class ColumnMemory(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_clusters={self.n_clusters}, n_points={self.n_points}, lam={self.lam}, iterations={self.iterations}"
+
+
+def _sparse_step(sigma: torch.Tensor, y: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    # the RCE M-step (MATH.md) on a row's top entries, a = the fairness weights of their classes
+    ay = a * y
+    return (sigma + ay) / (1.0 + ay.sum(-1, keepdim=True))
 
 
 def _finite(logits: torch.Tensor) -> None:

@@ -66,7 +66,8 @@ def _step_blocks_(sigma, y, weights, delta: bool) -> tuple[torch.Tensor, float]:
     return col, float(change)
 
 
-def _weights(col: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
+def fairness_weights(col: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
+    """The M-step's fairness weights ``c u_k / col_k`` (``cu = c u``), 0 for a class with no mass."""
     # a class with no mass anywhere (and y = 0 in every row) gets none: its weight is irrelevant
     return torch.where(col > 0, cu / col.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
 
@@ -81,7 +82,7 @@ def em_rce_block_(sigma: torch.Tensor, y: torch.Tensor, rest: torch.Tensor, lam:
     cu = u.to(torch.float64) * (lam * n_total)
     col = rest + all_reduce(column_sums(y), group)
     for _ in range(iterations):
-        block, _ = em_step_(sigma, y, _weights(col, cu), delta=False)
+        block, _ = em_step_(sigma, y, fairness_weights(col, cu), delta=False)
         col = rest + all_reduce(block, group)
     return col
 
@@ -157,7 +158,7 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
     col = all_reduce(column_sums(y), group)
     iterations, converged = 0, False
     for it in range(1, max_iter + 1):
-        block, delta = em_step_(sigma, y, _weights(col, cu))
+        block, delta = em_step_(sigma, y, fairness_weights(col, cu))
         col = all_reduce(block, group)
         if group is not None:
             delta = float(all_reduce(torch.tensor([delta], dtype=torch.float64, device=y.device), group, "max"))
@@ -175,4 +176,4 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
                         as_tensor(converged, torch.bool), f"max|dy| <= {tol:g} over all ranks")
 
 
-__all__ = ["column_sums", "em_rce_block_", "em_rce_sharded", "em_step_"]
+__all__ = ["column_sums", "em_rce_block_", "em_rce_sharded", "em_step_", "fairness_weights"]
