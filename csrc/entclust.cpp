@@ -52,6 +52,17 @@ TORCH_LIBRARY(entclust, m) {
   // weights w_k = c u_k / col_k (float64, (K,)) of the whole problem's column sums:
   // y_ik <- (sigma_ik + w_k y_ik) / (1 + sum_m w_m y_im). Returns (new y, its column sums float64).
   m.def("em_rce_rows(Tensor sigma, Tensor y, Tensor weights) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
+  // Fused linear self-labeling (linear.h): logits l = x weight^T + bias one block of rows at a
+  // time, sigma = softmax(l), pseudo-labels y = `iterations` reverse-CE M-steps from sigma
+  // against the fixed fairness weights `fair` (float64 (K,), c u_k / col_k of the global column
+  // sums), loss mean (reduction 1) or sum (2) of H(sigma_i, y_i) with y held fixed. With `grad`
+  // the gradients to x, weight and bias (for a unit upstream gradient) are formed in the same
+  // pass. block_rows 0: automatic. Returns (loss, labels = argmax y (B,) int64, column sums of
+  // y (K,) float64, grad_x, grad_weight, grad_bias; empty when not computed).
+  m.def(
+      "linear_rce(Tensor x, Tensor weight, Tensor? bias, Tensor fair, int iterations, int reduction, bool grad, "
+      "int block_rows) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
 }
 
 namespace {

@@ -11,6 +11,7 @@ import importlib
 
 from .losses import (
     collision_cross_entropy,
+    linear_self_labeling,
     margin_penalty,
     mi_loss,
     prediction_fairness,
@@ -20,7 +21,14 @@ from .losses import (
     strong_fairness,
     weak_fairness,
 )
-from .nn import ColumnMemory, CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabeling, SelfLabelingLoss
+from .nn import (
+    CollisionCrossEntropyLoss,
+    ColumnMemory,
+    LinearSelfLabeling,
+    ReverseCrossEntropyLoss,
+    SelfLabeling,
+    SelfLabelingLoss,
+)
 from .ops import available_cpu_capabilities, build_info, cpu_capability, set_cpu_capability, use_cpu_capability
 from .solvers import (
     SolverResult,
@@ -78,6 +86,7 @@ __all__ = [
     "use_cpu_capability",
     "reverse_cross_entropy",
     "collision_cross_entropy",
+    "linear_self_labeling",
     "strong_fairness",
     "weak_fairness",
     "prediction_fairness",
@@ -90,6 +99,7 @@ __all__ = [
     "SelfLabelingLoss",
     "SelfLabeling",
     "ColumnMemory",
+    "LinearSelfLabeling",
     "EntropyClustering",
     "DeepEntropyClustering",
     "make_estimator",

@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+from typing import NamedTuple
+
 from . import ops
 from .ops.checks import (
     check_distributions,
@@ -226,6 +228,86 @@ def renyi_entropy(p: torch.Tensor, alpha: float, *, dim: int = -1) -> torch.Tens
     # alpha ln p with zeros masked (not -inf * 0) so that gradients stay finite.
     scaled = torch.where(p > 0, alpha * torch.log(p.clamp_min(tiny)), -math.inf)
     return torch.logsumexp(scaled, dim) / (1.0 - alpha)
+
+
+class LinearSelfLabelingOutput(NamedTuple):
+    """What :func:`linear_self_labeling` returns: the loss (differentiable), each row's label
+    ``argmax_k y_ik`` (``(B,)`` int64) and the column sums of the batch's pseudo-labels
+    (``(K,)`` float64, for the global column memory)."""
+
+    loss: torch.Tensor
+    labels: torch.Tensor
+    columns: torch.Tensor
+
+
+def linear_self_labeling(x: torch.Tensor, weight: torch.Tensor, bias, fairness: torch.Tensor, *, iterations: int = 10,
+                         reduction: str = "mean", block_rows: int | None = None) -> LinearSelfLabelingOutput:
+    """The self-labeling step of a linear head, fused: logits ``x weight^T + bias``, their
+    softmax sigma, the pseudo-labels y (``iterations`` reverse-CE M-steps from ``y = sigma``
+    against the fixed fairness weights ``fairness_k = c u_k / col_k`` of the global column sums;
+    MATH.md, "RCE problem"), and the loss ``H(sigma_i, y_i)`` with y held fixed, reduced by
+    ``"mean"`` or ``"sum"``.
+
+    The ``(B, K)`` logits are never materialised: they exist ``block_rows`` rows at a time
+    (default: about 2^25 entries per block, 335 rows at K = 10^5), and the gradients to ``x``, ``weight`` and
+    ``bias`` are formed in the same pass (backward is a multiplication by the upstream
+    gradient), as Liger-Kernel's fused linear cross-entropy does for vocabularies. Memory:
+    two blocks of ``block_rows x K`` plus the gradients' own size, whatever B.
+
+    ``fairness`` is float64 ``(K,)``, finite and ``>= 0``; :meth:`ColumnMemory.weights` gives it
+    from a column memory, and :class:`entclust.nn.LinearSelfLabeling` wires the two together.
+    float16/bfloat16 inputs (and autocast) compute in float32. First derivatives only.
+
+    Example::
+
+        memory = entclust.ColumnMemory(n_clusters=K, n_points=len(dataset), lam=100.0)
+        out = entclust.linear_self_labeling(x, head.weight, head.bias, memory.weights())
+        out.loss.backward()
+        memory.add_columns(out.columns, x.shape[0])
+    """
+    check_tensor("x", x)
+    check_tensor("weight", weight)
+    if bias is not None:
+        check_tensor("bias", bias)
+    check_tensor("fairness", fairness)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum' (the gradients are formed in the forward pass), "
+                         f"got {reduction!r}")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
+    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1):
+        raise ValueError(f"block_rows must be None or an int >= 1, got {block_rows!r}")
+    if x.dim() != 2 or x.shape[0] < 1:
+        raise ValueError(f"x must have shape (B, D) with B >= 1, got {tuple(x.shape)}")
+    if weight.dim() != 2 or weight.shape[1] != x.shape[1] or weight.shape[0] < 1:
+        raise ValueError(f"weight must have shape (K, {x.shape[1]}) with K >= 1, got {tuple(weight.shape)}")
+    k = weight.shape[0]
+    if bias is not None and tuple(bias.shape) != (k,):
+        raise ValueError(f"bias must have shape ({k},), got {tuple(bias.shape)}")
+    if tuple(fairness.shape) != (k,):
+        raise ValueError(f"fairness must have shape ({k},), got {tuple(fairness.shape)}")
+    for name, t in (("weight", weight), ("bias", bias), ("fairness", fairness)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        if not (x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)):
+            raise TypeError(f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}"
+                            f"{'' if bias is None else ', ' + str(bias.dtype)}")
+        compute = torch.float32
+    if not torch.compiler.is_compiling():
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or Inf")
+        if not bool(((fairness >= 0) & torch.isfinite(fairness)).all()):
+            raise ValueError("fairness must be finite and >= 0 (c u_k / col_k of the column sums)")
+    cast = lambda t: None if t is None else (t if t.dtype == compute else t.to(compute))  # noqa: E731
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    loss, labels, columns, *_ = ops.linear_rce(cast(x), cast(weight), cast(bias), fairness.to(torch.float64),
+                                               iterations, ops.REDUCTIONS[reduction], grad, block_rows or 0)
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(loss)):
+        raise ValueError("linear_self_labeling: the loss is not finite: weight or bias holds NaN/Inf, or the logits "
+                         "overflow (the head diverged?)")
+    return LinearSelfLabelingOutput(loss, labels, columns)
 
 
 def margin_penalty(head) -> torch.Tensor:

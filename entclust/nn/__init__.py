@@ -1,7 +1,8 @@
 """``nn.Module`` s: the fused losses as modules, the self-labeling objective, and
 :class:`SelfLabeling`, which solves the pseudo-labels inside the loss."""
 from .losses import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
+from .linear import LinearSelfLabeling
 from .memory import ColumnMemory
 from .self_labeling import SOLVERS, SelfLabeling
 
-__all__ = ["ColumnMemory", "CollisionCrossEntropyLoss", "ReverseCrossEntropyLoss", "SOLVERS", "SelfLabeling", "SelfLabelingLoss"]
+__all__ = ["ColumnMemory", "LinearSelfLabeling", "CollisionCrossEntropyLoss", "ReverseCrossEntropyLoss", "SOLVERS", "SelfLabeling", "SelfLabelingLoss"]

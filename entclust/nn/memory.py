@@ -86,6 +86,30 @@ class ColumnMemory(nn.Module):
         self.columns.copy_(rest.to(self.columns.device) + all_reduce(y.sum(0, dtype=torch.float64), self.group).to(self.columns.device))
         return y
 
+    def weights(self) -> torch.Tensor:
+        """The M-step's fairness weights ``c u_k / col_k`` of the current column sums (``(K,)``
+        float64, ``c = lam N``; 0 for a class with no mass): what :func:`entclust.linear_self_labeling`
+        solves a batch's rows against."""
+        return self._weights(self.columns)
+
+    @torch.no_grad()
+    def add_columns(self, column_sums: torch.Tensor, batch_size: int) -> None:
+        """Replace a batch's share of the column sums by its new pseudo-labels' column sums
+        (``columns <- columns (1 - b / N) + column_sums``, ``b`` the global batch size; with
+        ``group``, each rank passes its own rows' sums and size). The bookkeeping of
+        :meth:`update`, for rows solved elsewhere (e.g. by :func:`entclust.linear_self_labeling`
+        against :meth:`weights`, held fixed)."""
+        check_tensor("column_sums", column_sums)
+        if tuple(column_sums.shape) != (self.n_clusters,):
+            raise ValueError(f"column_sums must have shape ({self.n_clusters},), got {tuple(column_sums.shape)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
+        sums = column_sums.detach().to(device=self.columns.device, dtype=torch.float64)
+        if not bool(((sums >= 0) & torch.isfinite(sums)).all()):
+            raise ValueError("column_sums must be finite and >= 0")
+        total = int(all_reduce(torch.tensor([float(batch_size)], dtype=torch.float64), self.group))
+        self.columns.mul_(max(0.0, 1.0 - total / self.n_total)).add_(all_reduce(sums, self.group))
+
     @torch.no_grad()
     def solve_fixed(self, logits: torch.Tensor) -> torch.Tensor:
         """Each row's pseudo-label against the current column sums held fixed (``iterations`` EM

@@ -20,6 +20,7 @@ from .fused import (
     em_cce,
     em_rce,
     em_rce_rows,
+    linear_rce,
     pgd_cce,
     project_simplex,
     reverse_cross_entropy,
@@ -28,5 +29,5 @@ from .fused import (
 __all__ = [
     "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",
     "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS", "certificate", "collision_cross_entropy",
-    "em_cce", "em_rce", "em_rce_rows", "pgd_cce", "project_simplex", "reverse_cross_entropy",
+    "em_cce", "em_rce", "em_rce_rows", "linear_rce", "pgd_cce", "project_simplex", "reverse_cross_entropy",
 ]

@@ -130,6 +130,47 @@ def _fake_em_rce_rows(sigma, y, weights):
     return torch.empty_like(y, memory_format=torch.contiguous_format), weights.new_empty(weights.shape)
 
 
+@torch.library.register_fake("entclust::linear_rce")
+def _fake_linear_rce(x, weight, bias, fair, iterations, reduction, grad, block_rows):
+    b, k = x.shape[0], weight.shape[0]
+    return (x.new_empty(()), x.new_empty((b,), dtype=torch.int64), x.new_empty((k,), dtype=torch.float64),
+            torch.empty_like(x, memory_format=torch.contiguous_format) if grad else x.new_empty((0,)),
+            torch.empty_like(weight, memory_format=torch.contiguous_format) if grad else x.new_empty((0,)),
+            x.new_empty((k,)) if grad and bias is not None else x.new_empty((0,)))
+
+
+def _linear_setup_context(ctx, inputs, output):
+    _, _, bias, _, _, _, grad, _ = inputs
+    _, labels, columns, gx, gw, gb = output
+    ctx.computed = grad
+    ctx.mark_non_differentiable(labels, columns, gx, gw, gb)
+    ctx.save_for_backward(gx, gw, gb)
+
+
+def _linear_backward(ctx, g_loss, *_):
+    if torch.is_grad_enabled():
+        raise NotImplementedError("linear_rce has first derivatives only: backward with create_graph=True "
+                                  "(double backward) through it is not implemented")
+    if any(ctx.needs_input_grad[:3]) and not ctx.computed:
+        raise RuntimeError("the gradients of linear_rce were not computed in the forward call (grad=False); call "
+                           "the op with grad=True when x, weight or bias requires grad")
+    unit = _is_exactly_one(g_loss)
+    grads = [None] * 8
+    for index, saved in enumerate(ctx.saved_tensors):
+        if ctx.needs_input_grad[index]:
+            grads[index] = saved if unit else saved * g_loss
+    return tuple(grads)
+
+
+torch.library.register_autograd("entclust::linear_rce", _linear_backward, setup_context=_linear_setup_context)
+
+
+def linear_rce(x: torch.Tensor, weight: torch.Tensor, bias, fair: torch.Tensor, iterations: int, reduction: int,
+               grad: bool, block_rows: int = 0):
+    """Raw fused linear self-labeling op: ``(loss, labels, columns, grad_x, grad_weight, grad_bias)``."""
+    return torch.ops.entclust.linear_rce(x, weight, bias, fair, iterations, reduction, grad, block_rows)
+
+
 def em_rce_rows(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tensor):
     """Raw block M-step op (CPU): ``(y_new (M, K), column sums (K,) float64)`` of
     ``y_ik <- (sigma_ik + w_k y_ik) / (1 + sum_m w_m y_im)``."""

@@ -303,3 +303,22 @@ def iic_loss(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
     joint = joint / joint.sum()
     outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
     return -(joint * torch.log(joint / outer)).sum()
+
+
+def linear_self_labeling(x: torch.Tensor, weight: torch.Tensor, bias, fair: torch.Tensor, *, iterations: int = 10,
+                         reduction: str = "mean"):
+    """The fused linear self-labeling op the plain way, with the full ``(B, K)`` logits:
+    ``sigma = softmax(x weight^T + bias)``; ``iterations`` reverse-CE M-steps from ``y = sigma``
+    against the fixed fairness weights ``fair`` (``c u_k / col_k``), ``y <- (sigma + fair y) /
+    (1 + fair . y)``, with no gradient through y; loss ``H(sigma_i, y_i)`` reduced by mean or sum.
+    Returns ``(loss, labels = argmax y, column sums of y in float64)``."""
+    logits = x @ weight.T if bias is None else x @ weight.T + bias
+    sigma = torch.softmax(logits, -1)
+    a = fair.to(sigma.dtype)
+    with torch.no_grad():
+        y = sigma.detach().clone()
+        for _ in range(iterations):
+            y = (sigma + a * y) / (1.0 + (a * y).sum(-1, keepdim=True))
+    rows = torch.where(sigma > 0, -sigma * torch.log(y), torch.zeros_like(sigma)).sum(-1)
+    loss = rows.mean() if reduction == "mean" else rows.sum()
+    return loss, y.argmax(-1), y.sum(0, dtype=torch.float64)

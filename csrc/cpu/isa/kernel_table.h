@@ -41,6 +41,29 @@ using EmCceRowsFn = T (*)(const T* sigma, T* y, int64_t K, int64_t begin, int64_
                           double* col_out, double* x_state, double newton_tol, int64_t newton_max_iter,
                           double* scratch);
 
+// Rows [begin, end) of the fused linear self-labeling op (cpu/linear.cpp, MATH.md "RCE
+// problem"): per row, sigma = softmax(l); y = `iterations` reverse-CE M-steps from y = sigma
+// against the fixed fairness weights a, y <- (sigma + a y) / (1 + a . y); loss[i] =
+// H(sigma, y) = -sum_k sigma_k ln y_k (sigma_k = 0 contributes 0); labels[i] = argmax_k y_k
+// (the first on ties). With `grad`, l is overwritten by scale * dH/dl = scale sigma (-ln y - H)
+// (y held fixed, as in the self-labeling step).
+template <typename T>
+struct LinearRows {
+  T* l;         // (rows, K): logits in, gradients out when grad
+  T* y;         // (rows, K): pseudo-labels out
+  const T* a;       // (K,): fairness weights c u_k / col_k
+  const T* a_unit;  // (K,): a / alpha (0 when alpha = 0)
+  double alpha;     // max_k a_k
+  int64_t K;
+  int64_t iterations;
+  T scale;
+  bool grad;
+  double* loss;     // (rows,)
+  int64_t* labels;  // (rows,)
+};
+template <typename T>
+using LinearRowsFn = void (*)(const LinearRows<T>&, int64_t begin, int64_t end);
+
 struct KernelTable {
   const char* name;
   LossRowsFn rce_f32;
@@ -49,6 +72,7 @@ struct KernelTable {
   EmRceRowsFn<double> em_rce_f64;
   EmCceRowsFn<float> em_cce_f32;
   EmCceRowsFn<double> em_cce_f64;
+  LinearRowsFn<float> linear_rce_f32;
 };
 
 // The table in use: the best capability this CPU supports, or ENTCLUST_CPU_CAPABILITY

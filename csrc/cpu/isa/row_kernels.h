@@ -422,6 +422,190 @@ T em_cce_rows(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const
   return max_delta;
 }
 
+// Fused linear self-labeling rows (kernel_table.h, LinearRows), float32. The M-steps need no
+// pass of their own: from y = sigma, y_k <- (sigma_k + a_k y_k) / s_t keeps y_k = sigma_k P_t(a_k)
+// with P_0 = 1, P_{t+1}(a) = (1 + a P_t(a)) / s_t, a polynomial of degree t whose coefficients
+// depend on the row only through s_t = 1 + sum_k sigma_k a_k P_t(a_k), i.e. through the moments
+// mu_j = sum_k sigma_k (a_k / alpha)^j, j <= T (alpha = max_k a_k, so every term is in [0, 1]
+// and all sums are of positive terms). So a row takes four passes that stream from memory: max;
+// exp and the moments; y = sigma P(a) with H and argmax, y stored and -ln y in place of l;
+// gradients from y and -ln y (sigma = y / P(a): no exp or log). Rows whose
+// coefficients would overflow float32 (T > kMaxMoments, or huge weights) take the direct
+// iteration instead (one pass per M-step; `y` is its scratch). The last K % lanes classes run
+// through the same vector code as a padded vector (logit -inf: sigma = 0; a = 0).
+constexpr int kMaxMoments = 16;
+
+template <int BYTES>
+struct Part {
+  static constexpr int L = Vec<float, BYTES>::kLanes;
+  using V = vfloat<BYTES>;
+  ENTCLUST_INLINE static V load_n(const float* p, int64_t n, float fill) {
+    if (n >= L) return load<V>(p);
+    alignas(BYTES) float t[L];
+    for (int j = 0; j < L; ++j) t[j] = j < n ? p[j] : fill;
+    return load<V>(t);
+  }
+  ENTCLUST_INLINE static void store_n(float* p, V v, int64_t n) {
+    if (n >= L) {
+      store(p, v);
+      return;
+    }
+    alignas(BYTES) float t[L];
+    store(t, v);
+    for (int64_t j = 0; j < n; ++j) p[j] = t[j];
+  }
+};
+
+// Horner: sum_j c[j] x^j, j = 0..T.
+template <int BYTES>
+ENTCLUST_INLINE vfloat<BYTES> poly(const float* c, int64_t T, vfloat<BYTES> x) {
+  vfloat<BYTES> p = splat<vfloat<BYTES>>(c[T]);
+  for (int64_t j = T - 1; j >= 0; --j) p = p * x + c[j];
+  return p;
+}
+
+// The first index of the largest lane value (lanes hold their own first maxima).
+template <int BYTES>
+ENTCLUST_INLINE int64_t first_argmax(vfloat<BYTES> best, vint<BYTES> where) {
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  float top = -kInfF;
+  int64_t label = 0;
+  for (int j = 0; j < L; ++j) {
+    if (best[j] > top || (best[j] == top && where[j] < label)) {
+      top = best[j];
+      label = where[j];
+    }
+  }
+  return label;
+}
+
+template <int BYTES>
+void linear_rce_rows_f32(const LinearRows<float>& t, int64_t begin, int64_t end) {
+  using V = vfloat<BYTES>;
+  using I = vint<BYTES>;
+  using P = Part<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  const int64_t K = t.K, T = t.iterations;
+  const bool moments = T <= kMaxMoments;
+  I iota;
+  for (int j = 0; j < L; ++j) iota[j] = j;
+  for (int64_t i = begin; i < end; ++i) {
+    float* l = t.l + i * K;
+    float* y = t.y + i * K;
+    const float m = row_max<BYTES>(l, K);
+    // Z = sum e, e = exp(l - m); M_j = sum e u^j, u = a / alpha (moments path) or M_1 = sum e a
+    WideSum<BYTES> z, mom[kMaxMoments];
+    for (int64_t k = 0; k < K; k += L) {
+      const int64_t n = K - k;
+      const V e = vexp<BYTES>(P::load_n(l + k, n, -kInfF) - m);
+      z.add(e);
+      if (moments) {
+        const V u = P::load_n(t.a_unit + k, n, 0.0f);
+        V term = e;
+        for (int64_t j = 0; j < T; ++j) {
+          term = term * u;
+          mom[j].add(term);
+        }
+      } else {
+        mom[0].add(e * P::load_n(t.a + k, n, 0.0f));
+      }
+    }
+    const double zs = z.total();
+    const float lse = static_cast<float>(static_cast<double>(m) + __builtin_log(zs));
+    if (!__builtin_isfinite(lse)) {  // a NaN or +inf logit: say so (the sigma > 0 guards below would drop it)
+      t.loss[i] = __builtin_nan("");
+      t.labels[i] = 0;
+      for (int64_t k = 0; k < K; ++k) y[k] = l[k] = __builtin_nanf("");
+      continue;
+    }
+    // coefficients of P_T in u (double): d_0 = 1; d' = (1, alpha d) / s, s = 1 + alpha sum_j d_j mu_{j+1}
+    double d[kMaxMoments + 1], mu[kMaxMoments + 1];
+    alignas(BYTES) float c[kMaxMoments + 1];
+    bool direct = !moments;
+    if (moments) {
+      for (int64_t j = 0; j < T; ++j) mu[j + 1] = mom[j].total() / zs;
+      d[0] = 1.0;
+      for (int64_t it = 0; it < T; ++it) {
+        double s = 1.0;
+        for (int64_t j = 0; j <= it; ++j) s += t.alpha * d[j] * mu[j + 1];
+        for (int64_t j = it + 1; j >= 1; --j) d[j] = t.alpha * d[j - 1] / s;
+        d[0] = 1.0 / s;
+      }
+      for (int64_t j = 0; j <= T; ++j) {
+        direct = direct || !(d[j] < 1e30);
+        c[j] = static_cast<float>(d[j]);
+      }
+    }
+    if (direct) {
+      // one pass per M-step: y <- (sigma + a y) / s, each pass summing a . y for the next s
+      double s = 1.0 + (moments ? 0.0 : mom[0].total() / zs);
+      if (moments) {
+        WideSum<BYTES> first;
+        for (int64_t k = 0; k < K; k += L)
+          first.add(vexp<BYTES>(P::load_n(l + k, K - k, -kInfF) - lse) * P::load_n(t.a + k, K - k, 0.0f));
+        s += first.total();
+      }
+      for (int64_t it = 0; it < T; ++it) {
+        const float inv_s = static_cast<float>(1.0 / s);
+        WideSum<BYTES> next;
+        for (int64_t k = 0; k < K; k += L) {
+          const int64_t n = K - k;
+          const V a = P::load_n(t.a + k, n, 0.0f);
+          const V sig = vexp<BYTES>(P::load_n(l + k, n, -kInfF) - lse);
+          const V old = it == 0 ? sig : P::load_n(y + k, n, 0.0f);
+          const V yn = (sig + a * old) * inv_s;
+          P::store_n(y + k, yn, n);
+          next.add(a * yn);
+        }
+        s = 1.0 + next.total();
+      }
+    }
+    // y = sigma P(u), ln y = (l - lse) + ln P(u); H = -sum sigma ln y (sigma = 0 contributes 0); argmax y
+    WideSum<BYTES> h;
+    V best = splat<V>(-kInfF);
+    I where{};
+    for (int64_t k = 0; k < K; k += L) {
+      const int64_t n = K - k;
+      const V shifted = P::load_n(l + k, n, -kInfF) - lse;
+      const V sig = vexp<BYTES>(shifted);
+      V yk, log_y;
+      if (direct) {
+        yk = T == 0 ? sig : P::load_n(y + k, n, 0.0f);
+        log_y = vlog<BYTES>(yk);
+      } else {
+        const V pk = poly<BYTES>(c, T, P::load_n(t.a_unit + k, n, 0.0f));
+        yk = sig * pk;
+        log_y = shifted + vlog<BYTES>(pk);
+      }
+      P::store_n(y + k, yk, n);
+      if (!direct && t.grad) P::store_n(l + k, -log_y, n);  // l is not read again: -ln y for the gradients
+      h.add(select(sig > 0.0f, -sig * log_y, V{}));
+      const V ycmp = n >= L ? yk : select(iota < static_cast<int32_t>(n), yk, splat<V>(-kInfF));  // padding never wins
+      const I up = ycmp > best;
+      best = select(up, ycmp, best);
+      where = select(up, iota + static_cast<int32_t>(k), where);
+    }
+    const double H = h.total();
+    t.loss[i] = H;
+    t.labels[i] = first_argmax<BYTES>(best, where);
+    if (!t.grad) continue;
+    // gradients scale sigma (-ln y - H), H as float hi + lo parts (see rce_grads)
+    const float h_hi = static_cast<float>(H), h_lo = static_cast<float>(H - static_cast<double>(h_hi));
+    for (int64_t k = 0; k < K; k += L) {
+      const int64_t n = K - k;
+      V sig, v;
+      if (direct) {
+        sig = vexp<BYTES>(P::load_n(l + k, n, -kInfF) - lse);
+        v = -vlog<BYTES>(P::load_n(y + k, n, 1.0f));
+      } else {  // sigma = y / P(u), -ln y stored in l by the pass above
+        sig = P::load_n(y + k, n, 0.0f) / poly<BYTES>(c, T, P::load_n(t.a_unit + k, n, 0.0f));
+        v = P::load_n(l + k, n, 0.0f);
+      }
+      P::store_n(l + k, select(sig > 0.0f, t.scale * sig * ((v - h_hi) - h_lo), V{}), n);
+    }
+  }
+}
+
 template <int BYTES>
 constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
@@ -430,5 +614,6 @@ constexpr KernelTable make_table(const char* name) {
                      &em_rce_rows<float, BYTES>,
                      &em_rce_rows<double, BYTES>,
                      &em_cce_rows<float>,
-                     &em_cce_rows<double>};
+                     &em_cce_rows<double>,
+                     &linear_rce_rows_f32<BYTES>};
 }
