@@ -157,7 +157,7 @@ def test_cuda_solver_benchmark_quick(tmp_path):
 
 
 def test_cuda_global_pseudo_labels_and_large_k_estimator():
-    """Issue 11 on the GPU: SelfLabeling(n_points) keeps its labels on the device and matches the
+    """Issue 11 on the GPU: SelfLabeling(n_points) keeps its column sums on the device and matches the
     CPU update; the estimator's large-K mode trains on CUDA end to end."""
     from sklearn.datasets import make_blobs
 
@@ -169,7 +169,7 @@ def test_cuda_global_pseudo_labels_and_large_k_estimator():
     gpu = entclust.SelfLabeling("rce", lam=100.0, n_points=200)
     y_cpu = cpu.update(logits, idx)
     y_gpu = gpu.update(logits.cuda(), idx.cuda())
-    assert y_gpu.is_cuda and gpu.memory.is_cuda and gpu.columns.is_cuda
+    assert y_gpu.is_cuda and gpu.columns.is_cuda
     torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-12, atol=1e-12)
     x, t = make_blobs(3000, n_features=16, centers=100, random_state=0)
     est = entclust.EntropyClustering(100, device="cuda", random_state=0).fit(x)
@@ -222,7 +222,7 @@ def test_cuda_deep_clustering_trains_on_the_device():
     trainer = SelfLabelingTrainer(default_network((1, 8, 8), 10, width=0.25, overcluster=30), pseudo_labels="global",
                                   epochs=1, batch_size=100, device="cuda")
     trainer.fit(torch.from_numpy(x))
-    assert trainer.criterion.memory.is_cuda
+    assert trainer.criterion.columns.is_cuda
 
 
 def test_cuda_selective_pseudo_label_clustering_trains_on_the_device():

@@ -56,27 +56,29 @@ def test_memory_self_labeling_uses_global_column_sums():
     assert crit.max_iter == 3 and "n_points=120" in repr(crit)
     idx = torch.arange(10, 50)
     loss, y = crit(logits[idx], index=idx, return_labels=True)
-    # the rows not yet seen count as u; the visited rows replaced theirs
+    # the global pseudo-labels are a ColumnMemory: K column sums, no row stored; the same update
+    memory = entclust.ColumnMemory(30, 120, 100.0, iterations=3)
+    torch.testing.assert_close(y, memory.update(logits[idx]).to(y.dtype), rtol=0, atol=1e-6)
+    assert isinstance(crit.memory, entclust.ColumnMemory) and crit.memory.columns.shape == (30,)
+    torch.testing.assert_close(crit.columns, memory.columns, rtol=1e-12, atol=1e-9)
+    # the batch's share (40/120 of N u) was replaced by its rows
     u = torch.full((30,), 1 / 30, dtype=torch.float64)
-    expected = 80 * u.float().double() + crit.memory[idx].double().sum(0)
-    assert torch.allclose(crit.columns, expected, rtol=1e-12)
-    assert torch.allclose(crit.memory[idx].double(), y, atol=1e-6)
+    assert torch.allclose(crit.columns, 80 * u + y.double().sum(0), rtol=1e-6)
     assert torch.isfinite(loss) and y.shape == (40, 30)
     # the fairness term in the loss is the global one: KL(u || columns / N)
     fair = float(entclust.strong_fairness((crit.columns / 120).unsqueeze(0), u))
     rest = float(entclust.reverse_cross_entropy(logits[idx], y.clamp_min(1e-300)))
     assert float(loss) == pytest.approx(rest + 100.0 * fair, rel=1e-6)
-    # visiting the same rows again replaces (not adds) their contribution
-    crit(logits[idx], index=idx)
+    # another visit keeps the total mass N; index is optional
+    crit(logits[idx])
     assert float(crit.columns.sum()) == pytest.approx(120.0, rel=1e-6)
+    assert "memory.columns" in crit.state_dict()
     crit.reset_memory()
     assert crit.memory is None
 
 
 def test_memory_self_labeling_errors():
     logits = torch.randn(8, 5)
-    with pytest.raises(ValueError, match="index="):
-        entclust.SelfLabeling(n_points=10)(logits)
     with pytest.raises(ValueError, match="repeat"):
         entclust.SelfLabeling(n_points=10)(logits, index=torch.tensor([0, 1, 2, 3, 4, 5, 6, 6]))
     with pytest.raises(ValueError, match=r"\[0, n_points=10\)"):
@@ -197,9 +199,8 @@ def test_block_em_and_memory_mode_match_the_reference(dtype):
     crit = entclust.SelfLabeling("rce", lam=30.0, prior=prior, n_points=100, max_iter=5)
     logits = sigma[:40].log().to(dtype)
     labels = crit.update(logits, torch.arange(40))
-    u32 = prior.float().double()
-    ref = R.em_rce_block(torch.softmax(logits.double(), -1), torch.softmax(logits.double(), -1), 60 * u32, prior, 30.0,
-                         n_total=100, iterations=5)
+    ref = R.em_rce_block(torch.softmax(logits.double(), -1), torch.softmax(logits.double(), -1), 60 * prior, prior,
+                         30.0, n_total=100, iterations=5)
     assert labels.dtype == dtype and torch.allclose(labels.double(), ref, rtol=0, atol=tol)
 
 

@@ -25,7 +25,7 @@ OPTIMIZERS = ("adam", "sgd")
 # SeLa and MI-ADM with the estimator methods' per-batch losses, and IIC (paired mutual information)
 METHODS = ("rce", "cce", "mi-gd", "sela", "mi-adm", "renyi", "iic")
 PSEUDO_LABELS = ("auto", "batch", "global")
-CHECKPOINT_VERSION = 2  # 2: read with weights_only, settings include the model's shapes and the data
+CHECKPOINT_VERSION = 3  # 2: read with weights_only, settings include the model's shapes and the data; 3: global pseudo-labels as K column sums
 
 
 def iic_loss(log_p1: torch.Tensor, log_p2: torch.Tensor) -> torch.Tensor:
@@ -295,7 +295,7 @@ class SelfLabelingTrainer:
         if self.ours and self.over_criterion is not None:
             state["over_stats"] = dict(self.over_criterion.stats)
         if self._global and self.criterion.memory is not None:
-            state["memory"] = (self.criterion.memory, self.criterion.columns)
+            state["memory"] = self.criterion.columns
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -332,11 +332,9 @@ class SelfLabelingTrainer:
         if "over_stats" in state:
             self.over_criterion.stats.update(state["over_stats"])
         if "memory" in state:
-            memory, columns = state["memory"]
+            columns = state["memory"]
             self.criterion.reset_memory()
-            self.criterion._allocate(memory.shape[1], memory.device)
-            self.criterion.memory.copy_(memory)
-            self.criterion.columns = columns.clone()
+            self.criterion.column_memory(columns.shape[0], columns.device).columns.copy_(columns)
         return int(state["epoch"])
 
     # ---- training ---------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from torch import nn
 
 from .. import solvers
 from .._dist import all_reduce
-from ..ops.checks import check_tensor, prior_vector
-from ..solvers.sharded import em_rce_block_
+from ..ops.checks import check_tensor
 from .losses import SelfLabelingLoss
+from .memory import ColumnMemory
 
 
 @torch.library.custom_op("entclust::self_labeling_solve", mutates_args=())
@@ -75,17 +75,16 @@ class SelfLabeling(nn.Module):
     does: ``"warn"`` (default; one RuntimeWarning per module, the count keeps growing),
     ``"raise"`` (RuntimeError) or ``"ignore"``. ``reset_stats()`` starts the counts again.
 
-    **Global pseudo-labels** (``n_points=N``, method "rce" with solver "em"; issue 11): for large K a
+    **Global pseudo-labels** (``n_points=N``, method "rce" with solver "em"): for large K a
     batch of a few hundred rows cannot spread over K classes, so per-batch column sums are noise
-    and classes die. With ``n_points`` the module keeps every point's pseudo-label (``N x K``
-    float32) and the K column sums over all N points: call ``criterion(logits, head, index=idx)``
-    with the batch's dataset indices; the batch's rows get ``max_iter`` EM steps (default 3, from
-    the current sigma like the per-batch solve) against the column sums of all points
-    (incremental EM, Neal & Hinton 1998: each step lowers the whole problem's objective with the
-    other rows fixed), ``c = lam N``. A point not yet
-    seen counts as ``y = u``. With ``group`` (a ``torch.distributed`` process group, each rank
-    passing ``n_points`` = its own shard's size and local indices) the blocks' column sums are
-    all-reduced each step: one K-vector of float64 per step and rank.
+    and classes die. With ``n_points`` the fairness term is over all N points, kept as their K
+    column sums in a :class:`ColumnMemory` (:attr:`memory`; no row of labels is stored): each
+    batch's rows get ``max_iter`` EM steps (default 3, from the current sigma like the per-batch
+    solve) against the column sums of the other points, ``c = lam N``, and then replace the
+    batch's share of the sums. A point not yet seen counts as ``y = u``. With ``group`` (a
+    ``torch.distributed`` process group, each rank passing ``n_points`` = its own shard's size)
+    the blocks' column sums are all-reduced each step: one K-vector of float64 per step and rank.
+    ``index=`` (the rows' dataset indices) is accepted and checked, and no longer needed.
 
     Arguments after ``lam`` are keyword-only (``SelfLabeling("rce", 100.0, 0.01)`` used to set
     the prior to 0.01), in the order of :class:`SelfLabelingLoss`.
@@ -128,8 +127,7 @@ class SelfLabeling(nn.Module):
         self.max_iter, self.tol, self.solver_options = max_iter, tol, dict(solver_options or {})
         self.on_unconverged = on_unconverged
         self.n_points, self.group = n_points, group
-        self.memory = self.columns = None  # allocated at the first call (K from the logits)
-        self._n_total = None
+        self.memory = None  # with n_points: a ColumnMemory, made at the first call (K from the logits)
         # the traced path passes the options to the solve op as text, made here (outside the trace)
         try:
             self._options_json = json.dumps(self.solver_options, sort_keys=True)
@@ -243,65 +241,62 @@ class SelfLabeling(nn.Module):
         return list(result.y.split([t.shape[0] for t in parts]))
 
     # ---- global pseudo-labels (n_points) -------------------------------------------------
-    def _allocate(self, k: int, device) -> None:
-        self._n_total = int(all_reduce(torch.tensor([float(self.n_points)], dtype=torch.float64), self.group))
-        u = prior_vector(self.prior, k, torch.zeros(1, dtype=torch.float64))
-        self._u = u.to(device)
-        u32 = u.to(device=device, dtype=torch.float32)
-        self.memory = u32.expand(self.n_points, k).clone()
-        self.columns = self._n_total * u32.double()  # unseen points count as y = u (as stored)
+    @property
+    def columns(self):
+        """With ``n_points``: the column sums of the global pseudo-labels, ``(K,)`` float64 (None
+        before the first call)."""
+        return None if self.memory is None else self.memory.columns
 
-    def update(self, logits: torch.Tensor, index) -> torch.Tensor:
-        """With ``n_points``: solve the pseudo-labels of the rows ``index`` (``max_iter`` EM steps
-        from ``softmax(logits)`` against the column sums of all points), keep them, and return
-        them ``(batch, K)``: float64 for float64 logits, else float32. :meth:`forward` calls it;
-        a training loop that builds its own loss (e.g. a sum over ranks' rows) calls it directly."""
+    def update(self, logits: torch.Tensor, index=None) -> torch.Tensor:
+        """With ``n_points``: solve the batch's pseudo-labels (``max_iter`` EM steps from
+        ``softmax(logits)`` against the column sums of all points, :meth:`ColumnMemory.update`),
+        replace the batch's share of those sums by them, and return them ``(batch, K)``: float64
+        for float64 logits, else float32. ``index`` (the rows' dataset indices) is checked when
+        given and otherwise unused: no row is stored. :meth:`forward` calls it; a training loop
+        that builds its own loss (e.g. a sum over ranks' rows) calls it directly."""
         if self.n_points is None:
-            raise ValueError("update() needs SelfLabeling(n_points=...): it keeps the labels of all points")
+            raise ValueError("update() needs SelfLabeling(n_points=...): the column sums are over all points")
         check_tensor("logits", logits)
         if logits.dim() != 2:
             raise ValueError(f"with n_points, logits must have shape (batch, K), got {tuple(logits.shape)}")
-        index = torch.as_tensor(index, device=logits.device)
-        if index.dtype not in (torch.int32, torch.int64) or index.shape != logits.shape[:1]:
-            raise ValueError(f"index must hold one integer dataset index per row of logits ({logits.shape[0]}), "
-                             f"got {index.dtype} of shape {tuple(index.shape)}")
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_points):
-            raise ValueError(f"index must lie in [0, n_points={self.n_points}), got values in "
-                             f"[{int(index.min())}, {int(index.max())}]")
-        if torch.unique(index).numel() != index.numel():
-            raise ValueError("index must not repeat a point within one batch")
-        k = logits.shape[1]
-        if self.memory is None:
-            self._allocate(k, logits.device)
-        elif self.memory.shape[1] != k:
-            raise ValueError(f"logits have K={k} classes, the kept pseudo-labels {self.memory.shape[1]}")
-        # float32 steps for float32 (or lower) logits, float64 for float64; the column sums and
-        # the fairness weights are float64 either way
-        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        sigma = torch.softmax(logits.detach().to(dtype), dim=-1)
-        rest = self.columns - all_reduce(self.memory[index].sum(0, dtype=torch.float64), self.group)
-        # each visit starts from the current sigma, as the per-batch solve does (MATH.md: the warm
-        # start from sigma matters); the kept labels serve the column sums of the other rows
-        y = sigma.clone()
-        em_rce_block_(sigma, y, rest, self.lam, self._n_total, self._u, self.max_iter, self.group)
-        stored = y.float()
-        # the column sums stay those of the stored labels
-        self.columns = rest + all_reduce(stored.sum(0, dtype=torch.float64), self.group)
-        self.memory[index] = stored
+        if index is not None:
+            index = torch.as_tensor(index, device=logits.device)
+            if index.dtype not in (torch.int32, torch.int64) or index.shape != logits.shape[:1]:
+                raise ValueError(f"index must hold one integer dataset index per row of logits ({logits.shape[0]}), "
+                                 f"got {index.dtype} of shape {tuple(index.shape)}")
+            if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_points):
+                raise ValueError(f"index must lie in [0, n_points={self.n_points}), got values in "
+                                 f"[{int(index.min())}, {int(index.max())}]")
+            if torch.unique(index).numel() != index.numel():
+                raise ValueError("index must not repeat a point within one batch")
+        y = self.column_memory(logits.shape[1], logits.device).update(logits)
         self.stats["solves"] += 1
         self._count_predictions(logits)
         return y
 
+    def column_memory(self, n_clusters: int, device=None) -> ColumnMemory:
+        """With ``n_points``: the :class:`ColumnMemory` of the global column sums (:attr:`memory`),
+        made for ``n_clusters`` classes on ``device`` if there is none yet (e.g. to load saved
+        column sums into: ``criterion.column_memory(K).columns.copy_(saved)``)."""
+        if self.n_points is None:
+            raise ValueError("column_memory() needs SelfLabeling(n_points=...)")
+        if self.memory is None:
+            self.memory = ColumnMemory(n_clusters, self.n_points, self.lam, prior=self.prior, iterations=self.max_iter,
+                                       group=self.group).to(device)
+        elif self.memory.n_clusters != n_clusters:
+            raise ValueError(f"logits have K={n_clusters} classes, the column sums {self.memory.n_clusters}")
+        return self.memory
+
     def reset_memory(self) -> None:
-        """Forget the kept pseudo-labels (every point unseen again)."""
-        self.memory = self.columns = None
+        """Forget the column sums (every point unseen again)."""
+        self.memory = None
 
     def forward(self, logits: torch.Tensor, head=None, *, y: torch.Tensor | None = None, index=None,
                 return_labels: bool = False, reduction: str = "mean"):
         """The loss for ``logits``, with pseudo-labels solved on them, or ``y`` when given (e.g.
         a block of :meth:`labels`; then no solve runs, and the fairness term, a constant for
-        the network, is that of this block). With ``n_points``, ``index`` (the rows' dataset
-        indices) is required and the global pseudo-labels are updated. ``(B, N, K)`` logits are
+        the network, is that of this block). With ``n_points`` the global column sums are updated
+        (``index``, the rows' dataset indices, is checked when given). ``(B, N, K)`` logits are
         B independent problems (one batched solve); ``reduction="none"`` returns their ``(B,)``
         losses, with ``head`` the ``(B, K, D)`` weight of their B heads (see
         :class:`SelfLabelingLoss`)."""
@@ -309,12 +304,10 @@ class SelfLabeling(nn.Module):
             raise ValueError(f"reduction={reduction!r} needs per-batch pseudo-labels (B problems); "
                              f"with n_points there is one problem")
         if self.n_points is not None and y is None:
-            if index is None:
-                raise ValueError("SelfLabeling(n_points=...) needs index=: the dataset indices of the batch's rows")
             full = self.update(logits, index)
             # the fairness term (a constant for the network) over all points: y_bar = columns / N
             loss = self.loss(logits, full.to(logits.dtype).clamp_min(torch.finfo(logits.dtype).tiny), head,
-                             fairness_y=(self.columns / self._n_total).unsqueeze(0))
+                             fairness_y=self.memory.y_bar().unsqueeze(0))
             return (loss, full.to(logits.dtype)) if return_labels else loss
         elif index is not None:
             raise ValueError("index is only used with n_points (global pseudo-labels)")
