@@ -5,7 +5,9 @@
 #   info            GPU, driver, CUDA, torch, nvcc, compute-sanitizer versions
 #   build           the extension with CUDA kernels, in place, for the GPU that is here
 #   cuda-tests      tests/test_cuda.py (every kernel against the CPU kernels; estimator, SelfLabeling,
-#                   deep and SPC on CUDA); fails when torch sees no GPU or the build has no CUDA
+#                   deep and SPC on CUDA) and the CUDA cases of tests/test_linear_self_labeling.py
+#                   (the fused linear op against its reference); fails when torch sees no GPU or the
+#                   build has no CUDA
 #   memcheck        compute-sanitizer memcheck on benchmarks/cuda_sanitize.py (every kernel at
 #                   every launch configuration, small sizes, PyTorch's caching allocator off)
 #   racecheck, synccheck   the other two compute-sanitizer tools on the same program
@@ -16,6 +18,8 @@
 #                   bfloat16, against the eager reference, torch.compile (8 compilations: the
 #                   stage's main cost) and F.cross_entropy, with the copy bandwidth of the same run;
 #                   `python benchmarks/bench_losses.py --device cuda` alone has more shapes
+#   bench-linear    one training step of the fused linear self-labeling op at B = 4096, K = 1e5,
+#                   D = 256 against the unfused composition and plain PyTorch (time, peak memory)
 #   suite           the rest of the test suite with the CUDA build (pytest-xdist when installed)
 #   large-k         `entclust bench large-k --device cuda` (N = 1e6, K = 1e4 on the GPU)
 #   deep            `entclust compare-deep digits --device cuda`, 1 seed
@@ -40,7 +44,7 @@ BUDGET=${GPU_CHECK_BUDGET:-540}
 FINAL=${OUT:-results}
 export WORK=${GPU_CHECK_WORK:-results/gpu_check}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-ALL="info build cuda-tests memcheck racecheck synccheck bench-solvers bench-losses suite large-k deep spc"
+ALL="info build cuda-tests memcheck racecheck synccheck bench-solvers bench-losses bench-linear suite large-k deep spc"
 STAGES=${*:-$ALL}
 for s in $STAGES; do
   case " $ALL " in *" $s "*) ;; *) echo "gpu_check: unknown stage '$s'; stages: $ALL" >&2; exit 2 ;; esac
@@ -98,7 +102,8 @@ st_cuda_tests() {
     "$PYTHON" -c "import torch, entclust; assert torch.cuda.is_available(), 'torch sees no GPU'; \
 assert entclust.ops.compiled_with_cuda(), 'entclust was built without CUDA kernels'" || return 1
   fi
-  "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py 2>&1 | tee "$WORK/cuda-tests.pytest"
+  "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_linear_self_labeling.py -k "cuda or not cpu" \
+    2>&1 | tee "$WORK/cuda-tests.pytest"
   local rc=${PIPESTATUS[0]}
   # on a GPU machine a skipped CUDA test is a test that did not run
   if [ "$DRY" != 1 ] && grep -q " skipped" "$WORK/cuda-tests.pytest"; then
@@ -125,6 +130,10 @@ st_bench_losses() {
     "$PYTHON" benchmarks/bench_losses.py --device cuda --dtype float32,bfloat16 \
       --shapes 16384x16384,4096x1000 --out "$WORK"
   fi
+}
+st_bench_linear() {
+  if [ "$DRY" = 1 ]; then "$PYTHON" benchmarks/linear_self_labeling.py --b 64 --k 500 --d 16 --repeat 1
+  else "$PYTHON" benchmarks/linear_self_labeling.py --device cuda --repeat 5; fi
 }
 st_suite() {
   if [ "$DRY" = 1 ]; then echo "dry run: the CPU suite is CI's"; return; fi

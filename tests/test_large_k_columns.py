@@ -141,3 +141,25 @@ def test_defaults_beat_kmeans_on_overlapping_clusters():
 
 def test_top_level_export():
     assert entclust.ColumnMemory is ColumnMemory and "ColumnMemory" in entclust.__all__
+
+
+def test_a_centre_pair_in_one_cluster_splits_a_merged_one(monkeypatch):
+    # 4 far-apart clusters; the start puts three centres in cluster 0 and one between clusters 2
+    # and 3 (none in 1, 2 or 3 alone): fairness cannot pull a centre across to a far cluster (its
+    # sigma there is ~0); the split step moves the extra ones into the fullest clusters, and the
+    # rounds separate them
+    g = torch.Generator().manual_seed(0)
+    centres = 20 * torch.randn(4, 2, generator=g)
+    truth = torch.arange(4).repeat(500)
+    x = centres[truth] + torch.randn(2000, 2, generator=g)
+    start = torch.stack([centres[0], centres[0] + 0.5, (centres[2] + centres[3]) / 2, centres[0] - 0.5])
+    mu, _, history = self_labeled_centroids(x, start, 100.0, rounds=10, top=None)
+    assert clustering_accuracy(truth.numpy(), nearest(x, mu)[0].numpy()) > 0.99
+    assert sum(h["moved"] for h in history) >= 1
+    # without the split step (its threshold out of reach) a merged pair of clusters stays
+    from entclust.cluster import centroids
+
+    monkeypatch.setattr(centroids, "SPLIT_ABOVE", float("inf"))
+    mu, _, history = self_labeled_centroids(x, start, 100.0, rounds=10, top=None)
+    assert clustering_accuracy(truth.numpy(), nearest(x, mu)[0].numpy()) <= 0.76
+    assert all(h["moved"] == 0 for h in history)

@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cpu: the CPU tables (default); cuda: the GPU section only")
     bench.add_argument("--cap", type=float, default=10.0, help="seconds allowed to EM per problem (default 10)")
     bench.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
-    bench.add_argument("--preset", choices=("quick", "default", "million"),
+    bench.add_argument("--preset", choices=("quick", "default", "million", "million-only"),
                        help="large-k: the rows to run (default: 'quick' with --quick, else 'default')")
     bench.set_defaults(func=_bench)
 

@@ -7,7 +7,7 @@ run (issue 11, issue 24). Datasets, float32, one generator seed each:
 
 Rows (``--preset``): ``default`` overlap 20 000 x 32 at K = 50 (s = 0.9) and 200 (s = 0.8), blobs
 50 000 x 64 at K = 1000, overlap 100 000 x 64 at K = 5000 (s = 1.5); ``million`` adds overlap
-1 000 000 x 64 at K = 10 000 (s = 1.5); ``quick``: overlap 5000 x 16 at K = 50 (a smoke run).
+1 000 000 x 64 at K = 10 000 (s = 1.5), ``million-only`` that row alone; ``quick``: overlap 5000 x 16 at K = 50 (a smoke run).
 
 Methods, each with its defaults and seed 0, each (dataset, method) in its own process:
 ``entclust`` (``EntropyClustering(K)``), ``entclust-start`` (its start alone: the k-means++ seeds
@@ -39,7 +39,8 @@ PRESETS = {
     "default": [("overlap", 20_000, 32, 50, 0.9), ("overlap", 20_000, 32, 200, 0.8), ("blobs", 50_000, 64, 1000, 0.0),
                 ("overlap", 100_000, 64, 5000, 1.5)],
 }
-PRESETS["million"] = PRESETS["default"] + [("overlap", 1_000_000, 64, 10_000, 1.5)]
+PRESETS["million-only"] = [("overlap", 1_000_000, 64, 10_000, 1.5)]
+PRESETS["million"] = PRESETS["default"] + PRESETS["million-only"]
 GPU = [("overlap", 1_000_000, 64, 10_000, 1.5)]
 
 

@@ -308,7 +308,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                     mu = lloyd(points, mu)
                 if self.init_ == "balanced":
                     bar = None
-                    rounds = centroid_rounds(points.shape[0], k)
+                    rounds = centroid_rounds(points.shape[0], k, shard.total)
                     if self.verbose:
                         from tqdm.auto import tqdm
 
@@ -623,12 +623,17 @@ ROUND_SAMPLE = lambda k: max(20000, 20 * k)  # noqa: E731
 CENTROID_ROUNDS = 30
 SPARSE_TOP = 64
 ROUND_ENTRIES = 3e9  # points x clusters over all rounds (6 rounds of 100 000 points at K = 5000: ~27 s on 2 cores)
+ROUND_PASSES = 1.6  # or, where more, the entries of this many passes over all N points (8 rounds at N = 10^6, K = 10^4)
 
 
-def centroid_rounds(m: int, k: int) -> int:
-    """Rounds of self-labeled centroids over m points: CENTROID_ROUNDS where a round is cheap, fewer
-    (at least 3) where m K is large, so that the start costs a bounded number of passes."""
-    return int(min(CENTROID_ROUNDS, max(3, ROUND_ENTRIES // max(1, m * k))))
+def centroid_rounds(m: int, k: int, n: int | None = None) -> int:
+    """Rounds of self-labeled centroids over m of the n points: CENTROID_ROUNDS where a round is
+    cheap, fewer where m K is large, so that the start costs a bounded number of point-cluster
+    entries, ROUND_ENTRIES or ROUND_PASSES passes over all n points, whichever is more (the final
+    labels cost a pass: the start grows with it, as MiniBatchKMeans's passes do); at least 5, as
+    merged clusters are split after each round but the last two."""
+    budget = max(ROUND_ENTRIES, ROUND_PASSES * (n or m) * k)
+    return int(min(CENTROID_ROUNDS, max(5, budget // max(1, m * k))))
 
 
 class _Settings:

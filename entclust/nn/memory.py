@@ -15,8 +15,9 @@ class ColumnMemory(nn.Module):
     ``lam KL(u || y_bar)`` with ``y_bar = columns / N``, kept as the K column sums alone.
 
     EM couples the rows only through the column sums (MATH.md, "RCE problem"), so a batch's rows
-    can be solved against the others' contribution ``rest`` without storing them: with the
-    rows kept (:class:`SelfLabeling` ``n_points``, ``4 N K`` bytes) ``rest`` is exact; here it is
+    can be solved against the others' contribution ``rest`` without storing them: with every
+    row kept (``4 N K`` bytes; what :class:`SelfLabeling` ``n_points`` did before it used this
+    module) ``rest`` is exact; here it is
     ``columns * (1 - b / N)`` (the batch's old rows replaced by an average row's share), and
     after the solve ``columns <- rest + sum of the batch's new rows``. The total mass stays N;
     the column sums are an exponential average of the labels with a time constant of one epoch
