@@ -130,6 +130,7 @@ def main() -> None:
             command.append(f"--threads={args.threads}")
         if args.block_rows:
             command.append(f"--block-rows={args.block_rows}")
+        print(f"{method}: {args.repeat + 1} steps in a process of its own ...", flush=True)
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{method}: failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")

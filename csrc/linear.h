@@ -76,10 +76,35 @@ inline LinearOutputs allocate_linear_outputs(const at::Tensor& x, const at::Tens
   return o;
 }
 
-inline LinearResult finish_linear(LinearOutputs& o, const at::Tensor& loss_rows, int64_t reduction,
-                                  at::ScalarType dtype) {
-  at::Tensor loss = reduce_rows(loss_rows, reduction, dtype);
-  return {loss, o.labels, o.columns, o.grad_x, o.grad_weight, o.grad_bias};
+// The block loop both devices run: per block of rows [i0, i0 + n), the logits by one GEMM into
+// `l`, then `rows(l, y, i0, loss_rows, grad_bias64)` (the device's row kernel: y, the loss and
+// labels of the rows, l turned into its gradient when grad; it also adds the column sums of y to
+// out.columns and, with grad and a bias, those of l to grad_bias64), then the two gradient GEMMs.
+template <typename Rows>
+LinearResult linear_blocks(const at::Tensor& x_in, const at::Tensor& weight_in, const std::optional<at::Tensor>& bias,
+                           int64_t reduction, bool grad, int64_t block_rows, LinearOutputs& out, Rows rows) {
+  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
+  const int64_t B = x.size(0), K = weight.size(0);
+  const int64_t block = linear_block_rows(B, K, block_rows);
+  at::Tensor logits = at::empty({block, K}, x.options());
+  at::Tensor labels_y = at::empty({block, K}, x.options());
+  at::Tensor loss_rows = at::empty({B}, x.options().dtype(at::kDouble));
+  at::Tensor grad_bias64 = out.grad ? at::zeros({K}, x.options().dtype(at::kDouble)) : at::Tensor();
+  const at::Tensor wt = weight.t();
+  for (int64_t i0 = 0; i0 < B; i0 += block) {
+    const int64_t n = std::min(block, B - i0);
+    at::Tensor l = logits.narrow(0, 0, n), yb = labels_y.narrow(0, 0, n), xb = x.narrow(0, i0, n);
+    if (out.has_bias) at::addmm_out(l, bias->expand({n, K}), xb, wt);
+    else at::mm_out(l, xb, wt);
+    rows(l, yb, i0, loss_rows, grad_bias64);
+    if (!out.grad) continue;
+    at::Tensor gx = out.grad_x.narrow(0, i0, n);
+    at::mm_out(gx, l, weight);
+    out.grad_weight.addmm_(l.t(), xb);
+  }
+  if (out.grad && out.has_bias) out.grad_bias.copy_(grad_bias64);
+  return {reduce_rows(loss_rows, reduction, x.scalar_type()), out.labels, out.columns, out.grad_x, out.grad_weight,
+          out.grad_bias};
 }
 
 }  // namespace entclust

@@ -102,24 +102,15 @@ LinearResult linear_rce_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
                             const at::Tensor& fair_in, int64_t iterations, int64_t reduction, bool grad,
                             int64_t block_rows) {
   check_linear_inputs("linear_rce", x_in, weight_in, bias_in, fair_in, iterations, reduction, block_rows);
-  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
-  const int64_t B = x.size(0), K = weight.size(0);
-  const at::ScalarType dtype = x.scalar_type();
+  const at::ScalarType dtype = x_in.scalar_type();
+  const int64_t K = weight_in.size(0);
   const at::Tensor a = fair_in.to(dtype).contiguous();
   const double alpha = fair_in.max().item<double>();
   const at::Tensor a_unit = alpha > 0 ? (fair_in / alpha).to(dtype).contiguous() : at::zeros_like(a);
-  LinearOutputs out = allocate_linear_outputs(x, weight, bias_in, reduction, grad);
-  const int64_t block = linear_block_rows(B, K, block_rows);
-  at::Tensor logits = at::empty({block, K}, x.options());
-  at::Tensor labels_y = at::empty({block, K}, x.options());
-  at::Tensor loss_rows = at::empty({B}, x.options().dtype(at::kDouble));
-  at::Tensor grad_bias64 = out.grad ? at::zeros({K}, x.options().dtype(at::kDouble)) : at::Tensor();
-  const at::Tensor wt = weight.t();
-  for (int64_t i0 = 0; i0 < B; i0 += block) {
-    const int64_t n = std::min(block, B - i0);
-    at::Tensor l = logits.narrow(0, 0, n), yb = labels_y.narrow(0, 0, n), xb = x.narrow(0, i0, n);
-    if (out.has_bias) at::addmm_out(l, bias_in->to(dtype).expand({n, K}), xb, wt);
-    else at::mm_out(l, xb, wt);
+  LinearOutputs out = allocate_linear_outputs(x_in, weight_in, bias_in, reduction, grad);
+  return linear_blocks(x_in, weight_in, bias_in, reduction, grad, block_rows, out,
+                       [&](at::Tensor& l, at::Tensor& yb, int64_t i0, at::Tensor& loss_rows, at::Tensor& grad_bias64) {
+    const int64_t n = l.size(0);
     AT_DISPATCH_FLOATING_TYPES(dtype, "entclust_linear_rce_cpu", [&] {
       LinearRows<scalar_t> rows{l.data_ptr<scalar_t>(),
                                 yb.data_ptr<scalar_t>(),
@@ -136,13 +127,7 @@ LinearResult linear_rce_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
       add_column_sums(yb.data_ptr<scalar_t>(), n, K, out.columns.data_ptr<double>());
       if (out.grad && out.has_bias) add_column_sums(l.data_ptr<scalar_t>(), n, K, grad_bias64.data_ptr<double>());
     });
-    if (!out.grad) continue;
-    at::Tensor gx = out.grad_x.narrow(0, i0, n);
-    at::mm_out(gx, l, weight);
-    out.grad_weight.addmm_(l.t(), xb);
-  }
-  if (out.grad && out.has_bias) out.grad_bias.copy_(grad_bias64);
-  return finish_linear(out, loss_rows, reduction, dtype);
+  });
 }
 
 }  // namespace
