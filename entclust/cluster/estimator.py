@@ -106,7 +106,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     objective_ : the kept run's objective on all points (global labels above K = 256: each point's
         sigma and y over its 64 largest logits). n_init_ : the number of runs trained (restarts
         trained side by side share each epoch's ``seconds``). init_history_ : one dict per round
-        of ``init="balanced"`` (seconds, share of probe points that changed centre, beta).
+        of ``init="balanced"`` (seconds, share of probe points that changed centre, beta, centres
+        moved by the split step).
     head_ : the trained ``nn.Linear``. scaler_ : the fitted preprocessing. n_features_in_.
     """
 
