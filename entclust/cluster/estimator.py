@@ -373,8 +373,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 result = getattr(criterion, "last_result", None)
                 if result is not None:
                     solves += 1
-                    unconverged += (~result.converged.reshape(runs)).cpu().long()
-                    gap = result.fw_gap.reshape(runs).cpu().double()
+                    unconverged += (~torch.as_tensor(result.converged).reshape(runs)).cpu().long()
+                    gap = torch.as_tensor(result.fw_gap).reshape(runs).cpu().double()
                     max_gap = torch.maximum(max_gap, torch.where(torch.isfinite(gap), gap, max_gap))
             seconds = time.perf_counter() - start
             with torch.no_grad():

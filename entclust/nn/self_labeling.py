@@ -28,7 +28,8 @@ def _solve_op(logits: torch.Tensor, prior: torch.Tensor, lam: float, method: str
         kwargs.setdefault("tol", None if tol < 0 else tol)
     kwargs.setdefault("max_iter", max_iter)
     res = getattr(solvers, name)(sigma, prior, lam, validate=False, **kwargs)
-    return res.y, res.converged.clone(), res.fw_gap.clone()
+    return (res.y, torch.as_tensor(res.converged, device=res.y.device).clone(),
+            torch.as_tensor(res.fw_gap, dtype=torch.float64, device=res.y.device).clone())
 
 
 @_solve_op.register_fake
@@ -155,10 +156,10 @@ class SelfLabeling(nn.Module):
         self.stats["empty_clusters"] = int((self._predicted == 0).sum())
 
     def _record(self, result, logits: torch.Tensor) -> None:
-        converged = result.converged.reshape(-1)
+        converged = torch.as_tensor(result.converged).reshape(-1)
         problems = converged.numel()
         failed = int((~converged).sum())
-        gap = result.fw_gap.reshape(-1)
+        gap = torch.as_tensor(result.fw_gap, dtype=torch.float64).reshape(-1)
         self.stats["solves"] += problems
         self.stats["unconverged"] += failed
         if bool(torch.isfinite(gap).any()):

@@ -63,14 +63,19 @@ def default_start(sigma3: torch.Tensor, u: torch.Tensor):
     return torch.where(has_zero[:, None, None], mixed, sigma3)
 
 
-def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: str = "y0", *, start: bool = True):
+def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: str = "y0", *, start: bool = True,
+            step_tol: bool = True):
     """Checked inputs as ``(sigma3, u, tol, y0_3, batched)``: sigma as ``(B, N, K)``, the prior in
-    sigma's dtype, the tolerance (dtype default when None), and the start (None: sigma itself).
+    sigma's dtype, the tolerance (when None: the dtype's default, or 0 when ``step_tol`` is False,
+    a solve that stops on the gap), and the start (None: sigma itself).
     ``start=False``: a solver that makes its own start (Newton, Sinkhorn) skips the default one."""
     check_sigma(name, sigma)
     lam = check_number(name, "lam", lam)
     check_count(name, "max_iter", max_iter)
-    tol = DEFAULT_TOL[sigma.dtype] if tol is None else check_number(name, "tol", tol, allow_inf=True)
+    if tol is None:
+        tol = DEFAULT_TOL[sigma.dtype] if step_tol else 0.0
+    else:
+        tol = check_number(name, "tol", tol, allow_inf=True)
     if not isinstance(validate, bool):
         raise ValueError(f"{name}: validate must be True or False, got {validate!r}")
     batched = sigma.dim() == 3
@@ -93,8 +98,24 @@ def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: s
 
 
 def unbatch(res: SolverResult, batched: bool) -> SolverResult:
-    """A batched result as the caller's shape: per-problem fields as scalars for one problem."""
-    return res if batched else SolverResult(*(t[0] for t in res[:5]), res.criterion)
+    """A batched result as the caller's shape: for one problem, y as ``(N, K)`` and the
+    per-problem fields as Python numbers (int iterations, float objective and gap, bool converged)."""
+    if batched:
+        return res
+    return SolverResult(res.y[0], int(res.iterations[0]), float(res.objective[0]), float(res.fw_gap[0]),
+                        bool(res.converged[0]), res.criterion)
+
+
+def check_gap_options(name: str, tol_gap, check_every, callback):
+    """The options every solver shares for stopping on the certificate: ``tol_gap`` None or a
+    number >= 0, ``check_every`` an int >= 1 or ``"auto"``, ``callback`` None or callable."""
+    if tol_gap is not None:
+        tol_gap = check_number(name, "tol_gap", tol_gap)
+    if check_every != "auto" and (isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1):
+        raise ValueError(f"{name}: check_every must be an int >= 1 or 'auto', got {check_every!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"{name}: callback must be callable or None, got {callback!r}")
+    return tol_gap
 
 
 def finite_problems(y: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ._problem import check_count, check_number, finite_problems, prepare, unbatch
+from ._checked import gap_criterion, run_checked
+from ._problem import check_count, check_gap_options, check_number, finite_problems, prepare, unbatch
 from .certificate import certify, result
 from .result import SolverResult
 
@@ -24,6 +25,9 @@ def em_rce(
     max_iter: int = 1000,
     y0: torch.Tensor | None = None,
     accel: str | None = None,
+    tol_gap: float | None = None,
+    check_every: int | str = 10,
+    callback=None,
     validate: bool = True,
     certificate: bool = True,
 ) -> SolverResult:
@@ -39,7 +43,8 @@ def em_rce(
         prior: ``(K,)`` class prior u (uniform when None); zero entries allowed: such a class
             gets no fairness pull, only its share of sigma.
         lam: fairness weight (>= 0); ``lam = 0`` returns ``y = sigma``.
-        tol: stop a problem when ``max |y_new - y| <= tol``; default 1e-10 (float64), 1e-6 (float32).
+        tol: stop a problem when ``max |y_new - y| <= tol``; default 1e-10 (float64), 1e-6 (float32),
+            or no step criterion when ``tol_gap`` is given.
         max_iter: iteration cap. EM converges linearly, and slowly for large ``lam N``
             (MATH.md): check ``result.fw_gap``, not only ``converged``.
         y0: optional start, same shape as sigma; default sigma, or ``0.99 sigma + 0.01 u`` when
@@ -50,14 +55,42 @@ def em_rce(
             extrapolation kept strictly inside the simplex, one stabilising EM step, and a fall
             back to plain EM whenever the objective would rise. Same fixed point; ``iterations``
             counts EM-map evaluations.
+        tol_gap: stop a problem when its relative Frank-Wolfe gap
+            ``fw_gap / (1 + |objective|)`` is ``<= tol_gap`` (the criterion every solver shares;
+            ``converged`` then says whether it was met); checked every ``check_every`` iterations,
+            each check a certificate (about two EM iterations).
+        check_every: iterations between two checks when ``tol_gap`` or ``callback`` is given, or
+            ``"auto"``: after 1, 2, ..., 8 iterations, then every 1/8 of those run so far (O(log n)
+            checks, a stop at most 1/8 past the first iteration that met the target). A check costs
+            a certificate plus ~0.2 ms of Python (measured at 250 x 20: 0.27 ms a check against
+            8 us an EM iteration), so checking every iteration makes small problems slow.
+        callback: called with the current :class:`~entclust.SolverResult` after the start and
+            after every check; a true return stops the solve (as scipy's callbacks).
         validate: check sigma/y0 are on the simplex and finite (two reductions over each).
         certificate: compute the objective and the Frank-Wolfe gap (float64, in blocks of rows:
             about the cost of two EM iterations); ``False`` leaves them NaN.
 
     Returns a :class:`~entclust.SolverResult`. ``converged`` is False for a problem whose y
     is not finite (NaN input with ``validate=False``), whatever the stopping rule said.
+
+    Example::
+
+        >>> sigma = torch.softmax(3 * torch.randn(250, 20, dtype=torch.float64), -1)
+        >>> res = em_rce(sigma, lam=100.0, tol_gap=1e-6, max_iter=100_000)
+        >>> res.converged, res.relative_gap <= 1e-6
+        (True, True)
     """
-    sigma3, u, tol, y0, batched = prepare("em_rce", sigma, prior, lam, tol, max_iter, y0, validate)
+    tol_gap = check_gap_options("em_rce", tol_gap, check_every, callback)
+    sigma3, u, tol, y0, batched = prepare("em_rce", sigma, prior, lam, tol, max_iter, y0, validate,
+                                          step_tol=tol_gap is None)
+    if tol_gap is not None or callback is not None:
+        if accel is not None:
+            check_accel("em_rce", accel)
+            chunk = lambda i, s, y, m: squarem_rce(s, u, lam, tol, m, y)  # noqa: E731
+        else:
+            chunk = lambda i, s, y, m: ops.em_rce(s, u, lam, tol, m, y)  # noqa: E731
+        return _checked("rce", sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched,
+                        certificate, accel)
     if accel is not None:
         step = lambda y: ops.em_rce(sigma3, u, lam, 0.0, 1, y)[0]  # noqa: E731
         y, iterations, converged = squarem("em_rce", accel, step, "rce", sigma3, u, lam, tol, max_iter, y0)
@@ -80,6 +113,9 @@ def em_cce(
     newton_max_iter: int = 50,
     y0: torch.Tensor | None = None,
     accel: str | None = None,
+    tol_gap: float | None = None,
+    check_every: int | str = 10,
+    callback=None,
     validate: bool = True,
     certificate: bool = True,
 ) -> SolverResult:
@@ -99,9 +135,20 @@ def em_cce(
     multiplicative updates approach slowly (MATH.md: Frank-Wolfe gap 2.8e-2 after 1000
     iterations at N = 250, K = 200, lam = 100): check ``result.fw_gap``.
     """
-    sigma3, u, tol, y0, batched = prepare("em_cce", sigma, prior, lam, tol, max_iter, y0, validate)
+    tol_gap = check_gap_options("em_cce", tol_gap, check_every, callback)
+    sigma3, u, tol, y0, batched = prepare("em_cce", sigma, prior, lam, tol, max_iter, y0, validate,
+                                          step_tol=tol_gap is None)
     newton_tol = check_number("em_cce", "newton_tol", newton_tol)
     check_count("em_cce", "newton_max_iter", newton_max_iter, 1)
+    if tol_gap is not None or callback is not None:
+        step = lambda s, y: ops.em_cce(s, u, lam, 0.0, 1, newton_tol, newton_max_iter, y)[0]  # noqa: E731
+        if accel is not None:
+            check_accel("em_cce", accel)
+            chunk = lambda i, s, y, m: squarem("em_cce", accel, lambda z: step(s, z), "cce", s, u, lam, tol, m, y)  # noqa: E731
+        else:
+            chunk = lambda i, s, y, m: ops.em_cce(s, u, lam, tol, m, newton_tol, newton_max_iter, y)  # noqa: E731
+        return _checked("cce", sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched,
+                        certificate, accel)
     if accel is not None:
         step = lambda y: ops.em_cce(sigma3, u, lam, 0.0, 1, newton_tol, newton_max_iter, y)[0]  # noqa: E731
         y, iterations, converged = squarem("em_cce", accel, step, "cce", sigma3, u, lam, tol, max_iter, y0)
@@ -113,13 +160,40 @@ def em_cce(
     return unbatch(result("cce", sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
 
 
+def check_accel(name: str, accel) -> None:
+    if accel != "squarem":
+        raise ValueError(f"{name}: accel must be None or 'squarem', got {accel!r}")
+
+
+def squarem_rce(sigma3, u, lam, tol, max_iter, y0):
+    """SQUAREM on the reverse-CE EM map of the problems ``sigma3``."""
+    step = lambda y: ops.em_rce(sigma3, u, lam, 0.0, 1, y)[0]  # noqa: E731
+    return squarem("em_rce", "squarem", step, "rce", sigma3, u, lam, tol, max_iter, y0)
+
+
+def _checked(problem, sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched, certificate,
+             accel):
+    """The EM solve checked on the certificate every ``check_every`` iterations (``run_checked``)."""
+    prefix = "SQUAREM, " if accel is not None else ""
+    if tol_gap is not None:
+        criterion = prefix + gap_criterion(tol_gap) + (f" or max|dy| <= {tol:g}" if tol > 0 else "")
+    else:
+        criterion = prefix + f"max|dy| <= {tol:g}"
+    y, iterations, converged, objective, gap = run_checked(
+        problem, sigma3, u, lam, y0, chunk, tol_gap=tol_gap, step_tol=tol > 0 or tol_gap is None, max_iter=max_iter,
+        check_every=check_every, callback=callback, batched=batched, criterion=criterion)
+    converged = converged & finite_problems(y) & finite_problems(sigma3)
+    if not certificate:
+        objective = gap = torch.full_like(objective, float("nan"))
+    return unbatch(SolverResult(y, iterations, objective, gap, converged, criterion), batched)
+
+
 def squarem(name, accel, step, problem, sigma3, u, lam, tol, max_iter, y0):
     """SQUAREM (S3) on the EM map ``step``, per problem of the batch: ``r = F(y) - y``,
     ``v = F(F(y)) - 2 F(y) + y``, ``alpha = -||r|| / ||v||`` (at most -1), extrapolate
     ``y - 2 alpha r + alpha^2 v``, halve ``alpha`` towards -1 until strictly inside the simplex,
     one EM step from there, and keep it only if the objective did not rise (else ``F(F(y))``)."""
-    if accel != "squarem":
-        raise ValueError(f"{name}: accel must be None or 'squarem', got {accel!r}")
+    check_accel(name, accel)
     value = lambda y: certify(problem, sigma3, y, u, lam)[0]  # noqa: E731
     y = (sigma3 if y0 is None else y0).clone()
     b = y.shape[0]

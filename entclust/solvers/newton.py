@@ -7,17 +7,14 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ._problem import check_count, check_number, prepare, unbatch
+from ._checked import Progress, gap_criterion
+from ._problem import check_count, check_gap_options, check_number, prepare, unbatch
 from .certificate import certify
-from .result import SolverResult
+from .result import SolverResult, relative_gap
 
 
 def _value(sigma, y, u, lam) -> torch.Tensor:
     return certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam)[0][0]
-
-
-def _gap(sigma, y, u, lam) -> torch.Tensor:
-    return certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam)[1][0]
 
 
 def _gradient(sigma, y, u, lam) -> torch.Tensor:
@@ -27,10 +24,22 @@ def _gradient(sigma, y, u, lam) -> torch.Tensor:
     return torch.where(sigma > 0, -sigma / (n * y), 0.0) + fair
 
 
-def _finish(sigma, y, u, lam, iterations: int, converged: bool, tol: float) -> SolverResult:
+def _criterion(tol: float, tol_gap: float | None) -> str:
+    if tol_gap is None:
+        return f"Frank-Wolfe gap <= {tol:g}"
+    return gap_criterion(tol_gap) + (f" or Frank-Wolfe gap <= {tol:g}" if tol > 0 else "")
+
+
+def _met(objective, gap, tol: float, tol_gap: float | None) -> bool:
+    """Whether the absolute (``tol``) or relative (``tol_gap``) gap criterion holds."""
+    gap, objective = float(gap), float(objective)
+    return gap <= tol or (tol_gap is not None and relative_gap(gap, objective) <= tol_gap)
+
+
+def _finish(sigma, y, u, lam, iterations: int, converged: bool, tol: float, tol_gap: float | None = None) -> SolverResult:
     objective, gap = certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam)
     return SolverResult(y, torch.tensor(iterations), objective[0], gap[0], torch.tensor(converged),
-                        f"Frank-Wolfe gap <= {tol:g}")
+                        _criterion(tol, tol_gap))
 
 
 def _stack(parts) -> SolverResult:
@@ -50,10 +59,12 @@ def newton_rce(
     prior=None,
     lam: float = 100.0,
     *,
-    tol: float | None = 1e-10,
+    tol: float | None = None,
     max_iter: int = 100,
     y0: torch.Tensor | None = None,
     warm_start: int = 5,
+    tol_gap: float | None = None,
+    callback=None,
     validate: bool = True,
 ) -> SolverResult:
     """Newton's method on the full coupled reverse-CE problem, the baseline of seed 004 Table 1
@@ -71,16 +82,27 @@ def newton_rce(
     Measured (N = 250, lam = 100, sigma = softmax(3 z), float64): K = 2 in 4-5 steps, K = 20 in
     8-20, K = 200 in 18-21 steps to 1e-10 on two of three draws and 9.5e-10 after 100 on the
     third, where EM is at ~1e-2 after 1000 iterations. Needs ``sigma > 0`` (a zero prior entry is
-    allowed: that class only loses its fairness coupling). Composite PyTorch (float64 inside)."""
-    sigma3, u, _, y0, batched = prepare("newton_rce", sigma, prior, lam, None, max_iter, y0, validate, start=False)
-    tol = 1e-10 if tol is None else check_number("newton_rce", "tol", tol)
-    check_count("newton_rce", "warm_start", warm_start)
-    _positive("newton_rce", sigma3)
+    allowed: that class only loses its fairness coupling). Composite PyTorch (float64 inside).
+
+    ``tol_gap``: stop instead when the relative gap ``fw_gap / (1 + |objective|)`` is <= ``tol_gap``
+    (``tol`` then defaults to no absolute criterion); ``callback(result)``: called after the start
+    and every step with the batch's current state (problems are solved one after another), a
+    true return stops (as in :func:`~entclust.solvers.em_rce`)."""
+    name = "newton_rce"
+    tol_gap = check_gap_options(name, tol_gap, 1, callback)
+    sigma3, u, _, y0, batched = prepare(name, sigma, prior, lam, None, max_iter, y0, validate, start=False)
+    tol = (1e-10 if tol_gap is None else 0.0) if tol is None else check_number(name, "tol", tol)
+    check_count(name, "warm_start", warm_start)
+    _positive(name, sigma3)
     if y0 is None and warm_start > 0:
         y0 = ops.em_rce(sigma3, u, float(lam), 0.0, warm_start, None)[0]
     s64, u64 = sigma3.double(), u.double()
-    parts = [_newton(s64[i], u64, float(lam), tol, max_iter, None if y0 is None else y0[i].double())
-             for i in range(s64.shape[0])]
+    starts = s64 if y0 is None else y0.double()
+    progress = Progress("rce", s64, starts, u64, float(lam), callback, batched, _criterion(tol, tol_gap))
+    parts = []
+    for i in range(s64.shape[0]):
+        report = lambda *state, i=i: progress.report(i, *state)  # noqa: E731
+        parts.append(_newton(s64[i], u64, float(lam), tol, max_iter, starts[i], tol_gap, report))
     return _as_input(_stack(parts), sigma.dtype, batched)
 
 
@@ -109,14 +131,22 @@ def newton_direction(sigma, y, u, lam: float) -> torch.Tensor:
     return b * (r - cs + (p * cs).sum(-1, keepdim=True))
 
 
-def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0) -> SolverResult:
+def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, tol_gap: float | None = None, report=None,
+            offset: int = 0) -> SolverResult:
+    """One problem; ``report(y, iterations, objective, gap, met) -> stop`` sees every iterate
+    (its iteration count plus ``offset``)."""
     y = sigma.clone() if y0 is None else y0.clone()
     value = _value(sigma, y, u, lam)
     iterations, converged = 0, False
     noise = 64 * torch.finfo(sigma.dtype).eps
     for iterations in range(max_iter + 1):
         grad = _gradient(sigma, y, u, lam)
-        if _gap(sigma, y, u, lam) <= tol:
+        objective, gap = (x[0] for x in certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam))
+        met = _met(objective, gap, tol, tol_gap)
+        if report is not None and report(y, offset + iterations, objective, gap, met):
+            converged = met
+            break
+        if met:
             converged = True
             break
         if iterations == max_iter:
@@ -147,7 +177,7 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0) -> SolverResult
         if not accepted:
             break
         y, value = y_try, v_try
-    return _finish(sigma, y, u, lam, iterations, converged, tol)
+    return _finish(sigma, y, u, lam, iterations, converged, tol, tol_gap)
 
 
 def _as_input(res: SolverResult, dtype: torch.dtype, batched: bool) -> SolverResult:
@@ -160,11 +190,13 @@ def dual_newton_rce(
     prior=None,
     lam: float = 100.0,
     *,
-    tol: float = 1e-10,
+    tol: float | None = None,
     max_iter: int = 150,
     warm_start: int = 5,
     switch_gap: float = 1e-6,
     polish: int = 50,
+    tol_gap: float | None = None,
+    callback=None,
     validate: bool = True,
 ) -> SolverResult:
     """Exact solver of the reverse-CE problem: Newton on its K-dimensional concave dual (MATH.md),
@@ -182,17 +214,26 @@ def dual_newton_rce(
     EM: ~1e-2 after 1000 iterations); K = 2000 in 36-49 steps, 5-6.5 s.
     ``converged`` says whether ``tol`` was met; the result is finite for every ``lam >= 0``
     (``lam = 0``: y = sigma, the optimum). Needs ``sigma > 0``; a zero prior entry keeps that
-    class's multiplier at 0. Composite PyTorch (float64 inside)."""
+    class's multiplier at 0. Composite PyTorch (float64 inside).
+
+    ``tol`` defaults to 1e-10, or to no absolute criterion when ``tol_gap`` (the relative gap, as
+    in :func:`newton_rce`) is given; ``callback`` as in :func:`newton_rce`, after every dual or
+    polish step."""
     name = "dual_newton_rce"
+    tol_gap = check_gap_options(name, tol_gap, 1, callback)
     sigma3, u, _, _, batched = prepare(name, sigma, prior, lam, None, max_iter, None, validate, start=False)
-    tol = check_number(name, "tol", tol)
+    tol = (1e-10 if tol_gap is None else 0.0) if tol is None else check_number(name, "tol", tol)
     switch_gap = check_number(name, "switch_gap", switch_gap)
     check_count(name, "warm_start", warm_start)
     check_count(name, "polish", polish)
     _positive(name, sigma3)
     s64, u64 = sigma3.double(), u.double()
-    parts = [_dual_newton(s64[i], u64, float(lam), tol, max_iter, warm_start, switch_gap, polish)
-             for i in range(s64.shape[0])]
+    progress = Progress("rce", s64, s64, u64, float(lam), callback, batched, _criterion(tol, tol_gap))
+    parts = []
+    for i in range(s64.shape[0]):
+        report = lambda *state, i=i: progress.report(i, *state)  # noqa: E731
+        parts.append(_dual_newton(s64[i], u64, float(lam), tol, max_iter, warm_start, switch_gap, polish, tol_gap,
+                                  report))
     return _as_input(_stack(parts), sigma.dtype, batched)
 
 
@@ -214,7 +255,7 @@ def _rows_given_w(sigma, w, *, tol: float = 1e-15, max_iter: int = 100):
     return t, sigma / (t - w)
 
 
-def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish) -> SolverResult:
+def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, tol_gap=None, report=None) -> SolverResult:
     """One problem; see :func:`dual_newton_rce`. Multipliers w for ``y_bar = z`` give
     ``z_k = lam u_k / w_k`` and rows ``y_ik = sigma_ik / (t_i - w_k)``; dual gradient
     ``lam u / w - y_bar(w)``, Hessian ``-diag(lam u / w^2) - (1/N) sum_i (diag(d_i) - d_i d_i^T / D_i)``,
@@ -228,7 +269,7 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish) -
     ``D = (1/N) sum_i [-sigma_i . ln y_i - sum_{u_k>0} omega_k y_ik + lam sum_{u_k=0} y_ik]
     + sum_{u_k>0} lam u_k log1p(omega_k / lam)``, gradient ``u / (1 + omega / lam) - y_bar``."""
     if lam == 0:  # no coupling: every row's optimum is y_i = sigma_i
-        return _finish(sigma, sigma.clone(), u, lam, 0, True, tol)
+        return _finish(sigma, sigma.clone(), u, lam, 0, True, tol, tol_gap)
     n = sigma.shape[0]
     on = u > 0  # classes with a fairness term
     start, _, _ = ops.em_rce(sigma.unsqueeze(0), u, lam, 0.0, warm_start, None)
@@ -272,8 +313,14 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish) -
             primal_value, gap = (float(x[0]) for x in certify("rce", sigma.unsqueeze(0), primal.unsqueeze(0), u, lam))
             if primal_value <= best_value:
                 best, best_value = primal, primal_value
-            if gap <= switch:
-                converged = bool(gap <= tol)
+            met = _met(primal_value, gap, tol, tol_gap)
+            if report is not None and report(primal, iterations, primal_value, gap, met):
+                if met:
+                    return _finish(sigma, primal, u, lam, iterations, True, tol, tol_gap)
+                res = _finish(sigma, best, u, lam, iterations, False, tol, tol_gap)  # the best point so far
+                return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, tol_gap)))
+            if gap <= switch or met:
+                converged = met
                 break
             if iterations == max_iter:
                 break
@@ -308,10 +355,10 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish) -
             omega, t, y, grad, value = trial, t_try, y_try, g_try, v_try
     polish = min(polish, max_iter - iterations)
     if not converged and polish > 0:
-        res = _newton(sigma, u, lam, tol, polish, best)
+        res = _newton(sigma, u, lam, tol, polish, best, tol_gap, report, offset=iterations)
         # keep the polish unless it ended above the best point beyond rounding (it only
         # accepts steps that do not rise, so that happens where its systems are ill-conditioned)
         if float(res.objective) <= best_value + 1e-12 * (abs(best_value) + 1):
             return res._replace(iterations=res.iterations + iterations)
-    res = _finish(sigma, best, u, lam, iterations, False, tol)
-    return res._replace(converged=res.fw_gap <= tol)
+    res = _finish(sigma, best, u, lam, iterations, False, tol, tol_gap)
+    return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, tol_gap)))

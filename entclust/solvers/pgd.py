@@ -6,7 +6,8 @@ import torch
 
 from .. import ops
 from ..ops.checks import check_tensor, class_dim
-from ._problem import DEFAULT_TOL, check_number, finite_problems, prepare, unbatch
+from ._checked import gap_criterion, run_checked
+from ._problem import DEFAULT_TOL, check_gap_options, check_number, finite_problems, prepare, unbatch
 from .certificate import certify, result
 from .result import SolverResult
 
@@ -23,6 +24,9 @@ def pgd_cce(
     tol: float | None = None,
     max_iter: int = 1000,
     y0: torch.Tensor | None = None,
+    tol_gap: float | None = None,
+    check_every: int | str = 10,
+    callback=None,
     validate: bool = True,
     certificate: bool = True,
 ) -> SolverResult:
@@ -38,9 +42,19 @@ def pgd_cce(
     rejected step costs one more run). A given ``step`` is used as it is; a run that
     diverges is reported (y NaN, objective NaN, ``converged`` False).
     The weak-fairness variant (eq. 10) is ``entclust.testing.reference.pgd_cce(..., fairness="weak")``.
+
+    ``tol_gap``, ``check_every``, ``callback``: stop on the relative Frank-Wolfe gap, checked every
+    ``check_every`` iterations, as in :func:`~entclust.solvers.em_rce` (``tol`` then defaults to no
+    step criterion). With ``step=None`` the step is then picked on the first ``check_every``
+    iterations (a run that diverges later ends NaN and not converged).
     """
-    sigma3, u, tol, y0, batched = prepare("pgd_cce", sigma, prior, lam, tol, max_iter, y0, validate)
+    tol_gap = check_gap_options("pgd_cce", tol_gap, check_every, callback)
+    sigma3, u, tol, y0, batched = prepare("pgd_cce", sigma, prior, lam, tol, max_iter, y0, validate,
+                                          step_tol=tol_gap is None)
     lam = float(lam)
+    if tol_gap is not None or callback is not None:
+        return _checked_pgd(sigma3, u, lam, step, tol, tol_gap, max_iter, y0, check_every, callback, batched,
+                            certificate)
     if step is not None:
         step = check_number("pgd_cce", "step", step, positive=True)
         y, iterations, converged = ops.pgd_cce(sigma3, u, lam, step, tol, max_iter, y0)
@@ -50,6 +64,41 @@ def pgd_cce(
         criterion = f"max|dy| <= {tol:g}, step " + ", ".join(f"{s:g}" for s in sorted(set(steps), reverse=True))
     converged = converged & finite_problems(y) & finite_problems(sigma3)
     return unbatch(result("cce", sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
+
+
+def _checked_pgd(sigma3, u, lam, step, tol, tol_gap, max_iter, y0, check_every, callback, batched, certificate):
+    """PGD checked on the certificate every ``check_every`` iterations (``run_checked``), with one
+    step per problem: the given one, or the one ``_auto_step`` picks on a first short run."""
+    b = sigma3.shape[0]
+    if step is not None:
+        steps = torch.full((b,), check_number("pgd_cce", "step", step, positive=True), dtype=torch.float64)
+    else:
+        trial = min(10 if check_every == "auto" else check_every, max_iter)
+        steps = torch.tensor(_auto_step(sigma3, u, lam, tol, trial, y0)[3], dtype=torch.float64)
+
+    def chunk(index, s, y, m):  # index None: every problem
+        mine = steps if index is None else steps[index.cpu()]
+        if bool((mine == mine[0]).all()):  # one step for all: one fused call
+            return ops.pgd_cce(s, u, lam, float(mine[0]), tol, m, y)
+        out_y, out_it, out_done = torch.empty_like(y), torch.zeros(len(mine), dtype=torch.int64, device=y.device), \
+            torch.zeros(len(mine), dtype=torch.bool, device=y.device)
+        for value in mine.unique().tolist():  # one fused call per distinct step
+            rows = (mine == value).nonzero().squeeze(1).to(y.device)
+            y_r, it_r, done_r = ops.pgd_cce(s.index_select(0, rows).contiguous(), u, lam, value, tol, m,
+                                            y.index_select(0, rows).contiguous())
+            out_y[rows], out_it[rows], out_done[rows] = y_r, it_r, done_r
+        return out_y, out_it, out_done
+
+    names = ", ".join(f"{v:g}" for v in sorted(set(steps.tolist()), reverse=True))
+    criterion = (gap_criterion(tol_gap) + (f" or max|dy| <= {tol:g}" if tol > 0 else "") if tol_gap is not None
+                 else f"max|dy| <= {tol:g}") + f", step {names}"
+    y, iterations, converged, objective, gap = run_checked(
+        "cce", sigma3, u, lam, y0, chunk, tol_gap=tol_gap, step_tol=tol > 0 or tol_gap is None, max_iter=max_iter,
+        check_every=check_every, callback=callback, batched=batched, criterion=criterion)
+    converged = converged & finite_problems(y) & finite_problems(sigma3)
+    if not certificate:
+        objective = gap = torch.full_like(objective, float("nan"))
+    return unbatch(SolverResult(y, iterations, objective, gap, converged, criterion), batched)
 
 
 def _auto_step(sigma3, u, lam, tol, max_iter, y0):
