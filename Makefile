@@ -36,7 +36,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench_losses.py
-	$(PYTHON) -m entclust bench
+	$(PYTHON) -m entclust bench solvers
+	$(PYTHON) -m entclust bench kernels
 
 # Compile-only check of every csrc/cuda/*.cu against torch's headers (needs nvcc, no GPU).
 nvcc-check: $(STAMP)

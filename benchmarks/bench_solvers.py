@@ -1,8 +1,9 @@
-"""The solver benchmark; the code lives in ``entclust.cli.bench`` so that ``entclust bench`` runs it
-after a plain install. ``python benchmarks/bench_solvers.py --help`` for the options."""
+"""The solver benchmarks; the code lives in the package so that ``entclust bench`` runs them after
+a plain install: ``python benchmarks/bench_solvers.py [solvers|kernels] [options]`` is
+``entclust bench [solvers|kernels] [options]`` (``--help`` for the options)."""
 import sys
 
-from entclust.cli.bench import main
+from entclust.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -11,9 +11,11 @@
 #   memcheck        compute-sanitizer memcheck on benchmarks/cuda_sanitize.py (every kernel at
 #                   every launch configuration, small sizes, PyTorch's caching allocator off)
 #   racecheck, synccheck   the other two compute-sanitizer tools on the same program
-#   bench-solvers   `entclust bench --device cuda`: B = 1024 problems of 250 x 200 to max|dy| <= 1e-6
-#                   in one launch, one EM iteration at N K = 1e8, against the eager reference and
-#                   torch.compile, with the copy bandwidth of the same run
+#   bench-solvers   `entclust bench kernels --device cuda`: B = 1024 problems of 250 x 200 to
+#                   max|dy| <= 1e-6 in one launch, one EM iteration at N K = 1e8, against the eager
+#                   reference and torch.compile, with the copy bandwidth of the same run; then
+#                   `entclust bench solvers --device cuda` (every solver to a relative gap of 1e-6,
+#                   K = 20, 200, 2000, B = 16, 5 s each)
 #   bench-losses    forward + backward at the 16384 x 16384 and 4096 x 1000, float32 and
 #                   bfloat16, against the eager reference, torch.compile (8 compilations: the
 #                   stage's main cost) and F.cross_entropy, with the copy bandwidth of the same run;
@@ -118,8 +120,11 @@ st_synccheck() { if [ "$DRY" = 1 ]; then echo "dry run: no sanitizer"; else sani
 st_bench_solvers() {
   if [ "$DRY" = 1 ]; then
     "$PYTHON" -c "from entclust.cli import bench; bench.print_gpu_section(*bench.gpu_section(True, 'cpu'))"
+    "$PYTHON" -m entclust bench solvers --k 20 --batch 2 --time-limit 0.2 --problem rce --out "$WORK/solvers"
   else
-    "$PYTHON" -m entclust bench --device cuda --out "$WORK"
+    "$PYTHON" -m entclust bench kernels --device cuda --out "$WORK"
+    "$PYTHON" -m entclust bench solvers --device cuda --k 20 200 2000 --batch 16 --time-limit 5 --problem rce \
+      --out "$WORK/solvers"
   fi
 }
 st_bench_losses() {
@@ -162,7 +167,7 @@ export -f sanitizer st_info st_build st_cuda_tests st_memcheck st_racecheck st_s
 need() {
   case $1 in
     info) echo 5 ;; build) echo 90 ;; cuda-tests) echo 60 ;; memcheck | racecheck | synccheck) echo 60 ;;
-    bench-solvers) echo 60 ;; bench-losses) echo 150 ;; suite) echo 120 ;; *) echo 90 ;;
+    bench-solvers) echo 150 ;; bench-losses) echo 150 ;; suite) echo 120 ;; *) echo 90 ;;
   esac
 }
 

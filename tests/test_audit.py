@@ -313,7 +313,7 @@ def test_extreme_feature_scales_cluster_like_unit_scale(scale, standardize):
 def test_cli_rejects_complex_input_and_bad_numbers(features):
     np.save(features / "c.npy", np.ones((10, 2)) + 1j)
     one_line_error(run_cli("fit", str(features / "c.npy"), "--k", "2", "--out", str(features / "l.npy")), 2, "complex")
-    one_line_error(run_cli("bench", "--cap", "-1", "--out", str(features)), 2, "--cap must be")
+    one_line_error(run_cli("bench", "--time-limit", "-1", "--out", str(features)), 2, "--time-limit must be")
     one_line_error(run_cli("losses-demo", "--epochs", "0", "--out", str(features)), 2, "--epochs must be >= 1")
 
 

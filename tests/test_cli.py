@@ -138,9 +138,11 @@ def test_plot_toy_writes_the_figures(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
-def test_bench_cuda_without_gpu_is_a_clear_error(capsys):
-    assert cli.main(["bench", "--device", "cuda", "--quick"]) == 2
-    assert "--device cuda needs a GPU" in capsys.readouterr().err
+def test_bench_cuda_without_gpu_is_a_clear_error(capsys, tmp_path):
+    for suite in ("solvers", "kernels"):
+        assert cli.main(["bench", suite, "--device", "cuda", "--quick", "--out", str(tmp_path / "o")]) == 2
+        assert "--device cuda needs a GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
@@ -163,14 +165,11 @@ def test_bench_large_k_quick(tmp_path, capsys):
     assert "| 5000 | 16 | 50 | entclust |" in capsys.readouterr().out
 
 
-def test_bench_quick_runs_every_section(tmp_path):
-    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
-    saved = json.loads((tmp_path / "bench_solvers.json").read_text())
-    assert {r["solver"] for r in saved["rce"]} >= {"EM (fused)", "EM + SQUAREM", "Newton (full problem)", "dual Newton"}
-    assert all(r["reached"] for r in saved["rce"] if r["solver"].startswith("Newton"))
-    assert {r["scaling"] for r in saved["cce"]} == {"mean", "paper"}
+def test_bench_kernels_quick_runs_every_section(tmp_path):
+    assert cli.main(["bench", "kernels", "--quick", "--out", str(tmp_path / "new")]) == 0
+    saved = json.loads((tmp_path / "new" / "bench_kernels.json").read_text())
+    assert {r["solver"] for r in saved["per_iteration"]} == {"EM reverse CE", "EM collision CE", "PGD collision CE"}
     assert saved["batch"]["max_abs_diff"] < 1e-4
-    assert (tmp_path / "bench_solvers.png").stat().st_size > 0
 
 
 def test_gpu_section_of_the_solver_benchmark_runs_its_code_on_the_cpu(capsys):

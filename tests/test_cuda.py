@@ -1,5 +1,6 @@
 """CUDA kernels against the CPU kernels (and the reference) at every launch configuration.
 Skipped without a GPU and a CUDA build; benchmarks/gpu_check.sh runs them on a GPU machine."""
+import json
 import math
 
 import pytest
@@ -152,8 +153,13 @@ def test_cuda_self_labeling_uses_the_kernels():
 def test_cuda_solver_benchmark_quick(tmp_path):
     from entclust import cli
 
-    assert cli.main(["bench", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "kernels", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "bench_solvers_cuda.json").stat().st_size > 0
+    assert cli.main(["bench", "solvers", "--device", "cuda", "--k", "20", "--batch", "4", "--time-limit", "0.5",
+                     "--problem", "both", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "bench_solvers.json").read_text())
+    assert {c["problem"] for c in saved["comparisons"]} == {"rce", "cce"}
+    assert all(c["setting"]["device"].startswith("cuda") for c in saved["comparisons"])
 
 
 def test_cuda_global_pseudo_labels_and_large_k_estimator():

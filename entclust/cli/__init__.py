@@ -13,8 +13,9 @@
 - ``entclust noisy-labels [--noise 0 0.2 0.4 0.6 0.8]``: forward vs reverse vs collision CE with
   a share of the training labels replaced at random (seed 000 Fig. 3), table and figure
 - ``entclust demo``: ``compare digits`` with every method and 3 seeds (``make demo``)
-- ``entclust bench [large-k]``: the pseudo-label solver benchmark, or large-K clustering against
-  MiniBatchKMeans and faiss
+- ``entclust bench [solvers|kernels|large-k]``: pseudo-label solvers to one relative gap on your
+  ``--sigma`` or the seeds' Table 1 problems (:func:`entclust.solvers.compare`), the fused
+  kernels' time per iteration against PyTorch, or large-K clustering against MiniBatchKMeans and faiss
 - ``entclust plot-toy``: the papers' 2-D figures (K-means vs entropy clustering, margins)
 - ``entclust losses-demo``: the fused losses training a classifier on digits, with timings
 - ``entclust info``: torch version, compiled kernels and whether they run
@@ -76,9 +77,13 @@ def _bench(args) -> int:
             if not torch.cuda.is_available():
                 raise UsageError("--device cuda needs a GPU; torch sees none")
         return large_k(args.out, quick=args.quick, device=args.device, preset=args.preset)
-    from .bench import main
+    if args.suite == "kernels":
+        from .bench import main
 
-    return main(args=args)
+        return main(args=args)
+    from .bench_solvers import main as solver_bench
+
+    return solver_bench(args)
 
 
 def _plot_toy(args) -> int:
@@ -168,16 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(demo)
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="pseudo-label solver benchmark (seed 003/004 Table 1), or large-k clustering")
-    bench.add_argument("suite", nargs="?", default="solvers", choices=("solvers", "large-k"),
-                       help="solvers (default): the solver tables; large-k: entclust vs KMeans, MiniBatchKMeans "
-                            "(and faiss) on overlapping mixtures and blobs up to K = 5000 (--preset million: N = 10^6, "
-                            "K = 10^4)")
-    bench.add_argument("--out", default=os.environ.get("OUT", "results"))
+    bench = sub.add_parser("bench", help="pseudo-label solvers to one gap (seed 003/004 Table 1, or your --sigma), "
+                                         "kernel timings, or large-k clustering",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="entclust bench solvers: see entclust.cli.bench_solvers; entclust bench "
+                                       "kernels: fused kernels vs PyTorch per iteration; entclust bench large-k: "
+                                       "clustering at large K")
+    bench.add_argument("suite", nargs="?", default="solvers", choices=("solvers", "kernels", "large-k"),
+                       help="solvers (default): every solver to one relative Frank-Wolfe gap, on --sigma or the "
+                            "seeds' Table 1 families; kernels: time per iteration of the fused kernels vs eager "
+                            "PyTorch and torch.compile (with --device cuda: the GPU section); large-k: entclust vs "
+                            "KMeans, MiniBatchKMeans (and faiss) on overlapping mixtures and blobs up to K = 5000 "
+                            "(--preset million: N = 10^6, K = 10^4)")
+    bench.add_argument("--out", default=os.environ.get("OUT", "results"), help="folder for the results (made if absent)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                       help="cpu: the CPU tables (default); cuda: the GPU section only")
-    bench.add_argument("--cap", type=float, default=10.0, help="seconds allowed to EM per problem (default 10)")
+                       help="where the problems run (kernels: cuda runs the GPU section only)")
     bench.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
+    from .bench_solvers import add_arguments as add_solver_arguments
+
+    add_solver_arguments(bench)
     bench.add_argument("--preset", choices=("quick", "default", "million", "million-only"),
                        help="large-k: the rows to run (default: 'quick' with --quick, else 'default')")
     bench.set_defaults(func=_bench)

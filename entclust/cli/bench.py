@@ -1,22 +1,15 @@
-"""Pseudo-label solvers side by side on the same synthetic problems (``sigma = softmax(3 z)``,
-z ~ N(0, 1), N = 250, uniform prior), in one run (``entclust bench``, or
-``python benchmarks/bench_solvers.py``; ``--quick`` for a short version):
+"""``entclust bench kernels``: the fused solver kernels against the PyTorch a user would write,
+on the same synthetic problems (``sigma = softmax(3 z)``, z ~ N(0, 1), N = 250, uniform prior), in
+one run (``--quick`` for a short version):
 
-1. Time per iteration, fused CPU kernel vs the PyTorch reference, float32, lam = 100:
-   EM reverse CE, EM collision CE, PGD (with its exact projection), K = 20 ... 20000 and a
-   batch of B = 256 problems.
-2. Seed 004 Table 1 (reverse CE, lam = 100, float64): EM (fused), EM + SQUAREM, Newton on the
-   full problem (structured Hessian), dual Newton: iterations and seconds to a Frank-Wolfe gap
-   of 1e-4 (loose) and 1e-8 (tight), K = 2, 20, 200, 2000.
-3. Seed 003 Table 1 (collision CE, float64): EM vs PGD at the paper's step sizes, in two
-   scalings: this package's mean-form loss at lam = 100 (where the paper's steps diverge, so
-   0.01 is added), and the paper's scaling (its M-step uses lam without N: mean-form
-   ``lam = 100 / N``, and a step ``eta`` on its sum-form loss is ``N eta`` on the mean form).
-   Iterations to max|dy| <= 1e-6 (cap), seconds, objective and gap reached.
-4. Batch: B = 256 problems of 250 x 200 solved by EM to max|dy| <= 1e-6 in one fused call
-   vs the reference.
+1. Time per iteration, fused CPU kernel on every CPU path vs the eager PyTorch reference and
+   ``torch.compile`` of the plain reverse-CE EM step, float32, lam = 100: EM reverse CE, EM
+   collision CE, PGD (with its exact projection), K = 20 ... 20000 and a batch of B = 256 problems.
+2. Batch: B = 256 problems of 250 x 200 solved by EM to max|dy| <= 1e-6 in one fused call vs the
+   reference.
 
-Prints markdown, writes ``bench_solvers.json`` and a gap-versus-time PNG under ``--out``.
+The solvers against each other, to one relative gap, are ``entclust bench solvers``
+(:mod:`entclust.cli.bench_solvers`). Prints markdown and writes ``bench_kernels.json`` under ``--out``.
 
 ``--device cuda`` runs the GPU section instead (``bench_solvers_cuda.json``): a batch of
 B = 1024 problems of 250 x 200 (float32, lam = 100) solved to max|dy| <= 1e-6 in one launch
@@ -37,9 +30,6 @@ import torch
 from .. import ops, solvers
 from .._files import check_output_folder, write_files
 from ..testing import reference as R  # a benchmark: the PyTorch baseline is the testing reference
-
-PAPER_STEPS = {2: [1, 10, 20], 20: [0.1, 1, 5], 200: [0.1, 1, 5], 2000: [0.1, 1, 5]}
-
 
 def problem(b, n, k, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -93,81 +83,6 @@ def per_iteration(shapes, iters, capabilities):
                 rows.append(dict(solver=name, b=b, n=n, k=k, capability=capability, fused_ms=f_ms,
                                  reference_ms=r_ms, compiled_ms=c_ms, speedup=r_ms / f_ms,
                                  speedup_vs_compiled=c_ms / f_ms))
-    return rows
-
-
-def _em_trace(sigma, solver, targets, cap_s, accel=None):
-    """Fused EM in growing warm-started chunks; (seconds, iterations, gap) after each chunk,
-    until the smallest target or the time cap. Chunks grow by 25%, so iteration counts to a
-    target are exact to within that."""
-    y, iters, spent, trace, chunk = None, 0, 0.0, [], 1
-    while spent < cap_s:
-        t0 = time.perf_counter()
-        res = solver(sigma, lam=100.0, max_iter=chunk, tol=0, y0=y, accel=accel, validate=False)
-        spent += time.perf_counter() - t0
-        y, iters = res.y, iters + int(res.iterations)
-        trace.append((spent, iters, float(res.fw_gap)))
-        if float(res.fw_gap) <= min(targets):
-            break
-        chunk = max(chunk + 1, int(chunk * 1.25))
-    return trace
-
-
-def _first(trace, target):
-    for seconds, iters, gap in trace:
-        if gap <= target:
-            return seconds, iters, gap
-    seconds, iters, gap = trace[-1]
-    return seconds, iters, gap
-
-
-def rce_table(ks, targets, cap_s, dual_max_k):
-    rows, curves = [], {}
-    for k in ks:
-        sigma = problem(1, 250, k, torch.float64)[0]
-        for name, accel in (("EM (fused)", None), ("EM + SQUAREM", "squarem")):
-            trace = _em_trace(sigma, solvers.em_rce, targets, cap_s, accel)
-            curves[f"{name}, K={k}"] = [(t, g) for t, _, g in trace]
-            for target in targets:
-                s, it, gap = _first(trace, target)
-                rows.append(dict(k=k, solver=name, target=target, seconds=s, iterations=it, gap=gap,
-                                 reached=gap <= target, per_iteration_s=s / max(it, 1)))
-        for name, fn in (("Newton (full problem)", solvers.newton_rce), ("dual Newton", solvers.dual_newton_rce)):
-            if name == "dual Newton" and k > dual_max_k:
-                continue
-            points = []
-            for target in targets:
-                t0 = time.perf_counter()
-                res = fn(sigma, lam=100.0, tol=target, max_iter=200)
-                s = time.perf_counter() - t0
-                it = int(res.iterations)
-                points.append((s, float(res.fw_gap)))
-                rows.append(dict(k=k, solver=name, target=target, seconds=s, iterations=it, gap=float(res.fw_gap),
-                                 reached=bool(res.converged), per_iteration_s=s / max(it, 1)))
-            curves[f"{name}, K={k}"] = points
-    return rows, curves
-
-
-def cce_table(ks, scaling, max_iter):
-    rows = []
-    for k in ks:
-        sigma = problem(1, 250, k, torch.float64)[0]
-        n = sigma.shape[0]
-        lam = 100.0 if scaling == "mean" else 100.0 / n
-        steps = ([(0.01, 0.01)] if scaling == "mean" else []) + \
-            [(eta, eta if scaling == "mean" else eta * n) for eta in PAPER_STEPS[k]]
-        runs = [("EM (fused)", lambda: solvers.em_cce(sigma, lam=lam, tol=1e-6, max_iter=max_iter)),
-                ("EM + SQUAREM", lambda: solvers.em_cce(sigma, lam=lam, tol=1e-6, max_iter=max_iter, accel="squarem"))]
-        runs += [(f"PGD eta={eta:g}", (lambda s=s: solvers.pgd_cce(sigma, lam=lam, step=s, tol=1e-6, max_iter=max_iter)))
-                 for eta, s in steps]
-        for name, fn in runs:
-            t0 = time.perf_counter()
-            res = fn()
-            s = time.perf_counter() - t0
-            it = int(res.iterations)
-            rows.append(dict(k=k, scaling=scaling, lam=lam, solver=name, iterations=it, seconds=s,
-                             per_iteration_s=s / max(it, 1), converged=bool(res.converged),
-                             objective=float(res.objective), gap=float(res.fw_gap)))
     return rows
 
 
@@ -344,7 +259,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "results"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu: the CPU tables (default); cuda: the GPU section only")
-    parser.add_argument("--cap", type=float, default=10.0, help="seconds allowed to EM per problem (default 10)")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
 
 
@@ -354,31 +268,11 @@ def _dump(record: dict, path: str) -> None:
 
 
 def check_arguments(args) -> None:
-    """Checks before any work: ValueError with one line."""
-    if not (args.cap > 0 and args.cap < float("inf")):
-        raise ValueError(f"--cap must be a number of seconds > 0, got {args.cap}")
+    """Checks before any work (ValueError with one line); the folder is made first."""
+    if args.device == "cuda" and not (torch.cuda.is_available() and solvers.has_kernels(torch.device("cuda"))):
+        raise ValueError("--device cuda needs a GPU and entclust built with its CUDA kernels")
     check_output_folder(args.out)
-
-
-def _plot(curves, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, pts in curves.items():
-        style = "-" if label.startswith("EM") else "o--"
-        ax.plot([t for t, _ in pts], [max(g, 1e-16) for _, g in pts], style, label=label, markersize=3)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("Frank-Wolfe gap")
-    ax.set_title("reverse-CE pseudo-labels, N = 250, lam = 100, float64", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    os.makedirs(args.out, exist_ok=True)
 
 
 def main(argv=None, args=None):
@@ -390,7 +284,6 @@ def main(argv=None, args=None):
     if getattr(args, "device", "cpu") == "cuda":
         return main_cuda(args)
     quick = args.quick
-    cap = min(args.cap, 1.0) if quick else args.cap
     from ..ops import available_cpu_capabilities, cpu_model
 
     capabilities = available_cpu_capabilities()
@@ -409,30 +302,6 @@ def main(argv=None, args=None):
         print(f"| {r['solver']} | {r['b']} × {r['n']} × {r['k']} | {r['capability']} | {r['fused_ms']:.4f} "
               f"| {r['reference_ms']:.4f} | {compiled} | {r['speedup']:.1f}× | {vs_compiled} |")
 
-    targets = (1e-4, 1e-8)
-    rce_rows, curves = rce_table([2, 20] if quick else [2, 20, 200, 2000], targets, cap, dual_max_k=2000)
-    print(f"\n## Seed 004 Table 1: reverse CE, N = 250, lam = 100, float64 (EM capped at {cap:g} s)\n")
-    print("Paper (its own criterion): Newton 3/3/4 iterations, 2.8e-2/3.3e-2/1.7e-1 s; EM 2/2/2 iterations, "
-          "9.9e-4/2.0e-3/4.0e-3 s (K = 2/20/200).\n")
-    print("| K | solver | target gap | reached | iterations | seconds | s / iteration | gap |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rce_rows:
-        print(f"| {r['k']} | {r['solver']} | {r['target']:.0e} | {'yes' if r['reached'] else 'no'} | {r['iterations']} "
-              f"| {r['seconds']:.4f} | {r['per_iteration_s']:.2e} | {r['gap']:.1e} |")
-
-    cce_ks = [2, 20] if quick else [2, 20, 200]
-    max_iter = 500 if quick else 5000
-    cce_rows = cce_table(cce_ks, "mean", max_iter) + cce_table(cce_ks, "paper", max_iter)
-    print(f"\n## Seed 003 Table 1: collision CE, N = 250, float64, to max|dy| <= 1e-6 or {max_iter} iterations\n")
-    print("Paper: PGD 326/101/24 (K=2), 742/468/202 (K=20), 540/344/180 (K=200) iterations, 0.02-36 s; "
-          "EM 25/53/71 iterations, 0.04/0.09/0.36 s.\n")
-    print("| K | scaling (mean-form lam) | solver | converged | iterations | seconds | s / iteration | objective | gap |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in cce_rows:
-        print(f"| {r['k']} | {r['scaling']} ({r['lam']:g}) | {r['solver']} | {'yes' if r['converged'] else 'no'} "
-              f"| {r['iterations']} | {r['seconds']:.4f} | {r['per_iteration_s']:.2e} | {r['objective']:.6f} "
-              f"| {r['gap']:.1e} |")
-
     batch = batch_row(8 if quick else 256, 50 if quick else 200)
     print(f"\n## Batch: B = {batch['b']} problems of 250 × 200, EM reverse CE to max|dy| <= 1e-6 "
           f"(cap {batch['max_iter']}), float32\n")
@@ -441,10 +310,9 @@ def main(argv=None, args=None):
     print(f"| {batch['fused_s']:.3f} | {batch['reference_s']:.3f} | {batch['speedup']:.1f}× "
           f"| {batch['fused_iterations_max']} | {batch['max_abs_diff']:.1e} |")
 
-    path = os.path.join(args.out, "bench_solvers.json")
+    path = os.path.join(args.out, "bench_kernels.json")
     record = dict(machine=machine, cpu_model=cpu_model(), cpu_capabilities=capabilities, threads=torch.get_num_threads(),
-                  date=str(date.today()), quick=quick, per_iteration=it_rows, rce=rce_rows, cce=cce_rows, batch=batch)
-    write_files([(path, lambda tmp: _dump(record, tmp)),
-                 (os.path.join(args.out, "bench_solvers.png"), lambda tmp: _plot(curves, tmp))])
-    print(f"\nwrote {path} and {os.path.join(args.out, 'bench_solvers.png')}")
+                  date=str(date.today()), quick=quick, per_iteration=it_rows, batch=batch)
+    write_files([(path, lambda tmp: _dump(record, tmp))])
+    print(f"\nwrote {path}")
     return 0

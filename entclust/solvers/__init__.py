@@ -4,18 +4,21 @@
 - :mod:`.pgd`: projected gradient descent for collision CE and the simplex projection;
 - :mod:`.newton`: Newton on the primal reverse-CE problem and on its dual;
 - :mod:`.sinkhorn`: SeLa's Sinkhorn-Knopp;
-- :mod:`.certificate`: objective and Frank-Wolfe gap; :mod:`.result`: the result type.
+- :mod:`.certificate`: objective and Frank-Wolfe gap; :mod:`.result`: the result type;
+- :mod:`.comparison`: :func:`compare`, the solvers side by side to one relative gap.
 """
 from ._problem import DEFAULT_TOL, START_MIX
 from .certificate import fw_gap, objective
+from .comparison import CCE_SOLVERS, RCE_SOLVERS, Comparison, compare
 from .em import em_cce, em_rce
 from .newton import dual_newton_rce, newton_rce
 from .pgd import pgd_cce, project_simplex
-from .result import SolverResult
+from .result import SolverResult, relative_gap
 from .sinkhorn import sinkhorn_knopp
 from ..ops import has_kernels
 
 __all__ = [
-    "DEFAULT_TOL", "START_MIX", "SolverResult", "dual_newton_rce", "em_cce", "em_rce", "fw_gap", "has_kernels",
-    "newton_rce", "objective", "pgd_cce", "project_simplex", "sinkhorn_knopp",
+    "CCE_SOLVERS", "Comparison", "DEFAULT_TOL", "RCE_SOLVERS", "START_MIX", "SolverResult", "compare",
+    "dual_newton_rce", "em_cce", "em_rce", "fw_gap", "has_kernels", "newton_rce", "objective", "pgd_cce",
+    "project_simplex", "relative_gap", "sinkhorn_knopp",
 ]
