@@ -57,8 +57,7 @@ def em_rce(
             counts EM-map evaluations.
         tol_gap: stop a problem when its relative Frank-Wolfe gap
             ``fw_gap / (1 + |objective|)`` is ``<= tol_gap`` (the criterion every solver shares;
-            ``converged`` then says whether it was met); checked every ``check_every`` iterations,
-            each check a certificate (about two EM iterations).
+            ``converged`` then says whether it was met); checked every ``check_every`` iterations.
         check_every: iterations between two checks when ``tol_gap`` or ``callback`` is given, or
             ``"auto"``: after 1, 2, ..., 8 iterations, then every 1/8 of those run so far (O(log n)
             checks, a stop at most 1/8 past the first iteration that met the target). A check costs
