@@ -217,3 +217,19 @@ def read_checkpoint(path: str, device, version: int) -> dict:
         raise CheckpointError(f"checkpoint {path!r} has format version {state.get('version')!r}; this entclust reads "
                               f"version {version} (start again without resuming)")
     return state
+
+
+def data_fingerprint(x) -> list:
+    """Shape, dtype and two float64 checksums of ``x`` (its sum and a position-weighted sum, so a
+    permutation or other data of the same shape differ): a resumed run must see the same data."""
+    import torch
+
+    flat = x.detach().reshape(-1)
+    sums = torch.zeros(2, dtype=torch.float64, device=flat.device)
+    step = 1 << 22  # float64 temporaries of 32 MB at most
+    for i in range(0, flat.numel(), step):
+        part = flat[i:i + step].double()
+        weights = torch.arange(i + 1, i + 1 + part.numel(), dtype=torch.float64, device=flat.device).remainder_(9973)
+        sums[0] += part.sum()
+        sums[1] += (part * weights.add_(1)).sum()
+    return [list(x.shape), str(x.dtype).replace("torch.", ""), float(sums[0]), float(sums[1])]

@@ -49,7 +49,7 @@ def test_spc_clusters_blobs_and_records_rounds(tmp_path):
     assert est.labels_.shape == (400,) and est.agreed_.dtype == bool
     assert est.history_[0]["round"] == 0 and 0 < est.history_[0]["agreed"] <= 400
     assert est.initial_labels_.shape == (400,)
-    saved = torch.load(tmp_path / "spc.pt", weights_only=False)
+    saved = torch.load(tmp_path / "spc.pt", weights_only=True)  # data only
     assert saved["round"] >= 0 and "model" in saved and saved["history"]
     est.plot_history(str(tmp_path / "rounds.png"))
     assert (tmp_path / "rounds.png").stat().st_size > 0
@@ -210,3 +210,67 @@ def test_spectral_step_joins_graph_components_beyond_k():
         assert e.shape == (90, 2) and np.isfinite(e).all()
         split = KMeans(2, n_init=5, random_state=0).fit_predict(e)
         assert clustering_accuracy(np.where(t == 2, 1, 0), split) == 1.0
+
+
+class _RunsCode:
+    """Unpickled by ``weights_only=False``, this would write a file: what a malicious checkpoint does."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_spc_resumes_bit_exactly_from_its_checkpoint(tmp_path):
+    """Issue 28, item 5: a run stopped after some rounds and resumed ends where the run in one
+    go ends (labels, agreed points, history), and the checkpoint is read as data only."""
+    x, t = _blobs(300, 3, seed=4)
+    params = {**FAST, "max_rounds": 4, "patience": 10}
+    whole = SPC(3, random_state=0, **params).fit(x, t)
+    path = tmp_path / "spc.pt"
+    SPC(3, random_state=0, checkpoint=str(path), **{**params, "max_rounds": 2}).fit(x, t)  # rounds 0..2, saved 0, 1
+    state = torch.load(path, weights_only=True)
+    assert state["round"] == 1 and state["version"] == 1
+    # the run resumed with the full number of rounds must not see the first run's max_rounds
+    state["settings"]["params"]["max_rounds"] = 4
+    torch.save(state, path)
+    resumed = SPC(3, random_state=0, checkpoint=str(path), **params).fit(x, t, resume=True)
+    assert np.array_equal(resumed.labels_, whole.labels_) and np.array_equal(resumed.agreed_, whole.agreed_)
+    assert resumed.best_round_ == whole.best_round_ and np.array_equal(resumed.initial_labels_, whole.initial_labels_)
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert drop(resumed.history_) == drop(whole.history_)
+
+
+def test_spc_resume_refuses_other_data_settings_and_code(tmp_path):
+    from entclust._files import CheckpointError
+
+    x, t = _blobs(120, 3, seed=5)
+    path = tmp_path / "spc.pt"
+    SPC(3, random_state=0, checkpoint=str(path), **FAST).fit(x)
+    with pytest.raises(CheckpointError, match="differing: data"):
+        SPC(3, random_state=0, checkpoint=str(path), **FAST).fit(x + 1, resume=True)
+    with pytest.raises(CheckpointError, match="differing: lr"):
+        SPC(3, random_state=0, checkpoint=str(path), **{**FAST, "lr": 0.01}).fit(x, resume=True)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint"):
+        SPC(3, **FAST).fit(x, resume=True)
+    victim = tmp_path / "written-by-the-checkpoint"
+    torch.save({"version": 1, "round": 0, "model": _RunsCode(str(victim))}, path)
+    with pytest.raises(CheckpointError, match="could run code"):
+        SPC(3, random_state=0, checkpoint=str(path), **FAST).fit(x, resume=True)
+    assert not victim.exists()
+
+
+def test_spc_cli_resume(tmp_path, capsys):
+    from entclust import cli
+
+    x, _ = _blobs(120, 3, seed=6)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    common = ["spc", str(tmp_path / "x.npy"), "--k", "3", "--members", "2", "-q", "--checkpoint", str(tmp_path / "c.pt"),
+              "--param", "reducer=none", "--param", "clusterer=kmeans", "--param", "pretrain_epochs=2",
+              "--param", "max_rounds=2", "--param", "epochs_per_round=1", "--param", "hidden=16"]
+    assert cli.main(common + ["--out", str(tmp_path / "a.npy")]) == 0
+    assert cli.main(common + ["--out", str(tmp_path / "b.npy")]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert cli.main(common + ["--out", str(tmp_path / "b.npy"), "--resume"]) == 0
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))

@@ -25,12 +25,17 @@ def run(args) -> int:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise UsageError(f"--plot must end in one of {', '.join(PLOT_FORMATS)}, got {args.plot!r}")
-    if args.checkpoint and os.path.exists(args.checkpoint):
-        raise UsageError(f"--checkpoint {args.checkpoint!r} exists; spc does not resume, remove it or name another file")
+    if args.resume and not args.checkpoint:
+        raise UsageError("--resume needs --checkpoint (the file to continue from)")
+    if args.resume and not os.path.isfile(args.checkpoint):
+        raise UsageError(f"--resume: no checkpoint at {args.checkpoint!r}")
+    if args.checkpoint and not args.resume and os.path.exists(args.checkpoint):
+        raise UsageError(f"--checkpoint {args.checkpoint!r} exists: pass --resume to continue from it, "
+                         f"or remove it to start again")
     reads, folders = data_files(args.data)
     plan_files({**reads, "--labels": args.labels},
-               {"--out": args.out, "--history": args.history, "--plot": args.plot, "--checkpoint": args.checkpoint},
-               read_folders=folders)
+               {"--out": args.out, "--history": args.history, "--plot": args.plot},
+               updates={"--checkpoint": args.checkpoint}, read_folders=folders)
     if args.members < 1:
         raise UsageError(f"--members must be >= 1, got {args.members}")
     x, y = load_inputs(args.data, args.labels)
@@ -47,7 +52,7 @@ def run(args) -> int:
     params = {**SPCMethod.defaults, **options, "n_members": args.members}
     est = SelectivePseudoLabelClustering(args.k, checkpoint=args.checkpoint, device=args.device, random_state=args.seed,
                                          verbose=not args.quiet, **params)
-    est.fit(x, y)  # labels fill the history's ACC only
+    est.fit(x, y, resume=args.resume)  # labels fill the history's ACC only
     pred = np.asarray(est.labels_, dtype=np.int64)
     files = [label_file(args.out, pred)]
     if args.history:
@@ -81,7 +86,8 @@ def add_parser(sub) -> None:
     p.add_argument("--labels", help="true labels, for the per-round ACC and the final scores only")
     p.add_argument("--history", help="write the per-round history as JSON")
     p.add_argument("--plot", help="write the agreed points and ACC per round as a PNG")
-    p.add_argument("--checkpoint", help="a file for the ensemble after every round")
+    p.add_argument("--checkpoint", help="a file for the ensemble after every round (read back with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint (same data and settings)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

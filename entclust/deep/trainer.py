@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._files import CheckpointError, read_checkpoint, write_files
+from .._files import CheckpointError, data_fingerprint, read_checkpoint, write_files
 from ..metrics import clustering_accuracy
 from ..nn import SelfLabeling
 from ..solvers.sharded import em_rce_block_
@@ -493,17 +493,3 @@ class SelfLabelingTrainer:
 
 
 __all__ = ["SelfLabelingTrainer"]
-
-
-def data_fingerprint(x: torch.Tensor) -> list:
-    """Shape, dtype and two float64 checksums of ``x`` (its sum and a position-weighted sum, so a
-    permutation or other data of the same shape differ): a resumed run must see the same data."""
-    flat = x.detach().reshape(-1)
-    sums = torch.zeros(2, dtype=torch.float64, device=flat.device)
-    step = 1 << 22  # float64 temporaries of 32 MB at most
-    for i in range(0, flat.numel(), step):
-        part = flat[i:i + step].double()
-        weights = torch.arange(i + 1, i + 1 + part.numel(), dtype=torch.float64, device=flat.device).remainder_(9973)
-        sums[0] += part.sum()
-        sums[1] += (part * weights.add_(1)).sum()
-    return [list(x.shape), str(x.dtype).replace("torch.", ""), float(sums[0]), float(sums[1])]

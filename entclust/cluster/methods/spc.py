@@ -40,10 +40,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from ..._files import CheckpointError, data_fingerprint, read_checkpoint, write_files
 from ...data import SCALINGS, Scaler
 from ..registry import EstimatorMethod, register
 
 CLUSTERERS = ("gmm", "hdbscan", "kmeans")
+CHECKPOINT_VERSION = 1  # resumable: model, optimiser, generator, round, history, best consensus, settings, data
 LOSSES = ("ce", "rce", "cce")
 ARCHITECTURES = ("auto", "mlp", "conv")
 REDUCERS = ("auto", "umap", "spectral", "none")
@@ -297,8 +299,9 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
     latent_noise : std of Gaussian noise added to the latent in training, in units of each
         latent coordinate's batch std (0: off; the seed injects noise).
     standardize : the harness's feature scaling (:class:`entclust.data.Scaler`).
-    checkpoint : a path: the ensemble, optimiser, round and history are saved there after
-        every round (atomically).
+    checkpoint : a path: the ensemble, optimiser, random generator, round, history and best
+        consensus are saved there after every round (atomically); ``fit(X, resume=True)``
+        continues from it bit-exactly.
     device, random_state, verbose (tqdm over rounds).
 
     Attributes: ``labels_``, ``agreed_`` (mask of the final agreed points), ``history_`` (one dict
@@ -392,8 +395,11 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         return "umap" if _umap() is not None else "spectral"
 
     # ---- fitting ------------------------------------------------------------------------
-    def fit(self, X, y=None):
-        """Cluster ``X``; ``y`` (optional true labels) only fills the history's accuracies."""
+    def fit(self, X, y=None, *, resume: bool = False):
+        """Cluster ``X``; ``y`` (optional true labels) only fills the history's accuracies.
+        ``resume=True`` continues from ``checkpoint`` (written after every round) bit-exactly: the
+        file is read as data only (``torch.load(weights_only=True)``: a file that would run code
+        is refused) and must come from the same settings and the same data."""
         x = np.asarray(X) if not hasattr(X, "detach") else X.detach().cpu().numpy()
         self.image_shape_ = tuple(x.shape[1:]) if x.ndim == 4 else None
         if x.ndim == 4:  # images (N, C, H, W): validated and scaled flat, reshaped for conv members
@@ -424,16 +430,21 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         self.pretrain_epochs_ = self.pretrain_epochs
         if self.pretrain_epochs == "auto":  # the seed's 10 epochs, and at least PRETRAIN_STEPS steps
             self.pretrain_epochs_ = max(10, math.ceil(PRETRAIN_STEPS / math.ceil(n / self.batch_size)))
-        self._epochs(model, optimizer, data, targets, mask, self.pretrain_epochs_, generator)
-
-        history, best = [], None
+        self._fingerprint = data_fingerprint(torch.from_numpy(np.ascontiguousarray(x)))  # the data as given
+        history, best, stale, first = [], None, 0, 0
         self._previous = None
-        rounds = range(self.max_rounds + 1)  # round 0 clusters the pre-trained ensemble
+        if resume:
+            if self.checkpoint is None:
+                raise ValueError("resume=True needs checkpoint= (the file to continue from)")
+            history, best, stale, first = self._load(model, optimizer, generator)
+        else:
+            self._epochs(model, optimizer, data, targets, mask, self.pretrain_epochs_, generator)
+        rounds = range(first, self.max_rounds + 1)  # round 0 clusters the pre-trained ensemble
         bar = None
         if self.verbose:
             from tqdm.auto import tqdm
 
-            rounds = bar = tqdm(rounds, desc="SPC", unit="round", disable=None)
+            rounds = bar = tqdm(rounds, desc="SPC", unit="round", disable=None, initial=first, total=self.max_rounds + 1)
         for r in rounds:
             start = time.perf_counter()
             labels, agreed = self._agreement(model, data, r)
@@ -443,8 +454,9 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
             if truth is not None:
                 from ...metrics import clustering_accuracy
 
-                record["acc"] = clustering_accuracy(truth, labels)
-                record["agreed_acc"] = clustering_accuracy(truth[agreed], labels[agreed]) if agreed.any() else float("nan")
+                record["acc"] = float(clustering_accuracy(truth, labels))
+                record["agreed_acc"] = float(clustering_accuracy(truth[agreed], labels[agreed])) if agreed.any() \
+                    else float("nan")
             improved = best is None or agreed.sum() > best[1].sum()
             if improved:
                 best = (labels, agreed, r)
@@ -463,7 +475,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
             record["seconds"] = time.perf_counter() - start
             history.append(record)
             if self.checkpoint is not None:
-                self._save(model, optimizer, history, r)
+                self._save(model, optimizer, generator, history, best, stale, r)
         self.labels_, self.agreed_, self.best_round_ = best
         self.history_ = history
         self.n_rounds_ = len(history) - 1
@@ -560,12 +572,45 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         self._previous = labels
         return labels, agreed
 
-    def _save(self, model, optimizer, history, r):
-        from ..._files import write_files
+    def _settings(self) -> dict:
+        """What decides whether a checkpoint can be resumed: every parameter that changes the
+        result (plain values only, so the file stays data) and the data's fingerprint."""
+        params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint", "device", "verbose")}
+        params["random_state"] = params["random_state"] if isinstance(params["random_state"], (int, type(None))) \
+            else repr(params["random_state"])
+        return {"params": params, "data": self._fingerprint}
 
-        state = {"round": r, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                 "params": self.get_params()}
+    def _save(self, model, optimizer, generator, history, best, stale, r):
+        state = {"version": CHECKPOINT_VERSION, "round": r, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "history": history,
+                 "best": {"labels": torch.from_numpy(best[0]), "agreed": torch.from_numpy(best[1]), "round": best[2]},
+                 "stale": stale, "previous": torch.from_numpy(self._previous),
+                 "initial_labels": torch.from_numpy(self.initial_labels_), "settings": self._settings()}
         write_files([(str(self.checkpoint), lambda tmp: torch.save(state, tmp))])
+
+    def _load(self, model, optimizer, generator):
+        """The state after the checkpoint's round: ``(history, best, stale, next round)``."""
+        path = str(self.checkpoint)
+        state = read_checkpoint(path, "cpu", CHECKPOINT_VERSION)
+        mine, theirs = self._settings(), state.get("settings")
+        if not isinstance(theirs, dict) or theirs != mine:
+            differ = sorted(set(mine["params"]) | {"data"}) if not isinstance(theirs, dict) else \
+                sorted([k for k in mine["params"] if theirs.get("params", {}).get(k) != mine["params"][k]]
+                       + (["data"] if theirs.get("data") != mine["data"] else []))
+            raise CheckpointError(f"checkpoint {path!r} was written for other settings or data (differing: "
+                                  f"{', '.join(differ)}); start again without resuming")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            best = (state["best"]["labels"].numpy(), state["best"]["agreed"].numpy(), int(state["best"]["round"]))
+            self._previous = state["previous"].numpy()
+            self.initial_labels_ = state["initial_labels"].numpy()
+            history, stale, r = list(state["history"]), int(state["stale"]), int(state["round"])
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"checkpoint {path!r} is not an SPC checkpoint of this model "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        return history, best, stale, r + 1
 
     # ---- inference and plots ------------------------------------------------------------
     def predict(self, X) -> np.ndarray:
