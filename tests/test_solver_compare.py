@@ -242,3 +242,17 @@ def test_auto_checks_grow_with_the_iterations_run():
     assert all(b - a == min(max(1, a // 8), 200 - a) for a, b in zip(seen, seen[1:]))
     res = entclust.pgd_cce(sigma[0], lam=5.0, step=1.0, tol_gap=1e-6, check_every="auto", max_iter=100_000)
     assert res.converged and res.relative_gap <= 1e-6
+
+
+def test_sinkhorn_reports_its_own_criterion_and_stops_on_the_time_limit():
+    sigma = problem((200, 50), scale=4.0)
+    seen = []
+    q, labels, sweeps = entclust.sinkhorn_knopp(sigma, tol=0.0, max_iter=50, warn=False,
+                                                callback=lambda it, err: seen.append((it, err)) or it == 7)
+    assert sweeps == 7 and [it for it, _ in seen] == list(range(1, 8)) and all(e >= 0 for _, e in seen)
+    with pytest.raises(ValueError, match="callback must be callable"):
+        entclust.sinkhorn_knopp(sigma, callback="no")
+    out = solvers.compare(sigma, solvers=["sinkhorn_knopp"], target_gap=1e-15, time_limit=0.2)
+    (row,) = out.rows
+    assert row["stop"] == "time limit" and row["seconds"] < 1.0 and row["converged"] is False
+    assert row["own_error"] == out.traces["sinkhorn_knopp"][-1][2] > 1e-15
