@@ -219,6 +219,15 @@ def read_checkpoint(path: str, device, version: int) -> dict:
     return state
 
 
+def check_settings(path: str, mine: dict, theirs) -> None:
+    """A resumed run's settings (``mine``) against those a checkpoint was written with: one
+    :class:`CheckpointError` naming every setting that differs."""
+    if not isinstance(theirs, dict) or theirs != mine:
+        differ = sorted(k for k in mine if not isinstance(theirs, dict) or theirs.get(k) != mine[k])
+        raise CheckpointError(f"checkpoint {path!r} was written for other settings or data "
+                              f"(differing: {', '.join(differ)}); start again without resuming")
+
+
 def data_fingerprint(x) -> list:
     """Shape, dtype and two float64 checksums of ``x`` (its sum and a position-weighted sum, so a
     permutation or other data of the same shape differ): a resumed run must see the same data."""

@@ -233,7 +233,7 @@ def test_spc_resumes_bit_exactly_from_its_checkpoint(tmp_path):
     state = torch.load(path, weights_only=True)
     assert state["round"] == 1 and state["version"] == 1
     # the run resumed with the full number of rounds must not see the first run's max_rounds
-    state["settings"]["params"]["max_rounds"] = 4
+    state["settings"]["max_rounds"] = 4
     torch.save(state, path)
     resumed = SPC(3, random_state=0, checkpoint=str(path), **params).fit(x, t, resume=True)
     assert np.array_equal(resumed.labels_, whole.labels_) and np.array_equal(resumed.agreed_, whole.agreed_)

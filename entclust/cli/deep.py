@@ -60,6 +60,18 @@ def data_files(source: str) -> tuple[dict, dict]:
     return {"data": source}, {}
 
 
+def check_resume(args) -> None:
+    """``--checkpoint`` and ``--resume`` together: resuming needs an existing checkpoint, and an
+    existing checkpoint is only reused when ``--resume`` says so."""
+    if args.resume and not args.checkpoint:
+        raise UsageError("--resume needs --checkpoint (the file to continue from)")
+    if args.resume and not os.path.isfile(args.checkpoint):
+        raise UsageError(f"--resume: no checkpoint at {args.checkpoint!r}")
+    if args.checkpoint and not args.resume and os.path.exists(args.checkpoint):
+        raise UsageError(f"--checkpoint {args.checkpoint!r} exists: pass --resume to continue from it, "
+                         f"or remove it to start again")
+
+
 def run(args) -> int:
     import numpy as np
 
@@ -68,13 +80,7 @@ def run(args) -> int:
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in FORMATS:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
-    if args.resume and not args.checkpoint:
-        raise UsageError("--resume needs --checkpoint (the file to continue from)")
-    if args.resume and not os.path.isfile(args.checkpoint):
-        raise UsageError(f"--resume: no checkpoint at {args.checkpoint!r}")
-    if args.checkpoint and not args.resume and os.path.exists(args.checkpoint):
-        raise UsageError(f"--checkpoint {args.checkpoint!r} exists: pass --resume to continue from it, "
-                         f"or remove it to start again")
+    check_resume(args)
     reads, folders = data_files(args.data)
     plan_files({**reads, "--labels": args.labels, "--partial-labels": args.partial_labels},
                {"--out": args.out, "--history": args.history}, updates={"--checkpoint": args.checkpoint},

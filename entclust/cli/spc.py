@@ -18,20 +18,14 @@ def run(args) -> int:
     import numpy as np
 
     from .._files import plan_files, text_writer, write_files
-    from .deep import data_files, load_inputs
+    from .deep import check_resume, data_files, load_inputs
 
     ext = os.path.splitext(args.out)[1].lower()
     if ext not in FORMATS:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
     if args.plot and os.path.splitext(args.plot)[1].lower() not in PLOT_FORMATS:
         raise UsageError(f"--plot must end in one of {', '.join(PLOT_FORMATS)}, got {args.plot!r}")
-    if args.resume and not args.checkpoint:
-        raise UsageError("--resume needs --checkpoint (the file to continue from)")
-    if args.resume and not os.path.isfile(args.checkpoint):
-        raise UsageError(f"--resume: no checkpoint at {args.checkpoint!r}")
-    if args.checkpoint and not args.resume and os.path.exists(args.checkpoint):
-        raise UsageError(f"--checkpoint {args.checkpoint!r} exists: pass --resume to continue from it, "
-                         f"or remove it to start again")
+    check_resume(args)
     reads, folders = data_files(args.data)
     plan_files({**reads, "--labels": args.labels},
                {"--out": args.out, "--history": args.history, "--plot": args.plot},

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._files import CheckpointError, data_fingerprint, read_checkpoint, write_files
+from .._files import check_settings, data_fingerprint, read_checkpoint, write_files
 from ..metrics import clustering_accuracy
 from ..nn import SelfLabeling
 from ..solvers.sharded import em_rce_block_
@@ -315,11 +315,7 @@ class SelfLabelingTrainer:
 
     def _load(self, generator, optimizer) -> int:
         state = read_checkpoint(str(self.checkpoint), self.device, CHECKPOINT_VERSION)
-        mine, theirs = self._settings(), state.get("settings")
-        if not isinstance(theirs, dict) or theirs != mine:
-            differ = sorted(k for k in mine if not isinstance(theirs, dict) or theirs.get(k) != mine[k])
-            raise CheckpointError(f"checkpoint {str(self.checkpoint)!r} was written for other settings or data "
-                                  f"(differing: {', '.join(differ)}); start again without resuming")
+        check_settings(str(self.checkpoint), self._settings(), state.get("settings"))
         self.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])

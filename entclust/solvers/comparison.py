@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checked import next_chunk
+from ._checked import criterion_text, next_chunk
 from ._problem import check_gap_options, check_number, check_sigma
 from .certificate import certify
 from .em import em_cce, em_rce
@@ -194,7 +194,7 @@ def em_rce_compiled(sigma3, u, lam, *, tol_gap, max_iter, check_every, callback)
     b = sigma3.shape[0]
     iterations = torch.zeros(b, dtype=torch.int64, device=sigma3.device)
     converged = torch.zeros(b, dtype=torch.bool, device=sigma3.device)
-    criterion = f"relative Frank-Wolfe gap <= {tol_gap:g}"
+    criterion = criterion_text(tol_gap, 0.0)
     while True:
         objective, gap = certify("rce", sigma3, y, u, lam)
         converged = relative_gap(gap, objective) <= tol_gap

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ._checked import gap_criterion, run_checked
+from ._checked import criterion_text, solve_checked
 from ._problem import check_count, check_gap_options, check_number, finite_problems, prepare, unbatch
 from .certificate import certify, result
 from .result import SolverResult
@@ -82,23 +82,14 @@ def em_rce(
     tol_gap = check_gap_options("em_rce", tol_gap, check_every, callback)
     sigma3, u, tol, y0, batched = prepare("em_rce", sigma, prior, lam, tol, max_iter, y0, validate,
                                           step_tol=tol_gap is None)
-    if tol_gap is not None or callback is not None:
-        if accel is not None:
-            check_accel("em_rce", accel)
-            chunk = lambda i, s, y, m: squarem_rce(s, u, lam, tol, m, y)  # noqa: E731
-        else:
-            chunk = lambda i, s, y, m: ops.em_rce(s, u, lam, tol, m, y)  # noqa: E731
-        return _checked("rce", sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched,
-                        certificate, accel)
-    if accel is not None:
-        step = lambda y: ops.em_rce(sigma3, u, lam, 0.0, 1, y)[0]  # noqa: E731
-        y, iterations, converged = squarem("em_rce", accel, step, "rce", sigma3, u, lam, tol, max_iter, y0)
-        criterion = f"SQUAREM, max|F(y) - y| <= {tol:g}"
-    else:
-        y, iterations, converged = ops.em_rce(sigma3, u, lam, tol, max_iter, y0)
-        criterion = f"max|dy| <= {tol:g}"
-    converged = converged & finite_problems(y) & finite_problems(sigma3)
-    return unbatch(result("rce", sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
+
+    def chunk(index, s, y, m):  # at most m iterations of the problems s from y (None: the default start)
+        if accel is None:
+            return ops.em_rce(s, u, lam, tol, m, y)
+        return squarem("em_rce", accel, lambda z: ops.em_rce(s, u, lam, 0.0, 1, z)[0], "rce", s, u, lam, tol, m, y)
+
+    return _solve("rce", sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched,
+                  certificate, accel)
 
 
 def em_cce(
@@ -139,24 +130,15 @@ def em_cce(
                                           step_tol=tol_gap is None)
     newton_tol = check_number("em_cce", "newton_tol", newton_tol)
     check_count("em_cce", "newton_max_iter", newton_max_iter, 1)
-    if tol_gap is not None or callback is not None:
-        step = lambda s, y: ops.em_cce(s, u, lam, 0.0, 1, newton_tol, newton_max_iter, y)[0]  # noqa: E731
-        if accel is not None:
-            check_accel("em_cce", accel)
-            chunk = lambda i, s, y, m: squarem("em_cce", accel, lambda z: step(s, z), "cce", s, u, lam, tol, m, y)  # noqa: E731
-        else:
-            chunk = lambda i, s, y, m: ops.em_cce(s, u, lam, tol, m, newton_tol, newton_max_iter, y)  # noqa: E731
-        return _checked("cce", sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched,
-                        certificate, accel)
-    if accel is not None:
-        step = lambda y: ops.em_cce(sigma3, u, lam, 0.0, 1, newton_tol, newton_max_iter, y)[0]  # noqa: E731
-        y, iterations, converged = squarem("em_cce", accel, step, "cce", sigma3, u, lam, tol, max_iter, y0)
-        criterion = f"SQUAREM, max|F(y) - y| <= {tol:g}"
-    else:
-        y, iterations, converged = ops.em_cce(sigma3, u, lam, tol, max_iter, newton_tol, newton_max_iter, y0)
-        criterion = f"max|dy| <= {tol:g}"
-    converged = converged & finite_problems(y) & finite_problems(sigma3)
-    return unbatch(result("cce", sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
+
+    def chunk(index, s, y, m):
+        if accel is None:
+            return ops.em_cce(s, u, lam, tol, m, newton_tol, newton_max_iter, y)
+        step = lambda z: ops.em_cce(s, u, lam, 0.0, 1, newton_tol, newton_max_iter, z)[0]  # noqa: E731
+        return squarem("em_cce", accel, step, "cce", s, u, lam, tol, m, y)
+
+    return _solve("cce", sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched,
+                  certificate, accel)
 
 
 def check_accel(name: str, accel) -> None:
@@ -164,27 +146,21 @@ def check_accel(name: str, accel) -> None:
         raise ValueError(f"{name}: accel must be None or 'squarem', got {accel!r}")
 
 
-def squarem_rce(sigma3, u, lam, tol, max_iter, y0):
-    """SQUAREM on the reverse-CE EM map of the problems ``sigma3``."""
-    step = lambda y: ops.em_rce(sigma3, u, lam, 0.0, 1, y)[0]  # noqa: E731
-    return squarem("em_rce", "squarem", step, "rce", sigma3, u, lam, tol, max_iter, y0)
-
-
-def _checked(problem, sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched, certificate,
-             accel):
-    """The EM solve checked on the certificate every ``check_every`` iterations (``run_checked``)."""
-    prefix = "SQUAREM, " if accel is not None else ""
-    if tol_gap is not None:
-        criterion = prefix + gap_criterion(tol_gap) + (f" or max|dy| <= {tol:g}" if tol > 0 else "")
-    else:
-        criterion = prefix + f"max|dy| <= {tol:g}"
-    y, iterations, converged, objective, gap = run_checked(
-        problem, sigma3, u, lam, y0, chunk, tol_gap=tol_gap, step_tol=tol > 0 or tol_gap is None, max_iter=max_iter,
-        check_every=check_every, callback=callback, batched=batched, criterion=criterion)
+def _solve(problem, sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched, certificate,
+           accel):
+    """One fused call of ``max_iter`` iterations, or, with ``tol_gap`` or ``callback``, chunks
+    checked on the certificate every ``check_every`` iterations (:func:`solve_checked`)."""
+    if accel is not None:
+        check_accel(f"em_{problem}", accel)
+    criterion = ("SQUAREM, " if accel is not None else "") + criterion_text(
+        tol_gap, tol, "max|F(y) - y|" if accel is not None and tol_gap is None else "max|dy|")
+    if tol_gap is not None or callback is not None:
+        return solve_checked(problem, sigma3, u, lam, y0, chunk, tol=tol, tol_gap=tol_gap, max_iter=max_iter,
+                             check_every=check_every, callback=callback, batched=batched, certificate=certificate,
+                             criterion=criterion)
+    y, iterations, converged = chunk(None, sigma3, y0, max_iter)
     converged = converged & finite_problems(y) & finite_problems(sigma3)
-    if not certificate:
-        objective = gap = torch.full_like(objective, float("nan"))
-    return unbatch(SolverResult(y, iterations, objective, gap, converged, criterion), batched)
+    return unbatch(result(problem, sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
 
 
 def squarem(name, accel, step, problem, sigma3, u, lam, tol, max_iter, y0):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ._checked import Progress, gap_criterion
+from ._checked import Progress, criterion_text
 from ._problem import check_count, check_gap_options, check_number, prepare, unbatch
 from .certificate import certify
 from .result import SolverResult, relative_gap
@@ -25,9 +25,7 @@ def _gradient(sigma, y, u, lam) -> torch.Tensor:
 
 
 def _criterion(tol: float, tol_gap: float | None) -> str:
-    if tol_gap is None:
-        return f"Frank-Wolfe gap <= {tol:g}"
-    return gap_criterion(tol_gap) + (f" or Frank-Wolfe gap <= {tol:g}" if tol > 0 else "")
+    return criterion_text(tol_gap, tol, "Frank-Wolfe gap")
 
 
 def _met(objective, gap, tol: float, tol_gap: float | None) -> bool:

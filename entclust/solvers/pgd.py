@@ -6,7 +6,7 @@ import torch
 
 from .. import ops
 from ..ops.checks import check_tensor, class_dim
-from ._checked import gap_criterion, run_checked
+from ._checked import criterion_text, solve_checked
 from ._problem import DEFAULT_TOL, check_gap_options, check_number, finite_problems, prepare, unbatch
 from .certificate import certify, result
 from .result import SolverResult
@@ -67,7 +67,7 @@ def pgd_cce(
 
 
 def _checked_pgd(sigma3, u, lam, step, tol, tol_gap, max_iter, y0, check_every, callback, batched, certificate):
-    """PGD checked on the certificate every ``check_every`` iterations (``run_checked``), with one
+    """PGD checked on the certificate every ``check_every`` iterations (``solve_checked``), with one
     step per problem: the given one, or the one ``_auto_step`` picks on a first short run."""
     b = sigma3.shape[0]
     if step is not None:
@@ -90,15 +90,9 @@ def _checked_pgd(sigma3, u, lam, step, tol, tol_gap, max_iter, y0, check_every, 
         return out_y, out_it, out_done
 
     names = ", ".join(f"{v:g}" for v in sorted(set(steps.tolist()), reverse=True))
-    criterion = (gap_criterion(tol_gap) + (f" or max|dy| <= {tol:g}" if tol > 0 else "") if tol_gap is not None
-                 else f"max|dy| <= {tol:g}") + f", step {names}"
-    y, iterations, converged, objective, gap = run_checked(
-        "cce", sigma3, u, lam, y0, chunk, tol_gap=tol_gap, step_tol=tol > 0 or tol_gap is None, max_iter=max_iter,
-        check_every=check_every, callback=callback, batched=batched, criterion=criterion)
-    converged = converged & finite_problems(y) & finite_problems(sigma3)
-    if not certificate:
-        objective = gap = torch.full_like(objective, float("nan"))
-    return unbatch(SolverResult(y, iterations, objective, gap, converged, criterion), batched)
+    return solve_checked("cce", sigma3, u, lam, y0, chunk, tol=tol, tol_gap=tol_gap, max_iter=max_iter,
+                         check_every=check_every, callback=callback, batched=batched, certificate=certificate,
+                         criterion=criterion_text(tol_gap, tol) + f", step {names}")
 
 
 def _auto_step(sigma3, u, lam, tol, max_iter, y0):

@@ -22,7 +22,7 @@ import torch
 from .. import ops
 from .._dist import all_reduce
 from ..ops.checks import block_rows, check_distributions, check_tensor, prior_vector
-from ._checked import gap_criterion, next_chunk
+from ._checked import criterion_text, next_chunk
 from ._problem import DEFAULT_TOL, START_MIX, check_count, check_gap_options, check_number, check_sigma
 from .result import SolverResult, relative_gap
 
@@ -110,7 +110,7 @@ def _certificate(sigma, y, col, u, lam, n, group):
 
 def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group=None, tol: float | None = None,
                    max_iter: int = 1000, y0: torch.Tensor | None = None, tol_gap: float | None = None,
-                   check_every: int = 10, validate: bool = True, certificate: bool = True) -> SolverResult:
+                   check_every: int | str = 10, validate: bool = True, certificate: bool = True) -> SolverResult:
     """:func:`~entclust.em_rce` for one problem whose rows are split over the ranks of ``group``
     (a ``torch.distributed`` process group; None: this process holds every row). Every rank
     calls it with its own rows ``sigma`` ``(N_r, K)`` (shards may differ in size; N_r = 0 is
@@ -166,9 +166,13 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
     y = y.contiguous()
     cu = u.to(torch.float64) * (lam * n)
     col = all_reduce(column_sums(y), group)
+    def gap_met() -> bool:  # one certificate over all ranks
+        objective, gap = _certificate(sigma, y, col, u, lam, n, group)
+        return relative_gap(gap, objective) <= tol_gap
+
     iterations, converged, stepped, next_check = 0, False, False, next_chunk(check_every, 0)
     if tol_gap is not None:
-        converged = relative_gap(*reversed(_certificate(sigma, y, col, u, lam, n, group))) <= tol_gap
+        converged = gap_met()
     for it in range(1, max_iter + 1):
         if converged or stepped:
             break
@@ -183,15 +187,14 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
             stepped = delta <= tol
             if it == next_check or stepped or it == max_iter:
                 next_check = it + next_chunk(check_every, it)
-                converged = relative_gap(*reversed(_certificate(sigma, y, col, u, lam, n, group))) <= tol_gap
+                converged = gap_met()
     converged = bool(converged) and bool(torch.isfinite(col).all())
     if certificate:
         objective, gap = _certificate(sigma, y, col, u, lam, n, group)
     else:
         objective = gap = float("nan")
-    criterion = f"max|dy| <= {tol:g} over all ranks" if tol_gap is None else gap_criterion(tol_gap) + \
-        (f" or max|dy| <= {tol:g}" if tol > 0 else "") + " over all ranks"
-    return SolverResult(y, iterations, float(objective), float(gap), converged, criterion)
+    return SolverResult(y, iterations, float(objective), float(gap), converged,
+                        criterion_text(tol_gap, tol) + " over all ranks")
 
 
 __all__ = ["column_sums", "em_rce_block_", "em_rce_sharded", "em_step_", "fairness_weights"]

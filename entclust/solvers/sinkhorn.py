@@ -44,7 +44,8 @@ def sinkhorn_knopp(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol
         error = (row - 1.0 / n).abs() * n
         if bool((error <= tol).all()):
             converged = True
-        if callback is not None and callback(iterations, float(error.max())) or converged:
+        stop = callback is not None and callback(iterations, float(error.max()))  # the last sweep's too
+        if converged or stop:
             break
     if warn and not converged:
         warnings.warn(f"sinkhorn_knopp: row sums still off by more than tol={tol:g} (relative) after "

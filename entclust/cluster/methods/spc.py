@@ -40,7 +40,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from ..._files import CheckpointError, data_fingerprint, read_checkpoint, write_files
+from ..._files import CheckpointError, check_settings, data_fingerprint, read_checkpoint, write_files
 from ...data import SCALINGS, Scaler
 from ..registry import EstimatorMethod, register
 
@@ -578,7 +578,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint", "device", "verbose")}
         params["random_state"] = params["random_state"] if isinstance(params["random_state"], (int, type(None))) \
             else repr(params["random_state"])
-        return {"params": params, "data": self._fingerprint}
+        return {**params, "data": self._fingerprint}
 
     def _save(self, model, optimizer, generator, history, best, stale, r):
         state = {"version": CHECKPOINT_VERSION, "round": r, "model": model.state_dict(),
@@ -592,13 +592,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         """The state after the checkpoint's round: ``(history, best, stale, next round)``."""
         path = str(self.checkpoint)
         state = read_checkpoint(path, "cpu", CHECKPOINT_VERSION)
-        mine, theirs = self._settings(), state.get("settings")
-        if not isinstance(theirs, dict) or theirs != mine:
-            differ = sorted(set(mine["params"]) | {"data"}) if not isinstance(theirs, dict) else \
-                sorted([k for k in mine["params"] if theirs.get("params", {}).get(k) != mine["params"][k]]
-                       + (["data"] if theirs.get("data") != mine["data"] else []))
-            raise CheckpointError(f"checkpoint {path!r} was written for other settings or data (differing: "
-                                  f"{', '.join(differ)}); start again without resuming")
+        check_settings(path, self._settings(), state.get("settings"))
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
