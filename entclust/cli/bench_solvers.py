@@ -226,7 +226,7 @@ def main(args) -> int:
                 f"{str(sigma.dtype).split('.')[-1]} on {sigma.device}"
         print(title, flush=True)
         comparison = solvers.compare(sigma, prior, args.lam, problem=kind, solvers=names, target_gap=args.target_gap,
-                                     time_limit=args.time_limit, check_every=args.check_every)
+                                     time_limit=args.time_limit, check_every=args.check_every, verbose=True)
         comparison.setting["k"] = k
         table = comparison.table()
         note = f"\nnot run: {', '.join(skipped)} (K > --newton-max-k {args.newton_max_k})" if skipped else ""

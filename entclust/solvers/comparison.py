@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -265,6 +266,7 @@ def compare(
     time_limit: float = 10.0,
     check_every: int | str = "auto",
     warmup: bool = True,
+    verbose: bool = False,
 ) -> Comparison:
     """Run pseudo-label solvers on one problem (``sigma`` ``(N, K)``) or a batch (``(B, N, K)``)
     to one common certificate, the relative Frank-Wolfe gap ``fw_gap / (1 + |objective|)``.
@@ -291,6 +293,7 @@ def compare(
             a small share of a long run.
         warmup: run each solver once for a few iterations first (thread pools, kernels loaded,
             torch.compile's compilation, whose time is reported as ``setup_s``).
+        verbose: a line on stderr as each solver finishes (a run can take ``time_limit`` seconds).
 
     Returns:
         A :class:`Comparison`: ``rows`` (one dict per solver), ``traces`` (seconds, iterations,
@@ -328,6 +331,8 @@ def compare(
                                   warmup)
         out.rows.append(row)
         out.traces[name] = trace
+        if verbose:
+            print(f"  {name}: {row['stop']} after {_fmt_s(row['seconds'])}", file=sys.stderr, flush=True)
     return out
 
 
