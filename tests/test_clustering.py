@@ -27,7 +27,11 @@ def test_self_labeling_solves_then_returns_the_loss_for_those_labels(method, sol
     sigma = torch.softmax(x.detach().double(), -1)
     solve = {"em": getattr(entclust, f"em_{method}"), "dual_newton": entclust.dual_newton_rce,
              "pgd": entclust.pgd_cce}[solver]
-    kwargs = {"max_iter": 300} if solver == "dual_newton" else {"max_iter": 300, "tol": None, **(options or {})}
+    # the module's default criterion: relative gap <= 1e-2 or (EM, PGD) a gap <= 0.5 x the decrease,
+    # with a certificate every 25 iterations
+    kwargs = {"max_iter": 300, "tol_gap": 1e-2}
+    if solver != "dual_newton":
+        kwargs.update(tol_progress=0.5, check_every=25, **(options or {}))
     expected = solve(sigma, None, 5.0, **kwargs).y
     torch.testing.assert_close(y.double(), expected, atol=1e-6, rtol=0)
     assert criterion.last_result.y.shape == (60, 4)

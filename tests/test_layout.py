@@ -9,7 +9,7 @@ import entclust
 
 ROOT = pathlib.Path(entclust.__file__).parent
 # layer of each top-level part; a module may import its own layer or lower ones
-LAYERS = {"_C": 0, "_files": 0, "_dist": 0, "ops": 1, "losses": 2, "solvers": 3, "nn": 4, "data": 4, "metrics": 4,
+LAYERS = {"_C": 0, "_files": 0, "_dist": 0, "_warn": 0, "ops": 1, "losses": 2, "solvers": 3, "nn": 4, "data": 4, "metrics": 4,
           "images": 4, "cluster": 5, "deep": 5, "cli": 6, "testing": 7, "__init__": 8, "__main__": 8}
 # benchmarks shipped as commands: they time the library against the PyTorch ground truth
 MAY_IMPORT_TESTING = {"entclust.cli.bench", "entclust.cli.losses_demo"}

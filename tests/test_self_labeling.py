@@ -62,16 +62,17 @@ def test_the_estimator_prior_error_does_not_mention_sum_tol():
 
 def test_unconverged_solves_are_counted_and_reported():
     logits = 3 * torch.randn(250, 10, generator=torch.Generator().manual_seed(0))
-    criterion = entclust.SelfLabeling("rce")  # EM capped at 100 iterations: not converged here
-    with pytest.warns(RuntimeWarning, match=r"1 of 1 pseudo-label solve\(s\) stopped before"):
+    criterion = entclust.SelfLabeling("rce", max_iter=2)  # 2 EM iterations meet neither default target here
+    with pytest.warns(RuntimeWarning, match=r"1 of 1 pseudo-label solve\(s\) stopped before") as record:
         criterion(logits)
+    assert record[0].filename == __file__  # the user's line, not torch's module.py
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # one warning per module, the count goes on
         criterion(logits)
     assert criterion.stats["solves"] == 2 and criterion.stats["unconverged"] == 2
     assert criterion.stats["max_gap"] == pytest.approx(float(criterion.last_result.fw_gap))
     with pytest.raises(RuntimeError, match="stopped before"):
-        entclust.SelfLabeling("rce", on_unconverged="raise")(logits)
+        entclust.SelfLabeling("rce", max_iter=2, on_unconverged="raise")(logits)
     quiet = entclust.SelfLabeling("rce", lam=1.0, max_iter=5000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -218,7 +219,7 @@ def test_a_training_step_with_self_labeling_compiles_with_fullgraph(method):
     assert all(p.grad is not None and bool(p.grad.isfinite().all()) for p in model.parameters())
     torch.library.opcheck(torch.ops.entclust.self_labeling_solve,
                           (model(x).detach(), torch.full((6,), 1 / 6, dtype=torch.float64), 10.0, method, "em", 50,
-                           -1.0, "{}"))
+                           -1.0, 1e-2, 0.1, '{"check_every": 25}'))
 
 
 @pytest.mark.parametrize("scale", [10.0, 30.0, 50.0])

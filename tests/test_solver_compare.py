@@ -12,6 +12,7 @@ import torch
 import entclust
 from entclust import cli, solvers
 from entclust.solvers.sharded import em_rce_sharded
+from entclust.testing import reference as R
 
 from .helpers import every_cpu_capability  # noqa: F401  (fixture)
 
@@ -256,3 +257,22 @@ def test_sinkhorn_reports_its_own_criterion_and_stops_on_the_time_limit():
     (row,) = out.rows
     assert row["stop"] == "time limit" and row["seconds"] < 1.0 and row["converged"] is False
     assert row["own_error"] == out.traces["sinkhorn_knopp"][-1][2] > 1e-15
+
+
+@pytest.mark.parametrize("name, extra", [("em_rce", {}), ("em_cce", {}), ("pgd_cce", {"step": 0.01}),
+                                         ("em_rce", {"accel": "squarem"})])
+def test_tol_progress_stops_each_problem_on_a_tenth_of_its_decrease(name, extra):
+    """gap <= p (f0 - f), per problem of a batch; f0 is the start's objective."""
+    sigma = torch.softmax(3 * torch.randn(3, 120, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64), -1)
+    problem = R.rce_objective if name == "em_rce" else R.cce_objective
+    res = getattr(entclust, name)(sigma, lam=50.0, tol_progress=0.1, max_iter=20_000, check_every=5, **extra)
+    assert bool(res.converged.all()) and "Frank-Wolfe gap <= 0.1 x decrease" in res.criterion
+    for b in range(3):
+        f0 = float(problem(sigma[b], sigma[b], None, 50.0))
+        assert float(res.fw_gap[b]) <= 0.1 * (f0 - float(res.objective[b])) + 1e-12
+        alone = getattr(entclust, name)(sigma[b], lam=50.0, tol_progress=0.1, max_iter=20_000, check_every=5, **extra)
+        assert alone.iterations == int(res.iterations[b])
+    both = entclust.em_rce(sigma, lam=50.0, tol_progress=0.1, tol_gap=1e-12, max_iter=20_000, check_every=5)
+    assert both.criterion == "relative Frank-Wolfe gap <= 1e-12 or Frank-Wolfe gap <= 0.1 x decrease"
+    with pytest.raises(ValueError, match="tol_progress"):
+        getattr(entclust, name)(sigma, lam=50.0, tol_progress=-0.5, **extra)

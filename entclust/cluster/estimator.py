@@ -102,7 +102,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     labels_ : cluster of each training point. cluster_sizes_ : points per cluster, ``(K,)``.
     history_ : one dict per epoch of the kept run: mean batch loss, seconds, number of empty clusters
         and, for "rce"/"cce", the pseudo-label solves of the epoch, how many stopped unconverged
-        (at ``method_params["max_iter"]``) and their largest Frank-Wolfe gap.
+        (short of their stopping rule, :class:`entclust.SelfLabeling`'s by default) and their largest Frank-Wolfe gap.
     objective_ : the kept run's objective on all points (global labels above K = 256: each point's
         sigma and y over its 64 largest logits). n_init_ : the number of runs trained (restarts
         trained side by side share each epoch's ``seconds``). init_history_ : one dict per round

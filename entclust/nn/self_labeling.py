@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import torch
 from torch import nn
 
 from .. import solvers
 from .._dist import all_reduce
+from .._warn import warn_user
 from ..ops.checks import check_tensor
 from .losses import SelfLabelingLoss
 from .memory import ColumnMemory
@@ -16,31 +16,52 @@ from .memory import ColumnMemory
 
 @torch.library.custom_op("entclust::self_labeling_solve", mutates_args=())
 def _solve_op(logits: torch.Tensor, prior: torch.Tensor, lam: float, method: str, solver: str, max_iter: int,
-              tol: float, options: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              tol: float, tol_gap: float, tol_progress: float,
+              options: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The solve of :meth:`SelfLabeling.solve` as one opaque op, so that ``torch.compile`` traces a
     training step around it (the solvers' checks, loops and certificates are data-dependent).
-    ``tol < 0`` means the solver's default; ``options``: its extra keyword arguments as JSON.
-    Returns ``(y float64, converged, fw_gap)``."""
+    ``tol``, ``tol_gap`` or ``tol_progress < 0``: not given; ``options``: the solver's extra keyword arguments as
+    JSON. Returns ``(y float64, converged, fw_gap)``."""
     sigma = torch.softmax(logits.double(), dim=-1)
-    name = {"em": f"em_{method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}[solver]
-    kwargs = json.loads(options)
-    if solver != "dual_newton":
-        kwargs.setdefault("tol", None if tol < 0 else tol)
-    kwargs.setdefault("max_iter", max_iter)
-    res = getattr(solvers, name)(sigma, prior, lam, validate=False, **kwargs)
+    given = lambda value: None if value < 0 else value  # noqa: E731
+    kwargs = _solver_kwargs(solver, json.loads(options), given(tol), given(tol_gap), given(tol_progress), max_iter)
+    res = getattr(solvers, _SOLVER_FUNCTIONS[solver].format(method=method))(sigma, prior, lam, validate=False, **kwargs)
     return (res.y, torch.as_tensor(res.converged, device=res.y.device).clone(),
             torch.as_tensor(res.fw_gap, dtype=torch.float64, device=res.y.device).clone())
 
 
 @_solve_op.register_fake
-def _(logits, prior, lam, method, solver, max_iter, tol, options):
+def _(logits, prior, lam, method, solver, max_iter, tol, tol_gap, tol_progress, options):
     batch = logits.shape[:-2]
     return (logits.new_empty(logits.shape, dtype=torch.float64), logits.new_empty(batch, dtype=torch.bool),
             logits.new_empty(batch, dtype=torch.float64))
 
 
-# Pseudo-label solvers SelfLabeling can use, per problem (names of functions in entclust.solvers).
+# Pseudo-label solvers SelfLabeling can use, per problem, and their functions in entclust.solvers.
 SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "pgd")}
+_SOLVER_FUNCTIONS = {"em": "em_{method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}
+# The default stopping rule of a per-batch solve (see the class doc): a relative Frank-Wolfe gap,
+# or for EM and PGD a gap within half the decrease made (two thirds of the best step).
+DEFAULT_TOL_GAP = 1e-2
+DEFAULT_TOL_PROGRESS = 0.5
+DEFAULT_MAX_ITER = 1000
+# Iterations between two certificates of a chunked (EM, PGD) solve under tol_gap: at 250 x 10 a
+# default solve took 5.0 ms (median of 20) with 25, 7.9 ms with the solvers' 10, 12.7 with "auto"
+# (a check costs ~0.27 ms, an EM iteration ~8 us; the solves ran 170-300 iterations).
+CHECK_EVERY = 25
+
+
+def _solver_kwargs(solver: str, options: dict, tol, tol_gap, tol_progress, max_iter: int) -> dict:
+    """The keyword arguments of one solve: ``solver_options`` first, then the module's criterion."""
+    kwargs = dict(options)
+    kwargs.setdefault("tol", tol)
+    kwargs.setdefault("tol_gap", tol_gap)
+    kwargs.setdefault("max_iter", max_iter)
+    if solver in ("em", "pgd"):
+        kwargs.setdefault("tol_progress", tol_progress)
+        if kwargs["tol_gap"] is not None or kwargs["tol_progress"] is not None:
+            kwargs.setdefault("check_every", CHECK_EVERY)
+    return kwargs
 
 
 class SelfLabeling(nn.Module):
@@ -65,6 +86,20 @@ class SelfLabeling(nn.Module):
     ``KL(u || sigma_bar)`` in class k's logits scales as ``sigma_ik / sigma_bar_k`` and does not
     fade. With y = sigma the objective is the MI loss with fairness weight ``lam +
     prediction_fairness``; the y-step is unchanged.
+
+    **When a solve stops.** The Frank-Wolfe gap of the labels bounds how far their objective is
+    from the optimum. By default a per-batch solve stops, within ``max_iter = 1000`` iterations,
+    when its relative gap ``fw_gap / (1 + |objective|)`` is ``<= tol_gap = 1e-2`` or, for EM and
+    PGD, when its gap is ``<= tol_progress = 0.5`` times the decrease of the objective since the
+    start: the labels then made at least two thirds of the best decrease from ``y = sigma``, an
+    inexact block step of the training's alternating descent that keeps a fixed share of the
+    exact one. EM meets it on ordinary batches (250 x 10, logits ``3 N(0, 1)``, ``lam = 100``: at
+    the first certificate, 25 iterations) and on the confident batches of a trained linear head
+    on digits (40 to 75 iterations, where a relative gap of 1e-2 alone took 1500 to 2500); a solve
+    that does not is one that really failed, and is counted and warned of. ``tol_progress=0.1``
+    asks for 91 % of the best decrease, ``tol_gap`` alone for a certified gap, ``tol`` alone for
+    the solvers' step criterion ``max|y_t - y_{t-1}| <= tol`` (``tol=1e-10, max_iter=100`` was the
+    default until December 2026; EM rarely met it, and the module warned each epoch).
 
     Call: ``loss = criterion(logits, head=None)`` or, with ``return_labels=True``,
     ``loss, y = criterion(logits, return_labels=True)``. The last solve's
@@ -100,8 +135,8 @@ class SelfLabeling(nn.Module):
 
     def __init__(self, method: str = "rce", lam: float = 100.0, *, gamma: float = 0.0, prior=None,
                  prediction_fairness: float | None = None, solver: str = "em", max_iter: int | None = None,
-                 tol: float | None = None, solver_options=None, on_unconverged: str = "warn",
-                 n_points: int | None = None, group=None):
+                 tol: float | None = None, tol_gap: float | None = None, tol_progress: float | None = None,
+                 solver_options=None, on_unconverged: str = "warn", n_points: int | None = None, group=None):
         super().__init__()
         if n_points is not None:
             if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 0:
@@ -112,7 +147,19 @@ class SelfLabeling(nn.Module):
         elif group is not None:
             raise ValueError("group needs n_points: the distributed solve runs on the global pseudo-labels")
         if max_iter is None:
-            max_iter = 100 if n_points is None else 3
+            max_iter = DEFAULT_MAX_ITER if n_points is None else 3
+        for name, value in (("tol_gap", tol_gap), ("tol_progress", tol_progress)):
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          and 0 <= value < float("inf")):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            if value is not None and n_points is not None:
+                raise ValueError(f"{name} is a stopping rule of per-batch solves; with n_points each batch gets "
+                                 f"max_iter EM steps against the global column sums")
+        if tol_progress is not None and solver not in ("em", "pgd"):
+            raise ValueError(f"tol_progress is a stopping rule of the 'em' and 'pgd' solvers, got solver={solver!r}")
+        if tol is None and tol_gap is None and tol_progress is None and n_points is None:
+            tol_gap = DEFAULT_TOL_GAP
+            tol_progress = DEFAULT_TOL_PROGRESS if solver in ("em", "pgd") else None
         if on_unconverged not in ("warn", "raise", "ignore"):
             raise ValueError(f"on_unconverged must be 'warn', 'raise' or 'ignore', got {on_unconverged!r}")
         if method not in SOLVERS:
@@ -126,6 +173,8 @@ class SelfLabeling(nn.Module):
         self.loss = SelfLabelingLoss(method, lam, gamma=gamma, prior=prior, prediction_fairness=prediction_fairness)
         self.method, self.lam, self.gamma, self.solver = method, float(lam), float(gamma), solver
         self.max_iter, self.tol, self.solver_options = max_iter, tol, dict(solver_options or {})
+        self.tol_gap = None if tol_gap is None else float(tol_gap)
+        self.tol_progress = None if tol_progress is None else float(tol_progress)
         self.on_unconverged = on_unconverged
         self.n_points, self.group = n_points, group
         self.memory = None  # with n_points: a ColumnMemory, made at the first call (K from the logits)
@@ -173,7 +222,7 @@ class SelfLabeling(nn.Module):
             if self.on_unconverged == "raise":
                 raise RuntimeError(message)
             if not self._warned:
-                warnings.warn(message, RuntimeWarning, stacklevel=5)  # the caller of criterion(logits)
+                warn_user(message)  # attributed to the user's line, not torch's module.py
                 self._warned = True
 
     @property
@@ -196,13 +245,10 @@ class SelfLabeling(nn.Module):
         if logits.dim() not in (2, 3):
             raise ValueError(f"logits must have shape (N, K) or (B, N, K), got {tuple(logits.shape)}")
         sigma = torch.softmax(logits.detach().double(), dim=-1)
-        name = {"em": f"em_{self.method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce",
-                "pgd": "pgd_cce"}[self.solver]
-        kwargs = dict(self.solver_options)
-        if self.solver != "dual_newton":
-            kwargs.setdefault("tol", self.tol)
-        kwargs.setdefault("max_iter", self.max_iter)
-        return getattr(solvers, name)(sigma, self.prior, self.lam, validate=False, **kwargs)
+        kwargs = _solver_kwargs(self.solver, self.solver_options, self.tol, self.tol_gap, self.tol_progress,
+                                self.max_iter)
+        solve = getattr(solvers, _SOLVER_FUNCTIONS[self.solver].format(method=self.method))
+        return solve(sigma, self.prior, self.lam, validate=False, **kwargs)
 
     def _checked_solve(self, logits: torch.Tensor):
         result = self.solve(logits)
@@ -319,7 +365,8 @@ class SelfLabeling(nn.Module):
                 (logits.shape[-1],), 1.0 / logits.shape[-1], dtype=torch.float64)
             full, _, _ = _solve_op(logits.detach(), prior.to(device=logits.device, dtype=torch.float64), self.lam,
                                    self.method, self.solver, self.max_iter, -1.0 if self.tol is None else float(self.tol),
-                                   self._options_json)
+                                   -1.0 if self.tol_gap is None else self.tol_gap,
+                                   -1.0 if self.tol_progress is None else self.tol_progress, self._options_json)
         elif y is None:
             full = self._checked_solve(logits).y
         else:
@@ -337,4 +384,7 @@ class SelfLabeling(nn.Module):
     def extra_repr(self) -> str:
         memory = f", n_points={self.n_points}" if self.n_points is not None else ""
         return (f"method={self.method!r}, lam={self.lam}, gamma={self.gamma}, "
-                f"prediction_fairness={self.prediction_fairness}, solver={self.solver!r}, max_iter={self.max_iter}{memory}")
+                f"prediction_fairness={self.prediction_fairness}, solver={self.solver!r}, max_iter={self.max_iter}"
+                + (f", tol_gap={self.tol_gap:g}" if self.tol_gap is not None else "")
+                + (f", tol_progress={self.tol_progress:g}" if self.tol_progress is not None else "")
+                + (f", tol={self.tol:g}" if self.tol is not None else "") + memory)

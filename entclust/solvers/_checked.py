@@ -11,17 +11,53 @@ from typing import Callable
 
 import torch
 
-from ._problem import finite_problems, unbatch
+from ._problem import check_number, finite_problems, unbatch
 from .certificate import certify
 from .result import SolverResult, relative_gap
 
 
-def criterion_text(tol_gap: float | None, tol: float, step: str = "max|dy|") -> str:
-    """What a solve stops on: the relative gap (and its own ``step`` criterion where ``tol > 0``),
-    or only the step criterion when ``tol_gap`` is None."""
-    if tol_gap is None:
+class GapTarget:
+    """What a checked solve stops a problem on: its relative Frank-Wolfe gap
+    ``fw_gap / (1 + |objective|) <= tol_gap``, or (``tol_progress``) a gap that is at most
+    ``tol_progress`` times the decrease of the objective since the start,
+    ``fw_gap <= tol_progress (objective_start - objective)``. The gap bounds ``objective - f*``,
+    so the second means the solve has made at least ``1 / (1 + tol_progress)`` of the largest
+    decrease it could make from its start: an inexact block step of a training loop that keeps
+    a fixed share of the exact one (at ``tol_progress = 0.1``, 91 %)."""
+
+    def __init__(self, tol_gap: float | None, tol_progress: float | None):
+        self.tol_gap, self.tol_progress = tol_gap, tol_progress
+
+    def met(self, gap: torch.Tensor, objective: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        met = torch.zeros_like(gap, dtype=torch.bool)
+        if self.tol_gap is not None:
+            met |= relative_gap(gap, objective) <= self.tol_gap
+        if self.tol_progress is not None:
+            met |= gap <= self.tol_progress * (start - objective)
+        return met
+
+    def __str__(self) -> str:
+        parts = [] if self.tol_gap is None else [f"relative Frank-Wolfe gap <= {self.tol_gap:g}"]
+        if self.tol_progress is not None:
+            parts.append(f"Frank-Wolfe gap <= {self.tol_progress:g} x decrease")
+        return " or ".join(parts)
+
+
+def gap_target(name: str, tol_gap: float | None, tol_progress) -> GapTarget | None:
+    """The checked ``tol_progress`` (None or a number >= 0) with ``tol_gap`` (checked already) as a
+    :class:`GapTarget`, or None when neither is given."""
+    if tol_progress is not None:
+        tol_progress = check_number(name, "tol_progress", tol_progress)
+    return None if tol_gap is None and tol_progress is None else GapTarget(tol_gap, tol_progress)
+
+
+def criterion_text(target, tol: float, step: str = "max|dy|") -> str:
+    """What a solve stops on: its gap target (a relative gap ``tol_gap`` or a :class:`GapTarget`;
+    and its own ``step`` criterion where ``tol > 0``), or only the step criterion when it is None."""
+    if target is None:
         return f"{step} <= {tol:g}"
-    return f"relative Frank-Wolfe gap <= {tol_gap:g}" + (f" or {step} <= {tol:g}" if tol > 0 else "")
+    text = str(target) if isinstance(target, GapTarget) else f"relative Frank-Wolfe gap <= {target:g}"
+    return text + (f" or {step} <= {tol:g}" if tol > 0 else "")
 
 
 AUTO_SHARE = 8  # check_every="auto": the next check after 1/8 of the iterations run so far
@@ -34,12 +70,12 @@ def next_chunk(check_every, count: int) -> int:
     return max(1, count // AUTO_SHARE) if check_every == "auto" else check_every
 
 
-def run_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, tol_gap: float | None, step_tol: bool,
+def run_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, target: GapTarget | None, step_tol: bool,
                 max_iter: int, check_every: int, callback, batched: bool, criterion: str):
     """Runs ``chunk(index, sigma, y, m) -> (y, iterations, step_done)`` (at most ``m`` iterations of
     the problems ``index``, warm-started at ``y``) until every problem is done. A problem is done
-    when its relative gap is <= ``tol_gap`` (then ``converged``), when its own step criterion
-    fired (``step_tol``; ``converged`` too when ``tol_gap`` is None), when its certificate is not
+    when it met its gap ``target`` (then ``converged``), when its own step criterion
+    fired (``step_tol``; ``converged`` too when ``target`` is None), when its certificate is not
     finite (a run that diverged), or at ``max_iter``.
     ``callback(result)`` sees the state after the start and after each chunk (the result type the
     solver returns); a true return stops the solve. Returns ``(y, iterations, converged, objective, gap)``."""
@@ -50,10 +86,11 @@ def run_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, tol
     converged = torch.zeros(b, dtype=torch.bool, device=device)
     stopped = torch.zeros(b, dtype=torch.bool, device=device)
     objective, gap = certify(problem, sigma3, y, u, lam)
+    start = objective.clone()
     count = 0  # iterations run by every problem still active (they run in step)
     while True:
-        if tol_gap is not None:
-            converged |= ~stopped & (relative_gap(gap, objective) <= tol_gap)
+        if target is not None:
+            converged |= ~stopped & target.met(gap, objective, start)
         if callback is not None and callback(unbatch(SolverResult(y, iterations, objective, gap, converged, criterion),
                                                      batched)):
             break
@@ -69,30 +106,30 @@ def run_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, tol
         y_sub, its, done = chunk(index, s, y if index is None else y.index_select(0, index).contiguous(), m)
         o, g = certify(problem, s, y_sub, u, lam)
         ends = ~torch.isfinite(g)  # diverged (PGD with too large a step): no point going on
-        if step_tol and tol_gap is not None:
+        if step_tol and target is not None:
             ends |= done  # stopped by its own criterion, converged only if the gap says so
         if index is None:
             y, objective, gap = y_sub, o, g
             iterations += its
             stopped |= ends
-            if step_tol and tol_gap is None:
+            if step_tol and target is None:
                 converged |= done
         else:
             y[index], objective[index], gap[index] = y_sub, o, g
             iterations[index] += its
             stopped[index] |= ends
-            if step_tol and tol_gap is None:
+            if step_tol and target is None:
                 converged[index] |= done
     return y, iterations, converged, objective, gap
 
 
-def solve_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, tol: float, tol_gap: float | None,
+def solve_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, tol: float, target: GapTarget | None,
                   max_iter: int, check_every, callback, batched: bool, certificate: bool, criterion: str):
     """:func:`run_checked` as a solver's result: ``tol > 0`` keeps the step criterion beside the
     gap, ``converged`` is never True for a non-finite y, and ``certificate=False`` leaves the
     objective and gap NaN (they were computed for the checks)."""
     y, iterations, converged, objective, gap = run_checked(
-        problem, sigma3, u, lam, y0, chunk, tol_gap=tol_gap, step_tol=tol > 0 or tol_gap is None, max_iter=max_iter,
+        problem, sigma3, u, lam, y0, chunk, target=target, step_tol=tol > 0 or target is None, max_iter=max_iter,
         check_every=check_every, callback=callback, batched=batched, criterion=criterion)
     converged = converged & finite_problems(y) & finite_problems(sigma3)
     if not certificate:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ._checked import criterion_text, solve_checked
+from ._checked import criterion_text, gap_target, solve_checked
 from ._problem import check_count, check_gap_options, check_number, finite_problems, prepare, unbatch
 from .certificate import certify, result
 from .result import SolverResult
@@ -26,6 +26,7 @@ def em_rce(
     y0: torch.Tensor | None = None,
     accel: str | None = None,
     tol_gap: float | None = None,
+    tol_progress: float | None = None,
     check_every: int | str = 10,
     callback=None,
     validate: bool = True,
@@ -58,6 +59,10 @@ def em_rce(
         tol_gap: stop a problem when its relative Frank-Wolfe gap
             ``fw_gap / (1 + |objective|)`` is ``<= tol_gap`` (the criterion every solver shares;
             ``converged`` then says whether it was met); checked every ``check_every`` iterations.
+        tol_progress: stop a problem when its Frank-Wolfe gap is ``<= tol_progress`` times the
+            decrease of the objective since the start (the solve then made at least
+            ``1 / (1 + tol_progress)`` of the decrease it could make: the criterion of
+            :class:`~entclust.SelfLabeling`'s inexact steps); with ``tol_gap``, either stops.
         check_every: iterations between two checks when ``tol_gap`` or ``callback`` is given, or
             ``"auto"``: after 1, 2, ..., 8 iterations, then every 1/8 of those run so far (O(log n)
             checks, a stop at most 1/8 past the first iteration that met the target). A check costs
@@ -79,16 +84,16 @@ def em_rce(
         >>> res.converged, res.relative_gap <= 1e-6
         (True, True)
     """
-    tol_gap = check_gap_options("em_rce", tol_gap, check_every, callback)
+    target = gap_target("em_rce", check_gap_options("em_rce", tol_gap, check_every, callback), tol_progress)
     sigma3, u, tol, y0, batched = prepare("em_rce", sigma, prior, lam, tol, max_iter, y0, validate,
-                                          step_tol=tol_gap is None)
+                                          step_tol=target is None)
 
     def chunk(index, s, y, m):  # at most m iterations of the problems s from y (None: the default start)
         if accel is None:
             return ops.em_rce(s, u, lam, tol, m, y)
         return squarem("em_rce", accel, lambda z: ops.em_rce(s, u, lam, 0.0, 1, z)[0], "rce", s, u, lam, tol, m, y)
 
-    return _solve("rce", sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched,
+    return _solve("rce", sigma3, u, lam, y0, chunk, tol, target, max_iter, check_every, callback, batched,
                   certificate, accel)
 
 
@@ -104,6 +109,7 @@ def em_cce(
     y0: torch.Tensor | None = None,
     accel: str | None = None,
     tol_gap: float | None = None,
+    tol_progress: float | None = None,
     check_every: int | str = 10,
     callback=None,
     validate: bool = True,
@@ -125,9 +131,9 @@ def em_cce(
     multiplicative updates approach slowly (MATH.md: Frank-Wolfe gap 2.8e-2 after 1000
     iterations at N = 250, K = 200, lam = 100): check ``result.fw_gap``.
     """
-    tol_gap = check_gap_options("em_cce", tol_gap, check_every, callback)
+    target = gap_target("em_cce", check_gap_options("em_cce", tol_gap, check_every, callback), tol_progress)
     sigma3, u, tol, y0, batched = prepare("em_cce", sigma, prior, lam, tol, max_iter, y0, validate,
-                                          step_tol=tol_gap is None)
+                                          step_tol=target is None)
     newton_tol = check_number("em_cce", "newton_tol", newton_tol)
     check_count("em_cce", "newton_max_iter", newton_max_iter, 1)
 
@@ -137,7 +143,7 @@ def em_cce(
         step = lambda z: ops.em_cce(s, u, lam, 0.0, 1, newton_tol, newton_max_iter, z)[0]  # noqa: E731
         return squarem("em_cce", accel, step, "cce", s, u, lam, tol, m, y)
 
-    return _solve("cce", sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched,
+    return _solve("cce", sigma3, u, lam, y0, chunk, tol, target, max_iter, check_every, callback, batched,
                   certificate, accel)
 
 
@@ -146,16 +152,16 @@ def check_accel(name: str, accel) -> None:
         raise ValueError(f"{name}: accel must be None or 'squarem', got {accel!r}")
 
 
-def _solve(problem, sigma3, u, lam, y0, chunk, tol, tol_gap, max_iter, check_every, callback, batched, certificate,
+def _solve(problem, sigma3, u, lam, y0, chunk, tol, target, max_iter, check_every, callback, batched, certificate,
            accel):
-    """One fused call of ``max_iter`` iterations, or, with ``tol_gap`` or ``callback``, chunks
+    """One fused call of ``max_iter`` iterations, or, with a gap ``target`` or ``callback``, chunks
     checked on the certificate every ``check_every`` iterations (:func:`solve_checked`)."""
     if accel is not None:
         check_accel(f"em_{problem}", accel)
     criterion = ("SQUAREM, " if accel is not None else "") + criterion_text(
-        tol_gap, tol, "max|F(y) - y|" if accel is not None and tol_gap is None else "max|dy|")
-    if tol_gap is not None or callback is not None:
-        return solve_checked(problem, sigma3, u, lam, y0, chunk, tol=tol, tol_gap=tol_gap, max_iter=max_iter,
+        target, tol, "max|F(y) - y|" if accel is not None and target is None else "max|dy|")
+    if target is not None or callback is not None:
+        return solve_checked(problem, sigma3, u, lam, y0, chunk, tol=tol, target=target, max_iter=max_iter,
                              check_every=check_every, callback=callback, batched=batched, certificate=certificate,
                              criterion=criterion)
     y, iterations, converged = chunk(None, sigma3, y0, max_iter)

@@ -6,7 +6,7 @@ import torch
 
 from .. import ops
 from ..ops.checks import check_tensor, class_dim
-from ._checked import criterion_text, solve_checked
+from ._checked import criterion_text, gap_target, solve_checked
 from ._problem import DEFAULT_TOL, check_gap_options, check_number, finite_problems, prepare, unbatch
 from .certificate import certify, result
 from .result import SolverResult
@@ -25,6 +25,7 @@ def pgd_cce(
     max_iter: int = 1000,
     y0: torch.Tensor | None = None,
     tol_gap: float | None = None,
+    tol_progress: float | None = None,
     check_every: int | str = 10,
     callback=None,
     validate: bool = True,
@@ -43,17 +44,18 @@ def pgd_cce(
     diverges is reported (y NaN, objective NaN, ``converged`` False).
     The weak-fairness variant (eq. 10) is ``entclust.testing.reference.pgd_cce(..., fairness="weak")``.
 
-    ``tol_gap``, ``check_every``, ``callback``: stop on the relative Frank-Wolfe gap, checked every
+    ``tol_gap``, ``tol_progress``, ``check_every``, ``callback``: stop on the relative Frank-Wolfe gap
+    (or the gap against the decrease made), checked every
     ``check_every`` iterations, as in :func:`~entclust.solvers.em_rce` (``tol`` then defaults to no
     step criterion). With ``step=None`` the step is then picked on the first ``check_every``
     iterations (a run that diverges later ends NaN and not converged).
     """
-    tol_gap = check_gap_options("pgd_cce", tol_gap, check_every, callback)
+    target = gap_target("pgd_cce", check_gap_options("pgd_cce", tol_gap, check_every, callback), tol_progress)
     sigma3, u, tol, y0, batched = prepare("pgd_cce", sigma, prior, lam, tol, max_iter, y0, validate,
-                                          step_tol=tol_gap is None)
+                                          step_tol=target is None)
     lam = float(lam)
-    if tol_gap is not None or callback is not None:
-        return _checked_pgd(sigma3, u, lam, step, tol, tol_gap, max_iter, y0, check_every, callback, batched,
+    if target is not None or callback is not None:
+        return _checked_pgd(sigma3, u, lam, step, tol, target, max_iter, y0, check_every, callback, batched,
                             certificate)
     if step is not None:
         step = check_number("pgd_cce", "step", step, positive=True)
@@ -66,7 +68,7 @@ def pgd_cce(
     return unbatch(result("cce", sigma3, y, u, lam, iterations, converged, criterion, certificate), batched)
 
 
-def _checked_pgd(sigma3, u, lam, step, tol, tol_gap, max_iter, y0, check_every, callback, batched, certificate):
+def _checked_pgd(sigma3, u, lam, step, tol, target, max_iter, y0, check_every, callback, batched, certificate):
     """PGD checked on the certificate every ``check_every`` iterations (``solve_checked``), with one
     step per problem: the given one, or the one ``_auto_step`` picks on a first short run."""
     b = sigma3.shape[0]
@@ -90,9 +92,9 @@ def _checked_pgd(sigma3, u, lam, step, tol, tol_gap, max_iter, y0, check_every, 
         return out_y, out_it, out_done
 
     names = ", ".join(f"{v:g}" for v in sorted(set(steps.tolist()), reverse=True))
-    return solve_checked("cce", sigma3, u, lam, y0, chunk, tol=tol, tol_gap=tol_gap, max_iter=max_iter,
+    return solve_checked("cce", sigma3, u, lam, y0, chunk, tol=tol, target=target, max_iter=max_iter,
                          check_every=check_every, callback=callback, batched=batched, certificate=certificate,
-                         criterion=criterion_text(tol_gap, tol) + f", step {names}")
+                         criterion=criterion_text(target, tol) + f", step {names}")
 
 
 def _auto_step(sigma3, u, lam, tol, max_iter, y0):

@@ -12,13 +12,15 @@ class _Ours(HeadMethod):
     # at lr 1 kept every class more reliably with 1.0 (digits, 8 seeds: ACC 83.3 +- 2.6 % against
     # 80.0 +- 8.9 at 0.3 and 80.4 +- 9.4 at 0, the papers'), while a CNN trained by Adam lost
     # accuracy with it (87.3 % at 0.5, 83.9 at 1.0: benchmarks/cnn_self_labeling.py)
-    defaults = {"solver": "em", "max_iter": None, "tol": None, "prediction_fairness": 1.0}
+    defaults = {"solver": "em", "max_iter": None, "tol": None, "tol_gap": None, "tol_progress": None,
+                "prediction_fairness": 1.0}
 
     def build(self, estimator, params):
         # per-batch pseudo-labels only: at large K a batch's mean prediction is noise
         fairness = params["prediction_fairness"] if getattr(estimator, "n_points", None) is None else 0.0
         return SelfLabeling(self.method, lam=estimator.lam, prior=estimator.prior, solver=params["solver"],
                             gamma=estimator.gamma, max_iter=params["max_iter"], tol=params["tol"],
+                            tol_gap=params["tol_gap"], tol_progress=params["tol_progress"],
                             prediction_fairness=fairness,
                             on_unconverged="ignore", n_points=getattr(estimator, "n_points", None),
                             group=getattr(estimator, "group", None))  # counted per epoch in the estimator's history
