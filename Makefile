@@ -37,7 +37,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench_losses.py
 	$(PYTHON) -m entclust bench solvers
-	$(PYTHON) -m entclust bench kernels
+	$(PYTHON) benchmarks/bench_kernels.py
 
 # Compile-only check of every csrc/cuda/*.cu against torch's headers (needs nvcc, no GPU).
 nvcc-check: $(STAMP)

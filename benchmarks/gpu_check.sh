@@ -11,7 +11,7 @@
 #   memcheck        compute-sanitizer memcheck on benchmarks/cuda_sanitize.py (every kernel at
 #                   every launch configuration, small sizes, PyTorch's caching allocator off)
 #   racecheck, synccheck   the other two compute-sanitizer tools on the same program
-#   bench-solvers   `entclust bench kernels --device cuda`: B = 1024 problems of 250 x 200 to
+#   bench-solvers   `benchmarks/bench_kernels.py --device cuda`: B = 1024 problems of 250 x 200 to
 #                   max|dy| <= 1e-6 in one launch, one EM iteration at N K = 1e8, against the eager
 #                   reference and torch.compile, with the copy bandwidth of the same run; then
 #                   `entclust bench solvers --device cuda` (every solver to a relative gap of 1e-6,
@@ -23,7 +23,7 @@
 #   bench-linear    one training step of the fused linear self-labeling op at B = 4096, K = 1e5,
 #                   D = 256 against the unfused composition and plain PyTorch (time, peak memory)
 #   suite           the rest of the test suite with the CUDA build (pytest-xdist when installed)
-#   large-k         `entclust bench large-k --device cuda` (N = 1e6, K = 1e4 on the GPU)
+#   large-k         `benchmarks/bench_large_k.py --device cuda` (N = 1e6, K = 1e4 on the GPU)
 #   deep            `entclust compare-deep digits --device cuda`, 1 seed
 #   spc             `entclust spc digits --device cuda` (convolutional members)
 #
@@ -119,10 +119,10 @@ st_racecheck() { if [ "$DRY" = 1 ]; then echo "dry run: no sanitizer"; else sani
 st_synccheck() { if [ "$DRY" = 1 ]; then echo "dry run: no sanitizer"; else sanitizer synccheck; fi; }
 st_bench_solvers() {
   if [ "$DRY" = 1 ]; then
-    "$PYTHON" -c "from entclust.cli import bench; bench.print_gpu_section(*bench.gpu_section(True, 'cpu'))"
+    "$PYTHON" -c "import sys; sys.path.insert(0, 'benchmarks'); import bench_kernels as b; b.print_gpu_section(*b.gpu_section(True, 'cpu'))"
     "$PYTHON" -m entclust bench solvers --k 20 --batch 2 --time-limit 0.2 --problem rce --out "$WORK/solvers"
   else
-    "$PYTHON" -m entclust bench kernels --device cuda --out "$WORK"
+    "$PYTHON" benchmarks/bench_kernels.py --device cuda --out "$WORK"
     "$PYTHON" -m entclust bench solvers --device cuda --k 20 200 2000 --batch 16 --time-limit 5 --problem rce \
       --out "$WORK/solvers"
   fi
@@ -147,8 +147,8 @@ st_suite() {
   "$PYTHON" -m pytest -q -p no:cacheprovider "${xdist[@]}" tests --ignore=tests/test_cuda.py
 }
 st_large_k() {
-  if [ "$DRY" = 1 ]; then "$PYTHON" -m entclust bench large-k --quick --out "$WORK"
-  else "$PYTHON" -m entclust bench large-k --device cuda --out "$WORK"; fi
+  if [ "$DRY" = 1 ]; then "$PYTHON" benchmarks/bench_large_k.py --quick --out "$WORK"
+  else "$PYTHON" benchmarks/bench_large_k.py --device cuda --out "$WORK"; fi
 }
 st_deep() {
   if [ "$DRY" = 1 ]; then echo "dry run: skipped (minutes on a CPU)"; return; fi

@@ -57,3 +57,37 @@ CPU_CAPABILITIES = entclust.available_cpu_capabilities()
 def every_cpu_capability(request):
     with entclust.use_cpu_capability(request.param):
         yield request.param
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def load_script(path: str):
+    """A script of the source tree (``benchmarks/x.py``, ``examples/x.py``) as a module; its folder
+    goes on ``sys.path`` as when it runs (a script may import its neighbours)."""
+    import importlib.util
+    import sys
+
+    full = ROOT / path
+    if str(full.parent) not in sys.path:
+        sys.path.insert(0, str(full.parent))
+    spec = importlib.util.spec_from_file_location(full.stem, full)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(path: str, *args: str):
+    """``python path args...`` from the repository root: the finished process."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(ROOT / path), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def script_main(path: str, *argv: str) -> int:
+    """A script's command line run in this process (the CLI's error handling): its exit status."""
+    from entclust.cli import run_script as run
+
+    module = load_script(path)
+    return run(module.__name__, "", module.add_arguments, getattr(module, "run", None) or module.main, list(argv))

@@ -11,6 +11,8 @@ import torch
 
 import entclust
 from entclust import cli
+
+from .helpers import run_script
 from entclust.testing import reference as R
 
 
@@ -156,7 +158,7 @@ def test_unwritable_outputs_are_refused_before_the_work(features):
     one_line_error(run_cli("fit", x, "--k", "3", "--out", str(features / "x.npy" / "l.npy")), 2, "is not a folder")
     one_line_error(run_cli("compare", "blobs", "--name", "a/b", "--out", str(features)), 2,
                    "--name must be a plain name")
-    one_line_error(run_cli("plot-toy", "--out", x), 2, "exists and is not a folder")
+    one_line_error(run_script("examples/plot_toy.py", "--out", x), 2, "exists and is not a folder")
     one_line_error(run_cli("compare", "blobs", "--out", "/proc/entclust_results"), 2, "cannot write in folder")
 
 
@@ -314,7 +316,8 @@ def test_cli_rejects_complex_input_and_bad_numbers(features):
     np.save(features / "c.npy", np.ones((10, 2)) + 1j)
     one_line_error(run_cli("fit", str(features / "c.npy"), "--k", "2", "--out", str(features / "l.npy")), 2, "complex")
     one_line_error(run_cli("bench", "--time-limit", "-1", "--out", str(features)), 2, "--time-limit must be")
-    one_line_error(run_cli("losses-demo", "--epochs", "0", "--out", str(features)), 2, "--epochs must be >= 1")
+    one_line_error(run_script("examples/losses_demo.py", "--epochs", "0", "--out", str(features)), 2,
+                   "--epochs must be >= 1")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from entclust import cli
-from entclust.cli import losses_demo as demo
+
+from .helpers import load_script, run_script, script_main
+
+demo = load_script("examples/losses_demo.py")
 
 
 def test_info_runs_and_reports_cpu_kernels(capsys):
@@ -36,9 +39,9 @@ def test_corrupt_changes_exactly_the_drawn_labels():
 
 
 def test_bad_arguments_exit_with_a_message():
-    proc = subprocess.run([sys.executable, "-m", "entclust", "losses-demo", "--noise", "1.5"], capture_output=True, text=True)
+    proc = run_script("examples/losses_demo.py", "--noise", "1.5")
     assert proc.returncode == 2
-    assert "--noise must be in [0, 1), got 1.5" in proc.stderr
+    assert proc.stderr.strip() == "losses_demo.py: error: --noise must be in [0, 1), got 1.5"
     with pytest.raises(SystemExit):
         cli.main(["nonsense"])
 
@@ -128,8 +131,7 @@ def test_compare_needs_labels(tmp_path):
 
 
 def test_plot_toy_writes_the_figures(tmp_path):
-    from entclust.cli import plot_toy as toy
-
+    toy = load_script("examples/plot_toy.py")
     scores = toy.anisotropic_figure(str(tmp_path / "a.png"), n_init=2)
     assert (tmp_path / "a.png").stat().st_size > 0
     assert scores["kmeans K=2"] < 0.7
@@ -139,21 +141,22 @@ def test_plot_toy_writes_the_figures(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_bench_cuda_without_gpu_is_a_clear_error(capsys, tmp_path):
-    for suite in ("solvers", "kernels"):
-        assert cli.main(["bench", suite, "--device", "cuda", "--quick", "--out", str(tmp_path / "o")]) == 2
-        assert "--device cuda needs a GPU" in capsys.readouterr().err
+    assert cli.main(["bench", "solvers", "--device", "cuda", "--quick", "--out", str(tmp_path / "o")]) == 2
+    assert "--device cuda needs a GPU" in capsys.readouterr().err
+    assert script_main("benchmarks/bench_kernels.py", "--device", "cuda", "--quick", "--out", str(tmp_path / "o")) == 2
+    assert "--device cuda needs a GPU" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_bench_large_k_cuda_without_gpu_is_a_clear_error(capsys, tmp_path):
-    assert cli.main(["bench", "large-k", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 2
+    assert script_main("benchmarks/bench_large_k.py", "--device", "cuda", "--quick", "--out", str(tmp_path)) == 2
     assert "--device cuda needs a GPU" in capsys.readouterr().err
 
 
 def test_bench_large_k_quick(tmp_path, capsys):
     """Issue 11's benchmark, smallest size: entclust and MiniBatchKMeans side by side."""
-    assert cli.main(["bench", "large-k", "--quick", "--out", str(tmp_path)]) == 0
+    assert script_main("benchmarks/bench_large_k.py", "--quick", "--out", str(tmp_path)) == 0
     saved = json.loads((tmp_path / "bench_large_k.json").read_text())
     rows = {r["method"]: r for r in saved["rows"]}
     assert {"entclust", "entclust-start", "kmeans", "minibatch-kmeans"} <= set(rows)
@@ -166,18 +169,17 @@ def test_bench_large_k_quick(tmp_path, capsys):
 
 
 def test_bench_kernels_quick_runs_every_section(tmp_path):
-    assert cli.main(["bench", "kernels", "--quick", "--out", str(tmp_path / "new")]) == 0
+    assert script_main("benchmarks/bench_kernels.py", "--quick", "--out", str(tmp_path / "new")) == 0
     saved = json.loads((tmp_path / "new" / "bench_kernels.json").read_text())
     assert {r["solver"] for r in saved["per_iteration"]} == {"EM reverse CE", "EM collision CE", "PGD collision CE"}
     assert saved["batch"]["max_abs_diff"] < 1e-4
 
 
 def test_gpu_section_of_the_solver_benchmark_runs_its_code_on_the_cpu(capsys):
-    """`entclust bench --device cuda` runs on a GPU only, and GPU time is scarce: this runs the
+    """`benchmarks/bench_kernels.py --device cuda` runs on a GPU only, and GPU time is scarce: this runs the
     same code (fused, eager and torch.compile rows, copy bandwidth) on the CPU at its quick sizes
     so a bug in it cannot first show on the GPU machine."""
-    from entclust.cli import bench
-
+    bench = load_script("benchmarks/bench_kernels.py")
     batch_rows, bw_rows, copy = bench.gpu_section(True, "cpu")
     assert copy > 0 and len(batch_rows) == 2 and len(bw_rows) == 2
     rce, cce = batch_rows
@@ -187,3 +189,16 @@ def test_gpu_section_of_the_solver_benchmark_runs_its_code_on_the_cpu(capsys):
     bench.print_gpu_section(batch_rows, bw_rows, copy)
     out = capsys.readouterr().out
     assert "| EM reverse CE | 2000 × 100 |" in out and "of copy bandwidth" in out
+
+
+def test_the_moved_commands_run_their_scripts_with_a_deprecation_notice():
+    """bench kernels, bench large-k, noisy-labels, plot-toy and losses-demo left the installed
+    package for benchmarks/ and examples/; their old commands still run the scripts here."""
+    assert set(cli.MOVED) == {"bench kernels", "bench large-k", "noisy-labels", "plot-toy", "losses-demo"}
+    proc = run_cli("plot-toy", "--n-init", "0")
+    assert proc.returncode == 2
+    notice, error = proc.stderr.strip().splitlines()
+    assert "'entclust plot-toy' is deprecated" in notice and "python examples/plot_toy.py" in notice
+    assert error == "plot_toy.py: error: --n-init must be >= 1, got 0"
+    proc = run_cli("bench", "kernels", "--help")
+    assert proc.returncode == 0 and "bench_kernels.py" in proc.stdout

@@ -153,7 +153,9 @@ def test_cuda_self_labeling_uses_the_kernels():
 def test_cuda_solver_benchmark_quick(tmp_path):
     from entclust import cli
 
-    assert cli.main(["bench", "kernels", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
+    from .helpers import script_main
+
+    assert script_main("benchmarks/bench_kernels.py", "--device", "cuda", "--quick", "--out", str(tmp_path)) == 0
     assert (tmp_path / "bench_solvers_cuda.json").stat().st_size > 0
     assert cli.main(["bench", "solvers", "--device", "cuda", "--k", "20", "--batch", "4", "--time-limit", "0.5",
                      "--problem", "both", "--out", str(tmp_path)]) == 0

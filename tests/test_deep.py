@@ -329,7 +329,7 @@ def test_width_auto_halves_the_seeds_network_for_small_images():
         est._width()
 
 
-# ---- command line: deep, compare-deep, noisy-labels ------------------------------------------
+# ---- command line: deep, compare-deep; benchmarks/noisy_labels.py ---------------------------------------
 def test_cli_deep_writes_labels_history_and_resumes(tmp_path, capsys):
     from entclust import cli
 
@@ -371,13 +371,14 @@ def test_cli_compare_deep_ranks_methods_on_one_network(tmp_path, capsys):
 def test_noisy_labels_experiment_writes_the_figure_and_reverse_ce_resists_noise(tmp_path):
     """60 % of the labels replaced at random: the bounded reverse and collision CE lose less test
     accuracy than forward CE (seed 000 Fig. 3); 11 and 7 points here at 5 epochs."""
-    from entclust import cli
-    from entclust.cli import noisy_labels
+    from .helpers import load_script, script_main
 
+    noisy_labels = load_script("benchmarks/noisy_labels.py")
     labels = torch.arange(10).repeat(100)
     replaced = noisy_labels.replace_labels(labels, 0.5, 10, seed=0)
     assert 0.4 < float((replaced != labels).float().mean()) < 0.5  # a random label is right 1 time in 10
-    assert cli.main(["noisy-labels", "--noise", "0", "0.6", "--seeds", "1", "--epochs", "5", "--out", str(tmp_path), "-q"]) == 0
+    assert script_main("benchmarks/noisy_labels.py", "--noise", "0", "0.6", "--seeds", "1", "--epochs", "5",
+                       "--out", str(tmp_path), "-q") == 0
     import json
 
     record = json.loads((tmp_path / "noisy_labels_mlp.json").read_text())
@@ -386,4 +387,4 @@ def test_noisy_labels_experiment_writes_the_figure_and_reverse_ce_resists_noise(
     assert acc["reverse CE"]["0.6"][0] > acc["forward CE"]["0.6"][0] + 0.03
     assert acc["collision CE"]["0.6"][0] > acc["forward CE"]["0.6"][0]
     assert (tmp_path / "noisy_labels_mlp.png").stat().st_size > 0
-    assert cli.main(["noisy-labels", "--noise", "1.5", "--out", str(tmp_path)]) == 2
+    assert script_main("benchmarks/noisy_labels.py", "--noise", "1.5", "--out", str(tmp_path)) == 2

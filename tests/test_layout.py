@@ -11,8 +11,8 @@ ROOT = pathlib.Path(entclust.__file__).parent
 # layer of each top-level part; a module may import its own layer or lower ones
 LAYERS = {"_C": 0, "_files": 0, "_dist": 0, "_warn": 0, "ops": 1, "losses": 2, "solvers": 3, "nn": 4, "data": 4, "metrics": 4,
           "images": 4, "cluster": 5, "deep": 5, "cli": 6, "testing": 7, "__init__": 8, "__main__": 8}
-# benchmarks shipped as commands: they time the library against the PyTorch ground truth
-MAY_IMPORT_TESTING = {"entclust.cli.bench", "entclust.cli.losses_demo"}
+# the installed library never imports the testing reference (benchmarks/ and examples/ may)
+MAY_IMPORT_TESTING: set = set()
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -87,3 +87,20 @@ def test_public_names_stay_importable():
         assert getattr(entclust, name) is not None
     assert entclust.methods.make_estimator is entclust.make_estimator
     assert "rce" in entclust.methods.available()
+
+
+def test_the_library_never_imports_the_testing_reference_even_inside_functions():
+    """Benchmarks and demos that time the library against the PyTorch ground truth live in
+    benchmarks/ and examples/ (issue 27): no module of the package but entclust.testing imports it."""
+    for path in ROOT.rglob("*.py"):
+        name = module_name(path)
+        if name.startswith("entclust.testing"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = ("." * node.level) + (node.module or "")
+                names = [a.name for a in node.names]
+                assert "testing" not in target.split(".") and not (node.level and "testing" in names), \
+                    f"{name} imports the testing reference ({target})"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("entclust.testing") for a in node.names), name

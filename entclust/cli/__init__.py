@@ -10,15 +10,16 @@
   same network, images and seeds: table, JSON and bar chart
 - ``entclust spc DATA --k 10 --out labels.npy``: selective pseudo-label clustering (seed 002) of
   images or vectors, with ``--history``, ``--plot`` and ``--checkpoint``
-- ``entclust noisy-labels [--noise 0 0.2 0.4 0.6 0.8]``: forward vs reverse vs collision CE with
-  a share of the training labels replaced at random (seed 000 Fig. 3), table and figure
 - ``entclust demo``: ``compare digits`` with every method and 3 seeds (``make demo``)
-- ``entclust bench [solvers|kernels|large-k]``: pseudo-label solvers to one relative gap on your
-  ``--sigma`` or the seeds' Table 1 problems (:func:`entclust.solvers.compare`), the fused
-  kernels' time per iteration against PyTorch, or large-K clustering against MiniBatchKMeans and faiss
-- ``entclust plot-toy``: the papers' 2-D figures (K-means vs entropy clustering, margins)
-- ``entclust losses-demo``: the fused losses training a classifier on digits, with timings
+- ``entclust bench [solvers]``: pseudo-label solvers to one relative gap on your ``--sigma`` or
+  the seeds' Table 1 problems (:func:`entclust.solvers.compare`)
 - ``entclust info``: torch version, compiled kernels and whether they run
+
+Benchmarks, demos and paper reproductions are scripts of the source tree, not of the installed
+package (:data:`MOVED`); their old commands (``bench kernels``, ``bench large-k``,
+``noisy-labels``, ``plot-toy``, ``losses-demo``) still run them from a source checkout, with a
+deprecation notice, until the next release. :func:`run_script` gives those scripts this
+module's error handling.
 
 Every failure is one line on stderr, never a traceback, and a distinct exit status:
 
@@ -54,47 +55,38 @@ def _info(_args) -> int:
     return 0
 
 
-def _losses_demo(args) -> int:
-    from .._files import check_output_folder
-    from .losses_demo import main
+# Commands whose code moved out of the installed package, to the script that now holds it.
+MOVED = {"bench kernels": "benchmarks/bench_kernels.py", "bench large-k": "benchmarks/bench_large_k.py",
+         "noisy-labels": "benchmarks/noisy_labels.py", "plot-toy": "examples/plot_toy.py",
+         "losses-demo": "examples/losses_demo.py"}
 
-    if args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-    if not 0.0 <= args.noise < 1.0:
-        raise UsageError(f"--noise must be in [0, 1), got {args.noise}")
-    check_output_folder(args.out)
-    main(epochs=args.epochs, noise=args.noise, seed=args.seed, out=args.out)
+
+def _moved(command: str, rest: list[str]) -> int:
+    """An old command: run its script from the source checkout this package was installed from
+    (editable installs), with a deprecation notice, or say where it went."""
+    import runpy
+    from pathlib import Path
+
+    script = MOVED[command]
+    path = Path(__file__).resolve().parents[2] / script
+    notice = f"'entclust {command}' is deprecated and goes in the next release: run 'python {script}'"
+    if not path.is_file():
+        raise UsageError(f"{notice} from a source checkout of entclust (this install has no {script})")
+    print(f"entclust {command}: {notice}", file=sys.stderr)
+    argv, sys.argv = sys.argv, [str(path), *rest]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = argv
     return 0
 
 
 def _bench(args) -> int:
-    if args.suite == "large-k":
-        from .bench_large_k import main as large_k  # which checks --out before the work
-
-        if args.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UsageError("--device cuda needs a GPU; torch sees none")
-        return large_k(args.out, quick=args.quick, device=args.device, preset=args.preset)
-    if args.suite == "kernels":
-        from .bench import main
-
-        return main(args=args)
     from .bench_solvers import main as solver_bench
 
     return solver_bench(args)
-
-
-def _plot_toy(args) -> int:
-    from .._files import check_output_folder
-    from .plot_toy import main
-
-    if args.n_init < 1:
-        raise UsageError(f"--n-init must be >= 1, got {args.n_init}")
-    check_output_folder(args.out)
-    main(args.out, n_init=args.n_init, seed=args.seed)
-    return 0
 
 
 def _fit(args) -> int:
@@ -173,54 +165,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(demo)
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="pseudo-label solvers to one gap (seed 003/004 Table 1, or your --sigma), "
-                                         "kernel timings, or large-k clustering",
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="entclust bench solvers: see entclust.cli.bench_solvers; entclust bench "
-                                       "kernels: fused kernels vs PyTorch per iteration; entclust bench large-k: "
-                                       "clustering at large K")
+    bench = sub.add_parser("bench", help="pseudo-label solvers to one relative gap (seed 003/004 Table 1, or your "
+                                         "--sigma)")
     bench.add_argument("suite", nargs="?", default="solvers", choices=("solvers", "kernels", "large-k"),
                        help="solvers (default): every solver to one relative Frank-Wolfe gap, on --sigma or the "
-                            "seeds' Table 1 families; kernels: time per iteration of the fused kernels vs eager "
-                            "PyTorch and torch.compile (with --device cuda: the GPU section); large-k: entclust vs "
-                            "KMeans, MiniBatchKMeans (and faiss) on overlapping mixtures and blobs up to K = 5000 "
-                            "(--preset million: N = 10^6, K = 10^4)")
+                            "seeds' Table 1 families; kernels, large-k: deprecated, now benchmarks/bench_kernels.py "
+                            "and benchmarks/bench_large_k.py of the source tree")
     bench.add_argument("--out", default=os.environ.get("OUT", "results"), help="folder for the results (made if absent)")
-    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                       help="where the problems run (kernels: cuda runs the GPU section only)")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the problems run")
     bench.add_argument("--quick", action="store_true", help="small sizes only (a smoke run of every section)")
     from .bench_solvers import add_arguments as add_solver_arguments
 
     add_solver_arguments(bench)
-    bench.add_argument("--preset", choices=("quick", "default", "million", "million-only"),
-                       help="large-k: the rows to run (default: 'quick' with --quick, else 'default')")
     bench.set_defaults(func=_bench)
 
     from .deep import add_parser as add_deep
-    from .noisy_labels import add_parser as add_noisy_labels
     from .spc import add_parser as add_spc
 
     add_deep(sub)
-    add_noisy_labels(sub)
     add_spc(sub)
-
-    toy = sub.add_parser("plot-toy", help="2-D figures: K-means vs entropy clustering, margin vs gamma")
-    toy.add_argument("--out", default="results")
-    toy.add_argument("--n-init", dest="n_init", type=int, default=10)
-    toy.add_argument("--seed", type=int, default=0)
-    toy.set_defaults(func=_plot_toy)
-
-    ldemo = sub.add_parser("losses-demo", help="the fused losses on digits with clean/corrupted labels, timings")
-    ldemo.add_argument("--epochs", type=int, default=60)
-    ldemo.add_argument("--noise", type=float, default=0.4, help="share of training labels to corrupt")
-    ldemo.add_argument("--seed", type=int, default=0)
-    ldemo.add_argument("--out", default="results", help="folder for the PNG and JSON")
-    ldemo.set_defaults(func=_losses_demo)
+    for command in ("noisy-labels", "plot-toy", "losses-demo"):  # listed in --help; main() runs them
+        sub.add_parser(command, help=f"deprecated: now {MOVED[command]} of the source tree")
     return parser
 
 
 def _error(command: str, message: str, status: int) -> int:
-    print(f"entclust {command}: error: {message}", file=sys.stderr)
+    print(f"{command}: error: {message}", file=sys.stderr)
     return status
 
 
@@ -235,11 +205,30 @@ def _silence_stdout() -> None:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for command in MOVED:
+        words = command.split()
+        if argv[:len(words)] == words:
+            return _handled(f"entclust {command}", lambda: _moved(command, argv[len(words):]))
+    args = build_parser().parse_args(argv)
+    return _handled(f"entclust {args.command}", lambda: args.func(args))
+
+
+def run_script(prog: str, description: str, add_arguments, run, argv=None) -> int:
+    """Run a script of the source tree (``benchmarks/``, ``examples/``) as a command: its
+    arguments by ``add_arguments(parser)``, its work by ``run(args)``, failures as one line on
+    stderr with this module's exit statuses."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    command = args.command
+    return _handled(prog, lambda: run(args))
+
+
+def _handled(command: str, work) -> int:
+    """``work()``'s exit status, or the status and one line on stderr for its failure."""
     try:
-        status = args.func(args)
+        status = work()
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:

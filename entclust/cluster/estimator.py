@@ -618,7 +618,7 @@ GLOBAL_BELOW = 20
 # init "balanced" (the large-K start): k-means++ seeds drawn from SEED_SAMPLE(K) points, then at most
 # CENTROID_ROUNDS rounds of self-labeled centroids over ROUND_SAMPLE(K) points (all of a smaller
 # set), the pseudo-labels sparse (the SPARSE_TOP nearest centres of each point) above 4 SPARSE_TOP
-# clusters. Measured in benchmarks/large_k_design.py and entclust bench large-k (README, "Large K").
+# clusters. Measured in benchmarks/large_k_design.py and benchmarks/bench_large_k.py (README, "Large K").
 SEED_SAMPLE = lambda k: max(10000, 2 * k)  # noqa: E731
 ROUND_SAMPLE = lambda k: max(20000, 20 * k)  # noqa: E731
 CENTROID_ROUNDS = 30

@@ -1,5 +1,6 @@
-"""``entclust bench large-k``: clustering many points into many clusters, side by side in one
-run (issue 11, issue 24). Datasets, float32, one generator seed each:
+"""Clustering many points into many clusters, side by side in one run:
+``python benchmarks/bench_large_k.py [--preset default|million|million-only|quick] [--quick]
+[--device cuda] [--out results]`` (was ``entclust bench large-k``). Datasets, float32, one generator seed each:
 
 - ``overlap``: a Gaussian mixture with overlapping clusters, centres ``s N(0, I)``, unit noise,
   uniform labels (the issue's data: where a k-means++ start alone is far from the truth);
@@ -32,6 +33,8 @@ import time
 from datetime import date
 
 import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (name, N, D, K, spread of the centres for "overlap")
 PRESETS = {
@@ -76,7 +79,7 @@ def _one(folder: str, method: str, k: int, device: str) -> dict:
     """Runs in a child process: one method on one dataset."""
     import torch
 
-    from ..metrics import clustering_accuracy, normalized_mutual_info
+    from entclust.metrics import clustering_accuracy, normalized_mutual_info
 
     torch.set_num_threads(os.cpu_count() or 1)
     x = np.load(os.path.join(folder, "x.npy"), mmap_mode="r")
@@ -84,12 +87,12 @@ def _one(folder: str, method: str, k: int, device: str) -> dict:
     x = np.ascontiguousarray(x)  # every method reads the data from memory
     from sklearn.cluster import MiniBatchKMeans  # noqa: F401  (imports outside the measurement)
 
-    from ..cluster import EntropyClustering  # noqa: F401
+    from entclust.cluster import EntropyClustering  # noqa: F401
     base = _current_rss_mb()
     start = time.perf_counter()
     extra = {}
     if method.startswith("entclust"):
-        from ..cluster import EntropyClustering
+        from entclust.cluster import EntropyClustering
 
         params = {"init": "kmeans++", "epochs": 0} if method == "entclust-start" else {}
         est = EntropyClustering(k, random_state=0, device=device, **params).fit(x)
@@ -133,7 +136,7 @@ def _methods(device: str, n: int, k: int) -> list[str]:
 
 
 def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | None = None) -> int:
-    from .._files import check_output_folder, write_files
+    from entclust._files import check_output_folder, write_files
 
     check_output_folder(out)
     preset = preset or ("quick" if quick else "default")
@@ -152,7 +155,7 @@ def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | No
             np.save(os.path.join(folder, "t.npy"), t)
             del x, t
             for method in _methods(dev, n, k):
-                code = (f"import json, sys; from entclust.cli.bench_large_k import _one; "
+                code = (f"import json, sys; sys.path.insert(0, {HERE!r}); from bench_large_k import _one; "
                         f"print(json.dumps(_one({folder!r}, {method!r}, {k}, {dev!r})))")
                 proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
                 if proc.returncode != 0:
@@ -180,3 +183,26 @@ def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | No
     write_files([(path, write)])
     print(f"wrote {path}")
     return 0
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", choices=tuple(PRESETS), help="the rows to run (default: 'quick' with --quick, "
+                                                                 "else 'default'; 'million': N = 10^6, K = 10^4)")
+    parser.add_argument("--quick", action="store_true", help="the 'quick' preset (a smoke run)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda adds the GPU rows")
+    parser.add_argument("--out", default=os.environ.get("OUT", "results"), help="folder for bench_large_k.json")
+
+
+def run(args) -> int:
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda needs a GPU; torch sees none")
+    return main(args.out, quick=args.quick, device=args.device, preset=args.preset)
+
+
+if __name__ == "__main__":
+    from entclust.cli import run_script
+
+    sys.exit(run_script("bench_large_k.py", __doc__, add_arguments, run))

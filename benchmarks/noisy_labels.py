@@ -1,4 +1,4 @@
-"""``entclust noisy-labels``: the robustness experiment of seed 000 Fig. 3 / seed 003 Fig. 2 /
+"""``python benchmarks/noisy_labels.py`` (was ``entclust noisy-labels``): the robustness experiment of seed 000 Fig. 3 / seed 003 Fig. 2 /
 seed 004 Fig. 11 on scikit-learn's digits (real, bundled).
 
 A share ``eta`` of the training labels is replaced by a random label (drawn uniformly from all K
@@ -22,7 +22,7 @@ LOSS_NAMES = ("forward CE", "reverse CE", "collision CE")
 def _loss(name: str):
     import torch.nn.functional as F
 
-    from ..losses import collision_cross_entropy, reverse_cross_entropy
+    from entclust.losses import collision_cross_entropy, reverse_cross_entropy
 
     return {"forward CE": F.cross_entropy, "reverse CE": reverse_cross_entropy,
             "collision CE": collision_cross_entropy}[name]
@@ -58,7 +58,7 @@ def network(model: str, k: int, seed: int):
     import torch
     from torch import nn
 
-    from ..deep.models import MLP, VGG4
+    from entclust.deep.models import MLP, VGG4
 
     torch.manual_seed(seed)
     backbone = MLP(64, hidden=(256, 256)) if model == "mlp" else VGG4((1, 8, 8), width=0.25)
@@ -147,14 +147,13 @@ def plot(record, path: str) -> None:
 
 
 def run(args) -> int:
-    from .._files import check_output_folder, text_writer, write_files
-    from . import UsageError
+    from entclust._files import check_output_folder, text_writer, write_files
 
     if not args.noise or any(not 0 <= eta <= 1 for eta in args.noise):
-        raise UsageError(f"--noise takes shares in [0, 1], got {args.noise}")
+        raise ValueError(f"--noise takes shares in [0, 1], got {args.noise}")
     for name in ("seeds", "epochs"):
         if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     check_output_folder(args.out)
     record = run_experiment(sorted(args.noise), list(range(args.seeds)), model=args.model, epochs=args.epochs,
                             lr=args.lr, min_smoothing=args.min_smoothing, verbose=not args.quiet)
@@ -169,8 +168,7 @@ def run(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("noisy-labels", help="forward vs reverse vs collision CE with corrupted training labels (figure)")
+def add_arguments(p) -> None:
     p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8],
                    help="shares of training labels replaced at random (default 0 0.2 0.4 0.6 0.8)")
     p.add_argument("--seeds", type=int, default=3)
@@ -182,4 +180,11 @@ def add_parser(sub) -> None:
                    help="smallest eta in the soft targets (reverse CE is infinite for one-hot targets)")
     p.add_argument("--out", default="results")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=run)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from entclust.cli import run_script
+
+    sys.exit(run_script("noisy_labels.py", __doc__, add_arguments, run))

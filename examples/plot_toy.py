@@ -1,4 +1,5 @@
-"""``entclust plot-toy``: the papers' 2-D pictures, computed.
+"""The papers' 2-D pictures, computed: ``python examples/plot_toy.py [--out results] [--n-init 10]
+[--seed 0]`` (was ``entclust plot-toy``).
 
 1. ``toy_anisotropic.png`` (seed 004 Fig. 1, seed 000 Fig. 1, and seed 004 Fig. 3's K = 3 case):
    decision regions of K-means vs linear entropy clustering (reverse-CE self-labeling) on
@@ -19,10 +20,10 @@ import os
 import numpy as np
 import torch
 
-from .._files import write_files
-from ..cluster import make_estimator
-from ..data import make_anisotropic
-from ..metrics import clustering_accuracy
+from entclust._files import write_files
+from entclust.cluster import make_estimator
+from entclust.data import make_anisotropic
+from entclust.metrics import clustering_accuracy
 
 COLOURS = np.array([[0.84, 0.15, 0.16], [0.17, 0.63, 0.17], [0.12, 0.47, 0.71], [1.0, 0.5, 0.05]])
 
@@ -123,3 +124,27 @@ def main(out: str = "results", *, n_init: int = 10, seed: int = 0) -> dict:
         print(f"gamma={gamma:<8g} ||v1 - v2|| = {norm:.2f} (soft margin ~ 1/||v||)")
     print(f"wrote {out}/toy_anisotropic.png, {out}/toy_margin.png, {out}/toy.json")
     return summary
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="results", help="folder for the PNGs and toy.json")
+    parser.add_argument("--n-init", dest="n_init", type=int, default=10, help="restarts of both methods")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the data and the fits")
+
+
+def run(args) -> int:
+    from entclust._files import check_output_folder
+
+    if args.n_init < 1:
+        raise ValueError(f"--n-init must be >= 1, got {args.n_init}")
+    check_output_folder(args.out)
+    main(args.out, n_init=args.n_init, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from entclust.cli import run_script
+
+    sys.exit(run_script("plot_toy.py", __doc__, add_arguments, run))

@@ -1,4 +1,5 @@
-"""`make demo` / `entclust demo`: the fused losses training a linear softmax classifier on
+"""``python examples/losses_demo.py [--epochs 60] [--noise 0.4] [--out results]`` (was
+``entclust losses-demo``): the fused losses training a linear softmax classifier on
 scikit-learn's digits (real, bundled), with clean and with corrupted training labels, and the
 fused ops timed against their PyTorch reference on the same batches.
 
@@ -17,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._files import write_files
-from ..losses import collision_cross_entropy, reverse_cross_entropy
-from ..testing import reference  # the demo times the fused ops against their PyTorch baseline
+from entclust._files import write_files
+from entclust.losses import collision_cross_entropy, reverse_cross_entropy
+from entclust.testing import reference  # the demo times the fused ops against their PyTorch baseline
 
 LOSSES = {
     "cross-entropy (soft)": (F.cross_entropy, F.cross_entropy),
@@ -150,3 +151,30 @@ def _plot(curves, settings, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--noise", type=float, default=0.4, help="share of training labels to corrupt")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the split, the noise and the training")
+    parser.add_argument("--out", default="results", help="folder for the PNG and JSON")
+
+
+def run(args) -> int:
+    from entclust._files import check_output_folder
+
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if not 0.0 <= args.noise < 1.0:
+        raise ValueError(f"--noise must be in [0, 1), got {args.noise}")
+    check_output_folder(args.out)
+    main(epochs=args.epochs, noise=args.noise, seed=args.seed, out=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from entclust.cli import run_script
+
+    sys.exit(run_script("losses_demo.py", __doc__, add_arguments, run))

@@ -1,4 +1,5 @@
-"""``entclust bench kernels``: the fused solver kernels against the PyTorch a user would write,
+"""``python benchmarks/bench_kernels.py [--quick] [--device cuda] [--out results]`` (was
+``entclust bench kernels``): the fused solver kernels against the PyTorch a user would write,
 on the same synthetic problems (``sigma = softmax(3 z)``, z ~ N(0, 1), N = 250, uniform prior), in
 one run (``--quick`` for a short version):
 
@@ -9,7 +10,7 @@ one run (``--quick`` for a short version):
    reference.
 
 The solvers against each other, to one relative gap, are ``entclust bench solvers``
-(:mod:`entclust.cli.bench_solvers`). Prints markdown and writes ``bench_kernels.json`` under ``--out``.
+(:func:`entclust.solvers.compare`). Prints markdown and writes ``bench_kernels.json`` under ``--out``.
 
 ``--device cuda`` runs the GPU section instead (``bench_solvers_cuda.json``): a batch of
 B = 1024 problems of 250 x 200 (float32, lam = 100) solved to max|dy| <= 1e-6 in one launch
@@ -27,9 +28,9 @@ from datetime import date
 
 import torch
 
-from .. import ops, solvers
-from .._files import check_output_folder, write_files
-from ..testing import reference as R  # a benchmark: the PyTorch baseline is the testing reference
+from entclust import ops, solvers
+from entclust._files import check_output_folder, write_files
+from entclust.testing import reference as R  # a benchmark: the PyTorch baseline is the testing reference
 
 def problem(b, n, k, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -53,7 +54,7 @@ def per_iteration(shapes, iters, capabilities):
     """Time per iteration: eager reference, torch.compile of the reverse-CE EM step (the other
     solvers' reference steps have data-dependent loops), and the fused kernel on every CPU path
     in ``capabilities``."""
-    from ..ops import use_cpu_capability
+    from entclust.ops import use_cpu_capability
 
     rows = []
     compiled_step = torch.compile(_em_rce_step, dynamic=False)
@@ -275,16 +276,12 @@ def check_arguments(args) -> None:
     os.makedirs(args.out, exist_ok=True)
 
 
-def main(argv=None, args=None):
-    if args is None:
-        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+def main(args):
     check_arguments(args)
     if getattr(args, "device", "cpu") == "cuda":
         return main_cuda(args)
     quick = args.quick
-    from ..ops import available_cpu_capabilities, cpu_model
+    from entclust.ops import available_cpu_capabilities, cpu_model
 
     capabilities = available_cpu_capabilities()
     machine = f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
@@ -316,3 +313,11 @@ def main(argv=None, args=None):
     write_files([(path, lambda tmp: _dump(record, tmp))])
     print(f"\nwrote {path}")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from entclust.cli import run_script
+
+    sys.exit(run_script("bench_kernels.py", __doc__, add_arguments, main))
