@@ -8,6 +8,7 @@ truth for tests and benchmarks is :mod:`entclust.testing`. Importing entclust lo
 only: scikit-learn, SciPy and matplotlib are imported when a name that needs them is first used.
 """
 import importlib
+import warnings
 
 from .losses import (
     collision_cross_entropy,
@@ -53,7 +54,6 @@ _LAZY = {
     "normalized_mutual_info": ("entclust.metrics", "normalized_mutual_info"),
     "adjusted_rand_index": ("entclust.metrics", "adjusted_rand_index"),
     "cluster": ("entclust.cluster", None),
-    "methods": ("entclust.cluster", None),  # the method registry's old name
     "metrics": ("entclust.metrics", None),
     "data": ("entclust.data", None),
     "images": ("entclust.images", None),
@@ -64,7 +64,16 @@ _LAZY = {
 }
 
 
+# old names that still work, with a DeprecationWarning, until the next release: name -> (module, new name)
+_DEPRECATED = {"methods": ("entclust.cluster", "entclust.cluster")}
+
+
 def __getattr__(name: str):
+    if name in _DEPRECATED:
+        module, new = _DEPRECATED[name]
+        warnings.warn(f"entclust.{name} is deprecated and goes in the next release; use {new}", DeprecationWarning,
+                      stacklevel=2)
+        return importlib.import_module(module)
     if name in _LAZY:
         module, attribute = _LAZY[name]
         value = importlib.import_module(module)

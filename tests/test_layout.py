@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import entclust
 
 ROOT = pathlib.Path(entclust.__file__).parent
@@ -85,8 +87,11 @@ def test_import_entclust_is_light():
 def test_public_names_stay_importable():
     for name in entclust.__all__:
         assert getattr(entclust, name) is not None
-    assert entclust.methods.make_estimator is entclust.make_estimator
-    assert "rce" in entclust.methods.available()
+    with pytest.warns(DeprecationWarning, match="entclust.methods is deprecated .* use entclust.cluster"):
+        assert entclust.methods.make_estimator is entclust.make_estimator
+    with pytest.warns(DeprecationWarning):
+        assert "rce" in entclust.methods.available()  # every use says so, not only the first
+    assert "methods" not in dir(entclust)
 
 
 def test_the_library_never_imports_the_testing_reference_even_inside_functions():
