@@ -144,49 +144,68 @@ def _rows(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
     return p.movedim(dim, -1).reshape(-1, p.shape[dim])
 
 
-def _mean_and_prior(p: torch.Tensor, prior, dim: int, validate: bool):
-    """``p_bar``, the mean of the distributions ``p`` over every dim but ``dim``, and the prior,
-    both in float32 at least: a bfloat16 mean of N rows has ~1e-2 relative error, which KL(u || p_bar)
-    at lam = 100 turns into a visible loss (0.0117 instead of 0.0002)."""
-    rows = _rows("p", p, dim)
+def _problems(name: str, p: torch.Tensor, dim: int, batched: bool) -> torch.Tensor:
+    """``p`` as ``(..., N, K)``: with ``batched`` the class dim moved last (every leading dim a
+    problem), else all rows as one problem ``(N, K)``."""
+    if not batched:
+        return _rows(name, p, dim)
+    check_tensor(name, p)
+    dim = class_dim(name, p, dim)
+    if p.dim() < 3:
+        raise ValueError(f"batched=True needs {name} of shape (B, ..., N, K) (problems of N rows), got "
+                         f"{tuple(p.shape)}")
+    return p.movedim(dim, -1)
+
+
+def _mean_and_prior(p: torch.Tensor, prior, dim: int, validate: bool, batched: bool = False):
+    """``p_bar``, the mean of the distributions ``p`` over every dim but ``dim`` (``batched``: over
+    each problem's N rows, ``(..., K)``), and the prior, both in float32 at least: a bfloat16 mean
+    of N rows has ~1e-2 relative error, which KL(u || p_bar) at lam = 100 turns into a visible loss
+    (0.0117 instead of 0.0002)."""
+    rows = _problems("p", p, dim, batched)
     if validate:
-        check_distributions("p", rows.detach())
+        check_distributions("p", rows.detach().reshape(-1, rows.shape[-1]))
     wide = torch.promote_types(rows.dtype, torch.float32)
-    p_bar = rows.mean(0, dtype=wide)
-    return p_bar, prior_vector(prior, rows.shape[1], p_bar)
+    p_bar = rows.mean(-2, dtype=wide)
+    return p_bar, prior_vector(prior, rows.shape[-1], p_bar)
 
 
-def strong_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True) -> torch.Tensor:
+def strong_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True,
+                    batched: bool = False) -> torch.Tensor:
     """``KL(u || p_bar)`` with ``p_bar`` the mean of the distributions ``p`` over every dim but ``dim``.
 
     Zero prior entries contribute 0; a class with ``u_k > 0`` and ``p_bar_k = 0`` gives ``+inf``.
+    ``batched=True``: ``p`` is ``Tensor[B, ..., N, K]``, problems of N rows, each with its own
+    mean; returns ``Tensor[B, ...]`` (the same as the unbatched value of each problem).
     """
-    p_bar, u = _mean_and_prior(p, prior, dim, validate)
-    return (torch.special.xlogy(u, u) - torch.special.xlogy(u, p_bar)).sum()
+    p_bar, u = _mean_and_prior(p, prior, dim, validate, batched)
+    return (torch.special.xlogy(u, u) - torch.special.xlogy(u, p_bar)).sum(-1)
 
 
-def prediction_fairness(logits: torch.Tensor, prior=None, *, dim: int = -1) -> torch.Tensor:
+def prediction_fairness(logits: torch.Tensor, prior=None, *, dim: int = -1, batched: bool = False) -> torch.Tensor:
     """``KL(u || sigma_bar)`` straight from logits: strong fairness of the network's mean
     prediction ``sigma_bar`` (the mean of ``softmax(logits)`` over every dim but ``dim``).
 
     ``ln sigma_bar`` is a log-sum-exp of the log-probabilities, in float32 at least, so a class
     whose mean prediction underflows still has a finite value and gradient; the gradient in a
     class's logits is ``u_k sigma_ik / (N sigma_bar_k)``-scaled and does not fade as the class
-    empties. :class:`SelfLabeling` adds it with weight ``prediction_fairness`` (issue 15).
+    empties. :class:`SelfLabeling` adds it with weight ``prediction_fairness``. ``batched``: as
+    in :func:`strong_fairness`.
     """
-    rows = _rows("logits", logits, dim)
+    rows = _problems("logits", logits, dim, batched)
     wide = torch.promote_types(rows.dtype, torch.float32)
-    log_sigma = torch.log_softmax(rows.to(wide), dim=1)
-    log_bar = torch.logsumexp(log_sigma, dim=0) - math.log(rows.shape[0])
-    u = prior_vector(prior, rows.shape[1], log_bar.detach())
+    log_sigma = torch.log_softmax(rows.to(wide), dim=-1)
+    log_bar = torch.logsumexp(log_sigma, dim=-2) - math.log(rows.shape[-2])
+    u = prior_vector(prior, rows.shape[-1], log_bar.detach())
     # zero prior entries contribute 0 (not 0 * -inf)
-    return (torch.special.xlogy(u, u) - torch.where(u > 0, u * log_bar, 0.0)).sum()
+    return (torch.special.xlogy(u, u) - torch.where(u > 0, u * log_bar, 0.0)).sum(-1)
 
 
-def weak_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True) -> torch.Tensor:
-    """``KL(p_bar || u)`` (prior work's fairness term), ``p_bar`` as in :func:`strong_fairness`."""
-    p_bar, u = _mean_and_prior(p, prior, dim, validate)
-    return (torch.special.xlogy(p_bar, p_bar) - torch.special.xlogy(p_bar, u)).sum()
+def weak_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True,
+                  batched: bool = False) -> torch.Tensor:
+    """``KL(p_bar || u)`` (prior work's fairness term), ``p_bar`` and ``batched`` as in :func:`strong_fairness`."""
+    p_bar, u = _mean_and_prior(p, prior, dim, validate, batched)
+    return (torch.special.xlogy(p_bar, p_bar) - torch.special.xlogy(p_bar, u)).sum(-1)
 
 
 def shannon_entropy(p: torch.Tensor, *, dim: int = -1) -> torch.Tensor:

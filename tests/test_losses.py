@@ -287,3 +287,20 @@ def test_build_info_reports_working_cpu_kernels():
     assert info["cpu_kernels"] == "ok"
     assert "cpu" in info["kernels"]
     assert info["torch_compiled"] == torch.__version__
+
+
+@pytest.mark.parametrize("name", ["strong_fairness", "weak_fairness", "prediction_fairness"])
+def test_fairness_terms_take_a_batch_of_problems(name):
+    """batched=True: (B, N, K) is B problems, each its own mean (issue 27: one owner per formula,
+    the methods and SelfLabelingLoss call these instead of re-writing them)."""
+    logits = 3 * torch.randn(4, 30, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = logits if name == "prediction_fairness" else logits.softmax(-1)
+    prior = torch.tensor([0.3, 0.2, 0.2, 0.1, 0.1, 0.1], dtype=torch.float64)
+    fn = getattr(entclust, name)
+    got = fn(x, prior, batched=True)
+    assert got.shape == (4,)
+    torch.testing.assert_close(got, torch.stack([fn(x[b], prior) for b in range(4)]), rtol=1e-12, atol=1e-14)
+    moved = fn(x.movedim(-1, 1), prior, dim=1, batched=True)  # the class dim anywhere, as unbatched
+    torch.testing.assert_close(moved, got, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="batched=True needs"):
+        fn(x[0], prior, batched=True)

@@ -1,15 +1,15 @@
 """Loss modules that behave like ``torch.nn.CrossEntropyLoss``."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..losses import (
     collision_cross_entropy,
     margin_penalty,
+    prediction_fairness,
     reverse_cross_entropy,
+    strong_fairness,
 )
 from ..ops.checks import check_reduction, check_tensor, prior_vector
 
@@ -62,24 +62,6 @@ class CollisionCrossEntropyLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, dim={self.dim}"
-
-
-def _fairness_per_problem(p: torch.Tensor, prior) -> torch.Tensor:
-    """``KL(u || p_bar)`` of each problem of ``(..., N, K)`` distributions, ``p_bar`` the mean over
-    its N rows, in float32 at least (as :func:`entclust.strong_fairness` of each problem)."""
-    wide = torch.promote_types(p.dtype, torch.float32)
-    p_bar = p.mean(-2, dtype=wide)
-    u = prior_vector(prior, p.shape[-1], p_bar)
-    return (torch.special.xlogy(u, u) - torch.special.xlogy(u, p_bar)).sum(-1)
-
-
-def _prediction_fairness_per_problem(logits: torch.Tensor, prior) -> torch.Tensor:
-    """:func:`entclust.prediction_fairness` of each problem of ``(..., N, K)`` logits."""
-    wide = torch.promote_types(logits.dtype, torch.float32)
-    log_sigma = torch.log_softmax(logits.to(wide), dim=-1)
-    log_bar = torch.logsumexp(log_sigma, dim=-2) - math.log(logits.shape[-2])
-    u = prior_vector(prior, logits.shape[-1], log_bar.detach())
-    return (torch.special.xlogy(u, u) - torch.where(u > 0, u * log_bar, 0.0)).sum(-1)
 
 
 class SelfLabelingLoss(nn.Module):
@@ -136,10 +118,11 @@ class SelfLabelingLoss(nn.Module):
         else:
             loss = ce(logits, y, validate=self.validate)
         if self.lam > 0:
-            fair = _fairness_per_problem(y if fairness_y is None else fairness_y, self.prior)
+            target = y if fairness_y is None else fairness_y  # each problem's own y_bar
+            fair = strong_fairness(target, self.prior, validate=False, batched=target.dim() >= 3)
             loss = loss + self.lam * (fair if per_problem else fair.mean()).to(loss.dtype)
         if self.prediction_fairness > 0:
-            fair = _prediction_fairness_per_problem(logits, self.prior)
+            fair = prediction_fairness(logits, self.prior, batched=logits.dim() >= 3)
             loss = loss + self.prediction_fairness * (fair if per_problem else fair.mean()).to(loss.dtype)
         if self.gamma > 0:
             if head is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from ...losses import weak_fairness
-from ...ops.checks import prior_vector
 from ..registry import HeadLoss, HeadMethod, register
 
 
@@ -20,12 +19,8 @@ class MutualInformationLoss(HeadLoss):
         log_sigma = torch.log_softmax(logits, -1)
         sigma = log_sigma.exp()
         decisiveness = self.reduce(-(sigma * log_sigma).sum(-1), reduction)
-        if reduction == "none":  # each problem's own mean prediction
-            sigma_bar = sigma.mean(-2)
-            u = prior_vector(self.prior, sigma.shape[-1], sigma_bar)
-            fair = (torch.special.xlogy(sigma_bar, sigma_bar) - torch.special.xlogy(sigma_bar, u)).sum(-1)
-        else:
-            fair = weak_fairness(sigma, self.prior, validate=False)
+        # "none": each problem's own mean prediction
+        fair = weak_fairness(sigma, self.prior, validate=False, batched=reduction == "none")
         return self.with_margin(decisiveness + self.weight * fair, head)
 
 
