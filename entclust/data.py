@@ -77,8 +77,9 @@ def _keys(path: str, keys, kind: str):
     return xkey, next((k for k in LABEL_KEYS if k in keys), None)
 
 
-def _read(path: str, what: str):
-    """Array(s) stored in ``path``: returns (array, labels or None)."""
+def read_array(path: str, what: str):
+    """Array(s) stored in ``path`` (.npy memory-mapped, .npz, .csv, .pt read with weights_only):
+    returns (array, labels or None); ``what`` names the file in errors."""
     if not os.path.isfile(path):
         raise DataError(f"{what} file not found: {path}")
     ext = os.path.splitext(path)[1].lower()
@@ -170,10 +171,10 @@ def load(source: str, labels: str | None = None, *, random_state=None):
     else:
         if not os.path.exists(source) and os.path.splitext(source)[1] == "":
             raise DataError(f"unknown dataset {source!r}: use digits, {', '.join(SYNTHETIC)} or a .npy/.npz/.csv/.pt file")
-        x, y = _read(source, "features")
+        x, y = read_array(source, "features")
     x = check_features(x)
     if labels is not None:
-        y, _ = _read(labels, "labels")
+        y, _ = read_array(labels, "labels")
     if y is not None:
         y = check_labels(y, x.shape[0])
     return x, y

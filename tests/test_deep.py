@@ -121,7 +121,7 @@ def test_semi_supervised_labels_are_clamped_and_solve_the_constrained_problem():
     known[:15] = True
     targets = torch.randint(0, 4, (15,), generator=g)
     trainer = SelfLabelingTrainer(torch.nn.Linear(3, 4), gamma=0.0, max_iter=5000)
-    free = trainer._semi_labels(torch.log_softmax(logits, -1), known, targets)[0]
+    free = trainer.criterion.solve_with_known(torch.log_softmax(logits, -1)[:, ~known], targets)[0]
     sigma = torch.softmax(logits[0], -1)
     sigma[:15] = torch.nn.functional.one_hot(targets, 4).double()
     reference = entclust.testing.reference.em_rce(sigma, None, 100.0, tol=1e-13, max_iter=20000).y

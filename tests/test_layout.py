@@ -109,3 +109,26 @@ def test_the_library_never_imports_the_testing_reference_even_inside_functions()
                     f"{name} imports the testing reference ({target})"
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("entclust.testing") for a in node.names), name
+
+
+def test_no_module_uses_another_modules_underscore_members():
+    """Issue 27: state is not borrowed across rooms. ``obj._name`` on anything but self/cls, and
+    ``from x import _name``, are refused, except torch's and namedtuple's own API, the compiled
+    extension ``_C`` and the package's private helper modules (``_files``, ``_dist``, ``_warn``,
+    ``solvers._checked``, ``solvers._problem``), which exist to be shared inside the package."""
+    allowed_attributes = {"_fields", "_replace", "_asdict", "_C"}
+    private_modules = {"_C", "_files", "_dist", "_warn", "_checked", "_problem"}
+    found = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.name}: from {node.module} import {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__") and a.name not in private_modules]
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = ast.unparse(node.value)
+                if owner in ("self", "cls", "sys", "os") or owner.split(".")[0] == "torch" or node.attr in allowed_attributes:
+                    continue
+                if node.attr in private_modules and owner.split(".")[0] in ("entclust", "solvers"):
+                    continue
+                found.append(f"{path.name}: {owner}.{node.attr}")
+    assert found == []

@@ -122,3 +122,25 @@ def test_the_readme_training_loop_on_digit_images_does_not_warn():
             assert criterion.stats["unconverged"] == 0 and math.isfinite(loss.item())
             solves += criterion.stats["solves"]
     assert solves == 10 * math.ceil(len(x) / 250)
+
+
+def test_semi_supervised_labels_keep_their_fixed_em_budget():
+    """solve_with_known (seed 004 Sec. 4.4) runs 100 EM steps by default, as before the stopping
+    rule changed (its clamped problem has no certificate), or max_iter when given."""
+    from entclust.solvers.sharded import em_rce_block_
+
+    logits = 3 * torch.randn(2, 40, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    targets = torch.tensor([0, 1, 1, 4, 2, 2])
+    criterion = entclust.SelfLabeling("rce", on_unconverged="ignore")
+    assert criterion.semi_supervised_steps == 100
+    y = criterion.solve_with_known(logits, targets)
+    rest = torch.bincount(targets, minlength=5).double()
+    for b in range(2):
+        sigma = logits[b].softmax(-1)
+        want = sigma.clone()
+        em_rce_block_(sigma, want, rest, 100.0, 46, torch.full((5,), 0.2, dtype=torch.float64), 100)
+        torch.testing.assert_close(y[b], want, rtol=0, atol=0)
+    assert criterion.stats["solves"] == 2 and y.shape == logits.shape
+    assert entclust.SelfLabeling("rce", max_iter=7).semi_supervised_steps == 7
+    cce = entclust.SelfLabeling("cce")
+    assert torch.equal(cce.solve_with_known(logits[0], targets), cce.solve(logits[0]).y)

@@ -38,12 +38,12 @@ def load_inputs(source: str, labels: str | None):
         if not os.path.exists(source) and os.path.splitext(source)[1] == "":
             raise UsageError(f"unknown dataset {source!r}: use digits, {', '.join(k + ':ROOT' for k in DATASETS)} "
                              f"or a .npy/.npz/.pt file")
-        x, y = data._read(source, "images")
+        x, y = data.read_array(source, "images")
         x = np.asarray(x)
         if x.ndim not in (2, 4):
             raise UsageError(f"{source}: needs images (N, C, H, W) or vectors (N, D), got shape {x.shape}")
     if labels is not None:
-        y, _ = data._read(labels, "labels")
+        y, _ = data.read_array(labels, "labels")
     if y is not None:
         y = data.check_labels(y, x.shape[0])
     return x, y
@@ -95,7 +95,7 @@ def run(args) -> int:
     if args.partial_labels:
         from .. import data
 
-        partial, _ = data._read(args.partial_labels, "partial labels")
+        partial, _ = data.read_array(args.partial_labels, "partial labels")
         partial = np.asarray(partial).astype(np.int64).reshape(-1)
     from ..deep import DeepEntropyClustering  # torch models and scikit-learn: after the cheap checks
     from ..metrics import evaluate

@@ -17,7 +17,6 @@ from torch import nn
 from .._files import check_settings, data_fingerprint, read_checkpoint, write_files
 from ..metrics import clustering_accuracy
 from ..nn import SelfLabeling
-from ..solvers.sharded import em_rce_block_
 from .augment import Augment, get_augment
 
 OPTIMIZERS = ("adam", "sgd")
@@ -204,31 +203,6 @@ class SelfLabelingTrainer:
         # self-augmentation: log E_t sigma(f(t(x)))
         return log_p.logsumexp(1) - math.log(log_p.shape[1]), None
 
-    def _semi_labels(self, log_sigma: torch.Tensor, known: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Pseudo-labels of the unlabelled rows with the labelled rows' y clamped to their one-hot
-        labels (seed 004 Sec. 4.4): for "rce" EM steps on the unlabelled rows against the column
-        sums of the clamped ones (the fairness term sees the whole batch); for "cce" the solve on
-        the unlabelled rows alone. Returns ``(H, n_unlabelled, K)`` float64."""
-        criterion = self.criterion
-        free = log_sigma[:, ~known].detach()
-        if self.method != "rce" or criterion.solver != "em":
-            result = criterion.solve(free)
-            criterion._record(result, free)
-            return result.y
-        k = log_sigma.shape[-1]
-        n = log_sigma.shape[1]
-        rest = torch.bincount(targets, minlength=k).to(device=log_sigma.device, dtype=torch.float64)
-        u = (criterion.prior if criterion.prior is not None else torch.full((k,), 1.0 / k, dtype=torch.float64))
-        u = u.to(device=log_sigma.device, dtype=torch.float64)
-        out = []
-        for problem in free:
-            sigma = torch.softmax(problem.double(), -1)
-            y = sigma.clone()
-            em_rce_block_(sigma, y, rest, criterion.lam, n, u, criterion.max_iter)
-            out.append(y)
-        criterion._count_predictions(free)
-        return torch.stack(out)
-
     def _step_loss(self, log_sigma: torch.Tensor, known, targets, weight, index=None, over: bool = False):
         """The ``(H,)`` losses of one batch and the pseudo-labels ``(H, n, K)`` used (None for the
         baselines). ``log_sigma``: ``(H, n, K)``, or for IIC the views ``(H, V, n, K)``;
@@ -251,7 +225,7 @@ class SelfLabelingTrainer:
         elif known is None or not bool(known.any()):
             losses, y = criterion(log_sigma, reduction="none", return_labels=True)
         else:
-            y_free = self._semi_labels(log_sigma, known, targets)
+            y_free = criterion.solve_with_known(log_sigma[:, ~known], targets)
             h, n, k = log_sigma.shape
             y = torch.zeros(h, n, k, dtype=torch.float64, device=log_sigma.device)
             y[:, known] = F.one_hot(targets, k).to(y)

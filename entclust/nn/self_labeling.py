@@ -10,6 +10,7 @@ from .. import solvers
 from .._dist import all_reduce
 from .._warn import warn_user
 from ..ops.checks import check_tensor
+from ..solvers.sharded import em_rce_block_
 from .losses import SelfLabelingLoss
 from .memory import ColumnMemory
 
@@ -146,6 +147,8 @@ class SelfLabeling(nn.Module):
                                  f"got method={method!r}, solver={solver!r}")
         elif group is not None:
             raise ValueError("group needs n_points: the distributed solve runs on the global pseudo-labels")
+        # EM steps of a semi-supervised batch (solve_with_known), which has no stopping rule yet
+        self.semi_supervised_steps = 100 if max_iter is None else max_iter
         if max_iter is None:
             max_iter = DEFAULT_MAX_ITER if n_points is None else 3
         for name, value in (("tol_gap", tol_gap), ("tol_progress", tol_progress)):
@@ -286,6 +289,36 @@ class SelfLabeling(nn.Module):
                 raise ValueError(f"every micro-batch must have shape (N_j, {parts[0].shape[-1]}), got {tuple(t.shape)}")
         result = self._checked_solve(torch.cat(parts))
         return list(result.y.split([t.shape[0] for t in parts]))
+
+    def solve_with_known(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Semi-supervised pseudo-labels (seed 004 Sec. 4.4): ``logits`` ``(..., n, K)`` are a
+        batch's unlabelled rows, ``targets`` ``(m,)`` the known classes of its other rows, whose y is
+        clamped to one-hot. For "rce" with EM: EM steps on the unlabelled rows against the column
+        sums of the clamped ones, so the fairness term sees the whole batch of ``n + m`` rows
+        (``max_iter`` steps when given, else 100: this problem has no certificate yet); otherwise
+        the usual solve on the unlabelled rows alone. Counted in :attr:`stats`. Returns the
+        unlabelled rows' y, float64."""
+        logits = logits.detach()
+        if self.method != "rce" or self.solver != "em":
+            result = self.solve(logits)
+            self._record(result, logits)
+            return result.y
+        k = logits.shape[-1]
+        targets = torch.as_tensor(targets, device=logits.device)
+        rest = torch.bincount(targets.reshape(-1), minlength=k).to(torch.float64)
+        u = self.prior if self.prior is not None else torch.full((k,), 1.0 / k, dtype=torch.float64)
+        u = u.to(device=logits.device, dtype=torch.float64)
+        n_total = logits.shape[-2] + targets.numel()
+        problems = logits.reshape(-1, *logits.shape[-2:])
+        out = []
+        for problem in problems:
+            sigma = torch.softmax(problem.double(), -1)
+            y = sigma.clone()
+            em_rce_block_(sigma, y, rest, self.lam, n_total, u, self.semi_supervised_steps)
+            out.append(y)
+        self.stats["solves"] += len(out)
+        self._count_predictions(logits)
+        return torch.stack(out).reshape(logits.shape)
 
     # ---- global pseudo-labels (n_points) -------------------------------------------------
     @property
