@@ -3,6 +3,7 @@
 from .losses import CollisionCrossEntropyLoss, ReverseCrossEntropyLoss, SelfLabelingLoss
 from .linear import LinearSelfLabeling
 from .memory import ColumnMemory
-from .self_labeling import SOLVERS, SelfLabeling
+from .pseudo_labels import SOLVERS
+from .self_labeling import SelfLabeling
 
 __all__ = ["ColumnMemory", "LinearSelfLabeling", "CollisionCrossEntropyLoss", "ReverseCrossEntropyLoss", "SOLVERS", "SelfLabeling", "SelfLabelingLoss"]

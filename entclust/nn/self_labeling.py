@@ -13,56 +13,8 @@ from ..ops.checks import check_tensor
 from ..solvers.sharded import em_rce_block_
 from .losses import SelfLabelingLoss
 from .memory import ColumnMemory
-
-
-@torch.library.custom_op("entclust::self_labeling_solve", mutates_args=())
-def _solve_op(logits: torch.Tensor, prior: torch.Tensor, lam: float, method: str, solver: str, max_iter: int,
-              tol: float, tol_gap: float, tol_progress: float,
-              options: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The solve of :meth:`SelfLabeling.solve` as one opaque op, so that ``torch.compile`` traces a
-    training step around it (the solvers' checks, loops and certificates are data-dependent).
-    ``tol``, ``tol_gap`` or ``tol_progress < 0``: not given; ``options``: the solver's extra keyword arguments as
-    JSON. Returns ``(y float64, converged, fw_gap)``."""
-    sigma = torch.softmax(logits.double(), dim=-1)
-    given = lambda value: None if value < 0 else value  # noqa: E731
-    kwargs = _solver_kwargs(solver, json.loads(options), given(tol), given(tol_gap), given(tol_progress), max_iter)
-    res = getattr(solvers, _SOLVER_FUNCTIONS[solver].format(method=method))(sigma, prior, lam, validate=False, **kwargs)
-    return (res.y, torch.as_tensor(res.converged, device=res.y.device).clone(),
-            torch.as_tensor(res.fw_gap, dtype=torch.float64, device=res.y.device).clone())
-
-
-@_solve_op.register_fake
-def _(logits, prior, lam, method, solver, max_iter, tol, tol_gap, tol_progress, options):
-    batch = logits.shape[:-2]
-    return (logits.new_empty(logits.shape, dtype=torch.float64), logits.new_empty(batch, dtype=torch.bool),
-            logits.new_empty(batch, dtype=torch.float64))
-
-
-# Pseudo-label solvers SelfLabeling can use, per problem, and their functions in entclust.solvers.
-SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "pgd")}
-_SOLVER_FUNCTIONS = {"em": "em_{method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}
-# The default stopping rule of a per-batch solve (see the class doc): a relative Frank-Wolfe gap,
-# or for EM and PGD a gap within half the decrease made (two thirds of the best step).
-DEFAULT_TOL_GAP = 1e-2
-DEFAULT_TOL_PROGRESS = 0.5
-DEFAULT_MAX_ITER = 1000
-# Iterations between two certificates of a chunked (EM, PGD) solve under tol_gap: at 250 x 10 a
-# default solve took 5.0 ms (median of 20) with 25, 7.9 ms with the solvers' 10, 12.7 with "auto"
-# (a check costs ~0.27 ms, an EM iteration ~8 us; the solves ran 170-300 iterations).
-CHECK_EVERY = 25
-
-
-def _solver_kwargs(solver: str, options: dict, tol, tol_gap, tol_progress, max_iter: int) -> dict:
-    """The keyword arguments of one solve: ``solver_options`` first, then the module's criterion."""
-    kwargs = dict(options)
-    kwargs.setdefault("tol", tol)
-    kwargs.setdefault("tol_gap", tol_gap)
-    kwargs.setdefault("max_iter", max_iter)
-    if solver in ("em", "pgd"):
-        kwargs.setdefault("tol_progress", tol_progress)
-        if kwargs["tol_gap"] is not None or kwargs["tol_progress"] is not None:
-            kwargs.setdefault("check_every", CHECK_EVERY)
-    return kwargs
+from .pseudo_labels import (DEFAULT_MAX_ITER, DEFAULT_TOL_GAP, DEFAULT_TOL_PROGRESS, SOLVER_FUNCTIONS, SOLVERS, solve_op,
+                            solver_kwargs)
 
 
 class SelfLabeling(nn.Module):
@@ -248,9 +200,9 @@ class SelfLabeling(nn.Module):
         if logits.dim() not in (2, 3):
             raise ValueError(f"logits must have shape (N, K) or (B, N, K), got {tuple(logits.shape)}")
         sigma = torch.softmax(logits.detach().double(), dim=-1)
-        kwargs = _solver_kwargs(self.solver, self.solver_options, self.tol, self.tol_gap, self.tol_progress,
+        kwargs = solver_kwargs(self.solver, self.solver_options, self.tol, self.tol_gap, self.tol_progress,
                                 self.max_iter)
-        solve = getattr(solvers, _SOLVER_FUNCTIONS[self.solver].format(method=self.method))
+        solve = getattr(solvers, SOLVER_FUNCTIONS[self.solver].format(method=self.method))
         return solve(sigma, self.prior, self.lam, validate=False, **kwargs)
 
     def _checked_solve(self, logits: torch.Tensor):
@@ -396,7 +348,7 @@ class SelfLabeling(nn.Module):
             # divergence check) needs values, so it runs in eager mode only
             prior = self.prior if self.prior is not None else torch.full(
                 (logits.shape[-1],), 1.0 / logits.shape[-1], dtype=torch.float64)
-            full, _, _ = _solve_op(logits.detach(), prior.to(device=logits.device, dtype=torch.float64), self.lam,
+            full, _, _ = solve_op(logits.detach(), prior.to(device=logits.device, dtype=torch.float64), self.lam,
                                    self.method, self.solver, self.max_iter, -1.0 if self.tol is None else float(self.tol),
                                    -1.0 if self.tol_gap is None else self.tol_gap,
                                    -1.0 if self.tol_progress is None else self.tol_progress, self._options_json)
