@@ -202,3 +202,5 @@ def test_the_moved_commands_run_their_scripts_with_a_deprecation_notice():
     assert error == "plot_toy.py: error: --n-init must be >= 1, got 0"
     proc = run_cli("bench", "kernels", "--help")
     assert proc.returncode == 0 and "bench_kernels.py" in proc.stdout
+    proc = run_cli("bench", "--quick", "large-k")  # not the solver benchmark in its place
+    assert proc.returncode == 2 and "moved to benchmarks/bench_large_k.py" in proc.stderr

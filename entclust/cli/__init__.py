@@ -84,6 +84,9 @@ def _moved(command: str, rest: list[str]) -> int:
 
 
 def _bench(args) -> int:
+    if args.suite != "solvers":  # options before the suite ("bench --quick kernels"): main() did not see it
+        raise UsageError(f"'entclust bench {args.suite}' moved to {MOVED['bench ' + args.suite]}: run it there "
+                         f"(or put the suite first: 'entclust bench {args.suite} ...')")
     from .bench_solvers import main as solver_bench
 
     return solver_bench(args)
