@@ -97,7 +97,7 @@ def _probe(points, mu) -> tuple[torch.Tensor, float]:
 
 def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, prior=None, *, rounds: int = 30,
                            tol: float = 1e-3, iterations: int = 10, updates: int = 1, top: int | None = 64,
-                           bar=None) -> tuple[torch.Tensor, float, list]:
+                           progress=None) -> tuple[torch.Tensor, float, list]:
     """Centres refit to the reverse-CE pseudo-labels with strong fairness: each round, over blocks
     of the points ``(m, D)``, ``sigma = softmax(beta (x . mu - |mu|^2 / 2))``, the pseudo-labels
     ``y`` solved against the column sums of all m points (:class:`~entclust.ColumnMemory`,
@@ -167,9 +167,8 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
         assigned = new
         history.append({"round": r + 1, "seconds": time.perf_counter() - start, "changed": changed,
                         "max_shift": shift * math.sqrt(beta / d), "beta": beta, "moved": moved})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(changed=f"{changed:.2g}")
+        if progress is not None:
+            progress.update(history[-1]["seconds"], changed=changed)
         if changed <= tol and not moved:
             break
     return mu, beta, history

@@ -11,6 +11,7 @@ from datetime import date
 import numpy as np
 
 from .._files import write_files
+from .._loop import Progress
 from ..metrics import evaluate
 from .estimator import make_estimator
 from .registry import DEFAULT_METHODS
@@ -29,11 +30,7 @@ def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: i
     k = int(np.unique(labels).size) if n_clusters is None else n_clusters
     runs = []
     jobs = [(m, s) for m in methods for s in range(seeds)]
-    bar = None
-    if verbose:
-        from tqdm.auto import tqdm
-
-        jobs = bar = tqdm(jobs, desc="compare", unit="fit", disable=None)  # no bar when stderr is not a terminal
+    progress = Progress("compare", len(jobs), verbose=verbose, unit="fit")
     settings = {}
     for method, seed in jobs:
         est = make(method, k, random_state=seed, **(params or {}).get(method, {}))
@@ -43,8 +40,8 @@ def compare(x: np.ndarray, labels: np.ndarray, methods=DEFAULT_METHODS, seeds: i
         est.fit(x)
         seconds = time.perf_counter() - start
         runs.append({"method": method, "seed": seed, "seconds": seconds, **evaluate(labels, est.labels_)})
-        if bar is not None:
-            bar.set_postfix(method=method, acc=f"{runs[-1]['acc']:.3f}")
+        progress.update(seconds, method=method, seed=seed, acc=runs[-1]["acc"])
+    progress.close()
     summary = {}
     for method in methods:
         rows = [r for r in runs if r["method"] == method]

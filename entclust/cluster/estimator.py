@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .._dist import agree, all_reduce, fingerprint
+from .._loop import EpochLoop, Progress
 from ..data import SCALINGS, Scaler
 from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
@@ -308,20 +309,15 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 if self.init_ == "kmeans":
                     mu = lloyd(points, mu)
                 if self.init_ == "balanced":
-                    bar = None
                     rounds = centroid_rounds(points.shape[0], k, shard.total)
-                    if self.verbose:
-                        from tqdm.auto import tqdm
-
-                        bar = tqdm(total=rounds, desc=f"EntropyClustering: self-labeled centroids (K={k})",
-                                   unit="round", disable=None)
+                    progress = Progress(f"EntropyClustering: self-labeled centroids (K={k})", rounds,
+                                        verbose=self.verbose, unit="round")
                     try:
                         mu, beta, self.init_history_ = self_labeled_centroids(
-                            points, mu, self.lam, self.prior_, rounds=rounds, bar=bar,
+                            points, mu, self.lam, self.prior_, rounds=rounds, progress=progress,
                             top=SPARSE_TOP if k > 4 * SPARSE_TOP else None)
                     finally:
-                        if bar is not None:
-                            bar.close()
+                        progress.close()
                 else:
                     # the posterior of an isotropic Gaussian mixture with the centres mu and the per-dimension
                     # variance 1 / beta of the points about their nearest centre
@@ -329,6 +325,11 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 head.weight.copy_(beta * mu)
                 head.bias.copy_(-0.5 * beta * mu.square().sum(1))
         return head.to(features.device)
+
+    def _loop(self, optimizer, total: int, features) -> EpochLoop:
+        return EpochLoop(f"EntropyClustering({self.method!r})", optimizer, total, batch_size=self.batch_size,
+                         device=features.device, hint=f"lower lr (now {self.lr_}) or check the features",
+                         verbose=self.verbose)
 
     def _train_batched(self, features: torch.Tensor, criterion, generator: torch.Generator, runs: int, shard):
         """``runs`` restarts of :meth:`_train` (per-batch pseudo-labels, one process) trained side by
@@ -340,69 +341,42 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         heads = [self._init_head(features, generator, shard) for _ in range(runs)]
         weight = nn.Parameter(torch.stack([h.weight.detach() for h in heads]))
         bias = nn.Parameter(torch.stack([h.bias.detach() for h in heads]))
-        optimizer = torch.optim.SGD([weight, bias], lr=self.lr_)
-        n = features.shape[0]
-        n_batches = max(1, round(n / self.batch_size))
-        histories = [[] for _ in range(runs)]
-        epochs = range(self.epochs_)
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
+        solves = _SolveCounts(runs)
 
-            desc = f"EntropyClustering({self.method}, {runs} restarts)"
-            epochs = bar = tqdm(epochs, desc=desc, unit="epoch", disable=None)
-        for epoch in epochs:
-            start = time.perf_counter()
-            totals = torch.zeros(runs, dtype=torch.float64)
-            solves = torch.zeros(runs, dtype=torch.int64)
-            unconverged = torch.zeros(runs, dtype=torch.int64)
-            max_gap = torch.zeros(runs, dtype=torch.float64)
-            order = torch.randperm(n, generator=generator).to(features.device)
-            for idx in torch.tensor_split(order, n_batches):
-                logits = torch.baddbmm(bias.unsqueeze(1), features[idx].expand(runs, -1, -1), weight.transpose(1, 2))
-                losses = criterion(logits, weight, reduction="none")
-                loss = losses.sum()
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"EntropyClustering({self.method!r}): the loss became {loss.item()} in epoch {epoch}; "
-                        f"lower lr (now {self.lr_}) or check the features")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                totals += losses.detach().double().cpu() * len(idx) / n
-                result = getattr(criterion, "last_result", None)
-                if result is not None:
-                    solves += 1
-                    unconverged += (~torch.as_tensor(result.converged).reshape(runs)).cpu().long()
-                    gap = torch.as_tensor(result.fw_gap).reshape(runs).cpu().double()
-                    max_gap = torch.maximum(max_gap, torch.where(torch.isfinite(gap), gap, max_gap))
-            seconds = time.perf_counter() - start
+        def step(idx):
+            logits = torch.baddbmm(bias.unsqueeze(1), features[idx].expand(runs, -1, -1), weight.transpose(1, 2))
+            losses = criterion(logits, weight, reduction="none")
+            solves.add(getattr(criterion, "last_result", None))
+            return losses
+
+        def end_epoch(epoch, totals, seconds):
+            entries = []
             with torch.no_grad():
                 for b in range(runs):
                     sizes = torch.bincount((features @ weight[b].T + bias[b]).argmax(1), minlength=k)
                     entry = {"epoch": epoch + 1, "loss": float(totals[b]), "seconds": seconds,
                              "empty_clusters": int((sizes == 0).sum())}
-                    if result is not None:
-                        entry.update(solves=int(solves[b]), unconverged_solves=int(unconverged[b]),
-                                     max_fw_gap=float(max_gap[b]))
-                    histories[b].append(entry)
+                    entries.append({**entry, **solves.entry(b)})
+            solves.reset()
             if hasattr(criterion, "reset_stats"):
                 criterion.reset_stats()
-            if bar is not None:
-                bar.set_postfix(loss=f"{float(totals.min()):.4f}")
+            return entries, {"loss": float(totals.min())}
+
+        loop = self._loop(torch.optim.SGD([weight, bias], lr=self.lr_), features.shape[0], features)
+        history = loop.run(step, self.epochs_, generator, end_epoch=end_epoch,
+                           desc=f"EntropyClustering({self.method}, {runs} restarts)")
         out = []
         for b in range(runs):
             head = torch.nn.utils.skip_init(nn.Linear, features.shape[1], k).to(features.device)
             with torch.no_grad():
                 head.weight.copy_(weight[b])
                 head.bias.copy_(bias[b])
-            out.append((head, histories[b]))
+            out.append((head, [entries[b] for entries in history]))
         return out
 
     def _train(self, features: torch.Tensor, criterion, generator: torch.Generator, run: int, shard):
         from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
 
-        n, d = features.shape
         head = self._init_head(features, generator, shard)
         memory = isinstance(criterion, ColumnMemory)
         if memory:
@@ -412,67 +386,48 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(head, process_group=shard.group)
-        # no optimizer without epochs: building the first one in a process imports torch._dynamo (~1.5 s)
-        optimizer = torch.optim.SGD(head.parameters(), lr=self.lr_) if self.epochs_ > 0 else None
-        n_batches = max(1, round(shard.total / self.batch_size))
+        if self.epochs_ == 0:  # no optimizer: building the first one in a process imports torch._dynamo (~1.5 s)
+            return head, []
         tiny = torch.finfo(torch.float32).tiny
-        history = []
-        epochs = range(self.epochs_)
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
+        predicted = torch.zeros(self.n_clusters, dtype=torch.int64, device=features.device)
 
-            desc = f"EntropyClustering({self.method})" + (f" run {run + 1}/{self.n_init_}" if self.n_init_ > 1 else "")
-            epochs = bar = tqdm(epochs, desc=desc, unit="epoch", disable=None)  # none when not a terminal
-        for epoch in epochs:
-            start, total = time.perf_counter(), 0.0
-            order = torch.randperm(shard.total, generator=generator).to(features.device)
-            predicted = torch.zeros(self.n_clusters, dtype=torch.int64, device=features.device)
-            for batch in torch.tensor_split(order, n_batches):
-                if memory:
-                    # sum over this rank's rows of the global batch, scaled so that the gradient
-                    # DDP averages over the ranks is the mean over the global batch
-                    idx = shard.local(batch)
-                    logits = model(features[idx])
-                    y = criterion.update(logits).to(logits.dtype).clamp_min_(tiny)
-                    ce = reverse_cross_entropy(logits, y, reduction="sum", validate=False)
-                    loss = ce * (shard.world / len(batch))
-                    if self.gamma_ > 0:
-                        loss = loss + self.gamma_ * margin_penalty(head)
-                    step_value = float(ce.detach())  # summed over the epoch, then over the ranks
-                    # the clusters the head predicted over the epoch (no extra pass over all N points)
-                    predicted += torch.bincount(logits.detach().argmax(1), minlength=self.n_clusters)
-                else:
-                    idx = batch
-                    loss = criterion(head(features[idx]), head)
-                    step_value = float(loss.detach()) * len(idx) / n
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"EntropyClustering({self.method!r}): the loss became {loss.item()} in epoch {epoch}; "
-                        f"lower lr (now {self.lr_}) or check the features")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += step_value
+        def step(batch):
+            if not memory:
+                return criterion(head(features[batch]), head)
+            # sum over this rank's rows of the global batch, scaled so that the gradient DDP
+            # averages over the ranks is the mean over the global batch
+            logits = model(features[shard.local(batch)])
+            y = criterion.update(logits).to(logits.dtype).clamp_min_(tiny)
+            ce = reverse_cross_entropy(logits, y, reduction="sum", validate=False)
+            loss = ce * (shard.world / len(batch))
+            if self.gamma_ > 0:
+                loss = loss + self.gamma_ * margin_penalty(head)
+            # the clusters the head predicted over the epoch (no extra pass over all N points)
+            predicted.add_(torch.bincount(logits.detach().argmax(1), minlength=self.n_clusters))
+            return loss, ce.detach()  # the CE summed over the epoch, then over the ranks
+
+        def end_epoch(epoch, total, seconds):
             if memory:  # the epoch's mean CE over all points, plus the fairness and margin terms
-                total = float(shard.sum(torch.tensor([total], dtype=torch.float64))) / shard.total
+                total = float(shard.sum(total.reshape(1))) / shard.total
                 total += self.lam * float(strong_fairness(criterion.y_bar().unsqueeze(0), criterion.prior,
                                                           validate=False))
                 total += self.gamma_ * float(margin_penalty(head).detach())
                 sizes = shard.sum(predicted)
+                predicted.zero_()
             else:
                 with torch.no_grad():
-                    sizes = shard.sum(torch.bincount(_argmax(head, features), minlength=self.n_clusters))
-            history.append({"epoch": epoch + 1, "loss": total, "seconds": time.perf_counter() - start,
-                            "empty_clusters": int((sizes == 0).sum())})
+                    sizes = torch.bincount(_argmax(head, features), minlength=self.n_clusters)
+            entry = {"epoch": epoch + 1, "loss": float(total), "seconds": seconds,
+                     "empty_clusters": int((sizes == 0).sum())}
             stats = getattr(criterion, "stats", None)
             if stats is not None:  # SelfLabeling: the epoch's pseudo-label solves that did not converge
-                history[-1].update(solves=stats["solves"], unconverged_solves=stats["unconverged"],
-                                   max_fw_gap=stats["max_gap"])
+                entry.update(solves=stats["solves"], unconverged_solves=stats["unconverged"], max_fw_gap=stats["max_gap"])
                 criterion.reset_stats()
-            if bar is not None:
-                bar.set_postfix(loss=f"{total:.4f}", empty=history[-1]["empty_clusters"])
-        return head, history
+            return entry, {"loss": entry["loss"], "empty": entry["empty_clusters"]}
+
+        desc = f"EntropyClustering({self.method})" + (f" run {run + 1}/{self.n_init_}" if self.n_init_ > 1 else "")
+        loop = self._loop(torch.optim.SGD(head.parameters(), lr=self.lr_), shard.total, features)
+        return head, loop.run(step, self.epochs_, generator, end_epoch=end_epoch, desc=desc)
 
     # ---- inference ----------------------------------------------------------------------
     def _logits(self, features: torch.Tensor) -> torch.Tensor:
@@ -635,6 +590,36 @@ def centroid_rounds(m: int, k: int, n: int | None = None) -> int:
     merged clusters are split after each round but the last two."""
     budget = max(ROUND_ENTRIES, ROUND_PASSES * (n or m) * k)
     return int(min(CENTROID_ROUNDS, max(5, budget // max(1, m * k))))
+
+
+class _SolveCounts:
+    """The pseudo-label solves of an epoch of B restarts trained side by side, from each step's
+    :class:`~entclust.SolverResult` (``criterion.last_result``): how many, how many stopped short
+    of their stopping rule, and the largest Frank-Wolfe gap, per restart."""
+
+    def __init__(self, runs: int):
+        self.runs, self.seen = runs, False
+        self.reset()
+
+    def reset(self) -> None:
+        self.solves = torch.zeros(self.runs, dtype=torch.int64)
+        self.unconverged = torch.zeros(self.runs, dtype=torch.int64)
+        self.max_gap = torch.zeros(self.runs, dtype=torch.float64)
+
+    def add(self, result) -> None:
+        if result is None:
+            return
+        self.seen = True
+        self.solves += 1
+        self.unconverged += (~torch.as_tensor(result.converged).reshape(self.runs)).cpu().long()
+        gap = torch.as_tensor(result.fw_gap).reshape(self.runs).cpu().double()
+        self.max_gap = torch.maximum(self.max_gap, torch.where(torch.isfinite(gap), gap, self.max_gap))
+
+    def entry(self, b: int) -> dict:
+        if not self.seen:
+            return {}
+        return {"solves": int(self.solves[b]), "unconverged_solves": int(self.unconverged[b]),
+                "max_fw_gap": float(self.max_gap[b])}
 
 
 class _Settings:

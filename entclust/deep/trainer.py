@@ -7,7 +7,6 @@ solve for the H sub-heads), and one optimiser step on the sum of the sub-heads' 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._files import check_settings, data_fingerprint, read_checkpoint, write_files
+from .._loop import EpochLoop
 from ..metrics import clustering_accuracy
 from ..nn import SelfLabeling
 from .augment import Augment, get_augment
@@ -356,60 +356,47 @@ class SelfLabelingTrainer:
             for criterion in (self.criterion, self.over_criterion):
                 if isinstance(criterion, SelfLabeling):
                     criterion.reset_stats()
-        n_batches = max(1, round(n / self.batch_size))
-        epochs = range(start_epoch, self.epochs)
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
+        self.model.train()  # evaluation after each epoch puts it back in training mode
+        counts = {"unconverged": self.criterion.stats["unconverged"] if self.ours else 0, "labels": None}
 
-            epochs = bar = tqdm(epochs, desc=f"SelfLabelingTrainer({self.method})", unit="epoch", disable=None,
-                                initial=start_epoch, total=self.epochs)
-        for epoch in epochs:
-            begin = time.perf_counter()
-            self.model.train()
-            totals = None
-            unconverged = self.criterion.stats["unconverged"] if self.ours else 0
-            order = torch.randperm(n, generator=generator).to(self.device)
-            label_counts = None
-            for idx in torch.tensor_split(order, n_batches):
-                out = self._views(x[idx], generator, clean=self.consistency > 0)
-                batch_known = None if known is None else known[idx]
-                batch_targets = None if targets is None else targets[idx][batch_known]
-                for over, log_p in enumerate(out if self.overcluster else (out,)):
-                    log_sigma, extra = self._predictions(log_p)
-                    part, labels_used = self._step_loss(log_sigma, batch_known, batch_targets,
-                                                        self._head_weight(bool(over)), index=idx, over=bool(over))
-                    if extra is not None:
-                        part = part + extra
-                    if over:
-                        losses = losses + part
-                    else:
-                        losses, y = part, labels_used
-                loss = losses.sum()
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"SelfLabelingTrainer: the loss became {loss.item()} in epoch {epoch + 1}; "
-                                             f"lower lr (now {self.lr:g})")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step = losses.detach().double().cpu() * len(idx) / n
-                totals = step if totals is None else totals + step
-                if y is not None:
-                    counts = torch.stack([torch.bincount(p, minlength=y.shape[-1]) for p in y.argmax(-1)]).cpu()
-                    label_counts = counts if label_counts is None else label_counts + counts
-            entry = {"epoch": epoch + 1, "loss": float(totals.min()), "head_losses": totals.tolist(),
-                     "seconds": time.perf_counter() - begin}
+        def step(idx):
+            out = self._views(x[idx], generator, clean=self.consistency > 0)
+            batch_known = None if known is None else known[idx]
+            batch_targets = None if targets is None else targets[idx][batch_known]
+            for over, log_p in enumerate(out if self.overcluster else (out,)):
+                log_sigma, extra = self._predictions(log_p)
+                part, labels_used = self._step_loss(log_sigma, batch_known, batch_targets,
+                                                    self._head_weight(bool(over)), index=idx, over=bool(over))
+                if extra is not None:
+                    part = part + extra
+                if over:
+                    losses = losses + part
+                else:
+                    losses, y = part, labels_used
+            if y is not None:
+                used = torch.stack([torch.bincount(p, minlength=y.shape[-1]) for p in y.argmax(-1)]).cpu()
+                counts["labels"] = used if counts["labels"] is None else counts["labels"] + used
+            return losses
+
+        def end_epoch(epoch, totals, seconds):
+            entry = {"epoch": epoch + 1, "loss": float(totals.min()), "head_losses": totals.tolist(), "seconds": seconds}
             if self.ours:
-                entry.update(unconverged_solves=self.criterion.stats["unconverged"] - unconverged,
-                             label_clusters=[int((c > 0).sum()) for c in label_counts])
+                unconverged = self.criterion.stats["unconverged"]
+                entry.update(unconverged_solves=unconverged - counts["unconverged"],
+                             label_clusters=[int((c > 0).sum()) for c in counts["labels"]])
+                counts.update(unconverged=unconverged, labels=None)
             entry.update(self._evaluate(x, labels))
-            self.history.append(entry)
-            if self.checkpoint is not None and ((epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs):
-                self._save(generator, optimizer, epoch + 1)
-            if bar is not None:
-                best = int(np.argmin(entry["head_losses"]))
-                bar.set_postfix(loss=f"{entry['loss']:.4f}", empty=entry["empty_clusters"][best],
-                                **({"acc": f"{entry['acc'][best]:.3f}"} if "acc" in entry else {}))
+            best = int(np.argmin(entry["head_losses"]))
+            shown = {"loss": entry["loss"], "empty": entry["empty_clusters"][best]}
+            if "acc" in entry:
+                shown["acc"] = entry["acc"][best]
+            return entry, shown
+
+        loop = EpochLoop(f"SelfLabelingTrainer({self.method})", optimizer, n, batch_size=self.batch_size,
+                         device=self.device, hint=f"lower lr (now {self.lr:g})", verbose=self.verbose,
+                         checkpoint=None if self.checkpoint is None else lambda done: self._save(generator, optimizer, done),
+                         checkpoint_every=self.checkpoint_every)
+        loop.run(step, self.epochs, generator, start=start_epoch, end_epoch=end_epoch, history=self.history)
         self.objectives = self.objective(x)
         self.selected = int(np.argmin(self.objectives))
         if hasattr(self.model, "select"):

@@ -41,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from ..._files import CheckpointError, check_settings, data_fingerprint, read_checkpoint, write_files
+from ..._loop import EpochLoop, Progress
 from ...data import SCALINGS, Scaler
 from ..registry import EstimatorMethod, register
 
@@ -438,14 +439,11 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
                 raise ValueError("resume=True needs checkpoint= (the file to continue from)")
             history, best, stale, first = self._load(model, optimizer, generator)
         else:
-            self._epochs(model, optimizer, data, targets, mask, self.pretrain_epochs_, generator)
-        rounds = range(first, self.max_rounds + 1)  # round 0 clusters the pre-trained ensemble
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            rounds = bar = tqdm(rounds, desc="SPC", unit="round", disable=None, initial=first, total=self.max_rounds + 1)
-        for r in rounds:
+            self._epochs(model, optimizer, data, targets, mask, self.pretrain_epochs_, generator,
+                         desc="SPC pre-training")
+        # round 0 clusters the pre-trained ensemble
+        progress = Progress("SPC", self.max_rounds + 1, verbose=self.verbose, unit="round", initial=first)
+        for r in range(first, self.max_rounds + 1):
             start = time.perf_counter()
             labels, agreed = self._agreement(model, data, r)
             if r == 0:
@@ -463,8 +461,8 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
                 stale = 0
             else:
                 stale += 1
-            if bar is not None:
-                bar.set_postfix(agreed=record["agreed"], **({"acc": f"{record['acc']:.3f}"} if "acc" in record else {}))
+            progress.update(time.perf_counter() - start, agreed=record["agreed"],
+                            **({"acc": record["acc"]} if "acc" in record else {}))
             if stale >= self.patience or r == self.max_rounds:
                 record["seconds"] = time.perf_counter() - start
                 history.append(record)
@@ -476,41 +474,52 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
             history.append(record)
             if self.checkpoint is not None:
                 self._save(model, optimizer, generator, history, best, stale, r)
+        progress.close()
         self.labels_, self.agreed_, self.best_round_ = best
         self.history_ = history
         self.n_rounds_ = len(history) - 1
         self.model_ = model.cpu().eval()
         return self
 
-    def _epochs(self, model, optimizer, data, targets, mask, epochs, generator):
+    def _epochs(self, model, optimizer, data, targets, mask, epochs, generator, desc=None):
         """Training (seed 002's L): the pseudo-classifier loss to the consensus on agreed points
-        (``mask``), L1 reconstruction on the others; each member its own shuffle of the points."""
+        (``mask``), L1 reconstruction on the others; each member its own shuffle of the points.
+        Returns the history, one entry per epoch (each member's mean loss in ``member_losses``);
+        ``desc`` names the stage in the progress report (none without it)."""
         n = data.shape[0]
         m = self.n_members
         model.train()
         smooth = None
         if self.loss != "ce":
             smooth = torch.full((self.n_clusters,), SMOOTHING / self.n_clusters, device=data.device)
-        for _ in range(epochs):
+
+        def split(generator):
             order = torch.stack([torch.randperm(n, generator=generator) for _ in range(m)]).to(data.device)
             stops = list(range(self.batch_size, n, self.batch_size)) + [n]
             if len(stops) > 1 and stops[-1] - stops[-2] == 1:
                 del stops[-2]  # no batch of one point (batch norm needs two)
-            for start, stop in zip([0] + stops[:-1], stops):
-                idx = order[:, start:stop]  # (M, B)
-                x = data[idx]
-                z = model.encoder(x)
-                if self.latent_noise > 0:
-                    scale = z.detach().std(1, keepdim=True)
-                    z = z + self.latent_noise * scale * torch.randn(z.shape, generator=generator).to(z.device)
-                loss = (model.decoder(z) - x).abs().flatten(2).mean(-1)  # (M, B)
-                chosen = mask[idx]
-                if bool(chosen.any()):
-                    ce = self._classifier_loss(model.classifier(z), targets[idx], smooth)
-                    loss = torch.where(chosen, ce + self.agreed_reconstruction * loss, loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.mean(1).sum().backward()  # members are independent: the sum trains each on its mean
-                optimizer.step()
+            return (order[:, start:stop] for start, stop in zip([0] + stops[:-1], stops))  # (M, B) each
+
+        def step(idx):
+            x = data[idx]
+            z = model.encoder(x)
+            if self.latent_noise > 0:
+                scale = z.detach().std(1, keepdim=True)
+                z = z + self.latent_noise * scale * torch.randn(z.shape, generator=generator).to(z.device)
+            loss = (model.decoder(z) - x).abs().flatten(2).mean(-1)  # (M, B)
+            chosen = mask[idx]
+            if bool(chosen.any()):
+                ce = self._classifier_loss(model.classifier(z), targets[idx], smooth)
+                loss = torch.where(chosen, ce + self.agreed_reconstruction * loss, loss)
+            return loss.mean(1)  # members are independent: the sum trains each on its mean
+
+        def end_epoch(epoch, totals, seconds):
+            entry = {"epoch": epoch + 1, "loss": float(totals.mean()), "member_losses": totals.tolist(), "seconds": seconds}
+            return entry, {"loss": entry["loss"]}
+
+        loop = EpochLoop(desc or "SPC", optimizer, n, split=split, hint=f"lower lr (now {self.lr:g})",
+                         verbose=self.verbose and desc is not None)
+        return loop.run(step, epochs, generator, end_epoch=end_epoch)
 
     def _classifier_loss(self, logits, target, smooth):
         if self.loss == "ce":
