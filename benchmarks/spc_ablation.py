@@ -15,7 +15,7 @@ import time
 import numpy as np
 from sklearn.cluster import KMeans
 
-from entclust.cluster.methods.spc import SelectivePseudoLabelClustering
+from entclust.deep import SelectivePseudoLabelClustering
 from entclust.data import SYNTHETIC, load_digits
 from entclust.images import load_digit_images
 from entclust.metrics import clustering_accuracy

@@ -231,14 +231,16 @@ def check_settings(path: str, mine: dict, theirs) -> None:
 def data_fingerprint(x) -> list:
     """Shape, dtype and two float64 checksums of ``x`` (its sum and a position-weighted sum, so a
     permutation or other data of the same shape differ): a resumed run must see the same data."""
+    import numpy as np
     import torch
 
-    flat = x.detach().reshape(-1)
-    sums = torch.zeros(2, dtype=torch.float64, device=flat.device)
+    array = isinstance(x, np.ndarray)  # read block by block (a read-only memory map stays on disk)
+    flat = x.reshape(-1) if array else x.detach().reshape(-1)
+    sums = torch.zeros(2, dtype=torch.float64, device="cpu" if array else flat.device)
     step = 1 << 22  # float64 temporaries of 32 MB at most
-    for i in range(0, flat.numel(), step):
-        part = flat[i:i + step].double()
-        weights = torch.arange(i + 1, i + 1 + part.numel(), dtype=torch.float64, device=flat.device).remainder_(9973)
+    for i in range(0, flat.shape[0], step):
+        part = torch.from_numpy(np.array(flat[i:i + step], dtype=np.float64)) if array else flat[i:i + step].double()
+        weights = torch.arange(i + 1, i + 1 + part.numel(), dtype=torch.float64, device=sums.device).remainder_(9973)
         sums[0] += part.sum()
         sums[1] += (part * weights.add_(1)).sum()
     return [list(x.shape), str(x.dtype).replace("torch.", ""), float(sums[0]), float(sums[1])]

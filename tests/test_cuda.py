@@ -239,7 +239,7 @@ def test_cuda_selective_pseudo_label_clustering_trains_on_the_device():
     import numpy as np
     from sklearn.datasets import make_blobs
 
-    from entclust.cluster.methods.spc import SelectivePseudoLabelClustering
+    from entclust.deep import SelectivePseudoLabelClustering
     from entclust.metrics import clustering_accuracy
 
     x, t = make_blobs(300, n_features=6, centers=3, random_state=0)

@@ -325,8 +325,8 @@ def test_width_auto_halves_the_seeds_network_for_small_images():
     est.sample_shape_ = (64,)
     assert est._width() == 1.0
     est.width = 0
-    with pytest.raises(ValueError, match="width must be"):
-        est._width()
+    with pytest.raises(ValueError, match="width must be 'auto' or a finite number > 0, got 0"):
+        est.fit(np.zeros((4, 64), dtype=np.float32))
 
 
 # ---- command line: deep, compare-deep; benchmarks/noisy_labels.py ---------------------------------------

@@ -11,7 +11,7 @@ import entclust
 
 ROOT = pathlib.Path(entclust.__file__).parent
 # layer of each top-level part; a module may import its own layer or lower ones
-LAYERS = {"_C": 0, "_files": 0, "_dist": 0, "_warn": 0, "_loop": 0, "ops": 1, "losses": 2, "solvers": 3, "nn": 4, "data": 4, "metrics": 4,
+LAYERS = {"_C": 0, "_files": 0, "_dist": 0, "_warn": 0, "_loop": 0, "_params": 0, "ops": 1, "losses": 2, "solvers": 3, "nn": 4, "data": 4, "metrics": 4,
           "images": 4, "cluster": 5, "deep": 5, "cli": 6, "testing": 7, "__init__": 8, "__main__": 8}
 # the installed library never imports the testing reference (benchmarks/ and examples/ may)
 MAY_IMPORT_TESTING: set = set()
@@ -114,10 +114,10 @@ def test_the_library_never_imports_the_testing_reference_even_inside_functions()
 def test_no_module_uses_another_modules_underscore_members():
     """Issue 27: state is not borrowed across rooms. ``obj._name`` on anything but self/cls, and
     ``from x import _name``, are refused, except torch's and namedtuple's own API, the compiled
-    extension ``_C`` and the package's private helper modules (``_files``, ``_dist``, ``_loop``, ``_warn``,
+    extension ``_C`` and the package's private helper modules (``_files``, ``_dist``, ``_loop``, ``_params``, ``_warn``,
     ``solvers._checked``, ``solvers._problem``), which exist to be shared inside the package."""
     allowed_attributes = {"_fields", "_replace", "_asdict", "_C"}
-    private_modules = {"_C", "_files", "_dist", "_loop", "_warn", "_checked", "_problem"}
+    private_modules = {"_C", "_files", "_dist", "_loop", "_params", "_warn", "_checked", "_problem"}
     found = []
     for path in ROOT.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

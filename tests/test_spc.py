@@ -6,8 +6,8 @@ import torch
 from sklearn.datasets import make_blobs
 
 import entclust
-from entclust.cluster.methods.spc import SelectivePseudoLabelClustering as SPC
-from entclust.cluster.methods.spc import align, consensus
+from entclust.deep import SelectivePseudoLabelClustering as SPC
+from entclust.deep.consensus import align, consensus
 from entclust.metrics import clustering_accuracy
 
 FAST = dict(n_members=2, hidden=32, latent_dim=4, pretrain_epochs=3, epochs_per_round=1, max_rounds=3,
@@ -93,11 +93,11 @@ def test_spc_in_the_registry_and_the_cli(tmp_path, capsys):
 def test_hdbscan_cut_gives_exactly_k_clusters():
     """The tree cut scans distances (the count of clusters is not monotone in the cut) and gives
     noise points to the nearest cluster."""
-    from entclust.cluster.methods.spc import _hdbscan_cut
+    from entclust.deep.consensus import hdbscan_cut
 
     for seed in range(3):
         x, t = make_blobs(600, n_features=2, centers=4, random_state=seed)
-        labels = _hdbscan_cut(x, 4, 10)
+        labels = hdbscan_cut(x, 4, 10)
         assert sorted(set(labels.tolist())) == [0, 1, 2, 3]
         assert clustering_accuracy(t, labels) >= 0.9
     x, t = _blobs(300, 3, seed=4)
@@ -128,10 +128,10 @@ def test_spc_conv_members_on_images_of_odd_sizes():
 def test_spc_conv_members_are_independent_and_label_free():
     """The grouped convolutions keep the members apart: member 1's gradient does not reach member
     0's weights. And labels do not change the clustering of images either."""
-    from entclust.cluster.methods.spc import _ConvEnsemble
+    from entclust.deep.ensembles import ConvEnsemble
 
     gen = torch.Generator().manual_seed(0)
-    model = _ConvEnsemble(3, (1, 8, 8), 4, 8, 3, 2, gen, seed=0)
+    model = ConvEnsemble(3, (1, 8, 8), 4, 8, 3, 2, gen, seed=0)
     x = torch.randn(3, 5, 1, 8, 8)
     z = model.encoder(x)
     model.decoder(z)[1].sum().backward()
@@ -175,9 +175,9 @@ def test_spc_command_on_images_writes_labels_history_and_plot(tmp_path, capsys):
 def test_spc_reducers_spectral_fallback_and_warm_start(monkeypatch):
     """reducer="auto" is UMAP when umap-learn is importable, else scikit-learn's spectral
     embedding (no extra dependency); warm starts of the clusterer (GMM and K-means) work."""
-    import entclust.cluster.methods.spc as spc
+    import entclust.deep.spc as spc
 
-    monkeypatch.setattr(spc, "_umap", lambda: None)
+    monkeypatch.setattr(spc, "umap_class", lambda: None)
     x, t = _blobs(300, 3, seed=7)
     est = SPC(3, random_state=0, **{**FAST, "reducer": "auto", "clusterer": "gmm"}).fit(x)
     assert est.reducer_ == "spectral" and clustering_accuracy(t, est.labels_) >= 0.9
@@ -186,7 +186,7 @@ def test_spc_reducers_spectral_fallback_and_warm_start(monkeypatch):
     for clusterer in ("kmeans", "gmm"):
         warm = SPC(3, random_state=0, warm_start=True, **{**FAST, "clusterer": clusterer}).fit(x)
         assert clustering_accuracy(t, warm.labels_) >= 0.9 and warm.n_rounds_ >= 1
-    e = spc._spectral(np.random.default_rng(0).normal(size=(40, 3)), 4, 0)
+    e = spc.spectral_embedding(np.random.default_rng(0).normal(size=(40, 3)), 4, 0)
     assert e.shape == (40, 4) and np.isfinite(e).all()
     for kwargs, match in [({"warm_start": 1}, "warm_start"), ({"latent_noise": -1}, "latent_noise"),
                           ({"agreed_reconstruction": float("nan")}, "agreed_reconstruction"),
@@ -202,11 +202,11 @@ def test_spectral_step_joins_graph_components_beyond_k():
     {far blob}."""
     from sklearn.cluster import KMeans
 
-    from entclust.cluster.methods.spc import _spectral
+    from entclust.deep.consensus import spectral_embedding
 
     x, t = make_blobs(90, n_features=2, centers=[[0, 0], [5, 0], [100, 0]], cluster_std=0.5, random_state=0)
     for seed in range(3):
-        e = _spectral(x, 2, seed)
+        e = spectral_embedding(x, 2, seed)
         assert e.shape == (90, 2) and np.isfinite(e).all()
         split = KMeans(2, n_init=5, random_state=0).fit_predict(e)
         assert clustering_accuracy(np.where(t == 2, 1, 0), split) == 1.0

@@ -35,7 +35,8 @@ def run(args) -> int:
     x, y = load_inputs(args.data, args.labels)
     if not 1 <= args.k <= x.shape[0]:
         raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {args.k}")
-    from ..cluster.methods.spc import SPCMethod, SelectivePseudoLabelClustering  # torch, scikit-learn: after the checks
+    from ..cluster.methods.spc import SPCMethod
+    from ..deep import SelectivePseudoLabelClustering  # torch, scikit-learn: after the checks
     from ..metrics import evaluate
 
     options = method_options(args)

@@ -14,12 +14,15 @@ from torch import nn
 
 from .._dist import agree, all_reduce, fingerprint
 from .._loop import EpochLoop, Progress
+from .._params import Int, OneOf, Real, check_params
 from ..data import SCALINGS, Scaler
 from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
 from .centroids import BLOCK, block_rows, kmeans_plusplus, lloyd, self_labeled_centroids, temperature
 from .registry import EstimatorMethod, HeadMethod, get
+
+INITS = ("auto", "random", "kmeans++", "kmeans", "balanced")
 
 
 class EntropyClustering(ClusterMixin, BaseEstimator):
@@ -112,6 +115,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     head_ : the trained ``nn.Linear``. scaler_ : the fitted preprocessing. n_features_in_.
     """
 
+    PARAMETERS = {"n_clusters": Int(1), "lam": Real(0), "gamma": Real(0, None), "epochs": Int(0, None),
+                  "batch_size": Int(1), "lr": Real(0, None, strict=True), "standardize": OneOf(*SCALINGS),
+                  "pseudo_labels": OneOf("auto", "batch", "global"), "init": OneOf(*INITS), "n_init": Int(1, "auto")}
+
     def __init__(self, n_clusters: int = 10, method: str = "rce", lam: float = 100.0, gamma: float | None = None,
                  epochs: int | None = None, batch_size: int = 250, lr: float | None = None, prior=None, standardize: str = "auto",
                  method_params=None, pseudo_labels: str = "auto", init: str = "auto", n_init="auto",
@@ -149,39 +156,14 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         return method, params
 
     def _check_params(self, n: int) -> None:
-        def positive_int(name, value, low=1):
-            if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low):
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-        positive_int("n_clusters", self.n_clusters)
+        check_params(self.get_params(deep=False), self.PARAMETERS)
         if self.n_clusters > n:
             raise ValueError(f"n_clusters={self.n_clusters} is larger than the number of points N={n}")
-        if self.epochs is not None:
-            positive_int("epochs", self.epochs, 0)
-        positive_int("batch_size", self.batch_size)
-        if not (isinstance(self.n_init, str) and self.n_init == "auto"):
-            if isinstance(self.n_init, str):
-                raise ValueError(f"n_init must be 'auto' or an int >= 1, got {self.n_init!r}")
-            positive_int("n_init", self.n_init)
-        for name in ("lam", "gamma"):
-            value = getattr(self, name)
-            if name == "gamma" and value is None:
-                continue
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if self.pseudo_labels not in ("auto", "batch", "global"):
-            raise ValueError(f"pseudo_labels must be 'auto', 'batch' or 'global', got {self.pseudo_labels!r}")
         if self.pseudo_labels == "global" and self.method != "rce":
             raise ValueError(f"pseudo_labels='global' is implemented for method='rce', got method={self.method!r}")
         if self.group is not None and (self.pseudo_labels == "batch" or self.method != "rce"):
             raise ValueError(f"group (multi-process training) needs method='rce' with pseudo_labels 'global' or 'auto', "
                              f"got method={self.method!r}, pseudo_labels={self.pseudo_labels!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if self.standardize not in SCALINGS:
-            raise ValueError(f"standardize must be one of {SCALINGS}, got {self.standardize!r}")
 
     def _modes(self) -> tuple[str, str]:
         """The pseudo-label mode and the initialisation that "auto" resolves to."""
@@ -452,8 +434,6 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         tags.non_deterministic = self.random_state is None
         return tags
 
-
-INITS = ("auto", "random", "kmeans++", "kmeans", "balanced")
 
 
 class MemoryPlanError(MemoryError, ValueError):

@@ -8,6 +8,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from .._params import Int, Real, check_params
 from ..data import Scaler
 from .models import default_network
 from .trainer import SelfLabelingTrainer
@@ -51,6 +52,8 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
     Attributes: ``labels_``, ``model_``, ``history_`` (per epoch, see the trainer),
     ``objectives_`` (each sub-head's objective), ``selected_head_``, ``trainer_``.
     """
+
+    PARAMETERS = {"n_clusters": Int(1), "width": Real(0, "auto", strict=True), "n_heads": Int(1)}
 
     def __init__(self, n_clusters: int = 10, method: str = "rce", *, lam: float = 100.0, gamma: float = 0.01,
                  prediction_fairness: float | None = None, network="auto", width="auto", n_heads: int = 1,
@@ -119,8 +122,6 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
         if self.width == "auto":
             small = len(self.sample_shape_) == 3 and min(self.sample_shape_[1:]) < 16
             return 0.5 if small else 1.0
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
-            raise ValueError(f"width must be 'auto' or a number > 0, got {self.width!r}")
         return float(self.width)
 
     def _network(self, seed: int):
@@ -144,8 +145,7 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
         clamped to their labels and a cross-entropy term is added, seed 004 Sec. 4.4).
         ``eval_labels``: true labels used only for the history's ACC. ``resume``: continue
         from ``checkpoint``."""
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, (int, np.integer)) or self.n_clusters < 1:
-            raise ValueError(f"n_clusters must be an int >= 1, got {self.n_clusters!r}")
+        check_params(self.get_params(deep=False), self.PARAMETERS)  # the trainer checks the rest
         x = self._inputs(X, fitting=True)
         if self.n_clusters > x.shape[0]:
             raise ValueError(f"n_clusters={self.n_clusters} is larger than the number of points N={x.shape[0]}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from .._files import check_settings, data_fingerprint, read_checkpoint, write_files
 from .._loop import EpochLoop
+from .._params import Int, OneOf, Real, check_params
 from ..metrics import clustering_accuracy
 from ..nn import SelfLabeling
 from .augment import Augment, get_augment
@@ -95,6 +96,10 @@ class SelfLabelingTrainer:
     ``selected`` (the sub-head with the lowest).
     """
 
+    PARAMETERS = {"method": OneOf(*METHODS), "views": Int(1), "epochs": Int(0), "batch_size": Int(2), "lr": Real(0, strict=True),
+                  "checkpoint_every": Int(1), "eval_batch_size": Int(1), "consistency": Real(0),
+                  "pseudo_labels": OneOf(*PSEUDO_LABELS), "optimizer": OneOf(*OPTIMIZERS)}
+
     def __init__(self, model: nn.Module, *, method: str = "rce", lam: float = 100.0, gamma: float = 0.01,
                  prediction_fairness: float | None = None, solver: str = "em", max_iter: int | None = None,
                  views: int = 2, consistency: float = 0.0, pseudo_labels: str = "batch", augment="auto",
@@ -102,26 +107,15 @@ class SelfLabelingTrainer:
                  epochs: int = 50, batch_size: int = 250, head=None, checkpoint=None, checkpoint_every: int = 1,
                  seed: int = 0, device="cpu", verbose: bool = False, eval_batch_size: int = 1024,
                  method_params=None):
-        for name, value, low in (("views", views, 1), ("epochs", epochs, 0), ("batch_size", batch_size, 2),
-                                 ("checkpoint_every", checkpoint_every, 1), ("eval_batch_size", eval_batch_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        check_params(dict(method=method, views=views, epochs=epochs, batch_size=batch_size, lr=lr,
+                          checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size, consistency=consistency,
+                          pseudo_labels=pseudo_labels, optimizer=optimizer), self.PARAMETERS)
         if method == "iic" and views < 2:
             raise ValueError(f"method 'iic' pairs two augmented views of each image: views must be >= 2, got {views}")
-        if not (isinstance(consistency, (int, float)) and math.isfinite(consistency) and consistency >= 0):
-            raise ValueError(f"consistency must be a finite number >= 0, got {consistency!r}")
         if consistency > 0 and method == "iic":
             raise ValueError("consistency is a form of self-augmentation for the other methods; 'iic' pairs views itself")
-        if pseudo_labels not in PSEUDO_LABELS:
-            raise ValueError(f"pseudo_labels must be one of {PSEUDO_LABELS}, got {pseudo_labels!r}")
         if pseudo_labels == "global" and method != "rce":
             raise ValueError(f"pseudo_labels='global' is implemented for method 'rce', got {method!r}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         self.model, self.method, self.views, self.optimizer_name = model, method, int(views), optimizer
         self.lr, self.weight_decay, self.epochs, self.batch_size = float(lr), float(weight_decay), int(epochs), int(batch_size)
         self.gamma, self.head, self.lam = float(gamma), head, float(lam)
