@@ -41,6 +41,7 @@ from .solvers import (
     objective,
     pgd_cce,
     project_simplex,
+    sinkhorn,
     sinkhorn_knopp,
 )
 
@@ -121,6 +122,7 @@ __all__ = [
     "newton_rce",
     "pgd_cce",
     "project_simplex",
+    "sinkhorn",
     "sinkhorn_knopp",
     "objective",
     "fw_gap",

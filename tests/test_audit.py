@@ -112,8 +112,9 @@ def test_sinkhorn_with_zeros_stays_finite_and_balanced(case):
     else:
         sigma = torch.nn.functional.one_hot(torch.arange(60) % 3, 4).double()
     sigma = sigma / sigma.sum(-1, keepdim=True)
-    q, labels, _ = entclust.sinkhorn_knopp(sigma, max_iter=2000, warn=False)
-    assert bool(torch.isfinite(q).all())
+    result = entclust.sinkhorn(sigma, max_iter=2000, warn=False)
+    q, labels = result.y / 60, result.labels
+    assert bool(torch.isfinite(q).all()) and result.converged
     torch.testing.assert_close(q.sum(-1), torch.full((60,), 1 / 60, dtype=torch.float64), atol=1e-6, rtol=0)
     torch.testing.assert_close(q.sum(0), torch.full((4,), 0.25, dtype=torch.float64), atol=1e-6, rtol=0)
     assert labels.shape == (60,)
@@ -121,7 +122,7 @@ def test_sinkhorn_with_zeros_stays_finite_and_balanced(case):
 
 def test_sinkhorn_warns_when_it_stops_early():
     with pytest.warns(RuntimeWarning, match="max_iter=1"):
-        entclust.sinkhorn_knopp(problem(30, 3), max_iter=1)
+        entclust.sinkhorn(problem(30, 3), max_iter=1)
 
 
 # 6. second-order solvers across lambda in [0, 1e12] ------------------------------------
@@ -210,7 +211,7 @@ def test_interrupt_leaves_no_partial_result_set(features, monkeypatch, capsys):
 
 
 # 10. solver edge cases, handled the same way everywhere ---------------------------------
-SOLVERS = ["em_rce", "em_cce", "pgd_cce", "newton_rce", "dual_newton_rce", "sinkhorn_knopp"]
+SOLVERS = ["em_rce", "em_cce", "pgd_cce", "newton_rce", "dual_newton_rce", "sinkhorn"]
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -228,8 +229,8 @@ def test_empty_problems_are_a_clear_error(solver):
     ("dual_newton_rce", {"warm_start": -1}, "warm_start must be an int >= 0"),
     ("em_rce", {"max_iter": True}, "max_iter must be an int >= 0"),
     ("em_cce", {"lam": math.nan}, "lam must be a finite number >= 0"),
-    ("sinkhorn_knopp", {"max_iter": 0}, "max_iter must be an int >= 1"),
-    ("sinkhorn_knopp", {"tol": math.nan}, "tol must be a finite number >= 0"),
+    ("sinkhorn", {"max_iter": 0}, "max_iter must be an int >= 1"),
+    ("sinkhorn", {"tol": math.nan}, "tol must be a finite number >= 0"),
     ("pgd_cce", {"step": math.inf}, "step must be a finite number > 0"),
 ])
 def test_bad_solver_arguments_are_named(solver, kwargs, message):

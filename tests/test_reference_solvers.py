@@ -111,3 +111,32 @@ def test_sinkhorn_marginals():
     torch.testing.assert_close(q.sum(-1), torch.full((60,), 1 / 60, dtype=torch.float64))
     torch.testing.assert_close(q.sum(0), u, atol=1e-9, rtol=0)
     assert labels.shape == (60,) and iterations < 1000
+
+
+def test_the_shipped_sinkhorn_matches_the_reference_alone_and_batched():
+    import entclust
+
+    sigma = problem(60, 5)
+    u = torch.tensor([0.1, 0.1, 0.2, 0.3, 0.3], dtype=torch.float64)
+    q, labels, iterations = R.sinkhorn_knopp(sigma, u, lam_sk=10.0, tol=1e-12)
+    result = entclust.sinkhorn(sigma, u, lam_sk=10.0, tol=1e-12)
+    torch.testing.assert_close(result.y / 60, q, atol=1e-12, rtol=1e-9)
+    assert torch.equal(result.labels, labels) and result.iterations == iterations and result.converged
+    batch = torch.stack([sigma, problem(60, 5, 3.0)])
+    together = entclust.sinkhorn(batch, u, lam_sk=10.0, tol=1e-12)
+    assert together.y.shape == (2, 60, 5) and bool(together.converged.all())
+    for b in range(2):
+        alone = entclust.sinkhorn(batch[b], u, lam_sk=10.0, tol=1e-12)
+        torch.testing.assert_close(together.y[b], alone.y, atol=1e-10, rtol=0)
+        assert together.objective[b].item() == pytest.approx(alone.objective, rel=1e-10)
+
+
+def test_sinkhorn_knopp_is_deprecated_and_keeps_its_tuple_for_one_release():
+    import entclust
+
+    sigma = problem(40, 4)
+    with pytest.warns(DeprecationWarning, match="use entclust.sinkhorn, which returns a SolverResult"):
+        q, labels, sweeps = entclust.sinkhorn_knopp(sigma, lam_sk=5.0)
+    result = entclust.sinkhorn(sigma, lam_sk=5.0)
+    torch.testing.assert_close(q, result.y / 40)
+    assert torch.equal(labels, result.labels) and sweeps == result.iterations

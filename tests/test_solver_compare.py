@@ -248,11 +248,11 @@ def test_auto_checks_grow_with_the_iterations_run():
 def test_sinkhorn_reports_its_own_criterion_and_stops_on_the_time_limit():
     sigma = problem((200, 50), scale=4.0)
     seen = []
-    q, labels, sweeps = entclust.sinkhorn_knopp(sigma, tol=0.0, max_iter=50, warn=False,
-                                                callback=lambda it, err: seen.append((it, err)) or it == 7)
+    sweeps = entclust.sinkhorn(sigma, tol=0.0, max_iter=50, warn=False,
+                               callback=lambda it, err: seen.append((it, err)) or it == 7).iterations
     assert sweeps == 7 and [it for it, _ in seen] == list(range(1, 8)) and all(e >= 0 for _, e in seen)
     with pytest.raises(ValueError, match="callback must be callable"):
-        entclust.sinkhorn_knopp(sigma, callback="no")
+        entclust.sinkhorn(sigma, callback="no")
     out = solvers.compare(sigma, solvers=["sinkhorn_knopp"], target_gap=1e-15, time_limit=0.2)
     (row,) = out.rows
     assert row["stop"] == "time limit" and row["seconds"] < 1.0 and row["converged"] is False

@@ -194,9 +194,11 @@ def test_public_objective_gap_dual_newton_and_sinkhorn():
     assert em.objective - exact.objective <= em.fw_gap + 1e-12
     cce = entclust.em_cce(sigma, lam=50.0, max_iter=20, tol=0)
     assert float(entclust.fw_gap(sigma, cce.y, lam=50.0, problem="cce")) == pytest.approx(cce.fw_gap, rel=1e-9)
-    q, labels, _ = entclust.sinkhorn_knopp(sigma, lam_sk=5.0)
-    torch.testing.assert_close(q.sum(0), torch.full((5,), 0.2, dtype=torch.float64), atol=1e-8, rtol=0)
-    assert labels.shape == (60,)
+    sk = entclust.sinkhorn(sigma, lam_sk=5.0)
+    torch.testing.assert_close(sk.y.sum(0) / 60, torch.full((5,), 0.2, dtype=torch.float64), atol=1e-8, rtol=0)
+    torch.testing.assert_close(sk.y.sum(1), torch.ones(60, dtype=torch.float64))
+    assert sk.labels.shape == (60,) and sk.converged and math.isnan(sk.fw_gap)
+    assert sk.objective == pytest.approx(float(-(sk.y * sigma.log()).sum(1).mean()))
     with pytest.raises(ValueError, match="problem must be 'rce' or 'cce'"):
         entclust.fw_gap(sigma, em.y, problem="mse")
     with pytest.raises(ValueError, match="objective: y must match sigma"):

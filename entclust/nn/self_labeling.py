@@ -208,8 +208,9 @@ class SelfLabeling(nn.Module):
     def _checked_solve(self, logits: torch.Tensor):
         result = self.solve(logits)
         self.last_result = result
-        self._record(result, logits)
-        if not bool(torch.isfinite(result.y).all()):
+        if bool(torch.isfinite(result.y).all()):
+            self._record(result, logits)  # counted, and said when unconverged; a diverged solve is an error
+        else:
             if not bool(torch.isfinite(logits.detach()).all()):
                 raise FloatingPointError("SelfLabeling: the logits contain NaN or Inf (the network diverged?); "
                                          "no pseudo-labels can be solved for them")

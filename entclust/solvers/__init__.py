@@ -14,11 +14,11 @@ from .em import em_cce, em_rce
 from .newton import dual_newton_rce, newton_rce
 from .pgd import pgd_cce, project_simplex
 from .result import SolverResult, relative_gap
-from .sinkhorn import sinkhorn_knopp
+from .sinkhorn import sinkhorn, sinkhorn_knopp
 from ..ops import has_kernels
 
 __all__ = [
     "CCE_SOLVERS", "Comparison", "DEFAULT_TOL", "RCE_SOLVERS", "START_MIX", "SolverResult", "compare",
     "dual_newton_rce", "em_cce", "em_rce", "fw_gap", "has_kernels", "newton_rce", "objective", "pgd_cce",
-    "project_simplex", "relative_gap", "sinkhorn_knopp",
+    "project_simplex", "relative_gap", "sinkhorn", "sinkhorn_knopp",
 ]

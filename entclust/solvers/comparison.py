@@ -27,7 +27,7 @@ from .em import em_cce, em_rce
 from .newton import dual_newton_rce, newton_rce
 from .pgd import pgd_cce
 from .result import SolverResult, relative_gap
-from .sinkhorn import sinkhorn_knopp
+from .sinkhorn import sinkhorn
 
 RCE_SOLVERS = ("em_rce", "em_rce_squarem", "newton_rce", "dual_newton_rce", "em_rce_compiled", "sinkhorn_knopp")
 CCE_SOLVERS = ("em_cce", "em_cce_squarem", "pgd_cce", "sinkhorn_knopp")
@@ -401,7 +401,7 @@ def _measure(name, sigma, sigma3, prior, u, lam, target_gap, levels, time_limit,
 def _sinkhorn(sigma, prior, target_gap, levels, time_limit):
     """Sinkhorn-Knopp to its own criterion (row sums within ``target_gap`` of 1/N, relative), timed,
     stopped at the time limit; its trace holds the row-sum error in place of the gap."""
-    sinkhorn_knopp(sigma, prior, tol=0.0, max_iter=2, validate=False, warn=False)  # warm-up
+    sinkhorn(sigma, prior, tol=0.0, max_iter=2, validate=False, warn=False)  # warm-up
     trace, timed_out = [], [False]
     t0 = time.perf_counter()
 
@@ -411,8 +411,8 @@ def _sinkhorn(sigma, prior, target_gap, levels, time_limit):
         timed_out[0] = seconds > time_limit
         return timed_out[0]
 
-    _, _, iterations = sinkhorn_knopp(sigma, prior, tol=target_gap, max_iter=MAX_ITER["sinkhorn_knopp"],
-                                      validate=False, warn=False, callback=callback)
+    iterations = sinkhorn(sigma, prior, tol=target_gap, max_iter=MAX_ITER["sinkhorn_knopp"], validate=False, warn=False,
+                          callback=callback).iterations
     if sigma.device.type == "cuda":
         torch.cuda.synchronize(sigma.device)
     seconds = time.perf_counter() - t0

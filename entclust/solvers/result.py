@@ -39,3 +39,8 @@ class SolverResult(NamedTuple):
     def relative_gap(self):
         """``fw_gap / (1 + |objective|)`` (:func:`relative_gap`), per problem."""
         return relative_gap(self.fw_gap, self.objective)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The hard assignment ``argmax_k y_ik``, the shape of ``y`` without its last dimension."""
+        return self.y.argmax(-1)

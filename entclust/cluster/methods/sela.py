@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...solvers import sinkhorn_knopp
+from ...solvers import sinkhorn
 from ..registry import HeadLoss, HeadMethod, register
 
 
@@ -20,8 +20,8 @@ class SinkhornSelfLabelLoss(HeadLoss):
         sigma = torch.softmax(logits.detach().double(), -1)
         # a per-batch solve capped at max_iter sweeps, as in SeLa: no warning when it is reached
         # (each problem of (B, N, K) logits its own transport problem)
-        _, labels, _ = sinkhorn_knopp(sigma, self.prior, lam_sk=self.lam_sk, tol=1e-6, max_iter=self.max_iter,
-                                      validate=False, warn=False)
+        labels = sinkhorn(sigma, self.prior, lam_sk=self.lam_sk, tol=1e-6, max_iter=self.max_iter, validate=False,
+                          warn=False).labels
         k = logits.shape[-1]
         per_row = F.cross_entropy(logits.reshape(-1, k), labels.reshape(-1), reduction="none")
         return self.with_margin(self.reduce(per_row.view(labels.shape), reduction), head)
