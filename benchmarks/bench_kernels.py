@@ -69,11 +69,11 @@ def per_iteration(shapes, iters, capabilities):
                 y, _delta = compiled_step(sigma, y, 100.0 * n * u)
 
         for name, fused, ref, compiled in [
-            ("EM reverse CE", lambda: ops.em_rce(sigma, u, 100.0, 0.0, it, None),
+            ("EM reverse CE", lambda: ops.em_rce_kernel(sigma, u, 100.0, 0.0, it, None),
              lambda: R.em_rce(sigma, u, 100.0, max_iter=it, tol=0), compiled_rce),
-            ("EM collision CE", lambda: ops.em_cce(sigma, u, 100.0, 0.0, it, 1e-12, 50, None),
+            ("EM collision CE", lambda: ops.em_cce_kernel(sigma, u, 100.0, 0.0, it, 1e-12, 50, None),
              lambda: R.em_cce(sigma, u, 100.0, max_iter=it, tol=0, newton_tol=1e-6), None),
-            ("PGD collision CE", lambda: ops.pgd_cce(sigma, u, 100.0, 0.01, 0.0, it, None),
+            ("PGD collision CE", lambda: ops.pgd_cce_kernel(sigma, u, 100.0, 0.01, 0.0, it, None),
              lambda: R.pgd_cce(sigma, u, 100.0, step=0.01, max_iter=it, tol=0), None),
         ]:
             r_ms = _median_time(ref) / it * 1e3
@@ -91,7 +91,7 @@ def batch_row(b, max_iter):
     sigma = problem(b, 250, 200, torch.float32)
     u = torch.full((200,), 1.0 / 200)
     t0 = time.perf_counter()
-    fused = ops.em_rce(sigma, u, 100.0, 1e-6, max_iter, None)
+    fused = ops.em_rce_kernel(sigma, u, 100.0, 1e-6, max_iter, None)
     f_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ref = R.em_rce(sigma, u, 100.0, tol=1e-6, max_iter=max_iter)
@@ -161,10 +161,10 @@ def gpu_section(quick, device="cuda"):
     u = torch.full((200,), 1.0 / 200, device=dev)
     compiled_step = torch.compile(_em_rce_step, dynamic=False)
     for name, fused, ref, compiled, cap in [
-        ("EM reverse CE", lambda m: ops.em_rce(sigma, u, 100.0, 1e-6, m, None),
+        ("EM reverse CE", lambda m: ops.em_rce_kernel(sigma, u, 100.0, 1e-6, m, None),
          lambda m: R.em_rce(sigma, u, 100.0, tol=1e-6, max_iter=m),
          lambda m: _compiled_em_rce_to_tol(compiled_step, sigma, u, 100.0, 1e-6, m), 1000),
-        ("EM collision CE", lambda m: ops.em_cce(sigma, u, 100.0, 1e-6, m, 1e-12, 50, None),
+        ("EM collision CE", lambda m: ops.em_cce_kernel(sigma, u, 100.0, 1e-6, m, 1e-12, 50, None),
          lambda m: R.em_cce(sigma, u, 100.0, tol=1e-6, max_iter=m, newton_tol=1e-6), None, 200),
     ]:
         cap = min(cap, 50) if quick else cap
@@ -197,9 +197,9 @@ def gpu_section(quick, device="cuda"):
             return y
 
         for name, fused, ref, compiled in [
-            ("EM reverse CE", lambda: ops.em_rce(sigma, u, 100.0, 0.0, it, None),
+            ("EM reverse CE", lambda: ops.em_rce_kernel(sigma, u, 100.0, 0.0, it, None),
              lambda: R.em_rce(sigma, u, 100.0, max_iter=it, tol=0), compiled_rce),
-            ("EM collision CE", lambda: ops.em_cce(sigma, u, 100.0, 0.0, it, 1e-12, 50, None),
+            ("EM collision CE", lambda: ops.em_cce_kernel(sigma, u, 100.0, 0.0, it, 1e-12, 50, None),
              lambda: R.em_cce(sigma, u, 100.0, max_iter=it, tol=0, newton_tol=1e-6), None),
         ]:
             f_s = _device_time(fused, dev)[0] / it

@@ -53,7 +53,7 @@ def _fused(op_name: str, logits, y, reduction: str, dim: int, validate: bool, su
         y2 = y.movedim(dim, -1).reshape(-1, k)
     grad_on = torch.is_grad_enabled()
     tol = sum_tolerance(sum_tol, y.dtype)
-    loss, stats, _, _ = getattr(ops, op_name)(
+    loss, stats, _, _ = getattr(ops, f"{op_name}_kernel")(
         logits2, y2, ops.REDUCTIONS[reduction], grad_on and logits.requires_grad, grad_on and y.requires_grad, tol
     )
     if validate and not torch.compiler.is_compiling():
@@ -321,7 +321,7 @@ def linear_self_labeling(x: torch.Tensor, weight: torch.Tensor, bias, fairness: 
             raise ValueError("fairness must be finite and >= 0 (c u_k / col_k of the column sums)")
     cast = lambda t: None if t is None else (t if t.dtype == compute else t.to(compute))  # noqa: E731
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    loss, labels, columns, *_ = ops.linear_rce(cast(x), cast(weight), cast(bias), fairness.to(torch.float64),
+    loss, labels, columns, *_ = ops.linear_rce_kernel(cast(x), cast(weight), cast(bias), fairness.to(torch.float64),
                                                iterations, ops.REDUCTIONS[reduction], grad, block_rows or 0)
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(loss)):
         raise ValueError("linear_self_labeling: the loss is not finite: weight or bias holds NaN/Inf, or the logits "

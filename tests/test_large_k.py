@@ -158,7 +158,7 @@ def test_em_rce_rows_op_matches_the_formula(dtype, shape):
     sigma = torch.softmax(torch.randn(*shape, generator=g, dtype=torch.float64), -1).to(dtype)
     y = torch.softmax(torch.randn(*shape, generator=g, dtype=torch.float64), -1).to(dtype)
     w = torch.rand(shape[1], generator=g, dtype=torch.float64) * 50
-    new, col = ops.em_rce_rows(sigma, y, w)
+    new, col = ops.em_rce_rows_kernel(sigma, y, w)
     a = y.double() * w
     ref = (sigma.double() + a) / (1 + a.sum(-1, keepdim=True))
     # float64 arithmetic: the denominator sums K positive terms (relative error <= (K - 1) eps64,
@@ -176,11 +176,11 @@ def test_em_rce_rows_op_checks_its_inputs():
 
     s = torch.full((2, 3), 1 / 3)
     with pytest.raises(RuntimeError, match="same shape"):
-        ops.em_rce_rows(s, s[:1], torch.ones(3, dtype=torch.float64))
+        ops.em_rce_rows_kernel(s, s[:1], torch.ones(3, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="weights must be float64"):
-        ops.em_rce_rows(s, s, torch.ones(3))
+        ops.em_rce_rows_kernel(s, s, torch.ones(3))
     with pytest.raises(RuntimeError, match="must both be float32 or both float64"):
-        ops.em_rce_rows(s, s.double(), torch.ones(3, dtype=torch.float64))
+        ops.em_rce_rows_kernel(s, s.double(), torch.ones(3, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -132,3 +132,16 @@ def test_no_module_uses_another_modules_underscore_members():
                     continue
                 found.append(f"{path.name}: {owner}.{node.attr}")
     assert found == []
+
+
+def test_one_public_name_per_function():
+    """Issue 27: the raw ops do not share the checked functions' names (entclust.ops.em_rce_kernel
+    beside entclust.em_rce); the old names still work for one release, with a DeprecationWarning."""
+    import entclust.ops as ops
+
+    # a name in both is one object re-exported (build_info, cpu_capability, ...), never two functions
+    assert all(getattr(ops, name) is getattr(entclust, name) for name in set(ops.__all__) & set(entclust.__all__))
+    with pytest.warns(DeprecationWarning, match="entclust.ops.em_rce is deprecated .* entclust.ops.em_rce_kernel"):
+        assert ops.em_rce is ops.em_rce_kernel
+    with pytest.raises(AttributeError):
+        ops.no_such_op

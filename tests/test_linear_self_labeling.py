@@ -83,7 +83,7 @@ def test_opcheck():
 
 def test_blocking_does_not_change_the_result():
     x, w, bb, fair = problem(37, 200, 8, torch.float32)
-    outs = [entclust.ops.linear_rce(x.detach(), w.detach(), bb.detach(), fair, 3, 1, True, r) for r in (0, 1, 5, 37)]
+    outs = [entclust.ops.linear_rce_kernel(x.detach(), w.detach(), bb.detach(), fair, 3, 1, True, r) for r in (0, 1, 5, 37)]
     for other in outs[1:]:
         torch.testing.assert_close(other[0], outs[0][0], rtol=1e-6, atol=0)
         assert torch.equal(other[1], outs[0][1])
@@ -106,7 +106,7 @@ def test_no_gradient_wanted_no_gradient_formed():
     with torch.no_grad():
         out = entclust.linear_self_labeling(x, w, bb, fair)
     assert not out.loss.requires_grad
-    raw = entclust.ops.linear_rce(x.detach(), w.detach(), None, fair, 3, 1, False, 0)
+    raw = entclust.ops.linear_rce_kernel(x.detach(), w.detach(), None, fair, 3, 1, False, 0)
     assert all(t.numel() == 0 for t in raw[3:])
 
 

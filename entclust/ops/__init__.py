@@ -15,19 +15,35 @@ from .build import (
 from .fused import (
     LOSS_OPS,
     REDUCTIONS,
-    certificate,
-    collision_cross_entropy,
-    em_cce,
-    em_rce,
-    em_rce_rows,
-    linear_rce,
-    pgd_cce,
-    project_simplex,
-    reverse_cross_entropy,
+    certificate_kernel,
+    collision_cross_entropy_kernel,
+    em_cce_kernel,
+    em_rce_kernel,
+    em_rce_rows_kernel,
+    linear_rce_kernel,
+    pgd_cce_kernel,
+    project_simplex_kernel,
+    reverse_cross_entropy_kernel,
 )
 
 __all__ = [
     "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",
-    "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS", "certificate", "collision_cross_entropy",
-    "em_cce", "em_rce", "em_rce_rows", "linear_rce", "pgd_cce", "project_simplex", "reverse_cross_entropy",
+    "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS",
+    "certificate_kernel", "collision_cross_entropy_kernel", "em_cce_kernel", "em_rce_kernel", "em_rce_rows_kernel",
+    "linear_rce_kernel", "pgd_cce_kernel", "project_simplex_kernel", "reverse_cross_entropy_kernel",
 ]
+
+# The raw ops were named as the checked public functions (entclust.ops.em_rce, positional and
+# unchecked, beside entclust.em_rce); the old names work for one more release, with a DeprecationWarning.
+_RENAMED = {name: f"{name}_kernel" for name in ("certificate", "collision_cross_entropy", "em_cce", "em_rce", "em_rce_rows",
+                                                "linear_rce", "pgd_cce", "project_simplex", "reverse_cross_entropy")}
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(f"entclust.ops.{name} is deprecated and will be removed in the next release: the raw op is now "
+                      f"entclust.ops.{_RENAMED[name]}", DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,14 +81,14 @@ for _name in LOSS_OPS:
     torch.library.register_autograd(f"entclust::{_name}", _backward, setup_context=_setup_context)
 
 
-def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool, grad_y: bool,
-                          sum_tol: float):
+def reverse_cross_entropy_kernel(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool,
+                                 grad_y: bool, sum_tol: float):
     """Raw fused op on ``(N, K)`` inputs; returns ``(loss, stats, grad_logits, grad_y)``."""
     return torch.ops.entclust.reverse_cross_entropy(logits, y, reduction, grad_logits, grad_y, sum_tol)
 
 
-def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool, grad_y: bool,
-                            sum_tol: float):
+def collision_cross_entropy_kernel(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool,
+                                   grad_y: bool, sum_tol: float):
     """Raw fused op on ``(N, K)`` inputs; returns ``(loss, stats, grad_logits, grad_y)``."""
     return torch.ops.entclust.collision_cross_entropy(logits, y, reduction, grad_logits, grad_y, sum_tol)
 
@@ -165,39 +165,39 @@ def _linear_backward(ctx, g_loss, *_):
 torch.library.register_autograd("entclust::linear_rce", _linear_backward, setup_context=_linear_setup_context)
 
 
-def linear_rce(x: torch.Tensor, weight: torch.Tensor, bias, fair: torch.Tensor, iterations: int, reduction: int,
-               grad: bool, block_rows: int = 0):
+def linear_rce_kernel(x: torch.Tensor, weight: torch.Tensor, bias, fair: torch.Tensor, iterations: int,
+                      reduction: int, grad: bool, block_rows: int = 0):
     """Raw fused linear self-labeling op: ``(loss, labels, columns, grad_x, grad_weight, grad_bias)``."""
     return torch.ops.entclust.linear_rce(x, weight, bias, fair, iterations, reduction, grad, block_rows)
 
 
-def em_rce_rows(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tensor):
+def em_rce_rows_kernel(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tensor):
     """Raw block M-step op (CPU): ``(y_new (M, K), column sums (K,) float64)`` of
     ``y_ik <- (sigma_ik + w_k y_ik) / (1 + sum_m w_m y_im)``."""
     return torch.ops.entclust.em_rce_rows(sigma, y, weights)
 
 
-def certificate(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float, problem: int):
+def certificate_kernel(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float, problem: int):
     """Raw certificate op on ``(B, N, K)``: ``(objective, fw_gap)``, each ``(B,)`` float64; problem 0 reverse CE, 1 collision CE."""
     return torch.ops.entclust.certificate(sigma, y, prior, lam, problem)
 
 
-def em_rce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, y0=None):
+def em_rce_kernel(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, y0=None):
     """Raw EM op on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
     return torch.ops.entclust.em_rce(sigma, prior, lam, tol, max_iter, y0)
 
 
-def em_cce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, newton_tol: float,
-           newton_max_iter: int, y0=None):
+def em_cce_kernel(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, newton_tol: float,
+                  newton_max_iter: int, y0=None):
     """Raw EM op for collision CE on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
     return torch.ops.entclust.em_cce(sigma, prior, lam, tol, max_iter, newton_tol, newton_max_iter, y0)
 
 
-def pgd_cce(sigma: torch.Tensor, prior: torch.Tensor, lam: float, step: float, tol: float, max_iter: int, y0=None):
+def pgd_cce_kernel(sigma: torch.Tensor, prior: torch.Tensor, lam: float, step: float, tol: float, max_iter: int, y0=None):
     """Raw projected-gradient op for collision CE on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
     return torch.ops.entclust.pgd_cce(sigma, prior, lam, step, tol, max_iter, y0)
 
 
-def project_simplex(v: torch.Tensor) -> torch.Tensor:
+def project_simplex_kernel(v: torch.Tensor) -> torch.Tensor:
     """Raw projection op on ``(M, K)`` rows."""
     return torch.ops.entclust.project_simplex(v)

@@ -22,7 +22,7 @@ def certify(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tenso
     """``(objective, fw_gap)``, each ``(B,)`` float64, of ``y3`` for the problems ``sigma3`` ``(B, N, K)``:
     the fused CPU kernel (two passes, no N x K temporary), the blocked PyTorch version elsewhere."""
     if sigma3.device.type == "cpu" and sigma3.dtype == y3.dtype and sigma3.dtype in (torch.float32, torch.float64):
-        return ops.certificate(sigma3, y3, u, float(lam), PROBLEMS.index(problem))
+        return ops.certificate_kernel(sigma3, y3, u, float(lam), PROBLEMS.index(problem))
     return _certify_blocks(problem, sigma3, y3, u, lam)
 
 

@@ -90,8 +90,8 @@ def em_rce(
 
     def chunk(index, s, y, m):  # at most m iterations of the problems s from y (None: the default start)
         if accel is None:
-            return ops.em_rce(s, u, lam, tol, m, y)
-        return squarem("em_rce", accel, lambda z: ops.em_rce(s, u, lam, 0.0, 1, z)[0], "rce", s, u, lam, tol, m, y)
+            return ops.em_rce_kernel(s, u, lam, tol, m, y)
+        return squarem("em_rce", accel, lambda z: ops.em_rce_kernel(s, u, lam, 0.0, 1, z)[0], "rce", s, u, lam, tol, m, y)
 
     return _solve("rce", sigma3, u, lam, y0, chunk, tol, target, max_iter, check_every, callback, batched,
                   certificate, accel)
@@ -139,8 +139,8 @@ def em_cce(
 
     def chunk(index, s, y, m):
         if accel is None:
-            return ops.em_cce(s, u, lam, tol, m, newton_tol, newton_max_iter, y)
-        step = lambda z: ops.em_cce(s, u, lam, 0.0, 1, newton_tol, newton_max_iter, z)[0]  # noqa: E731
+            return ops.em_cce_kernel(s, u, lam, tol, m, newton_tol, newton_max_iter, y)
+        step = lambda z: ops.em_cce_kernel(s, u, lam, 0.0, 1, newton_tol, newton_max_iter, z)[0]  # noqa: E731
         return squarem("em_cce", accel, step, "cce", s, u, lam, tol, m, y)
 
     return _solve("cce", sigma3, u, lam, y0, chunk, tol, target, max_iter, check_every, callback, batched,

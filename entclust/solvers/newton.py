@@ -93,7 +93,7 @@ def newton_rce(
     check_count(name, "warm_start", warm_start)
     _positive(name, sigma3)
     if y0 is None and warm_start > 0:
-        y0 = ops.em_rce(sigma3, u, float(lam), 0.0, warm_start, None)[0]
+        y0 = ops.em_rce_kernel(sigma3, u, float(lam), 0.0, warm_start, None)[0]
     s64, u64 = sigma3.double(), u.double()
     starts = s64 if y0 is None else y0.double()
     progress = Progress("rce", s64, starts, u64, float(lam), callback, batched, _criterion(tol, tol_gap))
@@ -270,7 +270,7 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
         return _finish(sigma, sigma.clone(), u, lam, 0, True, tol, tol_gap)
     n = sigma.shape[0]
     on = u > 0  # classes with a fairness term
-    start, _, _ = ops.em_rce(sigma.unsqueeze(0), u, lam, 0.0, warm_start, None)
+    start, _, _ = ops.em_rce_kernel(sigma.unsqueeze(0), u, lam, 0.0, warm_start, None)
     start = start[0]
     y_bar = start.mean(0)
     omega = torch.where(on, lam * (u - y_bar) / y_bar, 0.0)

@@ -59,7 +59,7 @@ def pgd_cce(
                             certificate)
     if step is not None:
         step = check_number("pgd_cce", "step", step, positive=True)
-        y, iterations, converged = ops.pgd_cce(sigma3, u, lam, step, tol, max_iter, y0)
+        y, iterations, converged = ops.pgd_cce_kernel(sigma3, u, lam, step, tol, max_iter, y0)
         criterion = f"max|dy| <= {tol:g}, step {step:g}"
     else:
         y, iterations, converged, steps = _auto_step(sigma3, u, lam, tol, max_iter, y0)
@@ -81,12 +81,12 @@ def _checked_pgd(sigma3, u, lam, step, tol, target, max_iter, y0, check_every, c
     def chunk(index, s, y, m):  # index None: every problem
         mine = steps if index is None else steps[index.cpu()]
         if bool((mine == mine[0]).all()):  # one step for all: one fused call
-            return ops.pgd_cce(s, u, lam, float(mine[0]), tol, m, y)
+            return ops.pgd_cce_kernel(s, u, lam, float(mine[0]), tol, m, y)
         out_y, out_it, out_done = torch.empty_like(y), torch.zeros(len(mine), dtype=torch.int64, device=y.device), \
             torch.zeros(len(mine), dtype=torch.bool, device=y.device)
         for value in mine.unique().tolist():  # one fused call per distinct step
             rows = (mine == value).nonzero().squeeze(1).to(y.device)
-            y_r, it_r, done_r = ops.pgd_cce(s.index_select(0, rows).contiguous(), u, lam, value, tol, m,
+            y_r, it_r, done_r = ops.pgd_cce_kernel(s.index_select(0, rows).contiguous(), u, lam, value, tol, m,
                                             y.index_select(0, rows).contiguous())
             out_y[rows], out_it[rows], out_done[rows] = y_r, it_r, done_r
         return out_y, out_it, out_done
@@ -109,7 +109,7 @@ def _auto_step(sigma3, u, lam, tol, max_iter, y0):
     todo = torch.arange(b, device=sigma3.device)
     for step in AUTO_STEPS:
         s, y_start = sigma3[todo], (None if y0 is None else y0[todo].contiguous())
-        y_try, its, conv = ops.pgd_cce(s.contiguous(), u, lam, step, tol, max_iter, y_start)
+        y_try, its, conv = ops.pgd_cce_kernel(s.contiguous(), u, lam, step, tol, max_iter, y_start)
         value = certify("cce", s, y_try, u, lam)[0]
         ok = finite_problems(y_try) & (value <= ceiling[todo] * (1 + 1e-12) + 1e-12)
         if step == AUTO_STEPS[-1]:
@@ -136,5 +136,5 @@ def project_simplex(v: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     if not bool(torch.isfinite(v).all()):
         raise ValueError("project_simplex: v must be finite")
     moved = v.movedim(dim, -1)
-    out = ops.project_simplex(moved.reshape(-1, moved.shape[-1]))
+    out = ops.project_simplex_kernel(moved.reshape(-1, moved.shape[-1]))
     return out.reshape(moved.shape).movedim(-1, dim)

@@ -43,7 +43,7 @@ def em_step_(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, *, del
     ``max |y_new - y|`` (0.0 when ``delta`` is False). On the CPU one pass of the fused op
     ``entclust::em_rce_rows``; elsewhere float64 PyTorch over blocks of rows."""
     if sigma.device.type == "cpu" and sigma.dtype == y.dtype:
-        new, col = ops.em_rce_rows(sigma, y, weights)
+        new, col = ops.em_rce_rows_kernel(sigma, y, weights)
         change = float((new - y).abs().max()) if delta and y.numel() else 0.0
         y.copy_(new)
         return col, change
