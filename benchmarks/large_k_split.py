@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans
 
-import entclust.cluster.estimator as estimator
+import entclust.cluster.estimator as estimator  # its centroid_rounds is replaced below
 from entclust import EntropyClustering
 from bench_large_k import make_data  # noqa: E402  (benchmarks/ is on sys.path when this runs)
 from entclust.cluster import centroids

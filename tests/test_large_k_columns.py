@@ -114,16 +114,16 @@ def test_global_mode_never_holds_an_n_by_k_matrix():
 
 
 def test_a_fit_that_cannot_fit_says_so_at_once(monkeypatch):
-    from entclust.cluster import estimator
+    from entclust.cluster import scale
 
-    monkeypatch.setattr(estimator, "_available_bytes", lambda: 2**30)  # 1 GiB free
+    monkeypatch.setattr(scale, "available_bytes", lambda: 2**30)  # 1 GiB free
     x = np.zeros((20000, 4), np.float32)
     x[:, 0] = np.arange(20000)
     with pytest.raises(MemoryError, match=r"needs about .* GiB for the N x K pseudo-labels .* pseudo_labels='global'"):
         EntropyClustering(5000, pseudo_labels="batch").fit(x)
-    need, _ = estimator.fit_memory(10**6, 64, 10**4, "global", "balanced", 1)
+    need, _ = scale.fit_memory(10**6, 64, 10**4, "global", "balanced", 1)
     assert need < 2 * 2**30  # a million points into ten thousand clusters: under 2 GiB above the data
-    assert estimator.fit_memory(10**6, 64, 10**4, "batch", "random", 1)[0] > 100 * 2**30
+    assert scale.fit_memory(10**6, 64, 10**4, "batch", "random", 1)[0] > 100 * 2**30
 
 
 def test_defaults_beat_kmeans_on_overlapping_clusters():

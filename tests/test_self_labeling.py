@@ -300,7 +300,7 @@ def test_one_batched_restart_is_the_plain_run(method):
     loop and steps the same gradients: the heads agree to rounding."""
     from sklearn.datasets import load_iris
 
-    from entclust.cluster.estimator import _Shard
+    from entclust.cluster.scale import Shard
 
     x = torch.from_numpy(load_iris().data).float()
     est = entclust.EntropyClustering(3, method=method, epochs=4, batch_size=50, random_state=0)
@@ -310,9 +310,9 @@ def test_one_batched_restart_is_the_plain_run(method):
 
     features = torch.from_numpy(est.scaler_.transform(x.numpy(), np.float32))
     plain = est._train(features, method_.build(_Settings(est), params), torch.Generator().manual_seed(5), 0,
-                       _Shard(150, None))
+                       Shard(150, None))
     (batched,) = est._train_batched(features, method_.build(_Settings(est), params),
-                                    torch.Generator().manual_seed(5), 1, _Shard(150, None))
+                                    torch.Generator().manual_seed(5), 1, Shard(150, None))
     assert torch.allclose(plain[0].weight, batched[0].weight, atol=1e-5)
     assert torch.allclose(plain[0].bias, batched[0].bias, atol=1e-5)
     assert [h["empty_clusters"] for h in plain[1]] == [h["empty_clusters"] for h in batched[1]]

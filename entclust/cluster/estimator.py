@@ -3,7 +3,6 @@ scikit-learn estimator (the papers' "low-level" setting, MATH.md "Models and tra
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -12,15 +11,17 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from .._dist import agree, all_reduce, fingerprint
+from .._dist import agree, fingerprint
 from .._loop import EpochLoop, Progress
 from .._params import Int, OneOf, Real, check_params
 from ..data import SCALINGS, Scaler
 from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
-from .centroids import BLOCK, block_rows, kmeans_plusplus, lloyd, self_labeled_centroids, temperature
+from .centroids import kmeans_plusplus, lloyd, self_labeled_centroids, temperature
 from .registry import EstimatorMethod, HeadMethod, get
+from .scale import (GLOBAL_BELOW, ROUND_SAMPLE, SEED_SAMPLE, SPARSE_TOP, Shard, centroid_rounds, global_objective,
+                    head_argmax, plan_memory)
 
 INITS = ("auto", "random", "kmeans++", "kmeans", "balanced")
 
@@ -78,15 +79,12 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         global pseudo-labels, else ``"random"``.
     n_init : independent trainings from different heads; the one with the lowest objective on
         all points (the method's loss, pseudo-labels solved on all points) is kept, as K-means
-        keeps its best restart. Linear entropy clustering has poor local minima (seed 004 Fig. 3):
-        on elongated clusters a run can lock onto the cut along the long axis, and with an
-        imbalanced prior half the runs merge the small cluster away. The restarts train side by
-        side as one batched problem (one ``(B, N, K)`` solve per step), so 10 cost about 2-4
-        times one on small data. ``"auto"`` (default, like scikit-learn's KMeans): 10 from random
-        heads, 1 from a k-means++ head. Measured with the defaults over seeds 0-3
-        (``benchmarks/tabular_vs_gmm.py``): imbalanced blobs with their prior 78.1 +- 16.8 % ACC
-        with 1 run (two seeds merged the 400-point cluster), 94.9 +- 0.4 with 10; digits 82.8
-        and 84.1 %.
+        keeps its best restart. Linear entropy clustering has poor local minima (Zhang et al.
+        2023, Fig. 3): on elongated clusters a run can lock onto the cut along the long axis, and
+        with an imbalanced prior half the runs merge the small cluster away. The restarts train
+        side by side as one batched problem (one ``(B, N, K)`` solve per step), so 10 cost about
+        2-4 times one on small data. ``"auto"`` (default, like scikit-learn's KMeans): 10 from
+        random heads, 1 from a centroid head (the README's tabular table measures both).
     group : ``torch.distributed`` process group for multi-process training (launch with
         ``torchrun``; None: one process). ``X`` is then this rank's shard (at least one row); the
         scaler's statistics, the k-means++ sample, the batches (one global shuffle of all
@@ -99,7 +97,8 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     device : torch device for training (CPU kernels everywhere; on CUDA the solvers run their
         pure-PyTorch versions on the device).
     random_state : int, RandomState or None; a fixed value makes ``fit`` reproducible.
-    verbose : show a tqdm progress bar over epochs.
+    verbose : report progress: a tqdm bar on a terminal, a line on standard error every few
+        seconds otherwise (a log, a notebook's captured output).
 
     Attributes
     ----------
@@ -113,6 +112,15 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         of ``init="balanced"`` (seconds, share of probe points that changed centre, beta, centres
         moved by the split step).
     head_ : the trained ``nn.Linear``. scaler_ : the fitted preprocessing. n_features_in_.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> est = EntropyClustering(10, random_state=0).fit(load_digits().data)
+    >>> est.labels_.shape, est.cluster_sizes_.sum()
+    ((1797,), 1797)
+    >>> EntropyClustering(10_000, random_state=0)  # large K: global pseudo-labels, the balanced start
+    EntropyClustering(n_clusters=10000, random_state=0)
     """
 
     PARAMETERS = {"n_clusters": Int(1), "lam": Real(0), "gamma": Real(0, None), "epochs": Int(0, None),
@@ -189,7 +197,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
             settings = {k: v for k, v in self.get_params().items() if k not in ("group", "verbose")}
             agree({"the number of features": x.shape[1], "the dtype": x.dtype.itemsize,
                    "the settings": fingerprint(repr(sorted(settings.items())))}, self.group)
-        shard = _Shard(x.shape[0], self.group)
+        shard = Shard(x.shape[0], self.group)
         self._check_params(shard.total)
         method, params = self._method()
         self.pseudo_labels_, self.init_ = self._modes()
@@ -236,7 +244,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         self.objective_, head, self.history_, labels = best
         # labels on the fitting device (on a GPU, not N x D x K multiply-adds on the CPU); the
         # global objective's pass over the points found them already
-        self.labels_ = (labels if labels is not None else _argmax(head.eval(), features)).cpu().numpy()
+        self.labels_ = (labels if labels is not None else head_argmax(head.eval(), features)).cpu().numpy()
         self.head_ = head.cpu().eval()
         self.n_iter_ = self.epochs_
         self.cluster_sizes_ = shard.sum(torch.bincount(torch.from_numpy(self.labels_), minlength=self.n_clusters)).numpy()
@@ -247,30 +255,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         in the same pass."""
         if not isinstance(criterion, ColumnMemory):
             return float(criterion(head(features), head)), None
-        # global pseudo-labels: mean_i H(sigma_i, y_i) + lam KL(u || columns / N) + gamma ||v||^2, each
-        # row's y solved against the final column sums (held fixed), over blocks of rows; above
-        # 4 SPARSE_TOP clusters on each row's SPARSE_TOP largest logits (sigma renormalised over them)
-        from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
-
-        k = self.n_clusters
-        sparse = k > 4 * SPARSE_TOP
-        tiny = torch.finfo(torch.float32).tiny
-        labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
-        ce = torch.zeros((), dtype=torch.float64, device=features.device)  # summed there: no sync per block
-        for i, logits in _head_blocks(head, features):
-            rows = logits.shape[0]
-            if sparse:
-                values, index = logits.topk(SPARSE_TOP, dim=1, sorted=False)
-                labels[i:i + rows] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
-                y = criterion.solve_fixed_sparse(values, index).clamp_min_(tiny)
-                ce -= (torch.softmax(values, -1) * torch.log(y)).sum(dtype=torch.float64)
-            else:
-                torch.argmax(logits, 1, out=labels[i:i + rows])
-                y = criterion.solve_fixed(logits).to(logits.dtype).clamp_min_(tiny)
-                ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
-        ce = float(shard.sum(torch.tensor([float(ce)], dtype=torch.float64)))
-        fair = float(strong_fairness(criterion.y_bar().unsqueeze(0), criterion.prior, validate=False))
-        return ce / shard.total + self.lam * fair + self.gamma_ * float(margin_penalty(head)), labels
+        return global_objective(criterion, head, features, shard, self.lam, self.gamma_)
 
     def _init_head(self, features: torch.Tensor, generator: torch.Generator, shard) -> nn.Linear:
         n, d = features.shape
@@ -398,7 +383,7 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
                 predicted.zero_()
             else:
                 with torch.no_grad():
-                    sizes = torch.bincount(_argmax(head, features), minlength=self.n_clusters)
+                    sizes = torch.bincount(head_argmax(head, features), minlength=self.n_clusters)
             entry = {"epoch": epoch + 1, "loss": float(total), "seconds": seconds,
                      "empty_clusters": int((sizes == 0).sum())}
             stats = getattr(criterion, "stats", None)
@@ -436,140 +421,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
 
 
 
-class MemoryPlanError(MemoryError, ValueError):
-    """A fit that cannot fit in memory, said before any work (a ValueError too: the CLI's exit 2)."""
-
-
-def fit_memory(n: int, d: int, k: int, mode: str, init: str, runs: int) -> tuple[int, str]:
-    """Estimated peak bytes of a fit above the input, and what dominates them. The features are
-    copied once as float32 (N D 4 bytes). Global labels keep K column sums and work over blocks
-    of 2^22 entries; the per-batch mode's objective and history take the head over all points at
-    once, an N x K matrix several times over (logits, softmax, float64 pseudo-labels: ~24 bytes an
-    entry, per restart for the history)."""
-    features = 4 * n * d
-    if mode == "global":
-        sample = 4 * d * min(n, max(SEED_SAMPLE(k), ROUND_SAMPLE(k))) if init in ("balanced", "kmeans", "kmeans++") else 0
-        return features + sample + 8 * 4 * BLOCK + 32 * k * d, "blocks of the head's logits"
-    return features + 24 * n * k + 4 * n * k * (runs - 1), f"the N x K pseudo-labels of the per-batch objective ({n} x {k})"
-
-
-def _available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def plan_memory(n: int, d: int, k: int, mode: str, init: str, runs: int, device) -> None:
-    """Raise :class:`MemoryPlanError` at once, in one line, when the fit's estimated peak exceeds the
-    memory this machine has free (CPU fits; a GPU's own limit is its allocator's to report)."""
-    if torch.device(device).type != "cpu":
-        return
-    need, what = fit_memory(n, d, k, mode, init, runs)
-    free = _available_bytes()
-    if free is None or need <= 0.9 * free:
-        return
-    hint = ("pseudo_labels='global' keeps K column sums instead (O(K D) memory)" if mode != "global"
-            else "use fewer points per process (torch.distributed) or a smaller float32 copy of the features")
-    raise MemoryPlanError(f"EntropyClustering: this fit needs about {need / 2**30:.1f} GiB for {what}, and "
-                          f"{free / 2**30:.1f} GiB are free; {hint}")
-
-
-class _Shard:
-    """This process's rows of the training set: all of them (``group`` None), or a contiguous
-    shard of a ``torch.distributed`` group, rank r holding global rows ``offset ... offset + n``."""
-
-    def __init__(self, n: int, group):
-        self.n, self.group = n, group
-        if group is None:
-            self.world, self.offset, self.total = 1, 0, n
-            return
-        import torch.distributed as dist
-
-        self.world, rank = dist.get_world_size(group), dist.get_rank(group)
-        sizes = torch.zeros(self.world, dtype=torch.int64)
-        sizes[rank] = n
-        sizes = all_reduce(sizes, group).tolist()
-        self.offset, self.total = sum(sizes[:rank]), sum(sizes)
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` summed over the ranks (a new tensor)."""
-        return all_reduce(t, self.group) if self.group is not None else t.clone()
-
-    def local(self, rows: torch.Tensor) -> torch.Tensor:
-        """This rank's part of the global row indices ``rows``, as local indices, in order."""
-        if self.group is None:
-            return rows
-        mine = (rows >= self.offset) & (rows < self.offset + self.n)
-        return rows[mine] - self.offset
-
-    def gather_rows(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The global rows ``rows`` of the features on every rank, on the features' device: each
-        rank fills in its own, the rest are zeros, and a sum over the ranks completes them exactly."""
-        rows = rows.to(features.device)
-        if self.group is None:
-            return features[rows]
-        out = features.new_zeros(len(rows), features.shape[1])
-        mine = (rows >= self.offset) & (rows < self.offset + self.n)
-        out[mine] = features[rows[mine] - self.offset]
-        return self.sum(out)
-
-
-def _head_blocks(head: nn.Linear, features: torch.Tensor):
-    """``(start, logits)`` of the head over blocks of rows, every block written into one reused
-    buffer: a fresh 16 MB tensor per block fragments the C heap (measured: the resident size
-    grew by the full N x K logits, 725 MB at N = 200 000, K = 1000)."""
-    n, k = features.shape[0], head.out_features
-    rows = min(block_rows(k), max(1, n))
-    buffer = torch.empty(rows, k, dtype=features.dtype, device=features.device)
-    weight = head.weight.detach().t()
-    bias = head.bias.detach()
-    for i in range(0, n, rows):
-        block = features[i:i + rows]
-        out = buffer[:block.shape[0]]
-        torch.addmm(bias, block, weight, out=out)
-        yield i, out
-
-
-def _argmax(head, features: torch.Tensor) -> torch.Tensor:
-    labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
-    for i, logits in _head_blocks(head, features):
-        torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
-    return labels
-
-
 def _batched(criterion, shard) -> bool:
     """Whether the restarts can train as one batched problem: the method's loss takes ``(B, N, K)``
     logits with ``reduction="none"`` (:class:`~entclust.cluster.registry.HeadMethod`), in one process."""
     return bool(getattr(criterion, "batched", False)) and shard.group is None
-
-
-# "auto" pseudo-labels are global below this many points per cluster in a batch.
-GLOBAL_BELOW = 20
-# init "balanced" (the large-K start): k-means++ seeds drawn from SEED_SAMPLE(K) points, then at most
-# CENTROID_ROUNDS rounds of self-labeled centroids over ROUND_SAMPLE(K) points (all of a smaller
-# set), the pseudo-labels sparse (the SPARSE_TOP nearest centres of each point) above 4 SPARSE_TOP
-# clusters. Measured in benchmarks/large_k_design.py and benchmarks/bench_large_k.py (README, "Large K").
-SEED_SAMPLE = lambda k: max(10000, 2 * k)  # noqa: E731
-ROUND_SAMPLE = lambda k: max(20000, 20 * k)  # noqa: E731
-CENTROID_ROUNDS = 30
-SPARSE_TOP = 64
-ROUND_ENTRIES = 3e9  # points x clusters over all rounds (6 rounds of 100 000 points at K = 5000: ~27 s on 2 cores)
-ROUND_PASSES = 1.6  # or, where more, the entries of this many passes over all N points (8 rounds at N = 10^6, K = 10^4)
-
-
-def centroid_rounds(m: int, k: int, n: int | None = None) -> int:
-    """Rounds of self-labeled centroids over m of the n points: CENTROID_ROUNDS where a round is
-    cheap, fewer where m K is large, so that the start costs a bounded number of point-cluster
-    entries, ROUND_ENTRIES or ROUND_PASSES passes over all n points, whichever is more (the final
-    labels cost a pass: the start grows with it, as MiniBatchKMeans's passes do); at least 5, as
-    merged clusters are split after each round but the last two."""
-    budget = max(ROUND_ENTRIES, ROUND_PASSES * (n or m) * k)
-    return int(min(CENTROID_ROUNDS, max(5, budget // max(1, m * k))))
 
 
 class _SolveCounts:

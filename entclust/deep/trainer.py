@@ -357,16 +357,15 @@ class SelfLabelingTrainer:
             out = self._views(x[idx], generator, clean=self.consistency > 0)
             batch_known = None if known is None else known[idx]
             batch_targets = None if targets is None else targets[idx][batch_known]
+            parts = []  # the main head's losses, then the overclustering head's
             for over, log_p in enumerate(out if self.overcluster else (out,)):
                 log_sigma, extra = self._predictions(log_p)
                 part, labels_used = self._step_loss(log_sigma, batch_known, batch_targets,
                                                     self._head_weight(bool(over)), index=idx, over=bool(over))
-                if extra is not None:
-                    part = part + extra
-                if over:
-                    losses = losses + part
-                else:
-                    losses, y = part, labels_used
+                parts.append(part if extra is None else part + extra)
+                if not over:
+                    y = labels_used
+            losses = parts[0] if len(parts) == 1 else parts[0] + parts[1]
             if y is not None:
                 used = torch.stack([torch.bincount(p, minlength=y.shape[-1]) for p in y.argmax(-1)]).cpu()
                 counts["labels"] = used if counts["labels"] is None else counts["labels"] + used

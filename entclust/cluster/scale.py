@@ -1,0 +1,170 @@
+"""What a fit at scale needs, apart from the estimator: the memory plan said before any work,
+the sizes of the large-K start (the ``"balanced"`` initialisation), the head evaluated over blocks
+of rows (never N x K at once), the global objective of the column-sum pseudo-labels, and a
+process's shard of the rows under ``torch.distributed``."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._dist import all_reduce
+from ..nn import ColumnMemory
+from .centroids import BLOCK, block_rows
+
+
+class MemoryPlanError(MemoryError, ValueError):
+    """A fit that cannot fit in memory, said before any work (a ValueError too: the CLI's exit 2)."""
+
+
+def fit_memory(n: int, d: int, k: int, mode: str, init: str, runs: int) -> tuple[int, str]:
+    """Estimated peak bytes of a fit above the input, and what dominates them. The features are
+    copied once as float32 (N D 4 bytes). Global labels keep K column sums and work over blocks
+    of 2^22 entries; the per-batch mode's objective and history take the head over all points at
+    once, an N x K matrix several times over (logits, softmax, float64 pseudo-labels: ~24 bytes an
+    entry, per restart for the history)."""
+    features = 4 * n * d
+    if mode == "global":
+        sample = 4 * d * min(n, max(SEED_SAMPLE(k), ROUND_SAMPLE(k))) if init in ("balanced", "kmeans", "kmeans++") else 0
+        return features + sample + 8 * 4 * BLOCK + 32 * k * d, "blocks of the head's logits"
+    return features + 24 * n * k + 4 * n * k * (runs - 1), f"the N x K pseudo-labels of the per-batch objective ({n} x {k})"
+
+
+def available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def plan_memory(n: int, d: int, k: int, mode: str, init: str, runs: int, device) -> None:
+    """Raise :class:`MemoryPlanError` at once, in one line, when the fit's estimated peak exceeds the
+    memory this machine has free (CPU fits; a GPU's own limit is its allocator's to report)."""
+    if torch.device(device).type != "cpu":
+        return
+    need, what = fit_memory(n, d, k, mode, init, runs)
+    free = available_bytes()
+    if free is None or need <= 0.9 * free:
+        return
+    hint = ("pseudo_labels='global' keeps K column sums instead (O(K D) memory)" if mode != "global"
+            else "use fewer points per process (torch.distributed) or a smaller float32 copy of the features")
+    raise MemoryPlanError(f"EntropyClustering: this fit needs about {need / 2**30:.1f} GiB for {what}, and "
+                          f"{free / 2**30:.1f} GiB are free; {hint}")
+
+
+class Shard:
+    """This process's rows of the training set: all of them (``group`` None), or a contiguous
+    shard of a ``torch.distributed`` group, rank r holding global rows ``offset ... offset + n``."""
+
+    def __init__(self, n: int, group):
+        self.n, self.group = n, group
+        if group is None:
+            self.world, self.offset, self.total = 1, 0, n
+            return
+        import torch.distributed as dist
+
+        self.world, rank = dist.get_world_size(group), dist.get_rank(group)
+        sizes = torch.zeros(self.world, dtype=torch.int64)
+        sizes[rank] = n
+        sizes = all_reduce(sizes, group).tolist()
+        self.offset, self.total = sum(sizes[:rank]), sum(sizes)
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the ranks (a new tensor)."""
+        return all_reduce(t, self.group) if self.group is not None else t.clone()
+
+    def local(self, rows: torch.Tensor) -> torch.Tensor:
+        """This rank's part of the global row indices ``rows``, as local indices, in order."""
+        if self.group is None:
+            return rows
+        mine = (rows >= self.offset) & (rows < self.offset + self.n)
+        return rows[mine] - self.offset
+
+    def gather_rows(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The global rows ``rows`` of the features on every rank, on the features' device: each
+        rank fills in its own, the rest are zeros, and a sum over the ranks completes them exactly."""
+        rows = rows.to(features.device)
+        if self.group is None:
+            return features[rows]
+        out = features.new_zeros(len(rows), features.shape[1])
+        mine = (rows >= self.offset) & (rows < self.offset + self.n)
+        out[mine] = features[rows[mine] - self.offset]
+        return self.sum(out)
+
+
+def head_blocks(head: nn.Linear, features: torch.Tensor):
+    """``(start, logits)`` of the head over blocks of rows, every block written into one reused
+    buffer: a fresh 16 MB tensor per block fragments the C heap (measured: the resident size
+    grew by the full N x K logits, 725 MB at N = 200 000, K = 1000)."""
+    n, k = features.shape[0], head.out_features
+    rows = min(block_rows(k), max(1, n))
+    buffer = torch.empty(rows, k, dtype=features.dtype, device=features.device)
+    weight = head.weight.detach().t()
+    bias = head.bias.detach()
+    for i in range(0, n, rows):
+        block = features[i:i + rows]
+        out = buffer[:block.shape[0]]
+        torch.addmm(bias, block, weight, out=out)
+        yield i, out
+
+
+def head_argmax(head, features: torch.Tensor) -> torch.Tensor:
+    labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
+    for i, logits in head_blocks(head, features):
+        torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
+    return labels
+
+
+# "auto" pseudo-labels are global below this many points per cluster in a batch.
+GLOBAL_BELOW = 20
+# init "balanced" (the large-K start): k-means++ seeds drawn from SEED_SAMPLE(K) points, then at most
+# CENTROID_ROUNDS rounds of self-labeled centroids over ROUND_SAMPLE(K) points (all of a smaller
+# set), the pseudo-labels sparse (the SPARSE_TOP nearest centres of each point) above 4 SPARSE_TOP
+# clusters. Measured in benchmarks/large_k_design.py and benchmarks/bench_large_k.py (README, "Large K").
+SEED_SAMPLE = lambda k: max(10000, 2 * k)  # noqa: E731
+ROUND_SAMPLE = lambda k: max(20000, 20 * k)  # noqa: E731
+CENTROID_ROUNDS = 30
+SPARSE_TOP = 64
+ROUND_ENTRIES = 3e9  # points x clusters over all rounds (6 rounds of 100 000 points at K = 5000: ~27 s on 2 cores)
+ROUND_PASSES = 1.6  # or, where more, the entries of this many passes over all N points (8 rounds at N = 10^6, K = 10^4)
+
+
+def centroid_rounds(m: int, k: int, n: int | None = None) -> int:
+    """Rounds of self-labeled centroids over m of the n points: CENTROID_ROUNDS where a round is
+    cheap, fewer where m K is large, so that the start costs a bounded number of point-cluster
+    entries, ROUND_ENTRIES or ROUND_PASSES passes over all n points, whichever is more (the final
+    labels cost a pass: the start grows with it, as MiniBatchKMeans's passes do); at least 5, as
+    merged clusters are split after each round but the last two."""
+    budget = max(ROUND_ENTRIES, ROUND_PASSES * (n or m) * k)
+    return int(min(CENTROID_ROUNDS, max(5, budget // max(1, m * k))))
+
+
+def global_objective(memory: ColumnMemory, head: nn.Linear, features: torch.Tensor, shard: Shard, lam: float,
+                     gamma: float) -> tuple[float, torch.Tensor]:
+    """The objective of global pseudo-labels on all points, and each point's cluster, in one pass:
+    ``mean_i H(sigma_i, y_i) + lam KL(u || columns / N) + gamma ||v||^2``, each row's ``y`` solved
+    against the final column sums (held fixed), over blocks of rows; above ``4 SPARSE_TOP``
+    clusters on each row's ``SPARSE_TOP`` largest logits (sigma renormalised over them)."""
+    from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
+
+    sparse = head.out_features > 4 * SPARSE_TOP
+    tiny = torch.finfo(torch.float32).tiny
+    labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
+    ce = torch.zeros((), dtype=torch.float64, device=features.device)  # summed there: no sync per block
+    for i, logits in head_blocks(head, features):
+        rows = logits.shape[0]
+        if sparse:
+            values, index = logits.topk(SPARSE_TOP, dim=1, sorted=False)
+            labels[i:i + rows] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
+            y = memory.solve_fixed_sparse(values, index).clamp_min_(tiny)
+            ce -= (torch.softmax(values, -1) * torch.log(y)).sum(dtype=torch.float64)
+        else:
+            torch.argmax(logits, 1, out=labels[i:i + rows])
+            y = memory.solve_fixed(logits).to(logits.dtype).clamp_min_(tiny)
+            ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
+    ce = float(shard.sum(torch.tensor([float(ce)], dtype=torch.float64)))
+    fair = float(strong_fairness(memory.y_bar().unsqueeze(0), memory.prior, validate=False))
+    return ce / shard.total + lam * fair + gamma * float(margin_penalty(head)), labels
