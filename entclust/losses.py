@@ -202,10 +202,23 @@ def prediction_fairness(logits: torch.Tensor, prior=None, *, dim: int = -1, batc
 
 
 def weak_fairness(p: torch.Tensor, prior=None, *, dim: int = -1, validate: bool = True,
-                  batched: bool = False) -> torch.Tensor:
-    """``KL(p_bar || u)`` (prior work's fairness term), ``p_bar`` and ``batched`` as in :func:`strong_fairness`."""
-    p_bar, u = _mean_and_prior(p, prior, dim, validate, batched)
-    return (torch.special.xlogy(p_bar, p_bar) - torch.special.xlogy(p_bar, u)).sum(-1)
+                  batched: bool = False, log_input: bool = False) -> torch.Tensor:
+    """``KL(p_bar || u)`` (prior work's fairness term), ``p_bar`` and ``batched`` as in :func:`strong_fairness`.
+
+    ``log_input=True``: ``p`` holds log-probabilities (``log_softmax`` of logits) and ``ln p_bar``
+    is a log-sum-exp of them, so a class whose mean probability underflows keeps a gradient.
+    """
+    if not log_input:
+        p_bar, u = _mean_and_prior(p, prior, dim, validate, batched)
+        return (torch.special.xlogy(p_bar, p_bar) - torch.special.xlogy(p_bar, u)).sum(-1)
+    rows = _problems("p", p, dim, batched)
+    if validate:
+        check_distributions("p", rows.detach().reshape(-1, rows.shape[-1]).exp())
+    rows = rows.to(torch.promote_types(rows.dtype, torch.float32))
+    log_bar = torch.logsumexp(rows, -2) - math.log(rows.shape[-2])
+    u = prior_vector(prior, rows.shape[-1], log_bar)
+    # 0 ln 0 = 0 for a class no row predicts, with a finite gradient (masked before the product)
+    return (log_bar.exp() * torch.where(log_bar > -math.inf, log_bar - u.log(), 0.0)).sum(-1)
 
 
 def shannon_entropy(p: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
@@ -227,16 +240,26 @@ def mi_loss(logits: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     return decisiveness + (sigma_bar * log_bar).sum()
 
 
-def renyi_entropy(p: torch.Tensor, alpha: float, *, dim: int = -1) -> torch.Tensor:
+def renyi_entropy(p: torch.Tensor, alpha: float, *, dim: int = -1, log_input: bool = False) -> torch.Tensor:
     """Rényi entropy ``R_alpha(p) = ln(sum_k p_k^alpha) / (1 - alpha)`` along ``dim``.
 
     The limits are exact: ``alpha = 1`` Shannon, ``alpha = inf`` ``-ln max_k p_k``,
-    ``alpha = 0`` ``ln |supp p|``. ``alpha`` must be >= 0.
+    ``alpha = 0`` ``ln |supp p|``. ``alpha`` must be >= 0. ``log_input=True``: ``p`` holds
+    log-probabilities, and the entropy is ``logsumexp(alpha ln p) / (1 - alpha)`` (no underflow
+    of ``p^alpha``: Rényi decisiveness of a network's predictions, Zhang et al. 2023, eq. 48).
     """
     check_tensor("p", p)
     alpha = float(alpha)
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if log_input:
+        if alpha == 1.0:
+            return -(p.exp() * torch.where(p > -math.inf, p, 0.0)).sum(dim)
+        if alpha == math.inf:
+            return -p.amax(dim)
+        if alpha == 0.0:
+            return torch.log((p > -math.inf).sum(dim).to(p.dtype))
+        return torch.logsumexp(alpha * p, dim) / (1.0 - alpha)
     if alpha == 1.0:
         return shannon_entropy(p, dim=dim)
     if alpha == math.inf:

@@ -216,13 +216,16 @@ def test_trainer_rejects_bad_settings():
 
 @pytest.mark.parametrize("alpha", [0.3, 0.5, 1.0, 2.0, 5.0, float("inf")])
 def test_renyi_decisiveness_matches_the_definition(alpha):
-    from entclust.cluster.methods.renyi import RenyiMutualInformationLoss, renyi_decisiveness
+    from entclust.cluster.methods.renyi import RenyiMutualInformationLoss
     from entclust.testing import reference
 
     g = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(2, 40, 6, generator=g, dtype=torch.float64)).requires_grad_()
-    rows = renyi_decisiveness(torch.log_softmax(logits, -1), alpha)
+    rows = entclust.renyi_entropy(torch.log_softmax(logits, -1), alpha, log_input=True)
     assert torch.allclose(rows, reference.renyi_entropy(torch.softmax(logits, -1), alpha), rtol=1e-12, atol=1e-12)
+    # the same fairness term as the public weak_fairness of the probabilities, per problem
+    fair = entclust.weak_fairness(torch.log_softmax(logits, -1), batched=True, log_input=True)
+    assert torch.allclose(fair, entclust.weak_fairness(torch.softmax(logits, -1), batched=True), rtol=1e-12)
     loss = RenyiMutualInformationLoss(alpha, 0.7, gamma=0.0)
     assert torch.allclose(loss(logits), reference.renyi_mi_loss(logits, alpha, 0.7), rtol=1e-12)
     per_problem = loss(logits, reduction="none")

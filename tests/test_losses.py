@@ -304,3 +304,18 @@ def test_fairness_terms_take_a_batch_of_problems(name):
     torch.testing.assert_close(moved, got, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="batched=True needs"):
         fn(x[0], prior, batched=True)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 2.0, math.inf])
+def test_log_input_forms_equal_the_probability_forms(alpha):
+    """weak_fairness and renyi_entropy from log-probabilities (one owner of each formula: the
+    Rényi method calls them so) equal their probability forms, a masked class (-inf) included."""
+    logits = 2 * torch.randn(3, 20, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    logits[..., 4] = -math.inf
+    log_p, p = torch.log_softmax(logits, -1), torch.softmax(logits, -1)
+    prior = torch.tensor([0.3, 0.3, 0.2, 0.2, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(entclust.renyi_entropy(log_p, alpha, log_input=True), entclust.renyi_entropy(p, alpha))
+    torch.testing.assert_close(entclust.weak_fairness(log_p, prior, batched=True, log_input=True),
+                               entclust.weak_fairness(p, prior, batched=True))
+    with pytest.raises(ValueError, match="p must"):
+        entclust.weak_fairness(torch.zeros(4, 3), log_input=True)  # exp(0) rows sum to 3, not 1

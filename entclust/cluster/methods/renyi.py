@@ -11,17 +11,8 @@ import math
 
 import torch
 
-from ...ops.checks import prior_vector
+from ...losses import renyi_entropy, weak_fairness
 from ..registry import HeadLoss, HeadMethod, register
-
-
-def renyi_decisiveness(log_sigma: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``R_alpha(sigma_i)`` of each row of ``(..., N, K)`` log-probabilities, ``(..., N)``."""
-    if alpha == 1.0:
-        return -(log_sigma.exp() * log_sigma).sum(-1)
-    if alpha == math.inf:
-        return -log_sigma.amax(-1)
-    return torch.logsumexp(alpha * log_sigma, -1) / (1.0 - alpha)
 
 
 class RenyiMutualInformationLoss(HeadLoss):
@@ -38,12 +29,9 @@ class RenyiMutualInformationLoss(HeadLoss):
 
     def forward(self, logits, head=None, reduction: str = "mean"):
         log_sigma = torch.log_softmax(logits, -1)
-        decisiveness = self.reduce(renyi_decisiveness(log_sigma, self.alpha), reduction)
+        decisiveness = self.reduce(renyi_entropy(log_sigma, self.alpha, log_input=True), reduction)
         # ln sigma_bar of each problem ("none") or of all rows, as a log-sum-exp: a dying class keeps a gradient
-        rows = log_sigma if reduction == "none" else log_sigma.reshape(-1, log_sigma.shape[-1])
-        log_bar = torch.logsumexp(rows, -2) - math.log(rows.shape[-2])
-        u = prior_vector(self.prior, log_sigma.shape[-1], log_bar)
-        fair = (log_bar.exp() * (log_bar - u.log())).sum(-1)
+        fair = weak_fairness(log_sigma, self.prior, validate=False, batched=reduction == "none", log_input=True)
         return self.with_margin(decisiveness + self.weight * fair, head)
 
 
