@@ -63,10 +63,9 @@ def test_tol_alone_keeps_the_step_criterion_and_tol_gap_is_checked():
                 entclust.SelfLabeling("rce", **{name: bad})
         with pytest.raises(ValueError, match=f"{name} is a stopping rule of per-batch solves"):
             entclust.SelfLabeling("rce", n_points=100, **{name: 1e-3})
-    with pytest.raises(ValueError, match="tol_progress is a stopping rule of the 'em' and 'pgd' solvers"):
-        entclust.SelfLabeling("rce", solver="newton", tol_progress=0.1)
-    newton = entclust.SelfLabeling("rce", solver="newton")
-    assert newton.tol_gap == 1e-2 and newton.tol_progress is None
+    for solver in ("newton", "dual_newton"):  # one stopping rule for every solver
+        second_order = entclust.SelfLabeling("rce", solver=solver)
+        assert second_order.tol_gap == 1e-2 and second_order.tol_progress == 0.5
     assert entclust.SelfLabeling("rce", n_points=100).max_iter == 3  # global EM steps, no criterion
     assert "tol_gap=0.01, tol_progress=0.5" in repr(entclust.SelfLabeling("rce"))
 
@@ -144,3 +143,20 @@ def test_semi_supervised_labels_keep_their_fixed_em_budget():
     assert entclust.SelfLabeling("rce", max_iter=7).semi_supervised_steps == 7
     cce = entclust.SelfLabeling("cce")
     assert torch.equal(cce.solve_with_known(logits[0], targets), cce.solve(logits[0]).y)
+
+
+@pytest.mark.parametrize("solver", ["newton_rce", "dual_newton_rce"])
+def test_newton_solvers_take_the_same_gap_target_as_em(solver):
+    """tol_progress on the second-order solvers: the gap within tol_progress times the decrease
+    from sigma, the same GapTarget as EM's; the result meets it and says so."""
+    from entclust.testing import reference as R
+
+    sigma = torch.softmax(3 * torch.randn(2, 250, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(3)), -1)
+    f0 = R.rce_objective(sigma[0], sigma[0], None, 100.0).item()
+    result = getattr(entclust, solver)(sigma, lam=100.0, tol_progress=0.5)
+    assert bool(result.converged.all()) and "Frank-Wolfe gap <= 0.5 x decrease" in result.criterion
+    assert result.fw_gap[0].item() <= 0.5 * (f0 - result.objective[0].item()) + 1e-12
+    exact = getattr(entclust, solver)(sigma, lam=100.0)  # the default: Frank-Wolfe gap <= 1e-10
+    assert bool((result.iterations <= exact.iterations).all())
+    with pytest.raises(ValueError, match="tol_progress must be"):
+        getattr(entclust, solver)(sigma, tol_progress=-1.0)

@@ -13,7 +13,7 @@ from .. import solvers
 SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "pgd")}
 SOLVER_FUNCTIONS = {"em": "em_{method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}
 # The default stopping rule of a per-batch solve (see the class doc): a relative Frank-Wolfe gap,
-# or for EM and PGD a gap within half the decrease made (two thirds of the best step).
+# or a gap within half the decrease made (two thirds of the best step), for every solver.
 DEFAULT_TOL_GAP = 1e-2
 DEFAULT_TOL_PROGRESS = 0.5
 DEFAULT_MAX_ITER = 1000
@@ -30,10 +30,9 @@ def solver_kwargs(solver: str, options: dict, tol, tol_gap, tol_progress, max_it
     kwargs.setdefault("tol", tol)
     kwargs.setdefault("tol_gap", tol_gap)
     kwargs.setdefault("max_iter", max_iter)
-    if solver in ("em", "pgd"):
-        kwargs.setdefault("tol_progress", tol_progress)
-        if kwargs["tol_gap"] is not None or kwargs["tol_progress"] is not None:
-            kwargs.setdefault("check_every", CHECK_EVERY)
+    kwargs.setdefault("tol_progress", tol_progress)
+    if solver in ("em", "pgd") and (kwargs["tol_gap"] is not None or kwargs["tol_progress"] is not None):
+        kwargs.setdefault("check_every", CHECK_EVERY)
     return kwargs
 
 

@@ -42,9 +42,9 @@ class SelfLabeling(nn.Module):
 
     **When a solve stops.** The Frank-Wolfe gap of the labels bounds how far their objective is
     from the optimum. By default a per-batch solve stops, within ``max_iter = 1000`` iterations,
-    when its relative gap ``fw_gap / (1 + |objective|)`` is ``<= tol_gap = 1e-2`` or, for EM and
-    PGD, when its gap is ``<= tol_progress = 0.5`` times the decrease of the objective since the
-    start: the labels then made at least two thirds of the best decrease from ``y = sigma``, an
+    when its relative gap ``fw_gap / (1 + |objective|)`` is ``<= tol_gap = 1e-2`` or when its
+    gap is ``<= tol_progress = 0.5`` times the decrease of the objective since the start (every
+    solver, one rule: :class:`entclust.solvers` ``tol_gap``/``tol_progress``): the labels then made at least two thirds of the best decrease from ``y = sigma``, an
     inexact block step of the training's alternating descent that keeps a fixed share of the
     exact one. EM meets it on ordinary batches (250 x 10, logits ``3 N(0, 1)``, ``lam = 100``: at
     the first certificate, 25 iterations) and on the confident batches of a trained linear head
@@ -110,11 +110,9 @@ class SelfLabeling(nn.Module):
             if value is not None and n_points is not None:
                 raise ValueError(f"{name} is a stopping rule of per-batch solves; with n_points each batch gets "
                                  f"max_iter EM steps against the global column sums")
-        if tol_progress is not None and solver not in ("em", "pgd"):
-            raise ValueError(f"tol_progress is a stopping rule of the 'em' and 'pgd' solvers, got solver={solver!r}")
         if tol is None and tol_gap is None and tol_progress is None and n_points is None:
             tol_gap = DEFAULT_TOL_GAP
-            tol_progress = DEFAULT_TOL_PROGRESS if solver in ("em", "pgd") else None
+            tol_progress = DEFAULT_TOL_PROGRESS
         if on_unconverged not in ("warn", "raise", "ignore"):
             raise ValueError(f"on_unconverged must be 'warn', 'raise' or 'ignore', got {on_unconverged!r}")
         if method not in SOLVERS:

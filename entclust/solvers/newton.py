@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ._checked import Progress, criterion_text
+from ._checked import GapTarget, Progress, criterion_text, gap_target
 from ._problem import check_count, check_gap_options, check_number, prepare, unbatch
 from .certificate import certify
-from .result import SolverResult, relative_gap
+from .result import SolverResult
 
 
 def _value(sigma, y, u, lam) -> torch.Tensor:
@@ -24,20 +24,23 @@ def _gradient(sigma, y, u, lam) -> torch.Tensor:
     return torch.where(sigma > 0, -sigma / (n * y), 0.0) + fair
 
 
-def _criterion(tol: float, tol_gap: float | None) -> str:
-    return criterion_text(tol_gap, tol, "Frank-Wolfe gap")
+def _criterion(tol: float, target: GapTarget | None) -> str:
+    return criterion_text(target, tol, "Frank-Wolfe gap")
 
 
-def _met(objective, gap, tol: float, tol_gap: float | None) -> bool:
-    """Whether the absolute (``tol``) or relative (``tol_gap``) gap criterion holds."""
-    gap, objective = float(gap), float(objective)
-    return gap <= tol or (tol_gap is not None and relative_gap(gap, objective) <= tol_gap)
+def _met(objective, gap, tol: float, target: GapTarget | None, start: float) -> bool:
+    """Whether the absolute gap criterion (``tol``) or the gap ``target`` (the relative gap, or the
+    gap against the decrease from the start's objective ``start``) holds."""
+    if float(gap) <= tol:
+        return True
+    return target is not None and bool(target.met(torch.as_tensor(float(gap)), torch.as_tensor(float(objective)),
+                                                  torch.as_tensor(float(start))))
 
 
-def _finish(sigma, y, u, lam, iterations: int, converged: bool, tol: float, tol_gap: float | None = None) -> SolverResult:
+def _finish(sigma, y, u, lam, iterations: int, converged: bool, tol: float, target: GapTarget | None = None) -> SolverResult:
     objective, gap = certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam)
     return SolverResult(y, torch.tensor(iterations), objective[0], gap[0], torch.tensor(converged),
-                        _criterion(tol, tol_gap))
+                        _criterion(tol, target))
 
 
 def _stack(parts) -> SolverResult:
@@ -62,6 +65,7 @@ def newton_rce(
     y0: torch.Tensor | None = None,
     warm_start: int = 5,
     tol_gap: float | None = None,
+    tol_progress: float | None = None,
     callback=None,
     validate: bool = True,
 ) -> SolverResult:
@@ -82,25 +86,30 @@ def newton_rce(
     third, where EM is at ~1e-2 after 1000 iterations. Needs ``sigma > 0`` (a zero prior entry is
     allowed: that class only loses its fairness coupling). Composite PyTorch (float64 inside).
 
-    ``tol_gap``: stop instead when the relative gap ``fw_gap / (1 + |objective|)`` is <= ``tol_gap``
-    (``tol`` then defaults to no absolute criterion); ``callback(result)``: called after the start
-    and every step with the batch's current state (problems are solved one after another), a
-    true return stops (as in :func:`~entclust.solvers.em_rce`)."""
+    ``tol_gap``: stop instead when the relative gap ``fw_gap / (1 + |objective|)`` is <= ``tol_gap``,
+    ``tol_progress``: or when the gap is at most ``tol_progress`` times the decrease since the
+    start (as in :func:`~entclust.solvers.em_rce`); either makes ``tol`` default to no absolute
+    criterion. ``callback(result)``: called after the start and every step with the batch's
+    current state (problems are solved one after another), a true return stops (as in
+    :func:`~entclust.solvers.em_rce`)."""
     name = "newton_rce"
     tol_gap = check_gap_options(name, tol_gap, 1, callback)
+    target = gap_target(name, tol_gap, tol_progress)
     sigma3, u, _, y0, batched = prepare(name, sigma, prior, lam, None, max_iter, y0, validate, start=False)
-    tol = (1e-10 if tol_gap is None else 0.0) if tol is None else check_number(name, "tol", tol)
+    tol = (1e-10 if target is None else 0.0) if tol is None else check_number(name, "tol", tol)
     check_count(name, "warm_start", warm_start)
     _positive(name, sigma3)
+    given = y0 is not None  # tol_progress counts the decrease from the caller's y0, else from sigma
     if y0 is None and warm_start > 0:
         y0 = ops.em_rce_kernel(sigma3, u, float(lam), 0.0, warm_start, None)[0]
     s64, u64 = sigma3.double(), u.double()
     starts = s64 if y0 is None else y0.double()
-    progress = Progress("rce", s64, starts, u64, float(lam), callback, batched, _criterion(tol, tol_gap))
+    progress = Progress("rce", s64, starts, u64, float(lam), callback, batched, _criterion(tol, target))
     parts = []
     for i in range(s64.shape[0]):
         report = lambda *state, i=i: progress.report(i, *state)  # noqa: E731
-        parts.append(_newton(s64[i], u64, float(lam), tol, max_iter, starts[i], tol_gap, report))
+        origin = None if given else float(_value(s64[i], s64[i], u64, float(lam)))
+        parts.append(_newton(s64[i], u64, float(lam), tol, max_iter, starts[i], target, report, start=origin))
     return _as_input(_stack(parts), sigma.dtype, batched)
 
 
@@ -129,18 +138,20 @@ def newton_direction(sigma, y, u, lam: float) -> torch.Tensor:
     return b * (r - cs + (p * cs).sum(-1, keepdim=True))
 
 
-def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, tol_gap: float | None = None, report=None,
-            offset: int = 0) -> SolverResult:
+def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarget | None = None, report=None,
+            offset: int = 0, start: float | None = None) -> SolverResult:
     """One problem; ``report(y, iterations, objective, gap, met) -> stop`` sees every iterate
-    (its iteration count plus ``offset``)."""
+    (its iteration count plus ``offset``); ``start``: the objective the decrease of the target is
+    counted from (default: at ``y0``)."""
     y = sigma.clone() if y0 is None else y0.clone()
     value = _value(sigma, y, u, lam)
+    start = float(value) if start is None else start
     iterations, converged = 0, False
     noise = 64 * torch.finfo(sigma.dtype).eps
     for iterations in range(max_iter + 1):
         grad = _gradient(sigma, y, u, lam)
         objective, gap = (x[0] for x in certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam))
-        met = _met(objective, gap, tol, tol_gap)
+        met = _met(objective, gap, tol, target, start)
         if report is not None and report(y, offset + iterations, objective, gap, met):
             converged = met
             break
@@ -175,7 +186,7 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, tol_gap: float 
         if not accepted:
             break
         y, value = y_try, v_try
-    return _finish(sigma, y, u, lam, iterations, converged, tol, tol_gap)
+    return _finish(sigma, y, u, lam, iterations, converged, tol, target)
 
 
 def _as_input(res: SolverResult, dtype: torch.dtype, batched: bool) -> SolverResult:
@@ -194,6 +205,7 @@ def dual_newton_rce(
     switch_gap: float = 1e-6,
     polish: int = 50,
     tol_gap: float | None = None,
+    tol_progress: float | None = None,
     callback=None,
     validate: bool = True,
 ) -> SolverResult:
@@ -214,23 +226,24 @@ def dual_newton_rce(
     (``lam = 0``: y = sigma, the optimum). Needs ``sigma > 0``; a zero prior entry keeps that
     class's multiplier at 0. Composite PyTorch (float64 inside).
 
-    ``tol`` defaults to 1e-10, or to no absolute criterion when ``tol_gap`` (the relative gap, as
-    in :func:`newton_rce`) is given; ``callback`` as in :func:`newton_rce`, after every dual or
-    polish step."""
+    ``tol`` defaults to 1e-10, or to no absolute criterion when ``tol_gap`` or ``tol_progress`` (as
+    in :func:`newton_rce`; the decrease counted from sigma) is given; ``callback`` as in
+    :func:`newton_rce`, after every dual or polish step."""
     name = "dual_newton_rce"
     tol_gap = check_gap_options(name, tol_gap, 1, callback)
+    target = gap_target(name, tol_gap, tol_progress)
     sigma3, u, _, _, batched = prepare(name, sigma, prior, lam, None, max_iter, None, validate, start=False)
-    tol = (1e-10 if tol_gap is None else 0.0) if tol is None else check_number(name, "tol", tol)
+    tol = (1e-10 if target is None else 0.0) if tol is None else check_number(name, "tol", tol)
     switch_gap = check_number(name, "switch_gap", switch_gap)
     check_count(name, "warm_start", warm_start)
     check_count(name, "polish", polish)
     _positive(name, sigma3)
     s64, u64 = sigma3.double(), u.double()
-    progress = Progress("rce", s64, s64, u64, float(lam), callback, batched, _criterion(tol, tol_gap))
+    progress = Progress("rce", s64, s64, u64, float(lam), callback, batched, _criterion(tol, target))
     parts = []
     for i in range(s64.shape[0]):
         report = lambda *state, i=i: progress.report(i, *state)  # noqa: E731
-        parts.append(_dual_newton(s64[i], u64, float(lam), tol, max_iter, warm_start, switch_gap, polish, tol_gap,
+        parts.append(_dual_newton(s64[i], u64, float(lam), tol, max_iter, warm_start, switch_gap, polish, target,
                                   report))
     return _as_input(_stack(parts), sigma.dtype, batched)
 
@@ -253,7 +266,7 @@ def _rows_given_w(sigma, w, *, tol: float = 1e-15, max_iter: int = 100):
     return t, sigma / (t - w)
 
 
-def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, tol_gap=None, report=None) -> SolverResult:
+def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, target=None, report=None) -> SolverResult:
     """One problem; see :func:`dual_newton_rce`. Multipliers w for ``y_bar = z`` give
     ``z_k = lam u_k / w_k`` and rows ``y_ik = sigma_ik / (t_i - w_k)``; dual gradient
     ``lam u / w - y_bar(w)``, Hessian ``-diag(lam u / w^2) - (1/N) sum_i (diag(d_i) - d_i d_i^T / D_i)``,
@@ -267,7 +280,7 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
     ``D = (1/N) sum_i [-sigma_i . ln y_i - sum_{u_k>0} omega_k y_ik + lam sum_{u_k=0} y_ik]
     + sum_{u_k>0} lam u_k log1p(omega_k / lam)``, gradient ``u / (1 + omega / lam) - y_bar``."""
     if lam == 0:  # no coupling: every row's optimum is y_i = sigma_i
-        return _finish(sigma, sigma.clone(), u, lam, 0, True, tol, tol_gap)
+        return _finish(sigma, sigma.clone(), u, lam, 0, True, tol, target)
     n = sigma.shape[0]
     on = u > 0  # classes with a fairness term
     start, _, _ = ops.em_rce_kernel(sigma.unsqueeze(0), u, lam, 0.0, warm_start, None)
@@ -302,6 +315,7 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
     # the primal point with the lowest objective so far (all are feasible): the dual's iterates
     # can be poor primal points where t - w cancels, and the result is never worse than the start
     best, best_value = start, float(_value(sigma, start, u, lam))
+    origin = float(_value(sigma, sigma, u, lam))  # the decrease of tol_progress is counted from sigma
     switch = max(tol, switch_gap) if polish > 0 else tol
     if usable(t, y, grad, value):
         for iterations in range(max_iter + 1):
@@ -311,12 +325,12 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
             primal_value, gap = (float(x[0]) for x in certify("rce", sigma.unsqueeze(0), primal.unsqueeze(0), u, lam))
             if primal_value <= best_value:
                 best, best_value = primal, primal_value
-            met = _met(primal_value, gap, tol, tol_gap)
+            met = _met(primal_value, gap, tol, target, origin)
             if report is not None and report(primal, iterations, primal_value, gap, met):
                 if met:
-                    return _finish(sigma, primal, u, lam, iterations, True, tol, tol_gap)
-                res = _finish(sigma, best, u, lam, iterations, False, tol, tol_gap)  # the best point so far
-                return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, tol_gap)))
+                    return _finish(sigma, primal, u, lam, iterations, True, tol, target)
+                res = _finish(sigma, best, u, lam, iterations, False, tol, target)  # the best point so far
+                return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, target, origin)))
             if gap <= switch or met:
                 converged = met
                 break
@@ -353,10 +367,10 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
             omega, t, y, grad, value = trial, t_try, y_try, g_try, v_try
     polish = min(polish, max_iter - iterations)
     if not converged and polish > 0:
-        res = _newton(sigma, u, lam, tol, polish, best, tol_gap, report, offset=iterations)
+        res = _newton(sigma, u, lam, tol, polish, best, target, report, offset=iterations, start=origin)
         # keep the polish unless it ended above the best point beyond rounding (it only
         # accepts steps that do not rise, so that happens where its systems are ill-conditioned)
         if float(res.objective) <= best_value + 1e-12 * (abs(best_value) + 1):
             return res._replace(iterations=res.iterations + iterations)
-    res = _finish(sigma, best, u, lam, iterations, False, tol, tol_gap)
-    return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, tol_gap)))
+    res = _finish(sigma, best, u, lam, iterations, False, tol, target)
+    return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, target, origin)))
