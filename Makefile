@@ -9,7 +9,7 @@ STAMP := build/.installed
 TORCH_STAMP := build/.torch-version
 SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
 
-.PHONY: install test demo bench nvcc-check clean FORCE
+.PHONY: install test demo docs bench nvcc-check clean FORCE
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PYTHON) -m entclust demo
+
+# The documentation (docs/: Sphinx with autodoc and napoleon, MyST Markdown) as HTML in
+# build/docs; every warning is an error. Installs the docs extra's packages when they are missing.
+docs: $(STAMP)
+	@$(PYTHON) -c "import sphinx, myst_parser" 2>/dev/null || $(PIP) install "sphinx>=7" "myst-parser>=2"
+	rm -rf build/docs
+	$(PYTHON) -m sphinx -W --keep-going -E -q -b html docs build/docs
+	@echo "documentation: build/docs/index.html"
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench_losses.py

@@ -102,16 +102,19 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
 
     Attributes
     ----------
-    labels_ : cluster of each training point. cluster_sizes_ : points per cluster, ``(K,)``.
+    labels_ : cluster of each training point.
+    cluster_sizes_ : points per cluster, ``(K,)``.
     history_ : one dict per epoch of the kept run: mean batch loss, seconds, number of empty clusters
         and, for "rce"/"cce", the pseudo-label solves of the epoch, how many stopped unconverged
         (short of their stopping rule, :class:`entclust.SelfLabeling`'s by default) and their largest Frank-Wolfe gap.
     objective_ : the kept run's objective on all points (global labels above K = 256: each point's
-        sigma and y over its 64 largest logits). n_init_ : the number of runs trained (restarts
-        trained side by side share each epoch's ``seconds``). init_history_ : one dict per round
-        of ``init="balanced"`` (seconds, share of probe points that changed centre, beta, centres
-        moved by the split step).
-    head_ : the trained ``nn.Linear``. scaler_ : the fitted preprocessing. n_features_in_.
+        sigma and y over its 64 largest logits).
+    n_init_ : the number of runs trained (restarts trained side by side share each epoch's ``seconds``).
+    init_history_ : one dict per round of ``init="balanced"`` (seconds, share of probe points that
+        changed centre, beta, centres moved by the split step).
+    head_ : the trained ``nn.Linear``.
+    scaler_ : the fitted preprocessing.
+    n_features_in_ : the number of features seen in ``fit``.
 
     Examples
     --------

@@ -81,19 +81,25 @@ class SelfLabelingTrainer:
         at the end. ``fit(..., resume=True)`` continues from it bit-exactly.
     seed : seeds the generator of the shuffles and augmentations (the model's initialisation
         is the caller's).
-    device, verbose (a tqdm bar over epochs), eval_batch_size.
+    device : where the model trains.
+    verbose : report progress (a tqdm bar on a terminal, lines on standard error in a log).
+    eval_batch_size : rows per block when the model is evaluated on all the data.
 
+    Attributes
+    ----------
+    history : one dict per epoch: ``loss`` (the lowest sub-head's) and ``head_losses``,
+        ``seconds``, ``empty_clusters`` (classes argmax sigma never predicts, in eval mode, no
+        augmentation), ``label_clusters`` (classes argmax y of the epoch's pseudo-labels used),
+        ``entropy_of_mean`` ``H(sigma_bar)`` (``ln K`` is balanced, 0 is collapse),
+        ``unconverged_solves``, and ``acc`` when ``labels`` are given for evaluation.
+    objectives : each sub-head's objective on all the data, pseudo-labels solved on all of it.
+    selected : the sub-head with the lowest objective.
+
+    Notes
+    -----
     A model with an overclustering head (:class:`~entclust.deep.ClusteringNet` with
-    ``overcluster`` > 0, IIC) trains it with the same method beside the main head (the sum of
+    ``overcluster > 0``, IIC) trains it with the same method beside the main head (the sum of
     both losses; per-batch pseudo-labels); only the main head clusters.
-
-    After ``fit``: ``history`` (one dict per epoch: ``loss`` of each sub-head and the lowest,
-    ``seconds``, ``empty_clusters`` (classes argmax sigma never predicts, in eval mode, no
-    augmentation) and ``label_clusters`` (classes argmax y of the epoch's pseudo-labels used),
-    ``entropy_of_mean`` ``H(sigma_bar)`` (``ln K`` is balanced, 0 is collapse),
-    ``unconverged_solves``, and ``acc`` when ``labels`` are given for evaluation), ``objectives``
-    (each sub-head's objective on all the data, pseudo-labels solved on all of it) and
-    ``selected`` (the sub-head with the lowest).
     """
 
     PARAMETERS = {"method": OneOf(*METHODS), "views": Int(1), "epochs": Int(0), "batch_size": Int(2), "lr": Real(0, strict=True),
