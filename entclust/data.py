@@ -1,5 +1,5 @@
 """Datasets without internet: scikit-learn's bundled digits, synthetic 2-D generators (blobs,
-the anisotropic clusters of seed 004 Fig. 1, moons) and user files (``.npy``, ``.npz``, ``.csv``,
+the anisotropic clusters of Zhang & Boykov 2024 Fig. 1, moons) and user files (``.npy``, ``.npz``, ``.csv``,
 ``.pt``). Every loader returns ``(X, labels)``: ``X`` a float ``(N, D)`` numpy array, ``labels``
 an int64 ``(N,)`` array or None. Bad files raise :class:`DataError` with one clear line."""
 from __future__ import annotations
@@ -32,7 +32,7 @@ def make_blobs(n_samples: int = 1000, n_clusters: int = 4, *, cluster_std: float
 
 def make_anisotropic(n_samples: int = 1000, n_clusters: int = 2, *, length: float = 3.0, width: float = 0.3,
                      gap: float = 4.5, random_state=None):
-    """Parallel elongated Gaussian clusters in 2-D (seed 004 Fig. 1, seed 000 Fig. 1): each is
+    """Parallel elongated Gaussian clusters in 2-D (Zhang & Boykov 2024 Fig. 1, Zhang & Boykov 2023a Fig. 1): each is
     ``length`` long (std along x) and ``width`` wide (std along y), stacked ``gap`` apart along y.
     K-means prefers to cut across the long axis (compact halves beat the true clusters in
     squared error); a linear softmax classifier trained for decisiveness and fairness finds the

@@ -1,4 +1,4 @@
-"""Losses of discriminative entropy clustering (formulas: shared/MATH.md).
+"""Losses of discriminative entropy clustering (formulas: shared/docs/maths.md).
 
 ``reverse_cross_entropy`` and ``collision_cross_entropy`` run fused C++/CUDA kernels straight
 from logits; the others are compositions of PyTorch ops.
@@ -287,7 +287,7 @@ def linear_self_labeling(x: torch.Tensor, weight: torch.Tensor, bias, fairness: 
     """The self-labeling step of a linear head, fused: logits ``x weight^T + bias``, their
     softmax sigma, the pseudo-labels y (``iterations`` reverse-CE M-steps from ``y = sigma``
     against the fixed fairness weights ``fairness_k = c u_k / col_k`` of the global column sums;
-    MATH.md, "RCE problem"), and the loss ``H(sigma_i, y_i)`` with y held fixed, reduced by
+    docs/maths.md, "RCE problem"), and the loss ``H(sigma_i, y_i)`` with y held fixed, reduced by
     ``"mean"`` or ``"sum"``.
 
     The ``(B, K)`` logits are never materialised: they exist ``block_rows`` rows at a time

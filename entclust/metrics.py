@@ -1,4 +1,4 @@
-"""Clustering metrics (MATH.md, "Models and training"): accuracy under the best one-to-one
+"""Clustering metrics (docs/maths.md, "Models and training"): accuracy under the best one-to-one
 cluster-to-class map (Hungarian), normalised mutual information, adjusted Rand index, and the
 confusion matrix after matching. Inputs are integer label vectors (numpy, lists or tensors)."""
 from __future__ import annotations

@@ -8,11 +8,11 @@
   trained by self-labeling with self-augmentation; ``--partial-labels`` for semi-supervised
 - ``entclust compare-deep [DATA] [--methods rce,cce,mi-gd,iic] [--seeds 3]``: the deep methods on the
   same network, images and seeds: table, JSON and bar chart
-- ``entclust spc DATA --k 10 --out labels.npy``: selective pseudo-label clustering (seed 002) of
+- ``entclust spc DATA --k 10 --out labels.npy``: selective pseudo-label clustering (Mahon & Lukasiewicz 2021) of
   images or vectors, with ``--history``, ``--plot`` and ``--checkpoint``
 - ``entclust demo``: ``compare digits`` with every method and 3 seeds (``make demo``)
 - ``entclust bench [solvers]``: pseudo-label solvers to one relative gap on your ``--sigma`` or
-  the seeds' Table 1 problems (:func:`entclust.solvers.compare`)
+  Zhang & Boykov 2024's Table 1 problems (:func:`entclust.solvers.compare`)
 - ``entclust info``: torch version, compiled kernels and whether they run
 
 Benchmarks, demos and paper reproductions are scripts of the source tree, not of the installed
@@ -168,11 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(demo)
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="pseudo-label solvers to one relative gap (seed 003/004 Table 1, or your "
+    bench = sub.add_parser("bench", help="pseudo-label solvers to one relative gap (Zhang & Boykov 2023b/004 Table 1, or your "
                                          "--sigma)")
     bench.add_argument("suite", nargs="?", default="solvers", choices=("solvers", "kernels", "large-k"),
                        help="solvers (default): every solver to one relative Frank-Wolfe gap, on --sigma or the "
-                            "seeds' Table 1 families; kernels, large-k: deprecated, now benchmarks/bench_kernels.py "
+                            "Zhang & Boykov 2024's Table 1 families; kernels, large-k: deprecated, now benchmarks/bench_kernels.py "
                             "and benchmarks/bench_large_k.py of the source tree")
     bench.add_argument("--out", default=os.environ.get("OUT", "results"), help="folder for the results (made if absent)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the problems run")

@@ -1,5 +1,5 @@
 """``entclust bench solvers``: pseudo-label solvers side by side, each run to one relative
-Frank-Wolfe gap (:func:`entclust.solvers.compare`), on your own sigma or on the seeds' Table 1
+Frank-Wolfe gap (:func:`entclust.solvers.compare`), on your own sigma or on Zhang & Boykov 2024's Table 1
 problem families.
 
 - ``--sigma sigma.npy`` (or ``.pt``; ``(N, K)`` or a batch ``(B, N, K)``, rows on the simplex, or

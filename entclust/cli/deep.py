@@ -165,7 +165,7 @@ def add_parser(sub) -> None:
     p.add_argument("--k", type=int, required=True, help="number of clusters")
     p.add_argument("--method", default="rce", choices=METHODS,
                    help="rce (default) or cce (ours); mi-gd (IMSAT), sela, mi-adm, renyi (Renyi decisiveness, "
-                        "seed 004 eq. 48), iic (baselines, same network)")
+                        "Zhang & Boykov 2024 eq. 48), iic (baselines, same network)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a baseline's own parameter (repeatable), e.g. alpha=5 for renyi, weight=1.3 for mi-gd")
     p.add_argument("--lam", type=float, help="fairness weight (default 100)")
@@ -185,7 +185,7 @@ def add_parser(sub) -> None:
     p.add_argument("--heads", type=int, default=1, help="sub-heads trained side by side, lowest objective kept")
     p.add_argument("--overcluster", type=int, default=0, help="clusters of an overclustering head (IIC; 0: none)")
     p.add_argument("--consistency", type=float, default=0.0,
-                   help="weight of the symmetric-KL consistency form of self-augmentation (seed 004; 0: averaged views)")
+                   help="weight of the symmetric-KL consistency form of self-augmentation (Zhang & Boykov 2024; 0: averaged views)")
     p.add_argument("--pseudo-labels", dest="pseudo_labels", default="auto", choices=("auto", "batch", "global"),
                    help="rce: per-batch or global pseudo-labels (default auto: global when batch_size < 20 K)")
     p.add_argument("--checkpoint", help="a file for checkpoints after every epoch")

@@ -1,4 +1,4 @@
-"""``entclust spc``: selective pseudo-label clustering (seed 002) of images or vectors, with the
+"""``entclust spc``: selective pseudo-label clustering (Mahon & Lukasiewicz 2021) of images or vectors, with the
 per-round history and its plot. Data as for ``entclust deep`` (``digits`` is the 1x8x8 images:
 convolutional members); vectors also go through ``entclust fit FEATURES --method spc``."""
 from __future__ import annotations
@@ -70,7 +70,7 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("spc", help="selective pseudo-label clustering (seed 002): an autoencoder ensemble, write labels")
+    p = sub.add_parser("spc", help="selective pseudo-label clustering (Mahon & Lukasiewicz 2021): an autoencoder ensemble, write labels")
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--k", type=int, required=True, help="number of clusters")
     p.add_argument("--members", type=int, default=SPC_MEMBERS, help=f"ensemble size M (default {SPC_MEMBERS})")

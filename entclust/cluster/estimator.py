@@ -1,5 +1,5 @@
 """``EntropyClustering``: discriminative entropy clustering of fixed feature vectors as a
-scikit-learn estimator (the papers' "low-level" setting, MATH.md "Models and training")."""
+scikit-learn estimator (the papers' "low-level" setting, docs/maths.md "Models and training")."""
 from __future__ import annotations
 
 import math

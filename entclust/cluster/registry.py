@@ -12,7 +12,7 @@ from ..losses import margin_penalty
 
 REGISTRY: dict[str, type] = {}
 # The methods `entclust compare` and `make demo` run by default: K-means and a Gaussian mixture
-# (what users try first), the papers' baselines, ours, and selective pseudo-label clustering (seed 002).
+# (what users try first), the papers' baselines, ours, and selective pseudo-label clustering (Mahon & Lukasiewicz 2021).
 DEFAULT_METHODS = ("kmeans", "gmm", "mi-gd", "sela", "mi-adm", "rce", "cce", "spc")
 
 

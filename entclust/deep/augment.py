@@ -1,5 +1,5 @@
 """Batched, seeded image augmentations in plain PyTorch (no torchvision), for self-augmentation
-``sigma_i = E_t sigma(f(t(x_i)))`` (seed 000 appendix E: two augmentations per image from flips,
+``sigma_i = E_t sigma(f(t(x_i)))`` (Zhang & Boykov 2023a appendix E: two augmentations per image from flips,
 rotations and colour distortion).
 
 Every random parameter is drawn from the ``torch.Generator`` passed in, on the CPU, so a run is

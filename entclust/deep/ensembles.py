@@ -1,4 +1,4 @@
-"""The autoencoder ensembles of selective pseudo-label clustering (Wang et al. 2023, "seed 002"):
+"""The autoencoder ensembles of selective pseudo-label clustering (Wang et al. 2023, "Mahon & Lukasiewicz 2021"):
 M members batched into one model, every layer holding the M members' weights. MLP layers run as
 one batched matrix product; the convolutional members of images as grouped convolutions, one
 group per member. Inputs ``(M, B, ...)``: member j sees row j."""
@@ -106,7 +106,7 @@ class ConvDecoder(nn.Module):
 
 
 class ConvEnsemble(nn.Module):
-    """M convolutional autoencoders (seed 002's members: strided convolutions with batch norm and
+    """M convolutional autoencoders (Mahon & Lukasiewicz 2021's members: strided convolutions with batch norm and
     leaky ReLU, transposed convolutions back, an MLP pseudo-classifier), batched as grouped
     convolutions: inputs ``(M, B, C, H, W)``, latents ``(M, B, L)``."""
 

@@ -15,9 +15,9 @@ from .trainer import SelfLabelingTrainer
 
 
 class DeepEntropyClustering(ClusterMixin, BaseEstimator):
-    """Cluster images or vectors with a network trained by self-labeling (the seeds' deep setting).
+    """Cluster images or vectors with a network trained by self-labeling (the papers' deep setting).
 
-    The network is picked from the input's shape: VGG4 (seed 000 Table 5: the 28x28x1 column
+    The network is picked from the input's shape: VGG4 (Zhang & Boykov 2023a Table 5: the 28x28x1 column
     for one channel, the 32x32x3 column for colour, the strided 96x96x3 column from 64 pixels a
     side) for images, IMSAT's MLP ``d-1200-1200`` for vectors; ``width`` scales its channels.
     Images are scaled to [0, 1] when they are integers, then standardised per channel; vectors
@@ -30,18 +30,18 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
     n_clusters : K. method : ``"rce"`` or ``"cce"`` (ours), or a baseline in the same harness:
         ``"mi-gd"`` (IMSAT), ``"sela"``, ``"mi-adm"``, ``"renyi"``, ``"iic"`` (see the trainer);
         ``method_params`` overrides a baseline's own parameters. lam, gamma,
-        prediction_fairness : the objective's weights (seed 000 E.3: lam 100, the head's weight
+        prediction_fairness : the objective's weights (Zhang & Boykov 2023a E.3: lam 100, the head's weight
         decay 0.01).
     network : ``"auto"`` or a callable ``(sample_shape, n_clusters, n_heads) -> nn.Module`` whose
         forward returns ``(H, N, K)`` or ``(N, K)`` logits (and ``.heads`` for the margin term).
-    width : channel multiplier of the default network; ``"auto"``: the seeds' widths (1.0) for
+    width : channel multiplier of the default network; ``"auto"``: the papers' widths (1.0) for
         vectors and for images of 16 pixels a side or more, 0.5 below (8x8 digits: the last two
         5x5 convolutions see 2x2 and 1x1 maps; half the channels reached 92 % on digits in
         about a fifth of the time a run, see the README). n_heads : sub-heads trained side by side;
         the one with the lowest objective on all points is kept (label-free).
     overcluster : clusters of IIC's auxiliary overclustering head (0: none).
     views, augment : self-augmentation (``"auto"``: the preset for the input, see
-        :mod:`entclust.deep.augment`). consistency : > 0 for seed 004's consistency form of
+        :mod:`entclust.deep.augment`). consistency : > 0 for Zhang & Boykov 2024's consistency form of
         self-augmentation instead of the averaged prediction (see the trainer).
     pseudo_labels : ``"auto"`` (global labels of all points when ``batch_size < 20 K``, method
         "rce"), ``"batch"`` or ``"global"`` (see the trainer). epochs, batch_size, lr, optimizer : the schedule (the
@@ -142,7 +142,7 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
     def fit(self, X, y=None, *, partial_labels=None, eval_labels=None, resume: bool = False):
         """Train on ``X``; ``y`` is ignored (unsupervised). ``partial_labels``: semi-supervised
         mode (class indices, -1 for unlabelled points; the labelled points' pseudo-labels are
-        clamped to their labels and a cross-entropy term is added, seed 004 Sec. 4.4).
+        clamped to their labels and a cross-entropy term is added, Zhang & Boykov 2024 Sec. 4.4).
         ``eval_labels``: true labels used only for the history's ACC. ``resume``: continue
         from ``checkpoint``."""
         check_params(self.get_params(deep=False), self.PARAMETERS)  # the trainer checks the rest

@@ -1,4 +1,4 @@
-"""Networks for deep self-labeled clustering: the seeds' VGG4 (seed 000 Table 5), IMSAT's MLP,
+"""Networks for deep self-labeled clustering: the papers' VGG4 (Zhang & Boykov 2023a Table 5), IMSAT's MLP,
 and a clustering head with several sub-heads.
 
 Every model here maps a batch to logits of shape ``(H, N, K)``: H sub-heads, each an
@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-# seed 000 Table 5: channels of the four 5x5 convolutions and their stride, per input kind
+# Zhang & Boykov 2023a Table 5: channels of the four 5x5 convolutions and their stride, per input kind
 VGG4_LAYOUTS = {
     "grey": ((64, 128, 256, 512), 1),    # 28x28x1 (MNIST): 512 x 3 x 3 features
     "rgb": ((32, 64, 128, 256), 1),      # 32x32x3 (CIFAR): 256 x 4 x 4
@@ -22,7 +22,7 @@ VGG4_LAYOUTS = {
 
 
 def vgg4_layout(shape) -> str:
-    """The seed's layout for images of shape ``(C, H, W)``: ``"large"`` from 64 pixels a side (the
+    """The paper's layout for images of shape ``(C, H, W)``: ``"large"`` from 64 pixels a side (the
     strided STL-10 column), ``"grey"`` for one channel, else ``"rgb"``."""
     c, h, w = shape
     if min(h, w) >= 64:
@@ -32,9 +32,9 @@ def vgg4_layout(shape) -> str:
 
 class VGG4(nn.Module):
     """Four 5x5 convolutions (padding 2) with batch norm and ReLU, a 2x2 max-pool after each of
-    the first three, flattened (seed 000 Table 5, adapted from IIC). ``layout`` picks the seed's
+    the first three, flattened (Zhang & Boykov 2023a Table 5, adapted from IIC). ``layout`` picks the paper's
     column ("grey" 64-128-256-512, "rgb" 32-64-128-256, "large" 128-...-1024 with stride 2);
-    ``width`` scales every channel count (1.0: the seed's; CPU tests use 1/8). Images smaller
+    ``width`` scales every channel count (1.0: the paper's; CPU tests use 1/8). Images smaller
     than 8 pixels a side are not pooled below 1 pixel."""
 
     def __init__(self, in_shape, *, layout: str | None = None, width: float = 1.0):
@@ -138,7 +138,7 @@ class ClusteringNet(nn.Module):
 
 def default_network(shape, n_clusters: int, *, n_heads: int = 1, width: float = 1.0,
                     overcluster: int = 0) -> ClusteringNet:
-    """VGG4 (seed 000 Table 5, layout from the image size) for ``(C, H, W)`` images, the IMSAT
+    """VGG4 (Zhang & Boykov 2023a Table 5, layout from the image size) for ``(C, H, W)`` images, the IMSAT
     MLP ``d-1200-1200`` (widths scaled by ``width``) for ``(D,)`` vectors, with H sub-heads and
     an optional overclustering head of ``overcluster`` clusters."""
     shape = tuple(int(v) for v in shape)

@@ -1,11 +1,11 @@
-"""Selective pseudo-label clustering (SPC, seed 002; MATH.md "Selective pseudo-label clustering").
+"""Selective pseudo-label clustering (SPC, Mahon & Lukasiewicz 2021; docs/maths.md "Selective pseudo-label clustering").
 
 M autoencoders (one batched model: every layer holds the M members' weights; MLP layers run as
 one batched matrix product, the convolutional members of images as grouped convolutions with one
 group per member) are pre-trained on L1 reconstruction. Then, in rounds: each member's latent
-space is clustered into K clusters (after a manifold step: UMAP, the seed's, or scikit-learn's
+space is clustered into K clusters (after a manifold step: UMAP, the paper's, or scikit-learn's
 spectral embedding when umap-learn is not installed), and so is the concatenation of all
-latent spaces (the seed's extra element); every labelling is aligned to the concatenation's by
+latent spaces (the paper's extra element); every labelling is aligned to the concatenation's by
 the Hungarian algorithm; a point is *agreed* when all labellings give it the same cluster; each
 member is trained on its pseudo-classifier's cross-entropy to the consensus label on agreed points
 and on reconstruction on the others (and, by default, on the agreed points too:
@@ -18,10 +18,10 @@ to the concatenated latent space's clustering and stopping is on the agreement c
 authors' code aligns to, and stops on, the ground truth; this does not). Tested: the result does
 not change when labels are given or shuffled.
 
-Where this departs from the seed's text (measurements in the README): pre-training runs at least
-1500 steps (the seed's 10 epochs are 11 000 steps on MNIST, 290 on digits); agreed points keep
+Where this departs from the paper's text (measurements in the README): pre-training runs at least
+1500 steps (the paper's 10 epochs are 11 000 steps on MNIST, 290 on digits); agreed points keep
 their reconstruction loss (the authors' code gets the same effect from 8 epochs of plain
-reconstruction after every round; on digits it measured within the spread of the seed's text);
+reconstruction after every round; on digits it measured within the spread of the paper's text);
 latent noise is an option (``latent_noise``), off by default, as it lowered accuracy on digits;
 the manifold step falls back to a spectral embedding so that the core install needs no extra
 package; the stopping rule has a patience (the authors' code: 7), because one member's
@@ -52,7 +52,7 @@ CHECKPOINT_VERSION = 1  # resumable: model, optimiser, generator, round, history
 LOSSES = ("ce", "rce", "cce")
 ARCHITECTURES = ("auto", "mlp", "conv")
 REDUCERS = ("auto", "umap", "spectral", "none")
-# The seed's 10 pre-training epochs are 11 000 steps on MNIST's 70 000 points but 290 on the 1797
+# The paper's 10 pre-training epochs are 11 000 steps on MNIST's 70 000 points but 290 on the 1797
 # digits, where the autoencoders are then far from trained (A3 77.8 % with 10 epochs, 82.9 % with
 # 50 = 1450 steps; README): pretrain_epochs="auto" runs at least this many steps.
 PRETRAIN_STEPS = 1500
@@ -63,7 +63,7 @@ SMOOTHING = 0.1
 
 
 class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
-    """Selective pseudo-label clustering (seed 002) of vectors ``(N, D)`` or images ``(N, C, H, W)``:
+    """Selective pseudo-label clustering (Mahon & Lukasiewicz 2021) of vectors ``(N, D)`` or images ``(N, C, H, W)``:
     see the module docstring.
 
     Parameters
@@ -78,24 +78,24 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         image is smaller than 4 pixels a side) and a linear map to the latent; the decoder mirrors
         it with transposed convolutions (linear output: the inputs are standardised).
     conv_width : the first convolution's channels (32).
-    clusterer : "gmm" (scikit-learn GaussianMixture, full covariance; the seed's SPC-GMM),
+    clusterer : "gmm" (scikit-learn GaussianMixture, full covariance; the paper's SPC-GMM),
         "hdbscan" (the hdbscan package if installed, else scikit-learn's HDBSCAN; the tree cut at
         the distance that gives K clusters) or "kmeans".
     reducer : the manifold step before the clusterer: "umap" (umap-learn,
-        ``UMAP(n_components=2, min_dist=0, n_neighbors=30)``; the seed's setting, needs
+        ``UMAP(n_components=2, min_dist=0, n_neighbors=30)``; the paper's setting, needs
         ``pip install entclust[spc]``), "spectral" (scikit-learn's Laplacian eigenmap of the
         15-nearest-neighbour graph into K dimensions, rows normalised), "none" (the latent
         itself), or "auto" (default: "umap" when umap-learn is installed, else "spectral").
     loss : pseudo-classifier loss on agreed points: "ce" (the seed), or this package's reverse
         ("rce") or collision ("cce") cross-entropy to the consensus smoothed by 0.1.
-    pretrain_epochs, epochs_per_round, max_rounds, batch_size, lr : the seed's schedule
+    pretrain_epochs, epochs_per_round, max_rounds, batch_size, lr : the paper's schedule
         (10, 8, 30, 64, Adam 1e-3), except that ``pretrain_epochs="auto"`` (default) is 10 epochs
         or enough epochs for 1500 steps, whichever is more (52 epochs on the 1797 digits).
     patience : stop after this many rounds without a new high of agreed points (5).
     warm_start : also start each round's clusterings from the last consensus and keep the better
         objective (GMM likelihood, K-means inertia); off by default (no gain measured on digits).
     agreed_reconstruction : weight of the reconstruction loss on agreed points, beside their
-        pseudo-classifier loss (1.0; 0 is the seed's text: reconstruction on the others only).
+        pseudo-classifier loss (1.0; 0 is the paper's text: reconstruction on the others only).
     latent_noise : std of Gaussian noise added to the latent in training, in units of each
         latent coordinate's batch std (0: off; the seed injects noise).
     standardize : the harness's feature scaling (:class:`entclust.data.Scaler`).
@@ -207,7 +207,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         targets = torch.zeros(n, dtype=torch.int64, device=device)
         mask = torch.zeros(n, dtype=torch.bool, device=device)
         self.pretrain_epochs_ = self.pretrain_epochs
-        if self.pretrain_epochs == "auto":  # the seed's 10 epochs, and at least PRETRAIN_STEPS steps
+        if self.pretrain_epochs == "auto":  # the paper's 10 epochs, and at least PRETRAIN_STEPS steps
             self.pretrain_epochs_ = max(10, math.ceil(PRETRAIN_STEPS / math.ceil(n / self.batch_size)))
         self._fingerprint = data_fingerprint(x)  # the data as given
         history, best, stale, first = [], None, 0, 0
@@ -260,7 +260,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         return self
 
     def _epochs(self, model, optimizer, data, targets, mask, epochs, generator, desc=None):
-        """Training (seed 002's L): the pseudo-classifier loss to the consensus on agreed points
+        """Training (Mahon & Lukasiewicz 2021's L): the pseudo-classifier loss to the consensus on agreed points
         (``mask``), L1 reconstruction on the others; each member its own shuffle of the points.
         Returns the history, one entry per epoch (each member's mean loss in ``member_losses``);
         ``desc`` names the stage in the progress report (none without it)."""

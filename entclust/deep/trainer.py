@@ -1,4 +1,4 @@
-"""A resumable trainer for deep self-labeled clustering (seeds 000/003/004, "deep" setting).
+"""A resumable trainer for deep self-labeled clustering (Zhang & Boykov 2023a, 2023b, 2024, "deep" setting).
 
 Each step: a mini-batch, ``views`` random augmentations of every image, the network's
 prediction ``sigma_i = E_t sigma(f(t(x_i)))`` (self-augmentation; as logits, the log of the mean
@@ -40,7 +40,7 @@ def iic_loss(log_p1: torch.Tensor, log_p2: torch.Tensor) -> torch.Tensor:
 
 
 def symmetric_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """``KL(p || q) + KL(q || p)`` of each row of ``(..., K)`` log-probabilities: seed 004's
+    """``KL(p || q) + KL(q || p)`` of each row of ``(..., K)`` log-probabilities: Zhang & Boykov 2024's
     self-augmentation loss between the predictions for an image and for its augmentation."""
     return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1)
 
@@ -51,20 +51,20 @@ class SelfLabelingTrainer:
 
     Parameters
     ----------
-    method : ``"rce"`` (reverse CE, seeds 000/004) or ``"cce"`` (collision CE, seed 003); the
+    method : ``"rce"`` (reverse CE, Zhang & Boykov 2023a/2024) or ``"cce"`` (collision CE, Zhang & Boykov 2023b); the
         baselines ``"mi-gd"`` (IMSAT-style MI, weight 1.3), ``"sela"``, ``"mi-adm"`` (their
         per-batch losses from :mod:`entclust.cluster.methods`, ``method_params`` overriding
         their defaults) and ``"iic"`` (mutual information of two augmented views, needs
         ``views >= 2``).
     lam, prediction_fairness, solver, max_iter : as :class:`entclust.SelfLabeling` (fairness
         weight 100, the papers'; ``prediction_fairness`` None: 0.5, the module's default).
-    gamma : margin weight ``gamma ||v||^2`` on the head's weight (the seeds' weight decay 0.01 of
+    gamma : margin weight ``gamma ||v||^2`` on the head's weight (the papers' weight decay 0.01 of
         the linear head). Needs ``model.heads`` (:class:`ClusterHeads`) or ``head`` (the head's
         ``nn.Linear`` or weight); 0 turns it off.
-    views : augmentations per image and step whose predictions are averaged (seed 000 E.3: 2).
-    consistency : > 0 switches to seed 004's other form of self-augmentation: the objective on
+    views : augmentations per image and step whose predictions are averaged (Zhang & Boykov 2023a E.3: 2).
+    consistency : > 0 switches to Zhang & Boykov 2024's other form of self-augmentation: the objective on
         the prediction for each image itself, plus ``consistency`` times the symmetric KL between
-        it and the prediction for each of its ``views`` augmentations (seed 004 Sec. 4.3: one
+        it and the prediction for each of its ``views`` augmentations (Zhang & Boykov 2024 Sec. 4.3: one
         augmentation, weight 0.2 to 0.5). Images only.
     pseudo_labels : ``"batch"`` (the papers': solved per mini-batch), ``"global"`` (method "rce",
         one sub-head: every point's label kept, EM steps against the column sums of all points,
@@ -73,7 +73,7 @@ class SelfLabelingTrainer:
         method and heads allow, as :class:`entclust.EntropyClustering`).
     augment : an :class:`~entclust.deep.Augment`, a preset name (``"digits"``, ``"cifar"``,
         ``"stl"``, ``"none"``) or ``"auto"`` (from the input shape; none for vectors).
-    optimizer : ``"adam"`` (the seeds') or ``"sgd"`` (momentum 0.9); ``lr``, ``weight_decay``.
+    optimizer : ``"adam"`` (the papers') or ``"sgd"`` (momentum 0.9); ``lr``, ``weight_decay``.
     epochs, batch_size : each epoch is one shuffle of the data into ``max(1, round(N /
         batch_size))`` near-equal batches (no tiny tail batch: batch norm needs rows).
     checkpoint : a path; model, optimiser, random-generator states, epoch, history and the

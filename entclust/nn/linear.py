@@ -35,7 +35,7 @@ class LinearSelfLabeling(nn.Module):
     fairness weight grows enough; 4 clusters in 2-d from a random head: 75 % or 50 % ACC with
     3, 100 % with 10, ``tests/test_linear_self_labeling.py``).
 
-    Initialisation as the papers' (MATH.md, "Models and training"): Kaiming-uniform weight (as
+    Initialisation as the papers' (docs/maths.md, "Models and training"): Kaiming-uniform weight (as
     ``nn.Linear``), zero bias.
 
     Example::

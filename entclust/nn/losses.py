@@ -65,13 +65,13 @@ class CollisionCrossEntropyLoss(nn.Module):
 
 
 class SelfLabelingLoss(nn.Module):
-    """The self-labeling objective for given pseudo-labels ``y`` (MATH.md, "Training objectives"):
+    """The self-labeling objective for given pseudo-labels ``y`` (docs/maths.md, "Training objectives"):
 
     ``mean_i CE(sigma_i, y_i) + lam * KL(u || y_bar) + prediction_fairness * KL(u || sigma_bar)
     + gamma * ||v||^2``
 
-    with CE the reverse (``method="rce"``, seeds 000/004) or collision (``method="cce"``,
-    seed 003) cross-entropy, ``u`` the prior (uniform when None), ``sigma_bar`` the mean
+    with CE the reverse (``method="rce"``, Zhang & Boykov 2023a/2024) or collision (``method="cce"``,
+    Zhang & Boykov 2023b) cross-entropy, ``u`` the prior (uniform when None), ``sigma_bar`` the mean
     prediction of the batch, ``v`` the weight of the linear head (bias excluded). Call:
     ``loss(logits, y, head=None)``; ``head`` is required when ``gamma > 0``. The fairness term
     in ``y`` depends on ``y`` only: constant in a network step with fixed ``y``, it is part of
@@ -93,7 +93,7 @@ class SelfLabelingLoss(nn.Module):
             raise ValueError(f"prediction_fairness must be >= 0, got {prediction_fairness}")
         self.method, self.lam, self.gamma, self.validate = method, float(lam), float(gamma), validate
         self.prediction_fairness = float(prediction_fairness)
-        # checked and normalised in float64 now (a list, a float32 array: MATH.md's u)
+        # checked and normalised in float64 now (a list, a float32 array: docs/maths.md's u)
         u = None if prior is None else prior_vector(prior, None, torch.zeros((), dtype=torch.float64))
         self.register_buffer("prior", u)
 

@@ -14,7 +14,7 @@ class ColumnMemory(nn.Module):
     """The fairness term of the reverse-CE pseudo-label problem over all N points,
     ``lam KL(u || y_bar)`` with ``y_bar = columns / N``, kept as the K column sums alone.
 
-    EM couples the rows only through the column sums (MATH.md, "RCE problem"), so a batch's rows
+    EM couples the rows only through the column sums (docs/maths.md, "RCE problem"), so a batch's rows
     can be solved against the others' contribution ``rest`` without storing them: with every
     row kept (``4 N K`` bytes; what :class:`SelfLabeling` ``n_points`` did before it used this
     module) ``rest`` is exact; here it is
@@ -178,7 +178,7 @@ class ColumnMemory(nn.Module):
 
 
 def _sparse_step(sigma: torch.Tensor, y: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    # the RCE M-step (MATH.md) on a row's top entries, a = the fairness weights of their classes
+    # the RCE M-step (docs/maths.md) on a row's top entries, a = the fairness weights of their classes
     ay = a * y
     return (sigma + ay) / (1.0 + ay.sum(-1, keepdim=True))
 

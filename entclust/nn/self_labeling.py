@@ -20,7 +20,7 @@ from .pseudo_labels import (DEFAULT_MAX_ITER, DEFAULT_TOL_GAP, DEFAULT_TOL_PROGR
 class SelfLabeling(nn.Module):
     """Self-labeling in one line of a training loop (the papers' "batch version"): for each
     batch of logits, solve the pseudo-labels on the detached predictions with a fused solver,
-    then return the :class:`SelfLabelingLoss` for those labels (MATH.md, "Training objectives").
+    then return the :class:`SelfLabelingLoss` for those labels (docs/maths.md, "Training objectives").
 
     ``y = argmin_y (1/N) sum_i CE(sigma_i, y_i) + lam KL(u || y_bar)`` with ``sigma = softmax(logits)``
     held fixed, ``CE`` reverse (``method="rce"``) or collision (``"cce"``) cross-entropy, solved by
@@ -242,7 +242,7 @@ class SelfLabeling(nn.Module):
         return list(result.y.split([t.shape[0] for t in parts]))
 
     def solve_with_known(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Semi-supervised pseudo-labels (seed 004 Sec. 4.4): ``logits`` ``(..., n, K)`` are a
+        """Semi-supervised pseudo-labels (Zhang & Boykov 2024 Sec. 4.4): ``logits`` ``(..., n, K)`` are a
         batch's unlabelled rows, ``targets`` ``(m,)`` the known classes of its other rows, whose y is
         clamped to one-hot. For "rce" with EM: EM steps on the unlabelled rows against the column
         sums of the clamped ones, so the fairness term sees the whole batch of ``n + m`` rows

@@ -1,4 +1,4 @@
-"""Pseudo-label solvers (sigma fixed, optimise y): MATH.md, "Pseudo-label problems and solvers".
+"""Pseudo-label solvers (sigma fixed, optimise y): docs/maths.md, "Pseudo-label problems and solvers".
 
 - :mod:`.em`: EM for reverse and collision CE, fused kernels, optional SQUAREM;
 - :mod:`.pgd`: projected gradient descent for collision CE and the simplex projection;

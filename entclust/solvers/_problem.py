@@ -1,5 +1,5 @@
 """What every pseudo-label solver checks and prepares: sigma, the prior, the numbers that
-control the solve, and the start (MATH.md, "Pseudo-label problems and solvers")."""
+control the solve, and the start (docs/maths.md, "Pseudo-label problems and solvers")."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""The certificate of a pseudo-label solve: the objective and the Frank-Wolfe gap (MATH.md),
+"""The certificate of a pseudo-label solve: the objective and the Frank-Wolfe gap (docs/maths.md),
 in float64 whatever the dtype of the solve, evaluated over blocks of rows so that it needs
 O(block) memory on top of the inputs rather than several float64 copies of them.
 
@@ -86,7 +86,7 @@ def objective(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 100
 
 
 def fw_gap(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 100.0, *, problem: str = "rce"):
-    """Frank-Wolfe gap ``sum_i (sum_k y_ik g_ik - min_k g_ik)`` of the problem at ``y`` (MATH.md):
+    """Frank-Wolfe gap ``sum_i (sum_k y_ik g_ik - min_k g_ik)`` of the problem at ``y`` (docs/maths.md):
     >= 0, 0 exactly at the optimum, an upper bound on ``objective(y) - min``; needs no knowledge
     of the solver and holds on the simplex boundary. Computed in float64."""
     sigma3, y3, u, lam, batched = _pair("fw_gap", sigma, y, prior, lam, problem)

@@ -1,5 +1,5 @@
 """Pseudo-label solvers side by side on one problem (or one batch of problems), each run to the
-same certificate: the relative Frank-Wolfe gap ``fw_gap / (1 + |objective|)`` (MATH.md; the gap
+same certificate: the relative Frank-Wolfe gap ``fw_gap / (1 + |objective|)`` (docs/maths.md; the gap
 bounds ``f(y) - f*`` whatever the solver did, so the numbers mean the same thing for every row).
 
 Example::
@@ -276,7 +276,7 @@ def compare(
             on any device the solvers run on (a batch is solved in one call where the solver is
             batched, problem after problem by Newton; the gap reported is the largest of the batch).
         prior: ``Tensor[K]`` class prior u (uniform when None).
-        lam: fairness weight of the mean-form problem (MATH.md).
+        lam: fairness weight of the mean-form problem (docs/maths.md).
         problem: ``"rce"`` (reverse CE: EM, EM + SQUAREM, Newton, dual Newton, torch.compile of the
             plain EM step) or ``"cce"`` (collision CE: EM, EM + SQUAREM, PGD). Sinkhorn-Knopp runs
             beside either on its own objective (SeLa's transport problem; its row is marked so and

@@ -1,4 +1,4 @@
-"""EM for the pseudo-label problems (sigma fixed, optimise y): MATH.md, "Pseudo-label problems
+"""EM for the pseudo-label problems (sigma fixed, optimise y): docs/maths.md, "Pseudo-label problems
 and solvers". All iterations run in one fused kernel call; SQUAREM optionally accelerates them.
 
 Problems are in mean form, ``(1/N) sum_i CE(sigma_i, y_i) + lam KL(u || y_bar)``, so EM uses
@@ -33,7 +33,7 @@ def em_rce(
     certificate: bool = True,
 ) -> SolverResult:
     """EM for the reverse-CE pseudo-label problem
-    ``min_y (1/N) sum_i H(sigma_i, y_i) + lam KL(u || y_bar)`` (seed 004 eqs. 45-46), all
+    ``min_y (1/N) sum_i H(sigma_i, y_i) + lam KL(u || y_bar)`` (Zhang & Boykov 2024 eqs. 45-46), all
     iterations in one fused kernel call:
 
     E-step ``S_ik = y_ik / sum_j y_jk``, M-step ``y_ik = (sigma_ik + c u_k S_ik) / (1 + c sum_m u_m S_im)``,
@@ -47,7 +47,7 @@ def em_rce(
         tol: stop a problem when ``max |y_new - y| <= tol``; default 1e-10 (float64), 1e-6 (float32),
             or no step criterion when ``tol_gap`` is given.
         max_iter: iteration cap. EM converges linearly, and slowly for large ``lam N``
-            (MATH.md): check ``result.fw_gap``, not only ``converged``.
+            (docs/maths.md): check ``result.fw_gap``, not only ``converged``.
         y0: optional start, same shape as sigma; default sigma, or ``0.99 sigma + 0.01 u`` when
             sigma has exact zeros (EM never moves a y_ik away from 0, so a zero start could
             miss the optimum; the result would show it as a large Frank-Wolfe gap).
@@ -116,7 +116,7 @@ def em_cce(
     certificate: bool = True,
 ) -> SolverResult:
     """EM for the collision-CE pseudo-label problem
-    ``min_y -(1/N) sum_i ln(sigma_i . y_i) + lam KL(u || y_bar)`` (seed 003), all iterations in
+    ``min_y -(1/N) sum_i ln(sigma_i . y_i) + lam KL(u || y_bar)`` (Zhang & Boykov 2023b), all iterations in
     one fused kernel call: the E-step of :func:`em_rce`, then per row the M-step
     ``argmin_y -ln(sigma . y) - sum_k a_k ln y_k`` with ``a_k = c u_k S_k``, ``c = lam N``:
     Newton on the scalar ``x = sigma . y`` from Lemma 1's start (monotone, a few steps to
@@ -128,7 +128,7 @@ def em_cce(
     ``lam > 0`` if a class is left empty).
 
     Arguments (``accel="squarem"`` included) and result as in :func:`em_rce`. Its optimum often has many ``y_ik = 0``, which
-    multiplicative updates approach slowly (MATH.md: Frank-Wolfe gap 2.8e-2 after 1000
+    multiplicative updates approach slowly (docs/maths.md: Frank-Wolfe gap 2.8e-2 after 1000
     iterations at N = 250, K = 200, lam = 100): check ``result.fw_gap``.
     """
     target = gap_target("em_cce", check_gap_options("em_cce", tol_gap, check_every, callback), tol_progress)

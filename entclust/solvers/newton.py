@@ -1,5 +1,5 @@
-"""Second-order solvers of the reverse-CE pseudo-label problem (MATH.md): Newton's method on
-the full coupled primal problem (the baseline of seed 004 Table 1) and Newton on its
+"""Second-order solvers of the reverse-CE pseudo-label problem (docs/maths.md): Newton's method on
+the full coupled primal problem (the baseline of Zhang & Boykov 2024 Table 1) and Newton on its
 K-dimensional concave dual, which is exact and far faster than EM where ``lam N >> 1``.
 Composite PyTorch in float64 (any device); one problem at a time, a batch problem by problem."""
 from __future__ import annotations
@@ -69,7 +69,7 @@ def newton_rce(
     callback=None,
     validate: bool = True,
 ) -> SolverResult:
-    """Newton's method on the full coupled reverse-CE problem, the baseline of seed 004 Table 1
+    """Newton's method on the full coupled reverse-CE problem, the baseline of Zhang & Boykov 2024 Table 1
     ("Kelley 1995"), with the Hessian's structure: ``diag(sigma_ik / (N y_ik^2))`` plus, per class,
     the rank-one coupling ``lam u_k / (N^2 y_bar_k^2) 1 1^T`` over the points. The N row
     constraints are exact; the KKT system reduces to K unknowns (one K x K solve and an
@@ -117,7 +117,7 @@ def newton_direction(sigma, y, u, lam: float) -> torch.Tensor:
     """Newton direction of the reverse-CE problem at an interior y, with the N row constraints
     ``sum_k d_ik = 0`` exact. The Hessian is ``diag(a) + sum_k c_k v_k v_k^T`` with
     ``a_ik = sigma_ik / (N y_ik^2)``, ``c_k = lam u_k / (N^2 y_bar_k^2)`` and ``v_k`` the indicator of
-    column k (MATH.md), so the KKT system ``H d + A^T mu = -g, A d = 0`` reduces to K unknowns
+    column k (docs/maths.md), so the KKT system ``H d + A^T mu = -g, A d = 0`` reduces to K unknowns
     ``s_k = sum_i d_ik``: with ``b = 1/a``, ``B_i = sum_k b_ik``, ``p = b / B`` and the projected
     negative gradient ``r_ik = -g_ik + sum_m p_im g_im``,
 
@@ -209,7 +209,7 @@ def dual_newton_rce(
     callback=None,
     validate: bool = True,
 ) -> SolverResult:
-    """Exact solver of the reverse-CE problem: Newton on its K-dimensional concave dual (MATH.md),
+    """Exact solver of the reverse-CE problem: Newton on its K-dimensional concave dual (docs/maths.md),
     one ``O(N K^2)`` product and a ``K x K`` solve per step, stopped on the Frank-Wolfe gap
     ``<= tol`` (every iterate is primal feasible). Where EM crawls linearly (``lam N >> 1``) this
     is far faster. The dual's rows ``sigma / (t - w)`` lose precision where ``t_i - w_k`` cancels,

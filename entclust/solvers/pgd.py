@@ -32,7 +32,7 @@ def pgd_cce(
     certificate: bool = True,
 ) -> SolverResult:
     """Projected gradient descent on the collision-CE problem with strong fairness (the
-    baseline of seed 003 Table 1), fused: per iteration, for every row, the gradient
+    baseline of Zhang & Boykov 2023b Table 1), fused: per iteration, for every row, the gradient
     ``g_ik = -sigma_ik / (N sigma_i . y_i) - lam u_k / (N y_bar_k)``, a step ``y_i - step g_i`` and the
     exact Euclidean projection onto the simplex (Michelot's algorithm). Stops on ``max|dy| <= tol``.
 

@@ -33,7 +33,7 @@ def collision_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: st
     return _reduce(rows, reduction)
 
 
-# ---- pseudo-label problems and solvers (MATH.md, "Pseudo-label problems and solvers") ------
+# ---- pseudo-label problems and solvers (docs/maths.md, "Pseudo-label problems and solvers") ------
 # sigma: (N, K) or (B, N, K) for B independent problems; y alike; prior u: (K,) or None
 # (uniform). Losses are in mean form, so the EM steps use c = lam * N.
 
@@ -132,7 +132,7 @@ def _iterate(step, sigma, y, tol, max_iter):
 
 
 def em_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-9, max_iter: int = 1000, y0=None) -> SolverResult:
-    """EM for the reverse-CE problem (seed 004 eqs. 45-46), from y = sigma unless y0 is given:
+    """EM for the reverse-CE problem (Zhang & Boykov 2024 eqs. 45-46), from y = sigma unless y0 is given:
     E-step ``S_ik = y_ik / sum_j y_jk``; M-step ``y_ik = (sigma_ik + c u_k S_ik) / (1 + c sum_m u_m S_im)``
     with c = lam N. Stops when max |y_new - y| <= tol."""
     u = _prior(prior, sigma)
@@ -147,7 +147,7 @@ def em_rce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-9, max_iter
 
 
 def cce_m_step(sigma, a, *, newton_tol: float = 1e-12, newton_max_iter: int = 100) -> torch.Tensor:
-    """Per row, ``argmin_y -ln(sigma . y) - sum_k a_k ln y_k`` over the simplex (seed 003 §4 and
+    """Per row, ``argmin_y -ln(sigma . y) - sum_k a_k ln y_k`` over the simplex (Zhang & Boykov 2023b §4 and
     appendix C), with ``b = 1 + sum_k a_k``:
 
     * some ``a_k = 0`` (``a_k <= 1e-12 b`` counts as 0): free mass on ``c* = argmax_{a_k = 0} sigma_k``, ``sigma . y = sigma_c* / b``,
@@ -204,7 +204,7 @@ def em_rce_block(sigma, y, rest, prior=None, lam: float = 100.0, *, n_total: int
 
 def em_cce(sigma, prior=None, lam: float = 100.0, *, tol: float = 1e-9, max_iter: int = 1000,
            newton_tol: float = 1e-12, newton_max_iter: int = 100, y0=None) -> SolverResult:
-    """EM for the collision-CE problem (seed 003): the E-step of :func:`em_rce`, then the
+    """EM for the collision-CE problem (Zhang & Boykov 2023b): the E-step of :func:`em_rce`, then the
     M-step :func:`cce_m_step` with ``a_ik = c u_k S_ik``, c = lam N."""
     u = _prior(prior, sigma)
     c = lam * sigma.shape[-2]
@@ -230,7 +230,7 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
 
 def pgd_cce(sigma, prior=None, lam: float = 100.0, *, step: float = 1.0, fairness: str = "strong",
             tol: float = 1e-9, max_iter: int = 1000, y0=None) -> SolverResult:
-    """Projected gradient descent on the collision-CE problem (seed 003 Table 1): a gradient
+    """Projected gradient descent on the collision-CE problem (Zhang & Boykov 2023b Table 1): a gradient
     step of size ``step`` then exact projection of each row onto the simplex. ``fairness``:
     "strong" (``KL(u||y_bar)``, eq. 11) or "weak" (``KL(y_bar||u)``, eq. 10). The result's
     objective and gap refer to the strong-fairness problem (the one EM solves) when
@@ -283,7 +283,7 @@ def renyi_entropy(p: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def renyi_mi_loss(logits: torch.Tensor, alpha: float, weight: float = 1.0, prior=None) -> torch.Tensor:
-    """seed 004 eq. 48 without the margin: ``mean_i R_alpha(sigma_i) + w KL(sigma_bar || u)`` over all rows."""
+    """Zhang & Boykov 2024 eq. 48 without the margin: ``mean_i R_alpha(sigma_i) + w KL(sigma_bar || u)`` over all rows."""
     sigma = torch.softmax(logits.reshape(-1, logits.shape[-1]), -1)
     u = _prior(prior, sigma)
     sigma_bar = sigma.mean(0)

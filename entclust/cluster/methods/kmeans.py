@@ -23,7 +23,7 @@ class ScaledKMeans(ScaledClusterer):
 
 @register("kmeans")
 class KMeansMethod(EstimatorMethod):
-    """Lloyd's K-means: the generative, isotropic baseline (seed 004 Fig. 1)."""
+    """Lloyd's K-means: the generative, isotropic baseline (Zhang & Boykov 2024 Fig. 1)."""
 
     defaults = {"n_init": 10}
 

@@ -16,7 +16,7 @@ closed form of Jabi et al. for ``w = 1`` and uniform ``u``, ``y_ik ∝ sigma_ik 
 
 ``refine`` > 0 then runs that many fixed-point sweeps ``y_ik ∝ sigma_ik (u_k / y_bar_k(y))^w`` of
 step 1 without the approximation of step 2. Labels are re-solved on every mini-batch (the
-variant marked * in seed 000 Table 3, better than once per epoch there).
+variant marked * in Zhang & Boykov 2023a Table 3, better than once per epoch there).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """MI-GD (Bridle et al. 1991; Krause et al. 2010, RIM; IMSAT-style): plain gradient descent on
-``mean_i H(sigma_i) + w KL(sigma_bar || u) + gamma ||v||^2`` (w = 1.3 in seed 000 E.3)."""
+``mean_i H(sigma_i) + w KL(sigma_bar || u) + gamma ||v||^2`` (w = 1.3 in Zhang & Boykov 2023a E.3)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Rényi decisiveness (seed 004 Sec. 4.1, eq. 48, Table 2): plain gradient descent on
+"""Rényi decisiveness (Zhang & Boykov 2024 Sec. 4.1, eq. 48, Table 2): plain gradient descent on
 ``mean_i R_alpha(sigma_i) + w KL(sigma_bar || u) + gamma ||v||^2``, no pseudo-labels.
 
 With the uniform prior and ``w = 1`` this is eq. 48, ``gamma ||v||^2 + mean R_alpha(sigma) -
@@ -37,7 +37,7 @@ class RenyiMutualInformationLoss(HeadLoss):
 
 @register("renyi")
 class Renyi(HeadMethod):
-    """Rényi-alpha decisiveness with Shannon fairness by gradient descent (seed 004 eq. 48)."""
+    """Rényi-alpha decisiveness with Shannon fairness by gradient descent (Zhang & Boykov 2024 eq. 48)."""
 
     defaults = {"alpha": 2.0, "weight": 1.0}
 

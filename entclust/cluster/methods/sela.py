@@ -1,6 +1,6 @@
 """SeLa (Asano et al. 2020): hard pseudo-labels with exactly balanced clusters from
 Sinkhorn-Knopp on ``sigma^lam_sk``, then forward cross-entropy ``H(y, sigma)``. Here the labels
-are re-solved on every mini-batch (the "all variables per batch" variant of seed 000 Table 3),
+are re-solved on every mini-batch (the "all variables per batch" variant of Zhang & Boykov 2023a Table 3),
 in the same harness as the other methods, with the same margin term ``gamma ||v||^2``."""
 from __future__ import annotations
 

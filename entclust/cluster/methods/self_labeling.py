@@ -1,5 +1,5 @@
-"""Ours: self-labeling with reverse cross-entropy (seeds 000/004) and collision cross-entropy
-(seed 003), pseudo-labels re-solved on every mini-batch by the fused solvers."""
+"""Ours: self-labeling with reverse cross-entropy (Zhang & Boykov 2023a/2024) and collision cross-entropy
+(Zhang & Boykov 2023b), pseudo-labels re-solved on every mini-batch by the fused solvers."""
 from __future__ import annotations
 
 from ...nn import SelfLabeling
@@ -29,7 +29,7 @@ class _Ours(HeadMethod):
 @register("rce")
 class ReverseCE(_Ours):
     """``mean_i H(sigma_i, y_i) + lam KL(u || y_bar) + w KL(u || sigma_bar) + gamma ||v||^2``, y by EM
-    (seed 004 eq. 13; ``w = prediction_fairness``, 0 in the paper)."""
+    (Zhang & Boykov 2024 eq. 13; ``w = prediction_fairness``, 0 in the paper)."""
 
     method = "rce"
 
@@ -37,6 +37,6 @@ class ReverseCE(_Ours):
 @register("cce")
 class CollisionCE(_Ours):
     """``mean_i -ln(sigma_i . y_i) + lam KL(u || y_bar) + w KL(u || sigma_bar) + gamma ||v||^2``, y by
-    EM with the Newton M-step (seed 003 eq. 11; ``w = prediction_fairness``, 0 in the paper)."""
+    EM with the Newton M-step (Zhang & Boykov 2023b eq. 11; ``w = prediction_fairness``, 0 in the paper)."""
 
     method = "cce"

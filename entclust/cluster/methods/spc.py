@@ -1,4 +1,4 @@
-"""Selective pseudo-label clustering (Wang et al. 2023, "seed 002") in the methods' registry: the
+"""Selective pseudo-label clustering (Wang et al. 2023, "Mahon & Lukasiewicz 2021") in the methods' registry: the
 estimator itself is :class:`entclust.deep.SelectivePseudoLabelClustering` (autoencoders trained
 end to end live beside the other network-trained methods)."""
 from ...deep.spc import SelectivePseudoLabelClustering
@@ -7,7 +7,7 @@ from ..registry import EstimatorMethod, register
 
 @register("spc")
 class SPCMethod(EstimatorMethod):
-    """Selective pseudo-label clustering (seed 002): an autoencoder ensemble trained on the points
+    """Selective pseudo-label clustering (Mahon & Lukasiewicz 2021): an autoencoder ensemble trained on the points
     every member agrees on."""
 
     # every parameter of the estimator but those the harness sets itself, at the estimator's defaults
