@@ -10,6 +10,7 @@ only: scikit-learn, SciPy and matplotlib are imported when a name that needs the
 import importlib
 import warnings
 
+from ._warn import DivergenceWarning, EmptyClusterWarning
 from .losses import (
     collision_cross_entropy,
     linear_self_labeling,
@@ -127,4 +128,6 @@ __all__ = [
     "objective",
     "fw_gap",
     "SolverResult",
+    "DivergenceWarning",
+    "EmptyClusterWarning",
 ]

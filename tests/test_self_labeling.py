@@ -327,3 +327,25 @@ def test_n_init_auto_and_bad_values():
     for bad in ("many", 0, 2.5, True):
         with pytest.raises(ValueError, match="n_init must be"):
             entclust.EntropyClustering(2, epochs=1, n_init=bad).fit(x)
+
+
+def test_solves_inside_a_compiled_step_are_counted_and_said_at_the_next_reset():
+    """Issue 28: under torch.compile(fullgraph=True) criterion.stats stayed at 0. The traced solve
+    now counts into a buffer, in place; a graph cannot warn, so reset_stats() says it."""
+    torch._dynamo.reset()
+    model = torch.nn.Linear(8, 5)
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    tight = entclust.SelfLabeling("rce", tol_gap=1e-12, max_iter=2)  # cannot meet its rule in 2 steps
+    compiled = torch.compile(lambda x: tight(model(x)), fullgraph=True, backend="aot_eager")
+    compiled(x)
+    compiled(x)
+    assert tight.stats["solves"] == 2 and tight.stats["unconverged"] == 2 and tight.stats["max_gap"] > 0
+    with pytest.warns(RuntimeWarning, match=r"2 of 2 pseudo-label solve\(s\) of the compiled step stopped"):
+        tight.reset_stats()
+    assert tight.stats["solves"] == 0
+    default = entclust.SelfLabeling("rce")
+    torch.compile(lambda x: default(model(x)), fullgraph=True, backend="aot_eager")(x)
+    assert default.stats["solves"] == 1 and default.stats["unconverged"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        default.reset_stats()  # met its rule: nothing to say

@@ -35,9 +35,12 @@ whole or not at all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import warnings
 
+from .._warn import DivergenceWarning
 from ..cluster.registry import DEFAULT_METHODS
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_WRITE, EXIT_INTERRUPTED = 2, 3, 4, 130
@@ -228,15 +231,30 @@ def run_script(prog: str, description: str, add_arguments, run, argv=None) -> in
     return _handled(prog, lambda: run(args))
 
 
+@contextlib.contextmanager
+def divergence_is_an_error():
+    """Inside: a rising objective (:class:`~entclust.DivergenceWarning`) is raised, so that the
+    command ends with exit status 3 as a non-finite loss does (``fit``, ``deep``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        yield
+
+
 def _handled(command: str, work) -> int:
-    """``work()``'s exit status, or the status and one line on stderr for its failure."""
+    """``work()``'s exit status, or the status and one line on stderr for its failure; a warning
+    is one line too (``entclust fit: warning: ...``), not Python's two with a source line."""
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"{command}: warning: {message}", file=sys.stderr)
+
     try:
-        status = work()
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            status = work()
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
         return _error(command, "interrupted; no result file was left half-written", EXIT_INTERRUPTED)
-    except FloatingPointError as err:  # the training diverged
+    except (FloatingPointError, DivergenceWarning) as err:  # the training diverged (fit, deep: a rising objective)
         return _error(command, str(err), EXIT_DIVERGED)
     except (UsageError, ValueError) as err:  # DataError, OutputError and the estimators' parameter checks
         return _error(command, str(err), EXIT_USAGE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import UsageError
+from . import UsageError, divergence_is_an_error
 from .fit import FORMATS, label_file, method_options
 
 DATASETS = ("mnist", "cifar10", "cifar100", "stl10", "folder")
@@ -107,7 +107,8 @@ def run(args) -> int:
                                 consistency=args.consistency, pseudo_labels=args.pseudo_labels,
                                 method_params=method_options(args) or None, checkpoint=args.checkpoint,
                                 device=args.device, random_state=args.seed, verbose=not args.quiet, **options)
-    est.fit(x, partial_labels=partial, eval_labels=y, resume=args.resume)
+    with divergence_is_an_error():
+        est.fit(x, partial_labels=partial, eval_labels=y, resume=args.resume)
     pred = np.asarray(est.labels_, dtype=np.int64)
     files = [label_file(args.out, pred)]
     if args.history:

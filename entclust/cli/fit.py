@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from . import UsageError
+from . import UsageError, divergence_is_an_error
 
 FORMATS = (".npy", ".csv", ".txt")
 
@@ -129,7 +129,8 @@ def _fit_distributed(x, args, params):
         if end <= begin:
             raise UsageError(f"{world} processes for {n} points: every process needs at least one row")
         params["verbose"] = params.get("verbose", False) and rank == 0
-        est = make_estimator("rce", args.k, random_state=args.seed, group=dist.group.WORLD, **params).fit(x[begin:end])
+        with divergence_is_an_error():
+            est = make_estimator("rce", args.k, random_state=args.seed, group=dist.group.WORLD, **params).fit(x[begin:end])
         labels = torch.zeros(n, dtype=torch.int64)  # each rank fills its rows; the sum gathers them
         labels[begin:end] = torch.from_numpy(np.asarray(est.labels_, dtype=np.int64))
         labels = all_reduce(labels, dist.group.WORLD).numpy()
@@ -172,7 +173,8 @@ def run(args) -> int:
         if rank != 0:
             _exit_now(0)
     else:
-        est = make_estimator(args.method, args.k, random_state=args.seed, **params).fit(x)
+        with divergence_is_an_error():
+            est = make_estimator(args.method, args.k, random_state=args.seed, **params).fit(x)
         pred = np.asarray(est.labels_, dtype=np.int64)
     write_files([label_file(args.out, pred)])
     sizes = np.bincount(pred, minlength=args.k)

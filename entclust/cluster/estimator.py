@@ -14,6 +14,7 @@ from torch import nn
 from .._dist import agree, fingerprint
 from .._loop import EpochLoop, Progress
 from .._params import Int, OneOf, Real, check_params
+from .._warn import say_fit_failures
 from ..data import SCALINGS, Scaler
 from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
@@ -251,6 +252,12 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         self.head_ = head.cpu().eval()
         self.n_iter_ = self.epochs_
         self.cluster_sizes_ = shard.sum(torch.bincount(torch.from_numpy(self.labels_), minlength=self.n_clusters)).numpy()
+        # an alternation whose recorded loss is not an objective it descends (MI-ADM) is not checked for a rise
+        losses = [h["loss"] for h in self.history_] if getattr(criterion, "descends", True) else []
+        say_fit_failures(f"EntropyClustering({self.method!r})", self.cluster_sizes_, losses,
+                         f"init={self.init_!r}, lr={self.lr_:g}: a start from self-labeled centroids (init='balanced', "
+                         f"the default at large K) keeps every cluster, a lower lr keeps SGD from emptying them",
+                         f"lower lr (now {self.lr_:g})")
         return self
 
     def _objective(self, criterion, head, features, shard) -> tuple[float, torch.Tensor | None]:

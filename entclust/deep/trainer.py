@@ -298,9 +298,9 @@ class SelfLabelingTrainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.history = list(state["history"])
         if self.ours:
-            self.criterion.stats.update(state["stats"])
+            self.criterion.load_stats(state["stats"])
         if "over_stats" in state:
-            self.over_criterion.stats.update(state["over_stats"])
+            self.over_criterion.load_stats(state["over_stats"])
         if "memory" in state:
             columns = state["memory"]
             self.criterion.reset_memory()

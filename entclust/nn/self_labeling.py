@@ -138,11 +138,36 @@ class SelfLabeling(nn.Module):
             raise TypeError(f"solver_options must hold numbers, strings or booleans, got {self.solver_options!r}: "
                             f"{err}") from None
         self.last_result = None
+        # the counts of solves inside a torch.compile'd step (solves, unconverged, largest gap):
+        # a traced graph cannot update a dict or warn, so it adds to this buffer in place
+        self.register_buffer("traced_counts", torch.zeros(3, dtype=torch.float64), persistent=False)
         self.reset_stats()
 
+    @property
+    def stats(self) -> dict:
+        """Running counts since the last :meth:`reset_stats`, eager and compiled solves together."""
+        traced = [float(v) for v in self.traced_counts.detach().cpu()]
+        return {"solves": self._stats["solves"] + int(traced[0]), "unconverged": self._stats["unconverged"] + int(traced[1]),
+                "max_gap": max(self._stats["max_gap"], traced[2]), "empty_clusters": self._stats["empty_clusters"]}
+
+    def load_stats(self, stats: dict) -> None:
+        """Set the running counts (a checkpoint's :attr:`stats`)."""
+        self.traced_counts.zero_()
+        self._stats.update({key: stats[key] for key in self._stats if key in stats})
+
     def reset_stats(self) -> None:
-        """Zero the running counts of :attr:`stats`."""
-        self.stats = {"solves": 0, "unconverged": 0, "max_gap": 0.0, "empty_clusters": 0}
+        """Zero the running counts of :attr:`stats`; solves of a compiled step that stopped short
+        of their rule since the last reset are said here (a traced graph cannot warn)."""
+        traced = [float(v) for v in self.traced_counts.detach().cpu()] if hasattr(self, "_stats") else [0, 0, 0]
+        if traced[1] > 0 and self.on_unconverged != "ignore":
+            message = (f"SelfLabeling: {int(traced[1])} of {int(traced[0])} pseudo-label solve(s) of the compiled step "
+                       f"stopped before their stopping rule (solver={self.solver!r}, max_iter={self.max_iter}, largest "
+                       f"Frank-Wolfe gap {traced[2]:.3g}). Raise max_iter, or pass on_unconverged='ignore'")
+            if self.on_unconverged == "raise":
+                raise RuntimeError(message)
+            warn_user(message)
+        self._stats = {"solves": 0, "unconverged": 0, "max_gap": 0.0, "empty_clusters": 0}
+        self.traced_counts.zero_()
         self._predicted = None  # rows predicted per class (argmax sigma) since the last reset
         self._warned = False
 
@@ -155,22 +180,22 @@ class SelfLabeling(nn.Module):
             self._predicted = counts
         else:
             self._predicted = self._predicted.to(counts.device) + counts
-        self.stats["empty_clusters"] = int((self._predicted == 0).sum())
+        self._stats["empty_clusters"] = int((self._predicted == 0).sum())
 
     def _record(self, result, logits: torch.Tensor) -> None:
         converged = torch.as_tensor(result.converged).reshape(-1)
         problems = converged.numel()
         failed = int((~converged).sum())
         gap = torch.as_tensor(result.fw_gap, dtype=torch.float64).reshape(-1)
-        self.stats["solves"] += problems
-        self.stats["unconverged"] += failed
+        self._stats["solves"] += problems
+        self._stats["unconverged"] += failed
         if bool(torch.isfinite(gap).any()):
-            self.stats["max_gap"] = max(self.stats["max_gap"], float(gap[torch.isfinite(gap)].max()))
+            self._stats["max_gap"] = max(self._stats["max_gap"], float(gap[torch.isfinite(gap)].max()))
         self._count_predictions(logits)
         if failed and self.on_unconverged != "ignore":
             message = (f"SelfLabeling: {failed} of {problems} pseudo-label solve(s) stopped before "
                        f"{result.criterion!r} (solver={self.solver!r}, max_iter={self.max_iter}, largest Frank-Wolfe "
-                       f"gap {float(gap.max()):.3g}); {self.stats['unconverged']} of {self.stats['solves']} so far "
+                       f"gap {float(gap.max()):.3g}); {self._stats['unconverged']} of {self._stats['solves']} so far "
                        f"(criterion.stats). Raise max_iter, or pass on_unconverged='ignore'")
             if self.on_unconverged == "raise":
                 raise RuntimeError(message)
@@ -267,7 +292,7 @@ class SelfLabeling(nn.Module):
             y = sigma.clone()
             em_rce_block_(sigma, y, rest, self.lam, n_total, u, self.semi_supervised_steps)
             out.append(y)
-        self.stats["solves"] += len(out)
+        self._stats["solves"] += len(out)
         self._count_predictions(logits)
         return torch.stack(out).reshape(logits.shape)
 
@@ -301,7 +326,7 @@ class SelfLabeling(nn.Module):
             if torch.unique(index).numel() != index.numel():
                 raise ValueError("index must not repeat a point within one batch")
         y = self.column_memory(logits.shape[1], logits.device).update(logits)
-        self.stats["solves"] += 1
+        self._stats["solves"] += 1
         self._count_predictions(logits)
         return y
 
@@ -347,10 +372,16 @@ class SelfLabeling(nn.Module):
             # divergence check) needs values, so it runs in eager mode only
             prior = self.prior if self.prior is not None else torch.full(
                 (logits.shape[-1],), 1.0 / logits.shape[-1], dtype=torch.float64)
-            full, _, _ = solve_op(logits.detach(), prior.to(device=logits.device, dtype=torch.float64), self.lam,
-                                   self.method, self.solver, self.max_iter, -1.0 if self.tol is None else float(self.tol),
-                                   -1.0 if self.tol_gap is None else self.tol_gap,
-                                   -1.0 if self.tol_progress is None else self.tol_progress, self._options_json)
+            full, converged, gap = solve_op(logits.detach(), prior.to(device=logits.device, dtype=torch.float64),
+                                            self.lam, self.method, self.solver, self.max_iter,
+                                            -1.0 if self.tol is None else float(self.tol),
+                                            -1.0 if self.tol_gap is None else self.tol_gap,
+                                            -1.0 if self.tol_progress is None else self.tol_progress, self._options_json)
+            # counted in the graph (in place, on the buffer); said at the next reset_stats()
+            counts, converged = self.traced_counts, converged.reshape(-1)
+            largest = torch.nan_to_num(gap.reshape(-1).to(counts), nan=0.0).max()
+            counts.copy_(torch.stack([counts[0] + converged.numel(), counts[1] + (~converged).sum().to(counts),
+                                      torch.maximum(counts[2], largest)]))
         elif y is None:
             full = self._checked_solve(logits).y
         else:

@@ -45,6 +45,11 @@ def adm_pseudo_labels(sigma: torch.Tensor, prior=None, weight: float = 1.0, refi
 
 
 class ADMLoss(HeadLoss):
+    # its loss is the forward CE to the current labels, not an objective the alternation descends:
+    # it rises as sigma flattens (the baseline's collapse towards uniform predictions), so a rise
+    # is not a diverging fit (EntropyClustering's check of the objective leaves it out)
+    descends = False
+
     def __init__(self, weight: float, gamma: float, prior=None, refine: int = 0, hard: bool = False):
         super().__init__(gamma, prior)
         self.weight, self.refine, self.hard = float(weight), int(refine), bool(hard)
