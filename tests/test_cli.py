@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -204,3 +205,51 @@ def test_the_moved_commands_run_their_scripts_with_a_deprecation_notice():
     assert proc.returncode == 0 and "bench_kernels.py" in proc.stdout
     proc = run_cli("bench", "--quick", "large-k")  # not the solver benchmark in its place
     assert proc.returncode == 2 and "moved to benchmarks/bench_large_k.py" in proc.stderr
+
+
+def test_every_option_of_every_command_has_help_and_every_method_is_listed():
+    """Issue 28: --seed had no help, fit --help listed 6 of the 9 methods."""
+    import argparse
+
+    from entclust.cluster import available
+
+    parser = cli.build_parser()
+    assert set(cli.METHODS) == set(available())
+    missing = []
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+    fit_help = commands["fit"].format_help()
+    assert all(method in fit_help for method in available())
+
+
+def test_version_threads_save_model_and_predict(tmp_path, capsys):
+    import entclust
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"entclust {entclust.__version__}"
+    x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    x[:100] += 4
+    np.save(tmp_path / "x.npy", x)
+    model, out = tmp_path / "model.pt", tmp_path / "labels.npy"
+    assert cli.main(["fit", str(tmp_path / "x.npy"), "--k", "2", "--threads", "1", "-q", "--out", str(out),
+                     "--save-model", str(model)]) == 0
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    torch.load(model, weights_only=True)  # data only
+    assert cli.main(["predict", str(model), str(tmp_path / "x.npy"), "--out", str(tmp_path / "new.npy"),
+                     "--proba", str(tmp_path / "proba.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "new.npy"), np.load(out))
+    assert np.load(tmp_path / "proba.npy").shape == (200, 2)
+    capsys.readouterr()
+    assert cli.main(["predict", str(model), str(tmp_path / "x.npy")[:-4] + "_no.npy", "--out", str(tmp_path / "b.npy")]) == 2
+    np.save(tmp_path / "wide.npy", np.zeros((5, 7), np.float32))
+    assert cli.main(["predict", str(model), str(tmp_path / "wide.npy"), "--out", str(tmp_path / "b.npy")]) == 2
+    assert "7 features a point, the model was fitted on 4" in capsys.readouterr().err
+    assert cli.main(["fit", str(tmp_path / "x.npy"), "--k", "2", "--method", "kmeans", "--out", str(out),
+                     "--save-model", str(model)]) == 2
+    assert cli.main(["fit", str(tmp_path / "x.npy"), "--k", "2", "--threads", "0", "--out", str(out)]) == 2

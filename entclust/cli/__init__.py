@@ -13,6 +13,8 @@
 - ``entclust demo``: ``compare digits`` with every method and 3 seeds (``make demo``)
 - ``entclust bench [solvers]``: pseudo-label solvers to one relative gap on your ``--sigma`` or
   Zhang & Boykov 2024's Table 1 problems (:func:`entclust.solvers.compare`)
+- ``entclust predict MODEL FEATURES --out labels.npy``: the clusters of new points under a model
+  written by ``entclust fit --save-model``
 - ``entclust info``: torch version, compiled kernels and whether they run
 
 Benchmarks, demos and paper reproductions are scripts of the source tree, not of the installed
@@ -25,7 +27,7 @@ Every failure is one line on stderr, never a traceback, and a distinct exit stat
 
 - 2: bad input or arguments (unreadable files, wrong shapes, NaN, K larger than N, an output
   that cannot be written: all checked before any work; nothing is written);
-- 3: the training diverged (a non-finite loss): lower the learning rate;
+- 3: the training diverged (a non-finite loss, or an objective that rose): lower the learning rate;
 - 4: writing a result failed (disk full, I/O error): the old files are left as they were;
 - 130: interrupted (Ctrl-C): no result file is left half-written.
 
@@ -57,6 +59,9 @@ def _info(_args) -> int:
         print(f"{key:27s} {value}")
     return 0
 
+
+# Every registered method, for the help texts (tests/test_cli.py holds it equal to entclust.cluster.available()).
+METHODS = ("rce", "cce", "mi-gd", "sela", "mi-adm", "renyi", "kmeans", "gmm", "spc")
 
 # Commands whose code moved out of the installed package, to the script that now holds it.
 MOVED = {"bench kernels": "benchmarks/bench_kernels.py", "bench large-k": "benchmarks/bench_large_k.py",
@@ -95,6 +100,12 @@ def _bench(args) -> int:
     return solver_bench(args)
 
 
+def _predict(args) -> int:
+    from .fit import predict
+
+    return predict(args)
+
+
 def _fit(args) -> int:
     from .fit import run
 
@@ -121,60 +132,84 @@ def _add_training_options(p) -> None:
                         "in different units, else one global scale)")
     p.add_argument("--lam", type=float, help="fairness weight of rce/cce (default 100)")
     p.add_argument("--gamma", type=float, help="margin weight gamma ||v||^2 (default 0.01 min(1, 10/K))")
-    p.add_argument("--epochs", type=int, help="training epochs (default 50; 3 with global pseudo-labels)")
-    p.add_argument("--lr", type=float, help="SGD learning rate (default 1.0; 0.1 from a k-means++ head)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 50 with per-batch pseudo-labels, 0 after the "
+                                              "balanced start of global ones, 3 from another start)")
+    p.add_argument("--lr", type=float, help="SGD learning rate (default 1.0 from a random head, 0.1 from a centroid head)")
     p.add_argument("--pseudo-labels", dest="pseudo_labels", choices=("auto", "batch", "global"),
                    help="rce: per-batch or global pseudo-labels (default auto: global when batch_size < 20 K)")
-    p.add_argument("--init", choices=("auto", "random", "kmeans++"),
-                   help="head initialisation (default auto: kmeans++ with global pseudo-labels)")
+    p.add_argument("--init", choices=("auto", "random", "kmeans++", "kmeans", "balanced"),
+                   help="head initialisation (default auto: balanced, self-labeled centroids, with global pseudo-labels; "
+                        "random otherwise)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (default 250)")
-    p.add_argument("--n-init", dest="n_init", type=int, help="training restarts side by side, best objective kept (default auto: 10 from random heads, 1 from k-means++)")
+    p.add_argument("--n-init", dest="n_init", type=int,
+                   help="training restarts side by side, best objective kept (default auto: 10 from random heads, "
+                        "1 from a centroid head)")
     p.add_argument("--prior", help="target cluster proportions of rce/cce, comma-separated (e.g. 0.75,0.2,0.05)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a method's own parameter (repeatable), e.g. solver=dual_newton, max_iter=1000, "
                         "covariance_type=diag; given to every selected method that has it")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (default: a bar on a terminal, lines in a log)")
+    add_threads_option(p)
+
+
+def add_threads_option(p) -> None:
+    p.add_argument("--threads", type=int, help="CPU threads torch uses (default: torch's, one per core; 1 is often "
+                                               "fastest on a loaded or 2-core machine)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="entclust", description="Discriminative entropy clustering.")
+    parser.add_argument("--version", action="version", version=f"entclust {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="torch version, compiled kernels and whether they run").set_defaults(func=_info)
 
     fit = sub.add_parser("fit", help="cluster a feature file, write the labels")
     fit.add_argument("features", help="digits | blobs | anisotropic | moons | a .npy/.npz/.csv/.pt file")
     fit.add_argument("--k", type=int, required=True, help="number of clusters")
-    fit.add_argument("--method", default="rce", help="rce (default), cce, mi-gd, sela, mi-adm, kmeans")
+    fit.add_argument("--method", default="rce", help=f"one of {', '.join(METHODS)} (default rce)")
     fit.add_argument("--labels", help="optional true labels (.npy/.csv/.pt) to score the result")
     fit.add_argument("--out", required=True, help="where to write the labels (.npy, .csv or .txt)")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--save-model", dest="save_model",
+                     help="also write the fitted model here (.pt, data only; linear-head methods): entclust predict reads it")
+    fit.add_argument("--seed", type=int, default=0, help="random_state of the fit (default 0; the same seed, the same labels)")
     fit.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where rce/cce/... train (default cpu)")
     fit.add_argument("--timeout", type=float, default=300.0,
                      help="under torchrun: seconds a rank waits for the others before the run fails (default 300)")
     _add_training_options(fit)
     fit.set_defaults(func=_fit)
 
+    predict = sub.add_parser("predict", help="clusters of new points under a model written by fit --save-model")
+    predict.add_argument("model", help="a model file written by entclust fit --save-model")
+    predict.add_argument("features", help="a .npy/.npz/.csv/.pt file of points with the model's features")
+    predict.add_argument("--out", required=True, help="where to write the labels (.npy, .csv or .txt)")
+    predict.add_argument("--proba", help="also write the soft memberships (N, K) here (.npy)")
+    add_threads_option(predict)
+    predict.set_defaults(func=_predict)
+
     cmp_ = sub.add_parser("compare", help="every method on one dataset, several seeds: table + bar chart")
     cmp_.add_argument("dataset", help="digits | blobs | anisotropic | moons | a .npz/.pt with X and y, or features + --labels")
-    cmp_.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    cmp_.add_argument("--seeds", type=int, default=5)
+    cmp_.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                      help=f"comma-separated, from {', '.join(METHODS)} (default: {','.join(DEFAULT_METHODS)})")
+    cmp_.add_argument("--seeds", type=int, default=5, help="fits per method, random_state 0 .. seeds-1 (default 5)")
     cmp_.add_argument("--k", type=int, help="number of clusters (default: number of label values)")
     cmp_.add_argument("--labels", help="label file when the dataset file has none")
     cmp_.add_argument("--name", help="name used in the output files (default: the dataset's)")
-    cmp_.add_argument("--out", default="results")
+    cmp_.add_argument("--out", default="results", help="folder of the table, JSON and bar chart (default results)")
     _add_training_options(cmp_)
     cmp_.set_defaults(func=_compare)
 
     demo = sub.add_parser("demo", help="compare every method on scikit-learn's digits, 3 seeds (make demo)")
-    demo.add_argument("--seeds", type=int, default=3)
-    demo.add_argument("--out", default="results")
+    demo.add_argument("--seeds", type=int, default=3, help="fits per method (default 3)")
+    demo.add_argument("--out", default="results", help="folder of the table, JSON and bar chart (default results)")
     _add_training_options(demo)
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="pseudo-label solvers to one relative gap (Zhang & Boykov 2023b/004 Table 1, or your "
+    bench = sub.add_parser("bench", help="pseudo-label solvers to one relative gap (Zhang & Boykov 2024, Table 1, or your "
                                          "--sigma)")
     bench.add_argument("suite", nargs="?", default="solvers", choices=("solvers", "kernels", "large-k"),
-                       help="solvers (default): every solver to one relative Frank-Wolfe gap, on --sigma or the "
+                       help="solvers (default): every solver to one relative Frank-Wolfe gap, on --sigma or "
                             "Zhang & Boykov 2024's Table 1 families; kernels, large-k: deprecated, now benchmarks/bench_kernels.py "
                             "and benchmarks/bench_large_k.py of the source tree")
     bench.add_argument("--out", default=os.environ.get("OUT", "results"), help="folder for the results (made if absent)")
@@ -217,7 +252,18 @@ def main(argv=None) -> int:
         if argv[:len(words)] == words:
             return _handled(f"entclust {command}", lambda: _moved(command, argv[len(words):]))
     args = build_parser().parse_args(argv)
-    return _handled(f"entclust {args.command}", lambda: args.func(args))
+    return _handled(f"entclust {args.command}", lambda: _with_threads(args))
+
+
+def _with_threads(args) -> int:
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    return args.func(args)
 
 
 def run_script(prog: str, description: str, add_arguments, run, argv=None) -> int:

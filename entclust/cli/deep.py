@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import UsageError, divergence_is_an_error
+from . import UsageError, add_threads_option, divergence_is_an_error
 from .fit import FORMATS, label_file, method_options
 
 DATASETS = ("mnist", "cifar10", "cifar100", "stl10", "folder")
@@ -177,11 +177,12 @@ def add_parser(sub) -> None:
     p.add_argument("--labels", help="true labels to score the result (evaluation only)")
     p.add_argument("--partial-labels", dest="partial_labels",
                    help="semi-supervised: a label file with -1 for unlabelled points")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=250)
+    p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50, the papers')")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=250, help="mini-batch size (default 250)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--views", type=int, default=2, help="augmentations per image averaged (default 2)")
-    p.add_argument("--augment", default="auto", choices=("auto", "digits", "cifar", "stl", "none"))
+    p.add_argument("--augment", default="auto", choices=("auto", "digits", "cifar", "stl", "none"),
+                   help="augmentation preset (default auto: by the image size; none for vectors)")
     p.add_argument("--width", type=float, help="channel multiplier of VGG4 / the MLP (default: the estimator's)")
     p.add_argument("--heads", type=int, default=1, help="sub-heads trained side by side, lowest objective kept")
     p.add_argument("--overcluster", type=int, default=0, help="clusters of an overclustering head (IIC; 0: none)")
@@ -192,24 +193,27 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", help="a file for checkpoints after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--history", help="write the per-epoch history as JSON")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0, help="random_state: the network's initialisation, shuffles, "
+                                                       "augmentations (default 0)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the network trains (default cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (default: a bar on a terminal, lines in a log)")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
     c = sub.add_parser("compare-deep", help="every deep method on the same network, images and seeds: table, JSON, chart")
     c.add_argument("data", nargs="?", default="digits", help="as for 'entclust deep' (default digits)")
     c.add_argument("--methods", default="rce,cce,mi-gd,iic", help=f"comma-separated, of {', '.join(METHODS)}")
-    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--seeds", type=int, default=3, help="fits per method, random_state 0 .. seeds-1 (default 3)")
     c.add_argument("--k", type=int, help="number of clusters (default: number of label values)")
     c.add_argument("--labels", help="label file when the data has none")
     c.add_argument("--name", help="name used in the output files")
-    c.add_argument("--epochs", type=int)
-    c.add_argument("--width", type=float)
-    c.add_argument("--views", type=int)
-    c.add_argument("--batch-size", dest="batch_size", type=int)
-    c.add_argument("--lr", type=float)
-    c.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    c.add_argument("--out", default="results")
-    c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("--epochs", type=int, help="training epochs (default: the estimator's, 50)")
+    c.add_argument("--width", type=float, help="channel multiplier of the network (default: the estimator's)")
+    c.add_argument("--views", type=int, help="augmentations per image averaged (default: the estimator's, 2)")
+    c.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (default 250)")
+    c.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    c.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the networks train (default cpu)")
+    c.add_argument("--out", default="results", help="folder of the table, JSON and chart (default results)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress (default: a bar on a terminal, lines in a log)")
+    add_threads_option(c)
     c.set_defaults(func=run_compare)

@@ -105,7 +105,7 @@ def _fit_distributed(x, args, params):
     """Under ``torchrun``: rank r fits rows ``[r N / W, (r + 1) N / W)`` (read from the memory-mapped
     file) with ``EntropyClustering(group=WORLD)`` (gloo on the CPU, NCCL with ``--device cuda``);
     the labels are gathered on every rank.
-    Returns ``(labels of all points, rank)``."""
+    Returns ``(labels of all points, rank, the estimator)``."""
     import numpy as np
     import torch
     import torch.distributed as dist
@@ -134,7 +134,7 @@ def _fit_distributed(x, args, params):
         labels = torch.zeros(n, dtype=torch.int64)  # each rank fills its rows; the sum gathers them
         labels[begin:end] = torch.from_numpy(np.asarray(est.labels_, dtype=np.int64))
         labels = all_reduce(labels, dist.group.WORLD).numpy()
-        return labels, rank
+        return labels, rank, est
     finally:
         dist.destroy_process_group()
 
@@ -150,11 +150,15 @@ def run(args) -> int:
         raise UsageError(f"--out: {args.out!r} is a folder; give a file name ending in .npy, .csv or .txt")
     if ext not in FORMATS:
         raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
-    plan_files({"features": args.features, "--labels": args.labels}, {"--out": args.out})
+    plan_files({"features": args.features, "--labels": args.labels}, {"--out": args.out, "--save-model": args.save_model})
     x, labels = data.load(args.features, args.labels)
     method_names(args.method)
     from ..cluster import HeadMethod, get, make_estimator  # scikit-learn: after the cheap checks
     from ..metrics import evaluate
+
+    if args.save_model and not isinstance(get(args.method), HeadMethod):
+        raise UsageError(f"--save-model writes the linear head of rce, cce, mi-gd, sela, mi-adm or renyi; "
+                         f"method {args.method!r} has none")
 
     if args.k < 1 or args.k > x.shape[0]:
         raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {args.k}")
@@ -169,7 +173,7 @@ def run(args) -> int:
         if args.method != "rce":
             raise UsageError(f"multi-process training (torchrun, WORLD_SIZE={world}) is implemented for --method rce, "
                              f"got {args.method!r}")
-        pred, rank = _fit_distributed(x, args, params)
+        pred, rank, est = _fit_distributed(x, args, params)
         if rank != 0:
             _exit_now(0)
     else:
@@ -177,6 +181,8 @@ def run(args) -> int:
             est = make_estimator(args.method, args.k, random_state=args.seed, **params).fit(x)
         pred = np.asarray(est.labels_, dtype=np.int64)
     write_files([label_file(args.out, pred)])
+    if args.save_model:
+        est.save(args.save_model)
     sizes = np.bincount(pred, minlength=args.k)
     shown = (f"cluster sizes {sizes.tolist()}" if args.k <= 20 else
              f"cluster sizes {sizes.min()}..{sizes.max()}, {int((sizes == 0).sum())} empty")
@@ -184,7 +190,7 @@ def run(args) -> int:
     if labels is not None:
         scores = evaluate(labels, pred)
         print("  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in scores.items()))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f" and the model {args.save_model} (entclust predict reads it)" if args.save_model else ""))
     if world > 1:
         _exit_now(0)
     return 0
@@ -201,3 +207,34 @@ def _exit_now(status: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def predict(args) -> int:
+    """``entclust predict MODEL FEATURES --out labels.npy``: the clusters of new points under a
+    model written by ``entclust fit --save-model``."""
+    import numpy as np
+
+    from .. import data
+    from .._files import plan_files, write_files
+
+    if os.path.splitext(args.out)[1].lower() not in FORMATS:
+        raise UsageError(f"--out must end in .npy, .csv or .txt, got {args.out!r}")
+    plan_files({"model": args.model, "features": args.features}, {"--out": args.out, "--proba": args.proba})
+    if args.proba and not args.proba.lower().endswith(".npy"):
+        raise UsageError(f"--proba must end in .npy, got {args.proba!r}")
+    from ..cluster import EntropyClustering
+
+    est = EntropyClustering.load(args.model)
+    x, _ = data.load(args.features)
+    if x.shape[1] != est.n_features_in_:
+        raise UsageError(f"features: {x.shape[1]} features a point, the model was fitted on {est.n_features_in_}")
+    pred = est.predict(x).astype(np.int64)
+    files = [label_file(args.out, pred)]
+    if args.proba:
+        proba = est.predict_proba(x)
+        files.append((args.proba, lambda tmp: np.save(tmp, proba)))
+    write_files(files)
+    sizes = np.bincount(pred, minlength=est.n_clusters)
+    print(f"{x.shape[0]} points into {est.n_clusters} clusters ({int((sizes > 0).sum())} used); wrote "
+          + ", ".join(path for path, _ in files))
+    return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import UsageError
+from . import UsageError, add_threads_option
 from .deep import DATA_HELP
 from .fit import FORMATS, label_file, method_options
 
@@ -83,8 +83,10 @@ def add_parser(sub) -> None:
     p.add_argument("--plot", help="write the agreed points and ACC per round as a PNG")
     p.add_argument("--checkpoint", help="a file for the ensemble after every round (read back with --resume)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint (same data and settings)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0, help="random_state: the members' initialisation, shuffles, "
+                                                       "clusterings (default 0)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the autoencoders train (default cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (default: a bar on a terminal, lines in a log)")
+    add_threads_option(p)
     p.set_defaults(func=run)
 

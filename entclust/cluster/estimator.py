@@ -20,6 +20,7 @@ from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
 from .centroids import kmeans_plusplus, lloyd, self_labeled_centroids, temperature
+from .model_file import load_model, save_model
 from .registry import EstimatorMethod, HeadMethod, get
 from .scale import (GLOBAL_BELOW, ROUND_SAMPLE, SEED_SAMPLE, SPARSE_TOP, Shard, centroid_rounds, global_objective,
                     head_argmax, plan_memory)
@@ -423,6 +424,44 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """The most probable cluster of each point."""
         return self._logits(self._transform(X)).argmax(1).numpy()
+
+    def transform(self, X) -> np.ndarray:
+        """The head's log-probabilities ``log softmax(v^T x + b)``, ``(N, K)``: the model's
+        analogue of K-means' distances (larger is nearer), e.g. for a classifier downstream."""
+        return torch.log_softmax(self._logits(self._transform(X)).double(), 1).numpy()
+
+    def score(self, X, y=None) -> float:
+        """Minus the method's objective on ``X`` taken as one batch (pseudo-labels solved on all
+        of ``X``): higher is better, as scikit-learn's ``score`` (K-means: minus the inertia).
+        Holds ``X``'s N x K pseudo-labels in memory."""
+        method, params = self._method()
+        criterion = method.build(_Settings(self), params)
+        with torch.no_grad():
+            return -float(criterion(self._logits(self._transform(X)), self.head_))
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """The head's weight ``v``, ``(K, D)``, on the scaled features (``scaler_``): row k is the
+        direction cluster k's logit grows along (for a centroid head, ``beta`` times its centre)."""
+        check_is_fitted(self)
+        return self.head_.weight.detach().numpy().copy()
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        """The head's bias ``b``, ``(K,)``."""
+        check_is_fitted(self)
+        return self.head_.bias.detach().numpy().copy()
+
+    def save(self, path: str) -> None:
+        """Write the fitted model to ``path`` as data (tensors and plain values, read back with
+        ``torch.load(weights_only=True)``: :mod:`entclust.cluster.model_file`)."""
+        check_is_fitted(self)
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> "EntropyClustering":
+        """A model written by :meth:`save`, ready to ``predict``, ``transform`` and ``score``."""
+        return load_model(path)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,0 +1,74 @@
+"""A fitted :class:`~entclust.EntropyClustering` as a file that is data, not code: the head's
+weight and bias, the scaler's statistics and the plain parameters, written with ``torch.save`` of
+tensors and plain values and read with ``torch.load(weights_only=True)`` (a file that would run
+code when read is refused). ``entclust fit --save-model`` writes one, ``entclust predict`` reads it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._files import CheckpointError, read_checkpoint, write_files
+from ..data import Scaler
+
+FORMAT = "entclust.EntropyClustering"
+VERSION = 1
+# the estimator parameters kept in the file (plain values: no process group, no RandomState)
+KEPT = ("n_clusters", "method", "lam", "gamma", "epochs", "batch_size", "lr", "standardize", "method_params",
+        "pseudo_labels", "init", "n_init", "device")
+# what fit resolved ("auto" settings, the validated prior)
+RESOLVED = ("gamma_", "lr_", "epochs_", "pseudo_labels_", "init_", "n_init_")
+
+
+def save_model(est, path: str) -> None:
+    """Write the fitted estimator ``est`` to ``path`` (atomically)."""
+    params = {name: value for name, value in est.get_params(deep=False).items() if name in KEPT}
+    if est.prior is not None:
+        params["prior"] = np.asarray(est.prior, dtype=np.float64).tolist()
+    scaler = est.scaler_
+    state = {"format": FORMAT, "version": VERSION, "params": params,
+             "weight": est.head_.weight.detach().cpu().clone(), "bias": est.head_.bias.detach().cpu().clone(),
+             "scaler": {"mode": scaler.mode, "fitted_mode": scaler.mode_, "mean": torch.from_numpy(np.asarray(scaler.mean_)),
+                        "scale": torch.from_numpy(np.asarray(scaler.scale_))},
+             "resolved": {name: getattr(est, name) for name in RESOLVED},
+             "prior_": None if est.prior_ is None else est.prior_.detach().cpu().clone(),
+             "n_features_in": int(est.n_features_in_), "objective": float(est.objective_),
+             "cluster_sizes": torch.from_numpy(np.asarray(est.cluster_sizes_, dtype=np.int64))}
+    write_files([(str(path), lambda tmp: torch.save(state, tmp))])
+
+
+def load_model(path: str):
+    """The estimator saved in ``path``, ready to ``predict``: an :class:`~entclust.EntropyClustering`
+    with its fitted head and scaler (``labels_`` and ``history_`` are not kept)."""
+    from .estimator import EntropyClustering
+
+    state = read_checkpoint(str(path), "cpu", VERSION)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path!r} is not a saved EntropyClustering model (format {state.get('format')!r})")
+    try:
+        est = EntropyClustering(**state["params"])
+        weight, bias = state["weight"], state["bias"]
+        head = torch.nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
+        scaler = Scaler(state["scaler"]["mode"])
+        scaler.mode_ = state["scaler"]["fitted_mode"]
+        scaler.mean_, scaler.scale_ = state["scaler"]["mean"].numpy(), state["scaler"]["scale"].numpy()
+        est.head_, est.scaler_ = head.eval(), scaler
+        for name, value in state["resolved"].items():
+            setattr(est, name, value)
+        est.prior_ = state["prior_"]
+        est.n_features_in_ = int(state["n_features_in"])
+        est.objective_ = float(state["objective"])
+        est.cluster_sizes_ = state["cluster_sizes"].numpy()
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise CheckpointError(f"{path!r} is not a complete EntropyClustering model ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if weight.shape != (est.n_clusters, est.n_features_in_):
+        raise CheckpointError(f"{path!r}: the head's weight {tuple(weight.shape)} does not match n_clusters="
+                              f"{est.n_clusters} and {est.n_features_in_} features")
+    return est
+
+
+__all__ = ["load_model", "save_model"]
