@@ -1,4 +1,4 @@
-"""Losses of discriminative entropy clustering (formulas: shared/docs/maths.md).
+"""Losses of discriminative entropy clustering (formulas: docs/maths.md).
 
 ``reverse_cross_entropy`` and ``collision_cross_entropy`` run fused C++/CUDA kernels straight
 from logits; the others are compositions of PyTorch ops.
@@ -37,6 +37,36 @@ def _autocast(logits: torch.Tensor, y: torch.Tensor):
     return logits, y
 
 
+def class_targets(name: str, logits: torch.Tensor, y, dim: int, label_smoothing: float):
+    """``y`` as rows on the simplex: integer class indices (as ``F.cross_entropy`` takes them,
+    the shape of ``logits`` without ``dim``) become one-hot rows of logits' dtype, smoothed
+    towards uniform by ``label_smoothing``; probability rows pass through unchanged."""
+    if not (isinstance(label_smoothing, (int, float)) and not isinstance(label_smoothing, bool)
+            and 0.0 <= label_smoothing <= 1.0):
+        raise ValueError(f"{name}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        if label_smoothing:
+            raise ValueError(f"{name}: label_smoothing smooths class-index targets; y holds probabilities "
+                             f"({getattr(y, 'dtype', type(y).__name__)})")
+        return y
+    check_tensor("logits", logits)
+    d = class_dim("logits", logits, dim)
+    k = logits.shape[d]
+    expected = logits.shape[:d] + logits.shape[d + 1:]
+    if y.shape != expected:
+        raise ValueError(f"{name}: class-index targets must have the shape of logits without dim {d}, "
+                         f"{tuple(expected)}, got {tuple(y.shape)}")
+    if y.device != logits.device:
+        raise ValueError(f"{name}: y is on {y.device}, logits on {logits.device}")
+    if y.numel() and bool(((y < 0) | (y >= k)).any()):
+        raise ValueError(f"{name}: class indices must lie in 0 .. {k - 1}, got values in "
+                         f"[{int(y.min())}, {int(y.max())}]")
+    rows = nn.functional.one_hot(y.long(), k).to(logits.dtype)
+    if label_smoothing:
+        rows = rows * (1.0 - label_smoothing) + label_smoothing / k
+    return rows.movedim(-1, d)
+
+
 def _fused(op_name: str, logits, y, reduction: str, dim: int, validate: bool, sum_tol):
     if sum_tol is None and isinstance(y, torch.Tensor):  # the tolerance of the dtype y came in
         sum_tol = sum_tolerance(None, y.dtype)
@@ -70,12 +100,17 @@ def reverse_cross_entropy(
     weight: torch.Tensor | None = None,
     validate: bool = True,
     sum_tol: float | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Reverse cross-entropy ``H(sigma, y) = -sum_k sigma_k ln y_k`` with ``sigma = softmax(logits)``.
 
     Args:
         logits: ``(..., K, ...)`` raw scores, classes along ``dim``; finite or ``-inf`` (masked).
-        y: pseudo-labels, same shape, dtype and device; rows on the probability simplex.
+        y: pseudo-labels, same shape, dtype and device; rows on the probability simplex. Or
+            integer class indices, the shape of ``logits`` without ``dim``, as
+            ``F.cross_entropy`` takes them: then ``label_smoothing > 0`` is needed (the
+            reverse CE to a hard label is ``+inf``: ``ln 0`` wherever ``sigma_k > 0``), and
+            ``y`` is ``(1 - label_smoothing) onehot + label_smoothing / K``.
         reduction: ``"mean"`` over rows (default), ``"sum"``, or ``"none"`` (shape of logits
             without ``dim``). The mean over zero rows is NaN, as in ``torch.nn.functional.cross_entropy``.
         weight: optional ``(K,)`` non-negative class weights: ``-sum_k w_k sigma_k ln y_k``.
@@ -93,6 +128,11 @@ def reverse_cross_entropy(
     with ``validate=True`` that raises ``ValueError``; with ``validate=False`` the loss is
     ``inf`` and that row's gradients are not finite.
     """
+    hard = isinstance(y, torch.Tensor) and not (y.is_floating_point() or y.is_complex())
+    if hard and label_smoothing == 0:
+        raise ValueError("reverse_cross_entropy: the reverse cross-entropy to a hard label is +inf (ln 0 wherever "
+                         "sigma_k > 0); class-index targets need label_smoothing > 0, e.g. 0.1")
+    y = class_targets("reverse_cross_entropy", logits, y, dim, label_smoothing)
     if weight is None:
         return _fused("reverse_cross_entropy", logits, y, reduction, dim, validate, sum_tol)
     # -sum_k w_k sigma_k ln y_k = H(sigma, y ** w): same kernel on the (unnormalised) powers.
@@ -122,6 +162,7 @@ def collision_cross_entropy(
     dim: int = -1,
     validate: bool = True,
     sum_tol: float | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Collision cross-entropy ``H2(y, sigma) = -ln sum_k sigma_k y_k``, ``sigma = softmax(logits)``.
 
@@ -133,8 +174,11 @@ def collision_cross_entropy(
     Zeros in ``y``: a class with ``sigma_k = 0`` (its softmax underflows, or its logit is
     ``-inf``) contributes 0 to the value and to both gradients, whatever ``y_k`` is.
     Zeros in ``y`` are otherwise harmless; only ``sigma . y = 0`` (no overlap) gives ``+inf``,
-    which raises with ``validate=True``.
+    which raises with ``validate=True``. Integer class indices as ``y`` (``F.cross_entropy``'s
+    targets, with its ``label_smoothing``) are one-hot rows: with no smoothing the loss is then
+    ``-ln sigma_target``, the forward cross-entropy.
     """
+    y = class_targets("collision_cross_entropy", logits, y, dim, label_smoothing)
     return _fused("collision_cross_entropy", logits, y, reduction, dim, validate, sum_tol)
 
 

@@ -319,3 +319,34 @@ def test_log_input_forms_equal_the_probability_forms(alpha):
                                entclust.weak_fairness(p, prior, batched=True))
     with pytest.raises(ValueError, match="p must"):
         entclust.weak_fairness(torch.zeros(4, 3), log_input=True)  # exp(0) rows sum to 3, not 1
+
+
+def test_integer_class_targets_as_cross_entropy_takes_them():
+    """Issue 28: the fused losses accept class indices like F.cross_entropy (with its label_smoothing)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(30, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    target = torch.randint(0, 6, (30,), generator=g)
+    torch.testing.assert_close(entclust.collision_cross_entropy(logits, target), F.cross_entropy(logits, target))
+    smooth = entclust.collision_cross_entropy(logits, target, label_smoothing=0.1, reduction="none")
+    rows = F.one_hot(target, 6).double() * 0.9 + 0.1 / 6
+    torch.testing.assert_close(smooth, entclust.collision_cross_entropy(logits, rows, reduction="none"))
+    rce = entclust.reverse_cross_entropy(logits, target, label_smoothing=0.1)
+    torch.testing.assert_close(rce, entclust.reverse_cross_entropy(logits, rows))
+    rce.backward()
+    assert logits.grad is not None and bool(logits.grad.isfinite().all())
+    # classes along dim 1 of (N, K, L), targets (N, L)
+    images = torch.randn(4, 6, 5, dtype=torch.float64, generator=g)
+    labels = torch.randint(0, 6, (4, 5), generator=g)
+    torch.testing.assert_close(entclust.collision_cross_entropy(images, labels, dim=1), F.cross_entropy(images, labels))
+    with pytest.raises(ValueError, match="hard label is \\+inf .* label_smoothing > 0"):
+        entclust.reverse_cross_entropy(logits, target)
+    with pytest.raises(ValueError, match="class indices must lie in 0 .. 5, got values in \\[0, 6\\]"):
+        entclust.collision_cross_entropy(logits, torch.tensor([6] + [0] * 29))
+    with pytest.raises(ValueError, match="must have the shape of logits without dim 1, \\(30,\\), got \\(29,\\)"):
+        entclust.collision_cross_entropy(logits, target[:29])
+    with pytest.raises(ValueError, match="label_smoothing smooths class-index targets"):
+        entclust.collision_cross_entropy(logits, rows, label_smoothing=0.1)
+    with pytest.raises(ValueError, match="label_smoothing must be a number in \\[0, 1\\]"):
+        entclust.collision_cross_entropy(logits, target, label_smoothing=2.0)

@@ -18,12 +18,13 @@ class ReverseCrossEntropyLoss(nn.Module):
     """``H(softmax(logits), y)``; see :func:`entclust.reverse_cross_entropy`.
 
     Args: ``weight`` optional ``(K,)`` class weights (a buffer: moves with ``.to()``),
-    ``reduction`` ``"mean" | "sum" | "none"``, ``dim`` of the classes, ``validate``, ``sum_tol``.
-    Call: ``loss(logits, y)``.
+    ``reduction`` ``"mean" | "sum" | "none"``, ``dim`` of the classes, ``validate``, ``sum_tol``,
+    ``label_smoothing`` for class-index targets (needed > 0 for them, as in the function).
+    Call: ``loss(logits, y)``, ``y`` rows on the simplex or class indices.
     """
 
     def __init__(self, weight: torch.Tensor | None = None, reduction: str = "mean", *, dim: int = -1,
-                 validate: bool = True, sum_tol: float | None = None):
+                 validate: bool = True, sum_tol: float | None = None, label_smoothing: float = 0.0):
         super().__init__()
         check_reduction(reduction)
         if weight is not None:  # checked here once, so that forward has no data-dependent branch
@@ -34,10 +35,11 @@ class ReverseCrossEntropyLoss(nn.Module):
                 raise ValueError("weight must be finite and non-negative")
         self.register_buffer("weight", weight)
         self.reduction, self.dim, self.validate, self.sum_tol = reduction, dim, validate, sum_tol
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return reverse_cross_entropy(logits, y, reduction=self.reduction, dim=self.dim, weight=self.weight,
-                                     validate=self.validate, sum_tol=self.sum_tol)
+                                     validate=self.validate, sum_tol=self.sum_tol, label_smoothing=self.label_smoothing)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, dim={self.dim}"
@@ -51,14 +53,16 @@ class CollisionCrossEntropyLoss(nn.Module):
     """
 
     def __init__(self, reduction: str = "mean", *, dim: int = -1, validate: bool = True,
-                 sum_tol: float | None = None):
+                 sum_tol: float | None = None, label_smoothing: float = 0.0):
         super().__init__()
         check_reduction(reduction)
         self.reduction, self.dim, self.validate, self.sum_tol = reduction, dim, validate, sum_tol
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return collision_cross_entropy(logits, y, reduction=self.reduction, dim=self.dim,
-                                       validate=self.validate, sum_tol=self.sum_tol)
+        """``y``: rows on the simplex, or class indices (then with no smoothing, forward CE)."""
+        return collision_cross_entropy(logits, y, reduction=self.reduction, dim=self.dim, validate=self.validate,
+                                       sum_tol=self.sum_tol, label_smoothing=self.label_smoothing)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, dim={self.dim}"
