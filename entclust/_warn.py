@@ -12,10 +12,21 @@ _INSIDE = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
                 for m in (sys.modules[__name__.rpartition(".")[0]], torch))
 
 
+# libraries whose frames are passed over too: scikit-learn's fit_predict, Pipeline and
+# cross-validation call our fit (matched by module name: importing them here would be slow)
+_LIBRARIES = ("sklearn.", "joblib.")
+
+
+def _inside(frame) -> bool:
+    return (os.path.abspath(frame.f_code.co_filename).startswith(_INSIDE)
+            or str(frame.f_globals.get("__name__", "")).startswith(_LIBRARIES))
+
+
 def warn_user(message: str, category: type[Warning] = RuntimeWarning) -> None:
-    """``warnings.warn(message, category)`` attributed to the nearest caller outside the package and torch."""
+    """``warnings.warn(message, category)`` attributed to the nearest caller outside the package,
+    torch and scikit-learn."""
     frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of warn_user
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INSIDE):
+    while frame is not None and _inside(frame):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 

@@ -23,7 +23,9 @@ def logits(n=60, k=4, seed=0, dtype=torch.float32):
 @pytest.mark.parametrize("method,solver", [("rce", "em"), ("rce", "dual_newton"), ("cce", "em"), ("cce", "pgd")])
 def test_self_labeling_solves_then_returns_the_loss_for_those_labels(method, solver):
     options = {"step": 0.01} if solver == "pgd" else None
-    criterion = entclust.SelfLabeling(method, lam=5.0, solver=solver, max_iter=300, solver_options=options)
+    # PGD with a fixed small step does not meet the rule in 300 iterations: the comparison below is the point
+    criterion = entclust.SelfLabeling(method, lam=5.0, solver=solver, max_iter=300, solver_options=options,
+                                      on_unconverged="ignore" if solver == "pgd" else "warn")
     x = logits().requires_grad_()
     loss, y = criterion(x, return_labels=True)
     sigma = torch.softmax(x.detach().double(), -1)

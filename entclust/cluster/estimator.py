@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -28,7 +28,7 @@ from .scale import (GLOBAL_BELOW, ROUND_SAMPLE, SEED_SAMPLE, SPARSE_TOP, Shard, 
 INITS = ("auto", "random", "kmeans++", "kmeans", "balanced")
 
 
-class EntropyClustering(ClusterMixin, BaseEstimator):
+class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """Cluster feature vectors with a linear softmax head trained by self-labeling.
 
     A linear layer ``x -> softmax(v^T x + b)`` (Kaiming-normal ``v``, zero bias) is trained by
@@ -81,12 +81,12 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         global pseudo-labels, else ``"random"``.
     n_init : independent trainings from different heads; the one with the lowest objective on
         all points (the method's loss, pseudo-labels solved on all points) is kept, as K-means
-        keeps its best restart. Linear entropy clustering has poor local minima (Zhang et al.
-        2023, Fig. 3): on elongated clusters a run can lock onto the cut along the long axis, and
+        keeps its best restart. Linear entropy clustering has poor local minima (Zhang & Boykov
+        2024, Fig. 3): on elongated clusters a run can lock onto the cut along the long axis, and
         with an imbalanced prior half the runs merge the small cluster away. The restarts train
         side by side as one batched problem (one ``(B, N, K)`` solve per step), so 10 cost about
         2-4 times one on small data. ``"auto"`` (default, like scikit-learn's KMeans): 10 from
-        random heads, 1 from a centroid head (the README's tabular table measures both).
+        random heads, 1 from a centroid head (docs/benchmarks.md measures both).
     group : ``torch.distributed`` process group for multi-process training (launch with
         ``torchrun``; None: one process). ``X`` is then this rank's shard (at least one row); the
         scaler's statistics, the k-means++ sample, the batches (one global shuffle of all
@@ -438,6 +438,10 @@ class EntropyClustering(ClusterMixin, BaseEstimator):
         criterion = method.build(_Settings(self), params)
         with torch.no_grad():
             return -float(criterion(self._logits(self._transform(X)), self.head_))
+
+    @property
+    def _n_features_out(self) -> int:  # transform's columns, for get_feature_names_out
+        return self.n_clusters
 
     @property
     def coef_(self) -> np.ndarray:
