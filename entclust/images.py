@@ -1,4 +1,4 @@
-"""Image datasets from local files, never downloaded (issue 12): MNIST (IDX files, optionally
+"""Image datasets from local files, never downloaded: MNIST (IDX files, optionally
 gzipped), CIFAR-10 and CIFAR-100 (the python pickle batches; CIFAR-100 with its 20
 superclasses), STL-10 (the binary files), folders of images (one subfolder per class, read
 with Pillow), and scikit-learn's digits as 1x8x8 images (the bundled real dataset).

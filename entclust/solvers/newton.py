@@ -81,10 +81,9 @@ def newton_rce(
     ``lam`` the start sigma is far from fair, and its Newton systems are too ill-conditioned
     to make progress from there).
 
-    Measured (N = 250, lam = 100, sigma = softmax(3 z), float64): K = 2 in 4-5 steps, K = 20 in
-    8-20, K = 200 in 18-21 steps to 1e-10 on two of three draws and 9.5e-10 after 100 on the
-    third, where EM is at ~1e-2 after 1000 iterations. Needs ``sigma > 0`` (a zero prior entry is
-    allowed: that class only loses its fairness coupling). Composite PyTorch (float64 inside).
+    Needs ``sigma > 0`` (a zero prior entry is allowed: that class only loses its fairness
+    coupling). Composite PyTorch (float64 inside); its steps and times against EM's are in
+    docs/benchmarks.md ("Second-order solvers").
 
     ``tol_gap``: stop instead when the relative gap ``fw_gap / (1 + |objective|)`` is <= ``tol_gap``,
     ``tol_progress``: or when the gap is at most ``tol_progress`` times the decrease since the
@@ -218,10 +217,6 @@ def dual_newton_rce(
     them (``polish=0``: the dual alone). ``max_iter`` caps dual and polish steps together; the
     ``warm_start`` EM steps that give the first multipliers are not counted.
 
-    Measured (N = 250, lam = 100, sigma = softmax(3 z), float64, tol = 1e-10, 2 threads):
-    K = 20 in 5-7 steps and 0.01 s; K = 200 in 34-84 steps (dual and polish), 0.12-0.32 s, to gaps
-    of 1.5e-11 to 7.5e-9 on four draws (the dual alone: 1e-7 after 200 steps on one of them;
-    EM: ~1e-2 after 1000 iterations); K = 2000 in 36-49 steps, 5-6.5 s.
     ``converged`` says whether ``tol`` was met; the result is finite for every ``lam >= 0``
     (``lam = 0``: y = sigma, the optimum). Needs ``sigma > 0``; a zero prior entry keeps that
     class's multiplier at 0. Composite PyTorch (float64 inside).

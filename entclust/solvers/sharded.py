@@ -1,6 +1,6 @@
 """The reverse-CE pseudo-label problem over more points than one call holds: rows spread over
 the processes of a ``torch.distributed`` group, or a block of rows solved against the column
-sums of all the others (docs/maths.md, "RCE problem"; issue 11).
+sums of all the others (docs/maths.md, "RCE problem").
 
 EM's only coupling between rows is the K-vector of column sums ``sum_j y_jk`` in the E-step:
 with ``S_ik = y_ik / col_k`` the M-step is

@@ -189,7 +189,7 @@ def cce_m_step(sigma, a, *, newton_tol: float = 1e-12, newton_max_iter: int = 10
 
 
 def em_rce_block(sigma, y, rest, prior=None, lam: float = 100.0, *, n_total: int, iterations: int):
-    """EM restricted to a block of rows of a problem of ``n_total`` points (issue 11): the other
+    """EM restricted to a block of rows of a problem of ``n_total`` points: the other
     rows are fixed and contribute the column sums ``rest`` (K,). E-step over all points,
     ``S_ik = y_ik / (rest_k + sum_{j in block} y_jk)``; the M-step of :func:`em_rce` with
     ``c = lam n_total``, for the block's rows only. Returns the block's y after ``iterations``."""
@@ -270,7 +270,7 @@ def sinkhorn_knopp(sigma, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9
     return q, q.argmax(-1), sweeps
 
 
-# ---- deep clustering losses (issue 12) ------------------------------------------------------
+# ---- deep clustering losses ----------------------------------------------------------------
 
 def renyi_entropy(p: torch.Tensor, alpha: float) -> torch.Tensor:
     """``ln(sum_k p_k^alpha) / (1 - alpha)`` of each row, straight from the definition
