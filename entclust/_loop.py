@@ -164,3 +164,33 @@ class EpochLoop:
         finally:
             progress.close()
         return history
+
+
+class SolveCounts:
+    """The pseudo-label solves of an epoch of B restarts trained side by side, from each step's
+    :class:`~entclust.SolverResult` (``criterion.last_result``): how many, how many stopped short
+    of their stopping rule, and the largest Frank-Wolfe gap, per restart."""
+
+    def __init__(self, runs: int):
+        self.runs, self.seen = runs, False
+        self.reset()
+
+    def reset(self) -> None:
+        self.solves = torch.zeros(self.runs, dtype=torch.int64)
+        self.unconverged = torch.zeros(self.runs, dtype=torch.int64)
+        self.max_gap = torch.zeros(self.runs, dtype=torch.float64)
+
+    def add(self, result) -> None:
+        if result is None:
+            return
+        self.seen = True
+        self.solves += 1
+        self.unconverged += (~torch.as_tensor(result.converged).reshape(self.runs)).cpu().long()
+        gap = torch.as_tensor(result.fw_gap).reshape(self.runs).cpu().double()
+        self.max_gap = torch.maximum(self.max_gap, torch.where(torch.isfinite(gap), gap, self.max_gap))
+
+    def entry(self, b: int) -> dict:
+        if not self.seen:
+            return {}
+        return {"solves": int(self.solves[b]), "unconverged_solves": int(self.unconverged[b]),
+                "max_fw_gap": float(self.max_gap[b])}

@@ -132,6 +132,7 @@ def test_semi_supervised_labels_are_clamped_and_solve_the_constrained_problem():
     assert losses.shape == (1,) and torch.isfinite(losses).all()
 
 
+@pytest.mark.filterwarnings("ignore::entclust.EmptyClusterWarning")  # one epoch: most classes unused, and said so
 def test_estimator_on_images_and_vectors(digits):
     x, y = digits
     est = DeepEntropyClustering(10, width=1 / 16, epochs=1, batch_size=100, random_state=0)

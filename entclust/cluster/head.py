@@ -1,11 +1,14 @@
-"""A fitted :class:`~entclust.EntropyClustering` as a file that is data, not code: the head's
-weight and bias, the scaler's statistics and the plain parameters, written with ``torch.save`` of
-tensors and plain values and read with ``torch.load(weights_only=True)`` (a file that would run
-code when read is refused). ``entclust fit --save-model`` writes one, ``entclust predict`` reads it."""
+"""The fitted linear head of :class:`~entclust.EntropyClustering`: what a fitted model does
+(:class:`FittedHead`: ``predict``, ``predict_proba``, ``transform``, ``coef_``, ``intercept_``,
+``save``, ``load``) and its file, which is data, not code: the head's weight and bias, the
+scaler's statistics and the plain parameters, written with ``torch.save`` of tensors and plain
+values and read with ``torch.load(weights_only=True)`` (a file that would run code when read is
+refused). ``entclust fit --save-model`` writes one, ``entclust predict`` reads it."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .._files import CheckpointError, read_checkpoint, write_files
@@ -71,4 +74,60 @@ def load_model(path: str):
     return est
 
 
-__all__ = ["load_model", "save_model"]
+class FittedHead:
+    """Inference of a fitted linear softmax head ``softmax(v^T x + b)`` on scaled features
+    (``head_``, ``scaler_``), shared by :class:`~entclust.EntropyClustering`."""
+
+    # ---- inference ----------------------------------------------------------------------
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.head_(features)
+
+    def _transform(self, X) -> torch.Tensor:
+        check_is_fitted(self)
+        x = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return torch.from_numpy(self.scaler_.transform(x, np.float32))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Soft cluster memberships ``softmax(v^T x + b)``, ``(N, K)``."""
+        return torch.softmax(self._logits(self._transform(X)), 1).numpy().astype(np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable cluster of each point."""
+        return self._logits(self._transform(X)).argmax(1).numpy()
+
+    def transform(self, X) -> np.ndarray:
+        """The head's log-probabilities ``log softmax(v^T x + b)``, ``(N, K)``: the model's
+        analogue of K-means' distances (larger is nearer), e.g. for a classifier downstream."""
+        return torch.log_softmax(self._logits(self._transform(X)).double(), 1).numpy()
+
+    @property
+    def _n_features_out(self) -> int:  # transform's columns, for get_feature_names_out
+        return self.n_clusters
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """The head's weight ``v``, ``(K, D)``, on the scaled features (``scaler_``): row k is the
+        direction cluster k's logit grows along (for a centroid head, ``beta`` times its centre)."""
+        check_is_fitted(self)
+        return self.head_.weight.detach().numpy().copy()
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        """The head's bias ``b``, ``(K,)``."""
+        check_is_fitted(self)
+        return self.head_.bias.detach().numpy().copy()
+
+    def save(self, path: str) -> None:
+        """Write the fitted model to ``path`` as data (tensors and plain values, read back with
+        ``torch.load(weights_only=True)``: :mod:`entclust.cluster.head`)."""
+        check_is_fitted(self)
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str):
+        """A model written by :meth:`save`, ready to ``predict``, ``transform`` and ``score``."""
+        return load_model(path)
+
+
+__all__ = ["FittedHead", "load_model", "save_model"]
