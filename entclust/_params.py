@@ -10,6 +10,11 @@ import numbers
 import numpy as np
 
 
+def _named(value, names) -> bool:
+    """Whether ``value`` is one of ``names`` (None by identity, strings by equality)."""
+    return any(value is a or (isinstance(a, str) and isinstance(value, str) and value == a) for a in names)
+
+
 class Int:
     """An int (not a bool) ``>= low``, or one of the values in ``also`` (``"auto"``, None)."""
 
@@ -17,7 +22,7 @@ class Int:
         self.low, self.also = low, also
 
     def ok(self, value) -> bool:
-        if any(value is a or (isinstance(a, str) and value == a) for a in self.also):
+        if _named(value, self.also):
             return True
         return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= self.low
 
@@ -32,7 +37,7 @@ class Real:
         self.low, self.also, self.strict = low, also, strict
 
     def ok(self, value) -> bool:
-        if any(value is a or (isinstance(a, str) and value == a) for a in self.also):
+        if _named(value, self.also):
             return True
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             return False
@@ -49,7 +54,7 @@ class OneOf:
         self.values = values
 
     def ok(self, value) -> bool:
-        return any(value is v or (isinstance(v, str) and isinstance(value, str) and value == v) for v in self.values)
+        return _named(value, self.values)
 
     def text(self) -> str:
         return f"one of {self.values}"

@@ -1,5 +1,6 @@
-"""Warnings that point at the user's line: the first frame outside entclust and torch (a warning
-raised inside ``criterion(logits)`` would otherwise name torch's ``nn/modules/module.py``)."""
+"""Warnings that point at the user's line: the first frame outside entclust, torch and
+scikit-learn (a warning raised inside ``criterion(logits)`` would otherwise name torch's
+``nn/modules/module.py``), the warnings a fit says of itself, and the check that says them."""
 from __future__ import annotations
 
 import os

@@ -188,6 +188,11 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         init = self.init if self.init != "auto" else ("balanced" if mode == "global" else "random")
         return mode, init
 
+    def _rates(self) -> None:
+        """``gamma_`` and ``lr_``, what "None" resolves to (after ``init_``)."""
+        self.gamma_ = float(self.gamma) if self.gamma is not None else 0.01 * min(1.0, 10.0 / self.n_clusters)
+        self.lr_ = float(self.lr) if self.lr is not None else (1.0 if self.init_ == "random" else 0.1)
+
     def _prior(self):
         if self.prior is None:
             return None
@@ -207,12 +212,11 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         method, params = self._method()
         self.pseudo_labels_, self.init_ = self._modes()
         k = self.n_clusters
-        self.gamma_ = float(self.gamma) if self.gamma is not None else 0.01 * min(1.0, 10.0 / k)
+        self._rates()
         # global labels: the balanced start does the work (SGD epochs on the papers' loss after it did
         # not move ACC at K = 50 or 200: benchmarks/large_k_design.py), so none by default
         self.epochs_ = self.epochs if self.epochs is not None else (0 if self.init_ == "balanced" else
                                                                    3 if self.pseudo_labels_ == "global" else 50)
-        self.lr_ = float(self.lr) if self.lr is not None else (1.0 if self.init_ == "random" else 0.1)
         self.prior_ = self._prior()
         self.n_init_ = (10 if self.init_ == "random" else 1) if isinstance(self.n_init, str) else int(self.n_init)
         rng = check_random_state(self.random_state)
@@ -282,8 +286,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
             # random: SGD from a centroid head's sharp logits barely moved (digits, 6 chunks x 10 passes:
             # 61-69 % ACC against its start's 63 %; random heads 68-81 %)
             self.pseudo_labels_, self.init_ = "batch", (self.init if self.init != "auto" else "random")
-            self.gamma_ = float(self.gamma) if self.gamma is not None else 0.01 * min(1.0, 10.0 / self.n_clusters)
-            self.lr_ = float(self.lr) if self.lr is not None else (1.0 if self.init_ == "random" else 0.1)
+            self._rates()
             self.prior_, self.n_init_, self.epochs_, self.history_ = self._prior(), 1, 0, []
             self.scaler_ = Scaler(self.standardize).fit(x)
         if not hasattr(self, "_stream_rng"):  # the first chunk, or the first after fit: continue its head

@@ -158,14 +158,12 @@ class SelfLabeling(nn.Module):
     def reset_stats(self) -> None:
         """Zero the running counts of :attr:`stats`; solves of a compiled step that stopped short
         of their rule since the last reset are said here (a traced graph cannot warn)."""
-        traced = [float(v) for v in self.traced_counts.detach().cpu()] if hasattr(self, "_stats") else [0, 0, 0]
-        if traced[1] > 0 and self.on_unconverged != "ignore":
-            message = (f"SelfLabeling: {int(traced[1])} of {int(traced[0])} pseudo-label solve(s) of the compiled step "
-                       f"stopped before their stopping rule (solver={self.solver!r}, max_iter={self.max_iter}, largest "
-                       f"Frank-Wolfe gap {traced[2]:.3g}). Raise max_iter, or pass on_unconverged='ignore'")
-            if self.on_unconverged == "raise":
-                raise RuntimeError(message)
-            warn_user(message)
+        traced = [float(v) for v in self.traced_counts.detach().cpu()]
+        if traced[1] > 0:
+            self._say_unconverged(f"SelfLabeling: {int(traced[1])} of {int(traced[0])} pseudo-label solve(s) of the "
+                                  f"compiled step stopped before their stopping rule (solver={self.solver!r}, "
+                                  f"max_iter={self.max_iter}, largest Frank-Wolfe gap {traced[2]:.3g}). Raise "
+                                  f"max_iter, or pass on_unconverged='ignore'")
         self._stats = {"solves": 0, "unconverged": 0, "max_gap": 0.0, "empty_clusters": 0}
         self.traced_counts.zero_()
         self._predicted = None  # rows predicted per class (argmax sigma) since the last reset
@@ -192,16 +190,21 @@ class SelfLabeling(nn.Module):
         if bool(torch.isfinite(gap).any()):
             self._stats["max_gap"] = max(self._stats["max_gap"], float(gap[torch.isfinite(gap)].max()))
         self._count_predictions(logits)
-        if failed and self.on_unconverged != "ignore":
-            message = (f"SelfLabeling: {failed} of {problems} pseudo-label solve(s) stopped before "
-                       f"{result.criterion!r} (solver={self.solver!r}, max_iter={self.max_iter}, largest Frank-Wolfe "
-                       f"gap {float(gap.max()):.3g}); {self._stats['unconverged']} of {self._stats['solves']} so far "
-                       f"(criterion.stats). Raise max_iter, or pass on_unconverged='ignore'")
-            if self.on_unconverged == "raise":
-                raise RuntimeError(message)
-            if not self._warned:
-                warn_user(message)  # attributed to the user's line, not torch's module.py
-                self._warned = True
+        if failed:
+            self._say_unconverged(f"SelfLabeling: {failed} of {problems} pseudo-label solve(s) stopped before "
+                                  f"{result.criterion!r} (solver={self.solver!r}, max_iter={self.max_iter}, largest "
+                                  f"Frank-Wolfe gap {float(gap.max()):.3g}); {self._stats['unconverged']} of "
+                                  f"{self._stats['solves']} so far (criterion.stats). Raise max_iter, or pass "
+                                  f"on_unconverged='ignore'")
+
+    def _say_unconverged(self, message: str) -> None:
+        """``on_unconverged``: raise, ignore, or warn once until the next :meth:`reset_stats`, at
+        the user's line (not torch's module.py)."""
+        if self.on_unconverged == "raise":
+            raise RuntimeError(message)
+        if self.on_unconverged == "warn" and not self._warned:
+            warn_user(message)
+            self._warned = True
 
     @property
     def batched(self) -> bool:
