@@ -35,6 +35,7 @@ from .ops import available_cpu_capabilities, build_info, cpu_capability, set_cpu
 from .solvers import (
     SolverResult,
     dual_newton_rce,
+    duality_gap,
     em_cce,
     em_rce,
     fw_gap,
@@ -127,6 +128,7 @@ __all__ = [
     "sinkhorn_knopp",
     "objective",
     "fw_gap",
+    "duality_gap",
     "SolverResult",
     "DivergenceWarning",
     "EmptyClusterWarning",

@@ -4,11 +4,11 @@
 - :mod:`.pgd`: projected gradient descent for collision CE and the simplex projection;
 - :mod:`.newton`: Newton on the primal reverse-CE problem and on its dual;
 - :mod:`.sinkhorn`: SeLa's Sinkhorn-Knopp;
-- :mod:`.certificate`: objective and Frank-Wolfe gap; :mod:`.result`: the result type;
+- :mod:`.certificate`: objective, Frank-Wolfe gap and (reverse CE) duality gap; :mod:`.result`: the result type;
 - :mod:`.comparison`: :func:`compare`, the solvers side by side to one relative gap.
 """
 from ._problem import DEFAULT_TOL, START_MIX
-from .certificate import fw_gap, objective
+from .certificate import duality_gap, fw_gap, objective
 from .comparison import CCE_SOLVERS, RCE_SOLVERS, Comparison, compare
 from .em import em_cce, em_rce
 from .newton import dual_newton_rce, newton_rce
@@ -19,6 +19,6 @@ from ..ops import has_kernels
 
 __all__ = [
     "CCE_SOLVERS", "Comparison", "DEFAULT_TOL", "RCE_SOLVERS", "START_MIX", "SolverResult", "compare",
-    "dual_newton_rce", "em_cce", "em_rce", "fw_gap", "has_kernels", "newton_rce", "objective", "pgd_cce",
-    "project_simplex", "relative_gap", "sinkhorn", "sinkhorn_knopp",
+    "dual_newton_rce", "duality_gap", "em_cce", "em_rce", "fw_gap", "has_kernels", "newton_rce", "objective",
+    "pgd_cce", "project_simplex", "relative_gap", "sinkhorn", "sinkhorn_knopp",
 ]

@@ -92,3 +92,78 @@ def fw_gap(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 100.0,
     sigma3, y3, u, lam, batched = _pair("fw_gap", sigma, y, prior, lam, problem)
     out = certify(problem, sigma3, y3, u, lam)[1]
     return out if batched else out[0]
+
+
+def _row_roots(s, d, guess, *, max_iter: int = 100):
+    """Per row, ``tau >= 0`` maximising the row's dual ``sum_k s_k ln(tau + d_k) - tau`` (the root of
+    ``phi(tau) = sum_k s_k / (tau + d_k) - 1``, or 0 where ``phi(0) <= 0``), with ``d >= 0`` and
+    ``s = 0`` entries ignored. ``phi`` is convex and decreasing, so Newton from a point where
+    ``phi >= 0`` rises monotonically to the root; it starts at ``guess`` where that holds (near the
+    optimum ``guess`` is the root itself) and else at ``max(0, max_k (s_k - d_k))``. Any ``tau`` gives
+    a valid bound, so the iteration count only decides how tight it is."""
+    positive = s > 0
+
+    def phi(tau):
+        return torch.where(positive, s / (tau + d), 0.0).sum(-1, keepdim=True) - 1
+
+    left = torch.where(positive, s - d, 0.0).amax(-1, keepdim=True).clamp_min(0.0)
+    tau = torch.where((guess > left) & (phi(guess) >= 0), guess, left)
+    floor = 4 * torch.finfo(s.dtype).eps
+    for _ in range(max_iter):
+        r = torch.where(positive, s / (tau + d), 0.0)
+        f = r.sum(-1, keepdim=True) - 1
+        slope = (r * r / torch.where(positive, s, 1.0)).sum(-1, keepdim=True)  # -phi'(tau) > 0
+        step = torch.where(f > 0, f / slope, 0.0)  # phi(tau) <= 0 at tau = 0 keeps tau = 0
+        step = torch.nan_to_num(step, nan=0.0, posinf=0.0)
+        tau = tau + step
+        if bool((step <= floor * tau).all()):
+            break
+    return tau
+
+
+def _duality_gap_blocks(sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float) -> torch.Tensor:
+    """:func:`duality_gap` of ``(B, N, K)`` problems, ``(B,)`` float64, over blocks of rows."""
+    b, n, k = sigma3.shape
+    u64 = u.to(torch.float64)
+    rows = block_rows(sigma3.device, b * k)
+    y_bar = sum(y3[:, i:i + rows].sum(-2, dtype=torch.float64) for i in range(0, n, rows)) / n  # (B, K)
+    active = u64 > 0
+    # multipliers w = lam u / y_bar (w = 0 where u = 0), kept as omega = w - lam; the rows only see
+    # the distances d_k = max_m w_m - w_k >= 0, so no term of size lam has to cancel
+    omega = torch.where(active, lam * (u64 / y_bar - 1), -lam)
+    w_max = omega.amax(-1)  # + lam
+    d = (w_max.unsqueeze(-1) - omega).unsqueeze(1)  # (B, 1, K)
+    gap = torch.zeros(b, dtype=torch.float64, device=sigma3.device)
+    for start in range(0, n, rows):
+        s = sigma3[:, start:start + rows].to(torch.float64)
+        y = y3[:, start:start + rows].to(torch.float64)
+        mass = s.sum(-1, keepdim=True)  # 1 up to the rounding the validation allows
+        excess = (d * y).sum(-1, keepdim=True)
+        tau = _row_roots(s, d, mass - excess)
+        positive = s > 0
+        # objective(y) - D(w), row by row: sum_k s_k ln(s_k / ((tau + d_k) y_k)) + tau - |s| + d . y
+        # (>= 0 for each row on the simplex: the row's own duality gap for these w)
+        row = torch.where(positive, s * (torch.log(s) - torch.log(tau + d) - torch.log(y)), 0.0).sum(-1)
+        gap += (row + (tau - mass + excess).squeeze(-1)).sum(-1)
+    # the rows' y_bar sums to 1 only up to rounding: the term that identity removed, w_max (1 - sum_k y_bar_k)
+    gap = (gap / n + (w_max + lam) * (1 - y_bar.sum(-1))).clamp_min(0.0)
+    empty = (active & (y_bar <= 0)).any(-1) if lam != 0 else torch.zeros_like(gap, dtype=torch.bool)
+    return torch.where(empty, torch.inf, gap)
+
+
+def duality_gap(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 100.0, *, problem: str = "rce"):
+    """Lagrangian duality gap of the reverse-CE problem at ``y`` (docs/maths.md, "Certifying optimality"):
+    ``objective(y) - D(w)`` with the multipliers ``w_k = lam u_k / y_bar_k`` read off y and the dual
+    ``D`` evaluated exactly row by row. Like the Frank-Wolfe gap it is >= 0 and an upper bound on
+    ``objective(y) - min``, but never larger (in exact arithmetic), and far tighter where sigma has
+    tiny entries or y is near the optimum: the Frank-Wolfe gap linearises ``-sigma ln y``, which
+    is steep where y is small, while the dual keeps it exact. Measured on 250 x 10 problems,
+    ``lam = 100`` (docs/benchmarks.md): 1.9e-4 against 7.1e-2 for EM after 10 iterations with
+    ``objective - min = 1.1e-4``. Computed in float64 over blocks of rows; a scalar, or ``(B,)`` for
+    batched inputs. ``problem="cce"`` is refused: its rows have no closed-form dual."""
+    if problem != "rce":
+        raise ValueError(f"duality_gap: problem must be 'rce' (the collision-CE rows have no closed-form dual), "
+                         f"got {problem!r}")
+    sigma3, y3, u, lam, batched = _pair("duality_gap", sigma, y, prior, lam, problem)
+    out = _duality_gap_blocks(sigma3, y3, u, lam)
+    return out if batched else out[0]

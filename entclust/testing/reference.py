@@ -102,6 +102,40 @@ def fw_gap(gradient: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (inner - gradient.amin(-1)).sum(-1)
 
 
+
+def rce_dual(sigma, w, prior=None, lam: float = 100.0, *, bisections: int = 200) -> torch.Tensor:
+    """The Lagrangian dual of the RCE problem at multipliers ``w`` (``(K,)``, ``w_k > 0`` where
+    ``u_k > 0``, ``>= 0`` elsewhere) for ``y_bar = z``, one ``(N, K)`` problem, float64, the plain way:
+    ``D(w) = (1/N) sum_i min_{y_i in simplex} [-sigma_i . ln y_i - w . y_i]
+    + sum_k min_{z_k > 0} [lam u_k ln(u_k / z_k) + w_k z_k]``. The row minimum is
+    ``H(sigma_i) + sum_k sigma_ik ln(t_i - w_k) + 1 - t_i`` at the root ``t_i > max_k w_k`` of
+    ``sum_k sigma_ik / (t_i - w_k) = 1`` (found by bisection), the z minimum
+    ``lam u_k (ln(w_k / lam) + 1)`` at ``z_k = lam u_k / w_k`` (0 where ``u_k = 0`` or ``lam = 0``). Any w gives
+    ``D(w) <= min``."""
+    sigma, w = sigma.double(), torch.as_tensor(w, dtype=torch.float64)
+    u = _prior(prior, sigma).double()
+    positive = sigma > 0
+    low = w.max().expand(sigma.shape[0]).clone()
+    high = low + 2.0
+    for _ in range(bisections):  # sum_k sigma_k / (t - w_k) decreases in t; <= 1 at t = max w + 1
+        mid = (low + high) / 2
+        above = torch.where(positive, sigma / (mid[:, None] - w), 0.0).sum(-1) > 1
+        low, high = torch.where(above, mid, low), torch.where(above, high, mid)
+    t = high[:, None]
+    entropy = torch.where(positive, -sigma * torch.log(sigma), 0.0).sum(-1)
+    rows = entropy + torch.where(positive, sigma * torch.log(t - w), 0.0).sum(-1) + 1 - t[:, 0]
+    if lam == 0:  # no fairness term: w = 0, and the z part is 0
+        return rows.mean()
+    return rows.mean() + torch.where(u > 0, lam * u * (torch.log(w / lam) + 1), 0.0).sum()
+
+
+def rce_duality_gap(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
+    """``rce_objective(y) - rce_dual(w)`` with ``w_k = lam u_k / y_bar_k`` (0 where ``u_k = 0``), one problem."""
+    sigma, y = sigma.double(), y.double()
+    u = _prior(prior, sigma).double()
+    w = torch.where(u > 0, lam * u / y.mean(0), 0.0)
+    return rce_objective(sigma, y, u, lam) - rce_dual(sigma, w, u, lam)
+
 def _e_step(y: torch.Tensor) -> torch.Tensor:
     """S_ik = y_ik / sum_j y_jk (a class no point uses gets S = 0)."""
     col = y.sum(-2, keepdim=True)

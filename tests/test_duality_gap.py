@@ -1,0 +1,132 @@
+"""The Lagrangian duality gap of the reverse-CE problem (entclust.duality_gap): equal to the plain
+dual of entclust.testing.reference, a valid bound on objective(y) - min, never above the
+Frank-Wolfe gap, ~0 at the optimum, and tight where the Frank-Wolfe gap is not (confident sigma)."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import entclust
+from entclust.solvers import certificate
+from entclust.testing import reference as R
+
+
+def problem(n, k, scale, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(scale * torch.randn(n, k, generator=g, dtype=torch.float64), -1).to(dtype)
+
+
+def bracket(sigma, lam):
+    """``(low, high)`` around the minimum: the objective of a long SQUAREM solve, and that minus the
+    plain reference's duality gap (confident sigma keeps even SQUAREM from a tight gap in seconds)."""
+    res = entclust.em_rce(sigma, None, lam, accel="squarem", tol_gap=1e-13, max_iter=5000)
+    high = float(res.objective)
+    return high - float(R.rce_duality_gap(sigma, res.y, None, lam)), high
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 10.0])
+@pytest.mark.parametrize("lam", [0.0, 1.0, 100.0])
+def test_equals_the_plain_dual(scale, lam):
+    sigma = problem(120, 9, scale, 1)
+    prior = torch.tensor([0.2, 0.0, 0.1, 0.1, 0.15, 0.05, 0.2, 0.0, 0.2], dtype=torch.float64)
+    for it in (1, 10, 200):
+        for u in (None, prior):
+            y = entclust.em_rce(sigma, u, lam, max_iter=it, tol=0.0).y
+            got = float(entclust.duality_gap(sigma, y, u, lam))
+            want = float(R.rce_duality_gap(sigma, y, u, lam))
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_batched_and_over_blocks_of_rows(monkeypatch):
+    sigma = torch.stack([problem(300, 12, s, i) for i, s in enumerate((1.0, 4.0, 10.0))])
+    y = entclust.em_rce(sigma, lam=50.0, max_iter=20, tol=0.0).y
+    whole = entclust.duality_gap(sigma, y, lam=50.0)
+    assert whole.shape == (3,)
+    for b in range(3):
+        assert float(whole[b]) == pytest.approx(float(entclust.duality_gap(sigma[b], y[b], lam=50.0)), rel=1e-12)
+    monkeypatch.setattr(certificate, "block_rows", lambda device, entries: 7)  # 43 blocks of 7 rows
+    torch.testing.assert_close(entclust.duality_gap(sigma, y, lam=50.0), whole, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
+def test_bounds_the_distance_to_the_optimum_and_never_exceeds_the_fw_gap(scale):
+    lam = 100.0
+    sigma = problem(200, 10, scale, 3)
+    _, high = bracket(sigma, lam)
+    for it in (1, 3, 10, 100, 1000):
+        y = entclust.em_rce(sigma, lam=lam, max_iter=it, tol=0.0).y
+        gap = float(entclust.duality_gap(sigma, y, lam=lam))
+        assert float(entclust.objective(sigma, y, lam=lam)) - high <= gap + 1e-11
+        assert gap <= float(entclust.fw_gap(sigma, y, lam=lam)) + 1e-11
+
+
+def test_zero_at_the_optimum_and_in_closed_form_at_lam_zero():
+    sigma = problem(150, 8, 2.0, 4)
+    exact = entclust.em_rce(sigma, lam=100.0, accel="squarem", tol_gap=1e-13, max_iter=20_000)
+    assert exact.fw_gap < 1e-11 and float(entclust.duality_gap(sigma, exact.y)) < 1e-11
+    # lam = 0: the optimum is y = sigma, the gap is exactly the mean KL(sigma_i || y_i)
+    y = problem(150, 8, 2.0, 5)
+    kl = (sigma * (sigma.log() - y.log())).sum(-1).mean()
+    assert float(entclust.duality_gap(sigma, y, lam=0.0)) == pytest.approx(float(kl), rel=1e-12)
+
+
+def test_tight_where_the_fw_gap_is_not():
+    """Confident predictions (logits 10 N(0, 1)): after 100 EM iterations the Frank-Wolfe gap
+    overstates the distance to the optimum by an order of magnitude or more; the duality gap by
+    a small factor."""
+    lam = 100.0
+    sigma = problem(250, 10, 10.0, 1)
+    low, high = bracket(sigma, lam)
+    y = entclust.em_rce(sigma, lam=lam, max_iter=100, tol=0.0).y
+    value = float(entclust.objective(sigma, y, lam=lam))
+    dual, fw = float(entclust.duality_gap(sigma, y, lam=lam)), float(entclust.fw_gap(sigma, y, lam=lam))
+    assert value - high <= dual <= 20 * (value - low)
+    assert fw >= 5 * dual
+
+
+def test_float32_labels_are_certified_below_the_fw_gaps_floor():
+    """EM in float32 stalls with a Frank-Wolfe gap near 5e-6 (the rounding of y at the steep
+    -ln y); the duality gap of the same labels is below 1e-6."""
+    sigma = problem(250, 20, 1.0, 0, torch.float32)
+    y = entclust.em_rce(sigma, lam=100.0, max_iter=2000, tol=0.0).y
+    assert float(entclust.fw_gap(sigma, y)) > 1e-6
+    assert float(entclust.duality_gap(sigma, y)) < 1e-6
+
+
+def test_an_empty_class_is_infinitely_far():
+    sigma = problem(50, 4, 1.0, 6)
+    y = sigma.clone()
+    y[:, 0] = 0
+    y = y / y.sum(-1, keepdim=True)
+    assert math.isinf(float(entclust.objective(sigma, y)))
+    assert math.isinf(float(entclust.duality_gap(sigma, y)))
+
+
+def test_bad_input_is_refused():
+    sigma = problem(20, 3, 1.0, 7)
+    with pytest.raises(ValueError, match="problem must be 'rce'"):
+        entclust.duality_gap(sigma, sigma, problem="cce")
+    with pytest.raises(ValueError, match="y"):
+        entclust.duality_gap(sigma, sigma[:5])
+    bad = sigma.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        entclust.duality_gap(sigma, bad)
+    before = sigma.clone()
+    entclust.duality_gap(sigma, sigma)
+    assert torch.equal(sigma, before)  # inputs are not modified
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 12), st.floats(0.1, 12.0), st.floats(0.0, 300.0), st.integers(0, 2**31 - 1))
+def test_weak_duality(n, k, scale, lam, seed):
+    """For any feasible y and y2: objective(y2) >= objective(y) - duality_gap(y) (the dual value at
+    y's multipliers is a lower bound on the objective everywhere), and the gap is >= 0."""
+    sigma, y, y2 = (problem(n, k, s, seed + i) for i, s in enumerate((scale, 2.0, 1.0)))
+    gap = float(entclust.duality_gap(sigma, y, lam=lam))
+    assert gap >= 0
+    low = float(entclust.objective(sigma, y, lam=lam)) - gap
+    assert float(entclust.objective(sigma, y2, lam=lam)) >= low - 1e-9 * (1 + abs(low))
+    assert float(entclust.objective(sigma, sigma, lam=lam)) >= low - 1e-9 * (1 + abs(low))
