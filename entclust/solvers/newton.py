@@ -147,6 +147,7 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
     start = float(value) if start is None else start
     iterations, converged = 0, False
     noise = 64 * torch.finfo(sigma.dtype).eps
+    best, best_value = y, float(value)  # the noise-level steps below may rise a little: keep the lowest point
     for iterations in range(max_iter + 1):
         grad = _gradient(sigma, y, u, lam)
         objective, gap = (x[0] for x in certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam))
@@ -185,6 +186,11 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
         if not accepted:
             break
         y, value = y_try, v_try
+        if float(value) <= best_value:
+            best, best_value = y, float(value)
+    if not converged and float(value) > best_value:  # ended above a point it passed: return that point
+        res = _finish(sigma, best, u, lam, iterations, False, tol, target)
+        return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, target, start)))
     return _finish(sigma, y, u, lam, iterations, converged, tol, target)
 
 
