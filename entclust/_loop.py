@@ -169,7 +169,7 @@ class EpochLoop:
 class SolveCounts:
     """The pseudo-label solves of an epoch of B restarts trained side by side, from each step's
     :class:`~entclust.SolverResult` (``criterion.last_result``): how many, how many stopped short
-    of their stopping rule, and the largest Frank-Wolfe gap, per restart."""
+    of their stopping rule, and the largest certificate (:attr:`~entclust.SolverResult.gap`), per restart."""
 
     def __init__(self, runs: int):
         self.runs, self.seen = runs, False
@@ -186,11 +186,11 @@ class SolveCounts:
         self.seen = True
         self.solves += 1
         self.unconverged += (~torch.as_tensor(result.converged).reshape(self.runs)).cpu().long()
-        gap = torch.as_tensor(result.fw_gap).reshape(self.runs).cpu().double()
+        gap = torch.as_tensor(result.gap).reshape(self.runs).cpu().double()
         self.max_gap = torch.maximum(self.max_gap, torch.where(torch.isfinite(gap), gap, self.max_gap))
 
     def entry(self, b: int) -> dict:
         if not self.seen:
             return {}
         return {"solves": int(self.solves[b]), "unconverged_solves": int(self.unconverged[b]),
-                "max_fw_gap": float(self.max_gap[b])}
+                "max_gap": float(self.max_gap[b])}

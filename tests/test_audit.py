@@ -133,14 +133,14 @@ def test_newton_solvers_stay_finite_and_honest(solver, lam):
     res = getattr(entclust, solver)(sigma, lam=lam)
     assert bool(torch.isfinite(res.y).all()) and torch.all(res.y >= 0)
     assert torch.allclose(res.y.sum(-1), torch.ones(250, dtype=torch.float64))
-    assert math.isfinite(res.objective) and res.fw_gap >= -1e-9
+    assert math.isfinite(res.objective) and res.gap >= -1e-9
     if bool(res.converged):
-        assert res.fw_gap <= 1e-10
+        assert res.gap <= 1e-10
     em = entclust.em_rce(sigma, lam=lam, max_iter=3000)
     best = min(float(em.objective), float(res.objective))  # >= the optimum
-    assert res.fw_gap >= res.objective - best - 1e-9 * (1 + best)  # the gap is a true certificate
+    assert res.gap >= res.objective - best - 1e-9 * (1 + best)  # the certificate is true
     if solver == "dual_newton_rce":  # the exact solver is never worse than EM, beyond EM's own gap
-        assert res.objective <= em.objective + float(em.fw_gap) + 1e-9
+        assert res.objective <= em.objective + float(em.gap) + 1e-9
 
 
 # 7.-9. command line: outputs checked first, atomic writes, exit statuses --------------------

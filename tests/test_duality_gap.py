@@ -64,7 +64,7 @@ def test_bounds_the_distance_to_the_optimum_and_never_exceeds_the_fw_gap(scale):
 
 def test_zero_at_the_optimum_and_in_closed_form_at_lam_zero():
     sigma = problem(150, 8, 2.0, 4)
-    exact = entclust.em_rce(sigma, lam=100.0, accel="squarem", tol_gap=1e-13, max_iter=20_000)
+    exact = entclust.em_rce(sigma, lam=100.0, accel="squarem", tol=1e-15, max_iter=20_000)  # a fixed point
     assert exact.fw_gap < 1e-11 and float(entclust.duality_gap(sigma, exact.y)) < 1e-11
     # lam = 0: the optimum is y = sigma, the gap is exactly the mean KL(sigma_i || y_i)
     y = problem(150, 8, 2.0, 5)
@@ -130,3 +130,23 @@ def test_weak_duality(n, k, scale, lam, seed):
     low = float(entclust.objective(sigma, y, lam=lam)) - gap
     assert float(entclust.objective(sigma, y2, lam=lam)) >= low - 1e-9 * (1 + abs(low))
     assert float(entclust.objective(sigma, sigma, lam=lam)) >= low - 1e-9 * (1 + abs(low))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_fused_kernel_equals_the_blocked_version_and_opcheck(dtype):
+    sigma = torch.stack([problem(90, 7, s, i, dtype) for i, s in enumerate((0.5, 3.0, 12.0))])
+    prior = torch.tensor([0.3, 0.0, 0.1, 0.1, 0.2, 0.1, 0.2], dtype=torch.float64)
+    y = entclust.em_rce(sigma, prior, 30.0, max_iter=15, tol=0.0).y
+    fused = entclust.ops.duality_gap_kernel(sigma, y, prior, 30.0)
+    torch.testing.assert_close(fused, certificate._duality_gap_blocks(sigma, y, prior, 30.0), rtol=1e-9, atol=1e-12)
+    torch.library.opcheck(torch.ops.entclust.duality_gap, (sigma, y, prior, 30.0))
+
+
+def test_the_sharded_solver_reports_the_same_duality_gap():
+    from entclust.solvers.sharded import em_rce_sharded
+
+    sigma = problem(70, 6, 3.0, 8)
+    fused = entclust.em_rce(sigma, lam=40.0, tol_gap=1e-7, max_iter=100_000)
+    sharded = em_rce_sharded(sigma, lam=40.0, tol_gap=1e-7, max_iter=100_000)
+    assert sharded.iterations == fused.iterations and "duality gap" in sharded.criterion
+    assert sharded.duality_gap == pytest.approx(fused.duality_gap, rel=1e-6, abs=1e-13)  # sums in another order

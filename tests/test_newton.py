@@ -16,13 +16,13 @@ def test_dual_newton_certifies_the_optimum_em_approaches(k):
     exact = entclust.dual_newton_rce(sigma, lam=100.0, tol=1e-9, max_iter=150)
     assert torch.allclose(exact.y.sum(-1), torch.ones(250, dtype=torch.float64)) and torch.all(exact.y > 0)
     if k <= 20:
-        assert bool(exact.converged) and exact.iterations <= 10 and -1e-9 <= exact.fw_gap <= 1e-9
+        assert bool(exact.converged) and exact.iterations <= 10 and -1e-9 <= exact.gap <= 1e-9
     else:  # K = 200: dual steps, then the primal polish
-        assert -1e-9 <= exact.fw_gap <= 1e-8
+        assert -1e-9 <= exact.gap <= 1e-8
     em = R.em_rce(sigma, lam=100.0, max_iter=300, tol=0)
     # EM's value is above the optimum by at most its own gap, and dual Newton is at least as good
     assert exact.objective <= em.objective + 1e-12
-    assert em.objective - exact.objective <= em.fw_gap + 1e-12
+    assert em.objective - exact.objective <= em.gap + 1e-12
 
 
 def test_dual_newton_in_shifted_multipliers_reaches_1e_8_alone():
@@ -53,9 +53,9 @@ def test_newton_solvers_accept_a_zero_prior_entry(solver):
     prior = torch.tensor([0.3, 0.3, 0.0, 0.2, 0.2], dtype=torch.float64)
     res = getattr(entclust, solver)(sigma, prior, lam=5.0, tol=1e-11, max_iter=100)
     em = R.em_rce(sigma, prior, lam=5.0, tol=0, max_iter=20000)
-    assert bool(res.converged) and 0 <= res.fw_gap <= 1e-11 and em.fw_gap < 1e-10
-    torch.testing.assert_close(res.y, em.y, rtol=0, atol=1e-8)
-    assert torch.isfinite(res.y).all() and res.objective <= em.objective + 1e-12
+    assert bool(res.converged) and 0 <= res.gap <= 1e-11 and em.fw_gap < 1e-10
+    torch.testing.assert_close(res.y, em.y, rtol=0, atol=1e-7)  # a gap of 1e-11 leaves y ~1e-8 from the optimum
+    assert torch.isfinite(res.y).all() and res.objective <= em.objective + res.gap + 1e-13
 
 
 def test_newton_never_ends_above_a_point_it_passed():
@@ -69,3 +69,4 @@ def test_newton_never_ends_above_a_point_it_passed():
     lowest = []
     entclust.newton_rce(sigma, lam=100.0, max_iter=80, callback=lambda r: lowest.append(float(r.objective)))
     assert entclust.newton_rce(sigma, lam=100.0, max_iter=80).objective == pytest.approx(min(lowest), abs=1e-15)
+

@@ -70,7 +70,7 @@ def test_unconverged_solves_are_counted_and_reported():
         warnings.simplefilter("error")  # one warning per module, the count goes on
         criterion(logits)
     assert criterion.stats["solves"] == 2 and criterion.stats["unconverged"] == 2
-    assert criterion.stats["max_gap"] == pytest.approx(float(criterion.last_result.fw_gap))
+    assert criterion.stats["max_gap"] == pytest.approx(float(criterion.last_result.gap))
     with pytest.raises(RuntimeError, match="stopped before"):
         entclust.SelfLabeling("rce", max_iter=2, on_unconverged="raise")(logits)
     quiet = entclust.SelfLabeling("rce", lam=1.0, max_iter=5000)
@@ -90,7 +90,7 @@ def test_empty_clusters_are_visible_in_the_stats_and_the_history():
     assert criterion.stats["empty_clusters"] == 3
     x, _ = entclust.data.make_blobs(300, 3, random_state=0)
     est = entclust.EntropyClustering(3, epochs=3, random_state=0).fit(x)
-    assert {"empty_clusters", "solves", "unconverged_solves", "max_fw_gap"} <= set(est.history_[-1])
+    assert {"empty_clusters", "solves", "unconverged_solves", "max_gap"} <= set(est.history_[-1])
     assert est.history_[-1]["solves"] == 1  # one batch of 300 points per epoch
 
 

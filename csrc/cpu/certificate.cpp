@@ -143,9 +143,126 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
   return {objective, gap};
 }
 
+// The duality gap of rows [begin, end) of a reverse-CE problem (MATH.md, "Certifying optimality"),
+// given the distances d_k = max_m w_m - w_k >= 0 of the multipliers w = lam u / y_bar: per row,
+// tau >= 0 maximising sum_k s_k ln(tau + d_k) - tau (Newton on the convex decreasing
+// phi(tau) = sum_k s_k / (tau + d_k) - 1 from a point where phi >= 0: it rises monotonically to the
+// root), then sum_k s_k ln(s_k / ((tau + d_k) y_k)) + tau - |s_i| + d . y_i. Any tau gives a valid
+// bound; the iteration only makes it tight.
+template <typename T>
+void dual_rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, const double* d, double* gap) {
+  constexpr double kFloor = 4 * std::numeric_limits<double>::epsilon();
+  double total = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const T* si = s + i * K;
+    const T* yi = y + i * K;
+    double mass = 0, excess = 0, left = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double sk = si[k];
+      mass += sk;
+      excess += d[k] * static_cast<double>(yi[k]);
+      if (sk > 0) left = std::max(left, sk - d[k]);
+    }
+    auto phi = [&](double tau) {
+      double sum = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double sk = si[k];
+        if (sk > 0) sum += sk / (tau + d[k]);
+      }
+      return sum - 1;
+    };
+    const double guess = mass - excess;  // the root itself where y is optimal for these w
+    double tau = (guess > left && phi(guess) >= 0) ? guess : left;
+    for (int it = 0; it < 100; ++it) {
+      double f = -1, slope = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double sk = si[k];
+        if (sk > 0) {
+          const double r = sk / (tau + d[k]);
+          f += r;
+          slope += r * r / sk;
+        }
+      }
+      if (!(f > 0) || !(slope > 0) || !std::isfinite(f / slope)) break;  // phi(0) <= 0 keeps tau = 0
+      const double step = f / slope;
+      tau += step;
+      if (step <= kFloor * tau) break;
+    }
+    double row = tau - mass + excess;
+    for (int64_t k = 0; k < K; ++k) {
+      const double sk = si[k];
+      if (sk > 0) row += sk * (std::log(sk / (tau + d[k])) - std::log(static_cast<double>(yi[k])));
+    }
+    total += row;
+  }
+  *gap += total;
+}
+
+at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, const at::Tensor& prior, double lam) {
+  TORCH_CHECK(sigma_in.dim() == 3 && y_in.sizes() == sigma_in.sizes(),
+              "duality_gap: sigma and y must have the same shape (B, N, K), got ", sigma_in.sizes(), " and ",
+              y_in.sizes());
+  TORCH_CHECK(sigma_in.scalar_type() == y_in.scalar_type() &&
+                  (sigma_in.scalar_type() == at::kFloat || sigma_in.scalar_type() == at::kDouble),
+              "duality_gap: sigma and y must both be float32 or both float64");
+  const int64_t B = sigma_in.size(0), N = sigma_in.size(1), K = sigma_in.size(2);
+  TORCH_CHECK(prior.dim() == 1 && prior.size(0) == K, "duality_gap: prior must have shape (", K, ")");
+  const at::Tensor sigma = sigma_in.contiguous(), y = y_in.contiguous();
+  const at::Tensor u = prior.to(at::kDouble).contiguous();
+  at::Tensor gap = at::zeros({B}, sigma.options().dtype(at::kDouble));
+  if (N == 0) return gap;
+  const double* up = u.data_ptr<double>();
+  double* out = gap.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "entclust_duality_gap_cpu", [&] {
+    const scalar_t* s = sigma.data_ptr<scalar_t>();
+    const scalar_t* yp = y.data_ptr<scalar_t>();
+    std::vector<double> col(K), omega(K), d(K);
+    const Chunks chunks(N);
+    std::vector<double> gp(chunks.count);
+    const double inv_n = 1.0 / static_cast<double>(N);
+    for (int64_t b = 0; b < B; ++b) {
+      const scalar_t* sb = s + b * N * K;
+      const scalar_t* yb = yp + b * N * K;
+      column_sums(yb, N, K, chunks, col.data());
+      // w = lam u / y_bar (0 where u = 0), kept as omega = w - lam: the rows see only the distances
+      // d_k = max_m omega_m - omega_k, so no term of size lam cancels
+      bool empty = false;
+      double total = 0, omega_max = -std::numeric_limits<double>::infinity();
+      for (int64_t k = 0; k < K; ++k) {
+        const double y_bar = col[k] * inv_n;
+        total += y_bar;
+        const bool active = up[k] > 0;
+        empty = empty || (active && lam != 0 && !(y_bar > 0));
+        omega[k] = active ? lam * (up[k] / y_bar - 1) : -lam;
+        omega_max = std::max(omega_max, omega[k]);
+      }
+      if (empty) {  // a class with u_k > 0 and no mass: the objective is infinite
+        out[b] = std::numeric_limits<double>::infinity();
+        continue;
+      }
+      for (int64_t k = 0; k < K; ++k) d[k] = omega_max - omega[k];
+      std::fill(gp.begin(), gp.end(), 0.0);
+      at::parallel_for(0, chunks.count, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t begin = c * chunks.rows, end = std::min(N, begin + chunks.rows);
+          dual_rows<scalar_t>(sb, yb, K, begin, end, d.data(), &gp[c]);
+        }
+      });
+      double sum = 0;
+      for (int64_t c = 0; c < chunks.count; ++c) sum += gp[c];
+      // the identity behind the row form assumed sum_k y_bar_k = 1; what rounding leaves of it
+      const double value = sum * inv_n + (omega_max + lam) * (1 - total);
+      out[b] = value != value ? value : std::max(0.0, value);
+    }
+  });
+  return gap;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(entclust, CPU, m) { m.impl("certificate", &certificate_cpu); }
+TORCH_LIBRARY_IMPL(entclust, CPU, m) { m.impl("certificate", &certificate_cpu);
+  m.impl("duality_gap", &duality_gap_cpu);
+}
 
 }  // namespace cpu
 }  // namespace entclust

@@ -108,7 +108,8 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
     cluster_sizes_ : points per cluster, ``(K,)``.
     history_ : one dict per epoch of the kept run: mean batch loss, seconds, number of empty clusters
         and, for "rce"/"cce", the pseudo-label solves of the epoch, how many stopped unconverged
-        (short of their stopping rule, :class:`entclust.SelfLabeling`'s by default) and their largest Frank-Wolfe gap.
+        (short of their stopping rule, :class:`entclust.SelfLabeling`'s by default) and their largest gap
+        (``max_gap``: :attr:`entclust.SolverResult.gap`, the duality gap for reverse CE).
     objective_ : the kept run's objective on all points (global labels above K = 256: each point's
         sigma and y over its 64 largest logits).
     n_init_ : the number of runs trained (restarts trained side by side share each epoch's ``seconds``).
@@ -450,7 +451,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
                      "empty_clusters": int((sizes == 0).sum())}
             stats = getattr(criterion, "stats", None)
             if stats is not None:  # SelfLabeling: the epoch's pseudo-label solves that did not converge
-                entry.update(solves=stats["solves"], unconverged_solves=stats["unconverged"], max_fw_gap=stats["max_gap"])
+                entry.update(solves=stats["solves"], unconverged_solves=stats["unconverged"], max_gap=stats["max_gap"])
                 criterion.reset_stats()
             return entry, {"loss": entry["loss"], "empty": entry["empty_clusters"]}
 

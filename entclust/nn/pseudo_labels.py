@@ -12,7 +12,8 @@ from .. import solvers
 # Pseudo-label solvers SelfLabeling can use, per problem, and their functions in entclust.solvers.
 SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "pgd")}
 SOLVER_FUNCTIONS = {"em": "em_{method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}
-# The default stopping rule of a per-batch solve (see the class doc): a relative Frank-Wolfe gap,
+# The default stopping rule of a per-batch solve (see the class doc): a relative gap (the duality gap
+# for reverse CE, the Frank-Wolfe gap for collision CE),
 # or a gap within half the decrease made (two thirds of the best step), for every solver.
 DEFAULT_TOL_GAP = 1e-2
 DEFAULT_TOL_PROGRESS = 0.5
@@ -43,13 +44,13 @@ def solve_op(logits: torch.Tensor, prior: torch.Tensor, lam: float, method: str,
     """The solve of :meth:`SelfLabeling.solve` as one opaque op, so that ``torch.compile`` traces a
     training step around it (the solvers' checks, loops and certificates are data-dependent).
     ``tol``, ``tol_gap`` or ``tol_progress < 0``: not given; ``options``: the solver's extra keyword arguments as
-    JSON. Returns ``(y float64, converged, fw_gap)``."""
+    JSON. Returns ``(y float64, converged, gap)`` (the certificate, :attr:`SolverResult.gap`)."""
     sigma = torch.softmax(logits.double(), dim=-1)
     given = lambda value: None if value < 0 else value  # noqa: E731
     kwargs = solver_kwargs(solver, json.loads(options), given(tol), given(tol_gap), given(tol_progress), max_iter)
     res = getattr(solvers, SOLVER_FUNCTIONS[solver].format(method=method))(sigma, prior, lam, validate=False, **kwargs)
     return (res.y, torch.as_tensor(res.converged, device=res.y.device).clone(),
-            torch.as_tensor(res.fw_gap, dtype=torch.float64, device=res.y.device).clone())
+            torch.as_tensor(res.gap, dtype=torch.float64, device=res.y.device).clone())
 
 
 @solve_op.register_fake

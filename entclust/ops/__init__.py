@@ -17,6 +17,7 @@ from .fused import (
     REDUCTIONS,
     certificate_kernel,
     collision_cross_entropy_kernel,
+    duality_gap_kernel,
     em_cce_kernel,
     em_rce_kernel,
     em_rce_rows_kernel,
@@ -29,7 +30,7 @@ from .fused import (
 __all__ = [
     "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",
     "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS",
-    "certificate_kernel", "collision_cross_entropy_kernel", "em_cce_kernel", "em_rce_kernel", "em_rce_rows_kernel",
+    "certificate_kernel", "collision_cross_entropy_kernel", "duality_gap_kernel", "em_cce_kernel", "em_rce_kernel", "em_rce_rows_kernel",
     "linear_rce_kernel", "pgd_cce_kernel", "project_simplex_kernel", "reverse_cross_entropy_kernel",
 ]
 

@@ -125,6 +125,11 @@ def _fake_certificate(sigma, y, prior, lam, problem):
     return sigma.new_empty((b,), dtype=torch.float64), sigma.new_empty((b,), dtype=torch.float64)
 
 
+@torch.library.register_fake("entclust::duality_gap")
+def _fake_duality_gap(sigma, y, prior, lam):
+    return sigma.new_empty((sigma.shape[0],), dtype=torch.float64)
+
+
 @torch.library.register_fake("entclust::em_rce_rows")
 def _fake_em_rce_rows(sigma, y, weights):
     return torch.empty_like(y, memory_format=torch.contiguous_format), weights.new_empty(weights.shape)
@@ -180,6 +185,11 @@ def em_rce_rows_kernel(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tens
 def certificate_kernel(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float, problem: int):
     """Raw certificate op on ``(B, N, K)``: ``(objective, fw_gap)``, each ``(B,)`` float64; problem 0 reverse CE, 1 collision CE."""
     return torch.ops.entclust.certificate(sigma, y, prior, lam, problem)
+
+
+def duality_gap_kernel(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float):
+    """Raw reverse-CE duality-gap op on ``(B, N, K)`` (CPU): ``(B,)`` float64."""
+    return torch.ops.entclust.duality_gap(sigma, y, prior, lam)
 
 
 def em_rce_kernel(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, y0=None):

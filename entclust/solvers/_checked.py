@@ -1,32 +1,37 @@
-"""Solves that are checked on the certificate as they go: stopping on the relative Frank-Wolfe
-gap (``tol_gap=``) and reporting to a ``callback``, for the fused solvers (iterations in chunks
-of ``check_every`` between two certificates) and for the sequential ones (Newton, every step).
+"""Solves that are checked on the certificate as they go: stopping on the relative gap
+(``tol_gap=``, ``tol_progress=``; the duality gap of the reverse-CE problem, the Frank-Wolfe gap
+of the collision-CE one) and reporting to a ``callback``, for the fused solvers (iterations in
+chunks of ``check_every`` between two certificates) and for the sequential ones (Newton, every
+step).
 
-A check costs a certificate (objective and gap, float64: about 0.1 ms at 250 x 20, 0.64 ms at
-250 x 200) and ~0.2 ms of Python, against 8 us an EM iteration at 250 x 20, hence
-``check_every="auto"``; ``entclust.solvers.compare`` reports the measured cost."""
+A check costs a certificate (objective and gaps, float64: the fused kernels take about 0.05 ms
+for the Frank-Wolfe gap and 0.2 ms for the duality gap at 250 x 10, 0.6 ms and 3 ms at 250 x 200)
+and ~0.2 ms of Python, against 8 us an EM iteration at 250 x 20, hence ``check_every="auto"``;
+``entclust.solvers.compare`` reports the measured cost."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
 from ._problem import check_number, finite_problems, unbatch
-from .certificate import certify
-from .result import SolverResult, relative_gap
+from .certificate import certify_gaps
+from .result import SolverResult, best_gap, relative_gap
 
 
 class GapTarget:
-    """What a checked solve stops a problem on: its relative Frank-Wolfe gap
-    ``fw_gap / (1 + |objective|) <= tol_gap``, or (``tol_progress``) a gap that is at most
-    ``tol_progress`` times the decrease of the objective since the start,
-    ``fw_gap <= tol_progress (objective_start - objective)``. The gap bounds ``objective - f*``,
-    so the second means the solve has made at least ``1 / (1 + tol_progress)`` of the largest
-    decrease it could make from its start: an inexact block step of a training loop that keeps
-    a fixed share of the exact one (at ``tol_progress = 0.1``, 91 %)."""
+    """What a checked solve stops a problem on: its relative gap ``gap / (1 + |objective|) <= tol_gap``,
+    or (``tol_progress``) a gap that is at most ``tol_progress`` times the decrease of the objective
+    since the start, ``gap <= tol_progress (objective_start - objective)``. The gap is the problem's
+    certificate (:attr:`SolverResult.gap`): the duality gap of the reverse-CE problem (the smaller
+    of it and the Frank-Wolfe gap), the Frank-Wolfe gap of the collision-CE one. It bounds
+    ``objective - f*``, so the second means the solve has made at least ``1 / (1 + tol_progress)``
+    of the largest decrease it could make from its start: an inexact block step of a training
+    loop that keeps a fixed share of the exact one (at ``tol_progress = 0.1``, 91 %)."""
 
-    def __init__(self, tol_gap: float | None, tol_progress: float | None):
-        self.tol_gap, self.tol_progress = tol_gap, tol_progress
+    def __init__(self, tol_gap: float | None, tol_progress: float | None, certificate: str = "Frank-Wolfe gap"):
+        self.tol_gap, self.tol_progress, self.certificate = tol_gap, tol_progress, certificate
 
     def met(self, gap: torch.Tensor, objective: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         met = torch.zeros_like(gap, dtype=torch.bool)
@@ -37,26 +42,32 @@ class GapTarget:
         return met
 
     def __str__(self) -> str:
-        parts = [] if self.tol_gap is None else [f"relative Frank-Wolfe gap <= {self.tol_gap:g}"]
+        parts = [] if self.tol_gap is None else [f"relative {self.certificate} <= {self.tol_gap:g}"]
         if self.tol_progress is not None:
-            parts.append(f"Frank-Wolfe gap <= {self.tol_progress:g} x decrease")
+            parts.append(f"{self.certificate} <= {self.tol_progress:g} x decrease")
         return " or ".join(parts)
 
 
-def gap_target(name: str, tol_gap: float | None, tol_progress) -> GapTarget | None:
+CERTIFICATES = {"rce": "duality gap", "cce": "Frank-Wolfe gap"}
+
+
+def gap_target(name: str, tol_gap: float | None, tol_progress, problem: str = "cce") -> GapTarget | None:
     """The checked ``tol_progress`` (None or a number >= 0) with ``tol_gap`` (checked already) as a
-    :class:`GapTarget`, or None when neither is given."""
+    :class:`GapTarget` on ``problem``'s certificate, or None when neither is given."""
     if tol_progress is not None:
         tol_progress = check_number(name, "tol_progress", tol_progress)
-    return None if tol_gap is None and tol_progress is None else GapTarget(tol_gap, tol_progress)
+    if tol_gap is None and tol_progress is None:
+        return None
+    return GapTarget(tol_gap, tol_progress, CERTIFICATES[problem])
 
 
-def criterion_text(target, tol: float, step: str = "max|dy|") -> str:
-    """What a solve stops on: its gap target (a relative gap ``tol_gap`` or a :class:`GapTarget`;
-    and its own ``step`` criterion where ``tol > 0``), or only the step criterion when it is None."""
+def criterion_text(target, tol: float, step: str = "max|dy|", *, certificate: str = "Frank-Wolfe gap") -> str:
+    """What a solve stops on: its gap target (a :class:`GapTarget`, or a relative ``tol_gap`` on
+    ``certificate``; and its own ``step`` criterion where ``tol > 0``), or only the step criterion
+    when it is None."""
     if target is None:
         return f"{step} <= {tol:g}"
-    text = str(target) if isinstance(target, GapTarget) else f"relative Frank-Wolfe gap <= {target:g}"
+    text = str(target) if isinstance(target, GapTarget) else f"relative {certificate} <= {target:g}"
     return text + (f" or {step} <= {tol:g}" if tol > 0 else "")
 
 
@@ -85,14 +96,14 @@ def run_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, tar
     iterations = torch.zeros(b, dtype=torch.int64, device=device)
     converged = torch.zeros(b, dtype=torch.bool, device=device)
     stopped = torch.zeros(b, dtype=torch.bool, device=device)
-    objective, gap = certify(problem, sigma3, y, u, lam)
+    objective, gap, dual = certify_gaps(problem, sigma3, y, u, lam)
     start = objective.clone()
     count = 0  # iterations run by every problem still active (they run in step)
     while True:
         if target is not None:
-            converged |= ~stopped & target.met(gap, objective, start)
-        if callback is not None and callback(unbatch(SolverResult(y, iterations, objective, gap, converged, criterion),
-                                                     batched)):
+            converged |= ~stopped & target.met(best_gap(gap, dual), objective, start)
+        if callback is not None and callback(unbatch(SolverResult(y, iterations, objective, gap, converged, criterion,
+                                                                  dual), batched)):
             break
         active = ~(converged | stopped)
         left = int(active.sum())
@@ -104,23 +115,23 @@ def run_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, tar
         index = None if left == b else active.nonzero().squeeze(1)
         s = sigma3 if index is None else sigma3.index_select(0, index).contiguous()
         y_sub, its, done = chunk(index, s, y if index is None else y.index_select(0, index).contiguous(), m)
-        o, g = certify(problem, s, y_sub, u, lam)
+        o, g, dg = certify_gaps(problem, s, y_sub, u, lam)
         ends = ~torch.isfinite(g)  # diverged (PGD with too large a step): no point going on
         if step_tol and target is not None:
             ends |= done  # stopped by its own criterion, converged only if the gap says so
         if index is None:
-            y, objective, gap = y_sub, o, g
+            y, objective, gap, dual = y_sub, o, g, dg
             iterations += its
             stopped |= ends
             if step_tol and target is None:
                 converged |= done
         else:
-            y[index], objective[index], gap[index] = y_sub, o, g
+            y[index], objective[index], gap[index], dual[index] = y_sub, o, g, dg
             iterations[index] += its
             stopped[index] |= ends
             if step_tol and target is None:
                 converged[index] |= done
-    return y, iterations, converged, objective, gap
+    return y, iterations, converged, objective, gap, dual
 
 
 def solve_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, tol: float, target: GapTarget | None,
@@ -128,13 +139,13 @@ def solve_checked(problem: str, sigma3, u, lam: float, y0, chunk: Callable, *, t
     """:func:`run_checked` as a solver's result: ``tol > 0`` keeps the step criterion beside the
     gap, ``converged`` is never True for a non-finite y, and ``certificate=False`` leaves the
     objective and gap NaN (they were computed for the checks)."""
-    y, iterations, converged, objective, gap = run_checked(
+    y, iterations, converged, objective, gap, dual = run_checked(
         problem, sigma3, u, lam, y0, chunk, target=target, step_tol=tol > 0 or target is None, max_iter=max_iter,
         check_every=check_every, callback=callback, batched=batched, criterion=criterion)
     converged = converged & finite_problems(y) & finite_problems(sigma3)
     if not certificate:
-        objective = gap = torch.full_like(objective, float("nan"))
-    return unbatch(SolverResult(y, iterations, objective, gap, converged, criterion), batched)
+        objective = gap = dual = torch.full_like(objective, float("nan"))
+    return unbatch(SolverResult(y, iterations, objective, gap, converged, criterion, dual), batched)
 
 
 class Progress:
@@ -148,19 +159,21 @@ class Progress:
         if callback is None:
             return
         self.y = start.clone()
-        self.objective, self.gap = certify(problem, sigma3, self.y, u, lam)
+        self.objective, self.gap, self.dual = certify_gaps(problem, sigma3, self.y, u, lam)
         b = sigma3.shape[0]
         self.iterations = torch.zeros(b, dtype=torch.int64, device=sigma3.device)
         self.converged = torch.zeros(b, dtype=torch.bool, device=sigma3.device)
         self.stopped = False
 
-    def report(self, i: int, y, iterations: int, objective, gap, converged: bool = False) -> bool:
+    def report(self, i: int, y, iterations: int, objective, gap, converged: bool = False, dual=math.nan) -> bool:
         if self.callback is None:
             return False
         if self.stopped:
             return True
         self.y[i] = y
         self.iterations[i], self.objective[i], self.gap[i], self.converged[i] = iterations, objective, gap, converged
-        state = SolverResult(self.y, self.iterations, self.objective, self.gap, self.converged, self.criterion)
+        self.dual[i] = dual
+        state = SolverResult(self.y, self.iterations, self.objective, self.gap, self.converged, self.criterion,
+                             self.dual)
         self.stopped = bool(self.callback(unbatch(state, self.batched)))
         return self.stopped

@@ -99,11 +99,13 @@ def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: s
 
 def unbatch(res: SolverResult, batched: bool) -> SolverResult:
     """A batched result as the caller's shape: for one problem, y as ``(N, K)`` and the
-    per-problem fields as Python numbers (int iterations, float objective and gap, bool converged)."""
+    per-problem fields as Python numbers (int iterations, float objective and gaps, bool converged)."""
     if batched:
         return res
+    dual = res.duality_gap
     return SolverResult(res.y[0], int(res.iterations[0]), float(res.objective[0]), float(res.fw_gap[0]),
-                        bool(res.converged[0]), res.criterion)
+                        bool(res.converged[0]), res.criterion,
+                        float(dual[0]) if isinstance(dual, torch.Tensor) else float(dual))
 
 
 def check_gap_options(name: str, tol_gap, check_every, callback):

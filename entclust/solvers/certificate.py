@@ -1,6 +1,7 @@
-"""The certificate of a pseudo-label solve: the objective and the Frank-Wolfe gap (docs/maths.md),
-in float64 whatever the dtype of the solve, evaluated over blocks of rows so that it needs
-O(block) memory on top of the inputs rather than several float64 copies of them.
+"""The certificate of a pseudo-label solve: the objective, the Frank-Wolfe gap and, for the
+reverse-CE problem, the Lagrangian duality gap (docs/maths.md), in float64 whatever the dtype of
+the solve: fused CPU kernels, or PyTorch over blocks of rows so that it needs O(block) memory on
+top of the inputs rather than several float64 copies of them.
 
 Problems in mean form: ``f(y) = (1/N) sum_i CE(sigma_i, y_i) + lam KL(u || y_bar)``, with
 ``CE = H(sigma, y)`` (``"rce"``) or ``-ln(sigma . y)`` (``"cce"``). Gradient
@@ -24,6 +25,14 @@ def certify(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tenso
     if sigma3.device.type == "cpu" and sigma3.dtype == y3.dtype and sigma3.dtype in (torch.float32, torch.float64):
         return ops.certificate_kernel(sigma3, y3, u, float(lam), PROBLEMS.index(problem))
     return _certify_blocks(problem, sigma3, y3, u, lam)
+
+
+def certify_gaps(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float):
+    """``(objective, fw_gap, duality_gap)``, each ``(B,)`` float64: :func:`certify` and, for the
+    reverse-CE problem, :func:`dual_certificate` (NaN for collision CE: no closed-form dual)."""
+    objective, gap = certify(problem, sigma3, y3, u, lam)
+    dual = dual_certificate(sigma3, y3, u, lam) if problem == "rce" else torch.full_like(gap, float("nan"))
+    return objective, gap, dual
 
 
 def _certify_blocks(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float):
@@ -59,12 +68,12 @@ def _certify_blocks(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: tor
 
 
 def result(problem: str, sigma3, y, u, lam, iterations, converged, criterion: str, certificate: bool) -> SolverResult:
-    """A batched :class:`SolverResult`; objective and gap NaN when ``certificate`` is False."""
+    """A batched :class:`SolverResult`; objective and gaps NaN when ``certificate`` is False."""
     if certificate:
-        objective, gap = certify(problem, sigma3, y, u, lam)
+        objective, gap, dual = certify_gaps(problem, sigma3, y, u, lam)
     else:
-        objective = gap = torch.full(y.shape[:1], float("nan"), dtype=torch.float64, device=y.device)
-    return SolverResult(y, iterations, objective, gap, converged, criterion)
+        objective = gap = dual = torch.full(y.shape[:1], float("nan"), dtype=torch.float64, device=y.device)
+    return SolverResult(y, iterations, objective, gap, converged, criterion, dual)
 
 
 def _pair(name: str, sigma, y, prior, lam, problem: str):
@@ -94,6 +103,14 @@ def fw_gap(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 100.0,
     return out if batched else out[0]
 
 
+def dual_certificate(sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float) -> torch.Tensor:
+    """The duality gap of ``y3`` for the reverse-CE problems ``sigma3`` ``(B, N, K)``, ``(B,)`` float64:
+    the fused CPU kernel (two passes, a scalar Newton per row), the blocked PyTorch version elsewhere."""
+    if sigma3.device.type == "cpu" and sigma3.dtype == y3.dtype and sigma3.dtype in (torch.float32, torch.float64):
+        return ops.duality_gap_kernel(sigma3, y3, u, float(lam))
+    return _duality_gap_blocks(sigma3, y3, u, lam)
+
+
 def _row_roots(s, d, guess, *, max_iter: int = 100):
     """Per row, ``tau >= 0`` maximising the row's dual ``sum_k s_k ln(tau + d_k) - tau`` (the root of
     ``phi(tau) = sum_k s_k / (tau + d_k) - 1``, or 0 where ``phi(0) <= 0``), with ``d >= 0`` and
@@ -121,19 +138,25 @@ def _row_roots(s, d, guess, *, max_iter: int = 100):
     return tau
 
 
-def _duality_gap_blocks(sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float) -> torch.Tensor:
-    """:func:`duality_gap` of ``(B, N, K)`` problems, ``(B,)`` float64, over blocks of rows."""
-    b, n, k = sigma3.shape
+def dual_distances(y_bar: torch.Tensor, u: torch.Tensor, lam: float):
+    """The multipliers ``w = lam u / y_bar`` (0 where ``u = 0``) of :func:`duality_gap` as the rows
+    use them: ``(w_max - lam, d)`` with ``d_k = w_max - w_k >= 0`` (``y_bar`` ``(..., K)`` float64).
+    They are kept as ``omega = w - lam``, so no term of size lam has to cancel."""
     u64 = u.to(torch.float64)
+    omega = torch.where(u64 > 0, lam * (u64 / y_bar - 1), -lam)
+    omega_max = omega.amax(-1)
+    return omega_max, omega_max.unsqueeze(-1) - omega
+
+
+def dual_row_sums(sigma3: torch.Tensor, y3: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` float64 sums over the rows of ``(B, N, K)`` problems of each row's duality gap for the
+    distances ``d`` ``(B, K)`` (:func:`dual_distances`):
+    ``sum_k s_k ln(s_k / ((tau + d_k) y_k)) + tau - |s| + d . y`` (>= 0 for a row on the simplex), in
+    PyTorch over blocks of rows."""
+    b, n, k = sigma3.shape
     rows = block_rows(sigma3.device, b * k)
-    y_bar = sum(y3[:, i:i + rows].sum(-2, dtype=torch.float64) for i in range(0, n, rows)) / n  # (B, K)
-    active = u64 > 0
-    # multipliers w = lam u / y_bar (w = 0 where u = 0), kept as omega = w - lam; the rows only see
-    # the distances d_k = max_m w_m - w_k >= 0, so no term of size lam has to cancel
-    omega = torch.where(active, lam * (u64 / y_bar - 1), -lam)
-    w_max = omega.amax(-1)  # + lam
-    d = (w_max.unsqueeze(-1) - omega).unsqueeze(1)  # (B, 1, K)
-    gap = torch.zeros(b, dtype=torch.float64, device=sigma3.device)
+    d = d.unsqueeze(1)  # (B, 1, K)
+    total = torch.zeros(b, dtype=torch.float64, device=sigma3.device)
     for start in range(0, n, rows):
         s = sigma3[:, start:start + rows].to(torch.float64)
         y = y3[:, start:start + rows].to(torch.float64)
@@ -141,13 +164,25 @@ def _duality_gap_blocks(sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor,
         excess = (d * y).sum(-1, keepdim=True)
         tau = _row_roots(s, d, mass - excess)
         positive = s > 0
-        # objective(y) - D(w), row by row: sum_k s_k ln(s_k / ((tau + d_k) y_k)) + tau - |s| + d . y
-        # (>= 0 for each row on the simplex: the row's own duality gap for these w)
-        row = torch.where(positive, s * (torch.log(s) - torch.log(tau + d) - torch.log(y)), 0.0).sum(-1)
-        gap += (row + (tau - mass + excess).squeeze(-1)).sum(-1)
-    # the rows' y_bar sums to 1 only up to rounding: the term that identity removed, w_max (1 - sum_k y_bar_k)
-    gap = (gap / n + (w_max + lam) * (1 - y_bar.sum(-1))).clamp_min(0.0)
-    empty = (active & (y_bar <= 0)).any(-1) if lam != 0 else torch.zeros_like(gap, dtype=torch.bool)
+        row = torch.where(positive, s * (torch.log(s / (tau + d)) - torch.log(y)), 0.0).sum(-1)
+        total += (row + (tau - mass + excess).squeeze(-1)).sum(-1)
+    return total
+
+
+def dual_total(row_sums, n: int, omega_max, y_bar_sum, lam: float):
+    """The duality gap from the rows' sums: their mean plus what the identity behind the row form
+    (``sum_k y_bar_k = 1``) leaves after rounding, ``w_max (1 - sum_k y_bar_k)``; at least 0."""
+    return (row_sums / n + (omega_max + lam) * (1 - y_bar_sum)).clamp_min(0.0)
+
+
+def _duality_gap_blocks(sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float) -> torch.Tensor:
+    """:func:`duality_gap` of ``(B, N, K)`` problems, ``(B,)`` float64, over blocks of rows."""
+    b, n, k = sigma3.shape
+    rows = block_rows(sigma3.device, b * k)
+    y_bar = sum(y3[:, i:i + rows].sum(-2, dtype=torch.float64) for i in range(0, n, rows)) / n  # (B, K)
+    omega_max, d = dual_distances(y_bar, u, lam)
+    gap = dual_total(dual_row_sums(sigma3, y3, d), n, omega_max, y_bar.sum(-1), lam)
+    empty = ((u > 0) & (y_bar <= 0)).any(-1) if lam != 0 else torch.zeros_like(gap, dtype=torch.bool)
     return torch.where(empty, torch.inf, gap)
 
 
@@ -165,5 +200,5 @@ def duality_gap(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 1
         raise ValueError(f"duality_gap: problem must be 'rce' (the collision-CE rows have no closed-form dual), "
                          f"got {problem!r}")
     sigma3, y3, u, lam, batched = _pair("duality_gap", sigma, y, prior, lam, problem)
-    out = _duality_gap_blocks(sigma3, y3, u, lam)
+    out = dual_certificate(sigma3, y3, u, lam)
     return out if batched else out[0]

@@ -1,6 +1,7 @@
 """Pseudo-label solvers side by side on one problem (or one batch of problems), each run to the
-same certificate: the relative Frank-Wolfe gap ``fw_gap / (1 + |objective|)`` (docs/maths.md; the gap
-bounds ``f(y) - f*`` whatever the solver did, so the numbers mean the same thing for every row).
+same certificate: the relative gap ``gap / (1 + |objective|)`` (docs/maths.md), the duality gap for
+the reverse-CE solvers and the Frank-Wolfe gap for the collision-CE ones (:attr:`SolverResult.gap`;
+it bounds ``f(y) - f*`` whatever the solver did, so the numbers mean the same thing for every row).
 
 Example::
 
@@ -22,11 +23,11 @@ import torch
 
 from ._checked import criterion_text, next_chunk
 from ._problem import check_gap_options, check_number, check_sigma
-from .certificate import certify
+from .certificate import certify_gaps
 from .em import em_cce, em_rce
 from .newton import dual_newton_rce, newton_rce
 from .pgd import pgd_cce
-from .result import SolverResult, relative_gap
+from .result import SolverResult, best_gap, relative_gap
 from .sinkhorn import sinkhorn
 
 RCE_SOLVERS = ("em_rce", "em_rce_squarem", "newton_rce", "dual_newton_rce", "em_rce_compiled", "sinkhorn_knopp")
@@ -52,7 +53,8 @@ class Comparison:
 
     ``rows``: one dict per solver (plain Python values): ``solver``, ``objective_kind`` (``"rce"``,
     ``"cce"``, or ``"own"`` for Sinkhorn-Knopp), ``seconds`` and ``iterations`` at the end,
-    ``objective`` (mean over the batch), ``fw_gap`` and ``relative_gap`` (largest over the batch),
+    ``objective`` (mean over the batch), ``fw_gap``, ``duality_gap`` (None for collision CE) and
+    ``relative_gap`` (of the tighter one; each the largest over the batch),
     ``converged`` (every problem reached ``target_gap``), ``stop`` (why it ended: ``"target gap"``,
     ``"time limit"``, ``"iteration limit"``, ``"no progress"``, ``"not finite"``), ``checks`` (how
     many certificates it took) and ``check_s`` (the measured seconds of one certificate; they
@@ -195,11 +197,11 @@ def em_rce_compiled(sigma3, u, lam, *, tol_gap, max_iter, check_every, callback)
     b = sigma3.shape[0]
     iterations = torch.zeros(b, dtype=torch.int64, device=sigma3.device)
     converged = torch.zeros(b, dtype=torch.bool, device=sigma3.device)
-    criterion = criterion_text(tol_gap, 0.0)
+    criterion = criterion_text(tol_gap, 0.0, certificate="duality gap")
     while True:
-        objective, gap = certify("rce", sigma3, y, u, lam)
-        converged = relative_gap(gap, objective) <= tol_gap
-        state = SolverResult(y, iterations, objective, gap, converged, criterion)
+        objective, gap, dual = certify_gaps("rce", sigma3, y, u, lam)
+        converged = relative_gap(best_gap(gap, dual), objective) <= tol_gap
+        state = SolverResult(y, iterations, objective, gap, converged, criterion, dual)
         if callback(state) or bool(converged.all()) or int(iterations.max()) >= max_iter:
             return state
         m = min(next_chunk(check_every, int(iterations.max())), max_iter - int(iterations.max()))
@@ -269,7 +271,8 @@ def compare(
     verbose: bool = False,
 ) -> Comparison:
     """Run pseudo-label solvers on one problem (``sigma`` ``(N, K)``) or a batch (``(B, N, K)``)
-    to one common certificate, the relative Frank-Wolfe gap ``fw_gap / (1 + |objective|)``.
+    to one common certificate, the relative gap ``gap / (1 + |objective|)`` (the duality gap of the
+    reverse-CE problem, the Frank-Wolfe gap of the collision-CE one).
 
     Args:
         sigma: ``Tensor[N, K]`` or ``Tensor[B, N, K]``, rows on the simplex, float32 or float64,
@@ -338,7 +341,7 @@ def compare(
 
 def _skipped(name, levels, why):
     return dict(solver=name, objective_kind=PROBLEM_OF.get(name, "cce"), seconds=None, iterations=0, objective=None,
-                fw_gap=None, relative_gap=None, converged=False, stop=f"not run: {why}", checks=0, check_s=None,
+                fw_gap=None, duality_gap=None, relative_gap=None, converged=False, stop=f"not run: {why}", checks=0, check_s=None,
                 setup_s=0.0, seconds_to={_key(lv): None for lv in levels},
                 iterations_to={_key(lv): None for lv in levels})
 
@@ -368,11 +371,11 @@ def _measure(name, sigma, sigma3, prior, u, lam, target_gap, levels, time_limit,
     # the price of one check, measured apart on the final point
     y3 = res.y if res.y.dim() == 3 else res.y.unsqueeze(0)
     t0 = time.perf_counter()
-    objective, gap = certify(kind, sigma3, y3, u, lam)
+    objective, gap, dual = certify_gaps(kind, sigma3, y3, u, lam)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     check_s = time.perf_counter() - t0
-    rel = relative_gap(gap, objective)
+    rel = relative_gap(best_gap(gap, dual), objective)
     finite = bool(torch.isfinite(rel).all())
     converged = finite and bool((rel <= target_gap).all())
     iterations = int(torch.as_tensor(res.iterations).max())
@@ -388,7 +391,8 @@ def _measure(name, sigma, sigma3, prior, u, lam, target_gap, levels, time_limit,
         stop = "no progress"  # Newton: no step lowers the objective at float64 precision
     trace = recorder.trace
     row = dict(solver=name, objective_kind=kind, seconds=total, iterations=iterations,
-               objective=float(objective.mean()), fw_gap=float(gap.max()), relative_gap=float(rel.max()) if finite
+               objective=float(objective.mean()), fw_gap=float(gap.max()),
+               duality_gap=None if kind == "cce" else float(dual.max()), relative_gap=float(rel.max()) if finite
                else math.nan, converged=converged, stop=stop, checks=len(trace), check_s=check_s, setup_s=setup,
                seconds_to={}, iterations_to={})
     for lv in levels:
@@ -419,7 +423,8 @@ def _sinkhorn(sigma, prior, target_gap, levels, time_limit):
     converged = bool(trace) and trace[-1][2] <= target_gap
     stop = "own criterion (row sums)" if converged else ("time limit" if timed_out[0] else "iteration limit")
     row = dict(solver="sinkhorn_knopp", objective_kind="own", seconds=seconds, iterations=int(iterations),
-               objective=None, fw_gap=None, relative_gap=None, converged=converged, stop=stop, checks=0,
+               objective=None, fw_gap=None, duality_gap=None, relative_gap=None, converged=converged, stop=stop,
+               checks=0,
                check_s=None, setup_s=0.0, seconds_to={_key(lv): None for lv in levels},
                iterations_to={_key(lv): None for lv in levels}, own_error=trace[-1][2] if trace else None)
     return row, trace

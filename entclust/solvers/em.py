@@ -84,7 +84,7 @@ def em_rce(
         >>> res.converged, res.relative_gap <= 1e-6
         (True, True)
     """
-    target = gap_target("em_rce", check_gap_options("em_rce", tol_gap, check_every, callback), tol_progress)
+    target = gap_target("em_rce", check_gap_options("em_rce", tol_gap, check_every, callback), tol_progress, "rce")
     sigma3, u, tol, y0, batched = prepare("em_rce", sigma, prior, lam, tol, max_iter, y0, validate,
                                           step_tol=target is None)
 

@@ -9,8 +9,8 @@ import torch
 from .. import ops
 from ._checked import GapTarget, Progress, criterion_text, gap_target
 from ._problem import check_count, check_gap_options, check_number, prepare, unbatch
-from .certificate import certify
-from .result import SolverResult
+from .certificate import certify, certify_gaps
+from .result import SolverResult, best_gap
 
 
 def _value(sigma, y, u, lam) -> torch.Tensor:
@@ -25,28 +25,35 @@ def _gradient(sigma, y, u, lam) -> torch.Tensor:
 
 
 def _criterion(tol: float, target: GapTarget | None) -> str:
-    return criterion_text(target, tol, "Frank-Wolfe gap")
+    return criterion_text(target, tol, "duality gap")
 
 
 def _met(objective, gap, tol: float, target: GapTarget | None, start: float) -> bool:
     """Whether the absolute gap criterion (``tol``) or the gap ``target`` (the relative gap, or the
-    gap against the decrease from the start's objective ``start``) holds."""
+    gap against the decrease from the start's objective ``start``) holds; ``gap`` the certificate
+    (the smaller of the Frank-Wolfe and the duality gap)."""
     if float(gap) <= tol:
         return True
     return target is not None and bool(target.met(torch.as_tensor(float(gap)), torch.as_tensor(float(objective)),
                                                   torch.as_tensor(float(start))))
 
 
+def _certificate(sigma, y, u, lam):
+    """``(objective, fw_gap, duality_gap)`` of one problem, float64 0-d tensors."""
+    return (x[0] for x in certify_gaps("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam))
+
+
 def _finish(sigma, y, u, lam, iterations: int, converged: bool, tol: float, target: GapTarget | None = None) -> SolverResult:
-    objective, gap = certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam)
-    return SolverResult(y, torch.tensor(iterations), objective[0], gap[0], torch.tensor(converged),
-                        _criterion(tol, target))
+    objective, gap, dual = _certificate(sigma, y, u, lam)
+    return SolverResult(y, torch.tensor(iterations), objective, gap, torch.tensor(converged),
+                        _criterion(tol, target), dual)
 
 
 def _stack(parts) -> SolverResult:
     """Per-problem results of a batch as one batched SolverResult."""
-    return SolverResult(*(torch.stack([getattr(p, f) for p in parts]) for f in SolverResult._fields[:-1]),
-                        parts[0].criterion)
+    fields = {f: torch.stack([torch.as_tensor(getattr(p, f)) for p in parts])
+              for f in SolverResult._fields if f != "criterion"}
+    return SolverResult(criterion=parts[0].criterion, **fields)
 
 
 def _positive(name: str, sigma3) -> None:
@@ -93,7 +100,7 @@ def newton_rce(
     :func:`~entclust.solvers.em_rce`)."""
     name = "newton_rce"
     tol_gap = check_gap_options(name, tol_gap, 1, callback)
-    target = gap_target(name, tol_gap, tol_progress)
+    target = gap_target(name, tol_gap, tol_progress, "rce")
     sigma3, u, _, y0, batched = prepare(name, sigma, prior, lam, None, max_iter, y0, validate, start=False)
     tol = (1e-10 if target is None else 0.0) if tol is None else check_number(name, "tol", tol)
     check_count(name, "warm_start", warm_start)
@@ -150,9 +157,9 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
     best, best_value = y, float(value)  # the noise-level steps below may rise a little: keep the lowest point
     for iterations in range(max_iter + 1):
         grad = _gradient(sigma, y, u, lam)
-        objective, gap = (x[0] for x in certify("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam))
-        met = _met(objective, gap, tol, target, start)
-        if report is not None and report(y, offset + iterations, objective, gap, met):
+        objective, gap, dual = _certificate(sigma, y, u, lam)
+        met = _met(objective, best_gap(gap, dual), tol, target, start)
+        if report is not None and report(y, offset + iterations, objective, gap, met, dual):
             converged = met
             break
         if met:
@@ -190,7 +197,7 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
             best, best_value = y, float(value)
     if not converged and float(value) > best_value:  # ended above a point it passed: return that point
         res = _finish(sigma, best, u, lam, iterations, False, tol, target)
-        return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, target, start)))
+        return res._replace(converged=torch.tensor(_met(res.objective, res.gap, tol, target, start)))
     return _finish(sigma, y, u, lam, iterations, converged, tol, target)
 
 
@@ -232,7 +239,7 @@ def dual_newton_rce(
     :func:`newton_rce`, after every dual or polish step."""
     name = "dual_newton_rce"
     tol_gap = check_gap_options(name, tol_gap, 1, callback)
-    target = gap_target(name, tol_gap, tol_progress)
+    target = gap_target(name, tol_gap, tol_progress, "rce")
     sigma3, u, _, _, batched = prepare(name, sigma, prior, lam, None, max_iter, None, validate, start=False)
     tol = (1e-10 if target is None else 0.0) if tol is None else check_number(name, "tol", tol)
     switch_gap = check_number(name, "switch_gap", switch_gap)
@@ -323,15 +330,15 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
             primal = y / y.sum(-1, keepdim=True)  # y(w) sums to 1 only to ~1e-10 where t - w cancels
             if not usable(primal):
                 break
-            primal_value, gap = (float(x[0]) for x in certify("rce", sigma.unsqueeze(0), primal.unsqueeze(0), u, lam))
+            primal_value, gap, dual = (float(x) for x in _certificate(sigma, primal, u, lam))
             if primal_value <= best_value:
                 best, best_value = primal, primal_value
-            met = _met(primal_value, gap, tol, target, origin)
-            if report is not None and report(primal, iterations, primal_value, gap, met):
+            met = _met(primal_value, best_gap(gap, dual), tol, target, origin)
+            if report is not None and report(primal, iterations, primal_value, gap, met, dual):
                 if met:
                     return _finish(sigma, primal, u, lam, iterations, True, tol, target)
                 res = _finish(sigma, best, u, lam, iterations, False, tol, target)  # the best point so far
-                return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, target, origin)))
+                return res._replace(converged=torch.tensor(_met(res.objective, res.gap, tol, target, origin)))
             if gap <= switch or met:
                 converged = met
                 break
@@ -374,4 +381,4 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
         if float(res.objective) <= best_value + 1e-12 * (abs(best_value) + 1):
             return res._replace(iterations=res.iterations + iterations)
     res = _finish(sigma, best, u, lam, iterations, False, tol, target)
-    return res._replace(converged=torch.tensor(_met(res.objective, res.fw_gap, tol, target, origin)))
+    return res._replace(converged=torch.tensor(_met(res.objective, res.gap, tol, target, origin)))

@@ -24,7 +24,8 @@ from .._dist import all_reduce
 from ..ops.checks import block_rows, check_distributions, check_tensor, prior_vector
 from ._checked import criterion_text, next_chunk
 from ._problem import DEFAULT_TOL, START_MIX, check_count, check_gap_options, check_number, check_sigma
-from .result import SolverResult, relative_gap
+from .certificate import dual_distances, dual_row_sums, dual_total
+from .result import SolverResult, best_gap, relative_gap
 
 def column_sums(y: torch.Tensor) -> torch.Tensor:
     """``(K,)`` float64 column sums of ``y`` ``(N, K)``, block by block (no float64 copy of y)."""
@@ -89,13 +90,15 @@ def em_rce_block_(sigma: torch.Tensor, y: torch.Tensor, rest: torch.Tensor, lam:
 
 
 def _certificate(sigma, y, col, u, lam, n, group):
-    """Objective and Frank-Wolfe gap of the whole (sharded) problem: per-rank sums, all-reduced."""
+    """Objective, Frank-Wolfe gap and duality gap of the whole (sharded) problem: per-rank sums with
+    the multipliers of the global column sums ``col``, all-reduced."""
     u64 = u.to(torch.float64)
     y_bar = col / n
     active = u64 > 0
     fair_grad = torch.where(active, -lam * u64 / (n * y_bar), 0.0)
     fairness = float(torch.where(active, u64 * torch.log(u64 / y_bar), 0.0).sum()) if lam != 0 else 0.0
-    sums = torch.zeros(2, dtype=torch.float64, device=y.device)  # sum of CE, gap
+    omega_max, d = dual_distances(y_bar, u64, lam)
+    sums = torch.zeros(3, dtype=torch.float64, device=y.device)  # sum of CE, Frank-Wolfe gap, duality gap
     step = block_rows(y.device, y.shape[1])
     for i in range(0, y.shape[0], step):
         s = sigma[i:i + step].to(torch.float64)
@@ -104,8 +107,12 @@ def _certificate(sigma, y, col, u, lam, n, group):
         sums[0] += torch.where(positive, -s * torch.log(yy), 0.0).sum()
         g = torch.where(positive, -s / (n * yy), 0.0) + (fair_grad if lam != 0 else 0.0)
         sums[1] += (torch.where(yy > 0, yy * g, 0.0).sum(1) - g.amin(1)).sum()
+        sums[2] += dual_row_sums(s.unsqueeze(0), yy.unsqueeze(0), d.unsqueeze(0))[0]
     sums = all_reduce(sums, group)
-    return float(sums[0]) / n + lam * fairness, float(sums[1])
+    dual = float(dual_total(sums[2], n, omega_max, y_bar.sum(), lam))
+    if lam != 0 and bool((active & (y_bar <= 0)).any()):
+        dual = float("inf")
+    return float(sums[0]) / n + lam * fairness, float(sums[1]), dual
 
 
 def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group=None, tol: float | None = None,
@@ -114,15 +121,16 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
     """:func:`~entclust.em_rce` for one problem whose rows are split over the ranks of ``group``
     (a ``torch.distributed`` process group; None: this process holds every row). Every rank
     calls it with its own rows ``sigma`` ``(N_r, K)`` (shards may differ in size; N_r = 0 is
-    allowed) and gets its rows of the solution; ``iterations``, ``objective``, ``fw_gap`` and
-    ``converged`` are those of the whole problem, the same on every rank. ``N = sum_r N_r``,
+    allowed) and gets its rows of the solution; ``iterations``, ``objective``, ``fw_gap``,
+    ``duality_gap`` and ``converged`` are those of the whole problem, the same on every rank. ``N = sum_r N_r``,
     ``c = lam N``; the stopping test ``max |y_new - y| <= tol`` is taken over all rows.
 
     Communication per iteration: one all-reduce of K float64 column sums and one of a scalar.
     The iterates equal the single-process solve on the concatenated rows up to the order of the
     floating-point sums (tested at world sizes 2 and 3 with uneven shards).
 
-    ``tol_gap``: stop when the relative Frank-Wolfe gap ``fw_gap / (1 + |objective|)`` is <= it,
+    ``tol_gap``: stop when the relative duality gap ``gap / (1 + |objective|)`` is <= it (as
+    :func:`~entclust.em_rce`: the smaller of the duality and the Frank-Wolfe gap),
     checked every ``check_every`` iterations (or ``"auto"``, as in :func:`~entclust.em_rce`; one
     certificate and two more all-reduces a check); ``tol``
     then defaults to no step criterion. Scalars of the result are Python numbers."""
@@ -167,8 +175,8 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
     cu = u.to(torch.float64) * (lam * n)
     col = all_reduce(column_sums(y), group)
     def gap_met() -> bool:  # one certificate over all ranks
-        objective, gap = _certificate(sigma, y, col, u, lam, n, group)
-        return relative_gap(gap, objective) <= tol_gap
+        objective, gap, dual = _certificate(sigma, y, col, u, lam, n, group)
+        return relative_gap(best_gap(gap, dual), objective) <= tol_gap
 
     iterations, converged, stepped, next_check = 0, False, False, next_chunk(check_every, 0)
     if tol_gap is not None:
@@ -190,11 +198,11 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
                 converged = gap_met()
     converged = bool(converged) and bool(torch.isfinite(col).all())
     if certificate:
-        objective, gap = _certificate(sigma, y, col, u, lam, n, group)
+        objective, gap, dual = _certificate(sigma, y, col, u, lam, n, group)
     else:
-        objective = gap = float("nan")
+        objective = gap = dual = float("nan")
     return SolverResult(y, iterations, float(objective), float(gap), converged,
-                        criterion_text(tol_gap, tol) + " over all ranks")
+                        criterion_text(tol_gap, tol, certificate="duality gap") + " over all ranks", float(dual))
 
 
 __all__ = ["column_sums", "em_rce_block_", "em_rce_sharded", "em_step_", "fairness_weights"]
