@@ -81,9 +81,12 @@ def newton_rce(
     the rank-one coupling ``lam u_k / (N^2 y_bar_k^2) 1 1^T`` over the points. The N row
     constraints are exact; the KKT system reduces to K unknowns (one K x K solve and an
     ``O(N K^2)`` product per step; the ``NK x NK`` matrix is never formed). A fraction-to-the-boundary
-    rule keeps y inside the simplex, Armijo backtracking on the objective. Stops on the
-    Frank-Wolfe gap ``<= tol`` (default 1e-10), or when no step decreases the objective at
-    float64 precision (then ``converged`` is False and the gap says how far it is). Starts from
+    rule keeps y inside the simplex, Armijo backtracking on the objective; a step the boundary cuts
+    below 1/10 (confident sigma, where ``-sigma ln y`` is nearly linear) is damped with the log
+    barrier's curvature until full steps return (:func:`newton_direction`'s ``damping``). Stops on
+    the certificate (the duality gap, :attr:`SolverResult.gap`) ``<= tol`` (default 1e-10), or when
+    no step decreases the objective at float64 precision even damped (then ``converged`` is False
+    and the gap says how far it is). Returns the lowest point it passed. Starts from
     ``y0``, or from ``warm_start`` fused EM steps from sigma (``0``: sigma itself; at a large
     ``lam`` the start sigma is far from fair, and its Newton systems are too ill-conditioned
     to make progress from there).
@@ -119,10 +122,12 @@ def newton_rce(
     return _as_input(_stack(parts), sigma.dtype, batched)
 
 
-def newton_direction(sigma, y, u, lam: float) -> torch.Tensor:
+def newton_direction(sigma, y, u, lam: float, damping: float = 0.0) -> torch.Tensor:
     """Newton direction of the reverse-CE problem at an interior y, with the N row constraints
     ``sum_k d_ik = 0`` exact. The Hessian is ``diag(a) + sum_k c_k v_k v_k^T`` with
-    ``a_ik = sigma_ik / (N y_ik^2)``, ``c_k = lam u_k / (N^2 y_bar_k^2)`` and ``v_k`` the indicator of
+    ``a_ik = (sigma_ik + damping) / (N y_ik^2)`` (``damping = 0``: the true Hessian; > 0 adds the
+    log barrier's curvature, which keeps the step inside the simplex where sigma_ik is tiny),
+    ``c_k = lam u_k / (N^2 y_bar_k^2)`` and ``v_k`` the indicator of
     column k (docs/maths.md), so the KKT system ``H d + A^T mu = -g, A d = 0`` reduces to K unknowns
     ``s_k = sum_i d_ik``: with ``b = 1/a``, ``B_i = sum_k b_ik``, ``p = b / B`` and the projected
     negative gradient ``r_ik = -g_ik + sum_m p_im g_im``,
@@ -134,7 +139,7 @@ def newton_direction(sigma, y, u, lam: float) -> torch.Tensor:
     n, k = sigma.shape
     y_bar = y.mean(0)
     g = _gradient(sigma, y, u, lam)
-    b = n * y * y / sigma
+    b = n * y * y / (sigma + damping) if damping else n * y * y / sigma
     p = b / b.sum(-1, keepdim=True)
     r = -g + (p * g).sum(-1, keepdim=True)
     c = lam * u / (n * n * y_bar * y_bar)
@@ -142,6 +147,9 @@ def newton_direction(sigma, y, u, lam: float) -> torch.Tensor:
     s = torch.linalg.solve(system, (b * r).sum(0))
     cs = c * s
     return b * (r - cs + (p * cs).sum(-1, keepdim=True))
+
+
+MIN_DAMPING, MAX_DAMPING = 1e-10, 1e2  # newton_rce's damping of jammed steps: its first value and its cap
 
 
 def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarget | None = None, report=None,
@@ -155,6 +163,12 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
     iterations, converged = 0, False
     noise = 64 * torch.finfo(sigma.dtype).eps
     best, best_value = y, float(value)  # the noise-level steps below may rise a little: keep the lowest point
+    # Confident sigma (entries ~1e-20) makes -sigma_ik ln y_ik nearly linear in y_ik: the Newton step
+    # then runs into the simplex's boundary and the fraction-to-boundary rule shrinks it to nothing
+    # (jamming, as in an interior-point method with a vanishing barrier). A step cut below 1/10, or
+    # none accepted, raises the damping (x10 from 1e-10), a full step lowers it (/10, to 0), so
+    # ordinary problems take the plain Newton steps and keep its quadratic convergence.
+    damping = 0.0
     for iterations in range(max_iter + 1):
         grad = _gradient(sigma, y, u, lam)
         objective, gap, dual = _certificate(sigma, y, u, lam)
@@ -168,7 +182,7 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
         if iterations == max_iter:
             break
         try:
-            d = newton_direction(sigma, y, u, lam)
+            d = newton_direction(sigma, y, u, lam, damping)
         except RuntimeError:  # a singular K x K system (torch.linalg.LinAlgError)
             break
         if not bool(torch.isfinite(d).all()):
@@ -190,8 +204,14 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
                 accepted = True
                 break
             alpha /= 2
+        if not accepted or alpha < 0.1:
+            if not accepted and damping >= MAX_DAMPING:  # no step lowers the objective at float64 precision
+                break
+            damping = max(10 * damping, MIN_DAMPING)
+        elif alpha == 1.0:
+            damping = damping / 10 if damping > MIN_DAMPING else 0.0
         if not accepted:
-            break
+            continue
         y, value = y_try, v_try
         if float(value) <= best_value:
             best, best_value = y, float(value)
@@ -222,10 +242,10 @@ def dual_newton_rce(
     validate: bool = True,
 ) -> SolverResult:
     """Exact solver of the reverse-CE problem: Newton on its K-dimensional concave dual (docs/maths.md),
-    one ``O(N K^2)`` product and a ``K x K`` solve per step, stopped on the Frank-Wolfe gap
-    ``<= tol`` (every iterate is primal feasible). Where EM crawls linearly (``lam N >> 1``) this
-    is far faster. The dual's rows ``sigma / (t - w)`` lose precision where ``t_i - w_k`` cancels,
-    so below a gap of ``switch_gap`` (or when the dual line search stalls or its values stop
+    one ``O(N K^2)`` product and a ``K x K`` solve per step, stopped on the certificate (the duality
+    gap, :attr:`SolverResult.gap`) ``<= tol`` (every iterate is primal feasible). Where EM crawls
+    linearly (``lam N >> 1``) this is far faster. The dual's rows ``sigma / (t - w)`` lose precision
+    where ``t_i - w_k`` cancels, so below a Frank-Wolfe gap of ``switch_gap`` (or when the dual line search stalls or its values stop
     being finite) steps of :func:`newton_rce` finish in primal variables, at most ``polish`` of
     them (``polish=0``: the dual alone). ``max_iter`` caps dual and polish steps together; the
     ``warm_start`` EM steps that give the first multipliers are not counted.
