@@ -48,7 +48,7 @@ TORCH_LIBRARY(entclust, m) {
   // passes over sigma and y. problem: 0 reverse CE, 1 collision CE. Returns (objective, gap), (B,).
   m.def("certificate(Tensor sigma, Tensor y, Tensor prior, float lam, int problem) -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
-  // Lagrangian duality gap of the reverse-CE problem at y (MATH.md, "Certifying optimality"), with the
+  // Lagrangian duality gap of the reverse-CE problem at y (docs/maths.md, "A tighter certificate"), with the
   // multipliers w = lam u / y_bar read off y and each row's dual maximised exactly: an upper bound
   // on objective(y) - min, never above the Frank-Wolfe gap. float64, (B,).
   m.def("duality_gap(Tensor sigma, Tensor y, Tensor prior, float lam) -> Tensor", {at::Tag::pt2_compliant_tag});

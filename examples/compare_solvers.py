@@ -5,8 +5,9 @@ The third of the README's three journeys. A pseudo-label problem is a batch of p
 ``sigma`` (N x K, rows on the simplex, or B x N x K for B problems): the y-step of self-labeling.
 Without a file, it makes the problem a user meets in training: the predictions of a linear head
 on scikit-learn's digits after a few epochs of self-labeling (confident rows, where EM slows
-down). Every solver runs to one relative Frank-Wolfe gap ``fw_gap / (1 + |objective|)``, the
-certificate every solver reports, and the table gives the time and iterations to each level.
+down). Every solver runs to one relative gap ``gap / (1 + |objective|)`` (the duality gap of the
+reverse-CE problem, a certificate every solver reports), and the table gives the time and
+iterations to each level.
 """
 from __future__ import annotations
 

@@ -150,3 +150,17 @@ def test_the_sharded_solver_reports_the_same_duality_gap():
     sharded = em_rce_sharded(sigma, lam=40.0, tol_gap=1e-7, max_iter=100_000)
     assert sharded.iterations == fused.iterations and "duality gap" in sharded.criterion
     assert sharded.duality_gap == pytest.approx(fused.duality_gap, rel=1e-6, abs=1e-13)  # sums in another order
+
+
+def test_lam_zero_with_an_empty_class_is_finite():
+    """lam = 0: no fairness term, w = 0; a class that neither sigma nor y uses is no problem."""
+    sigma = problem(40, 4, 1.0, 9)
+    sigma[:, 3] = 0
+    sigma = sigma / sigma.sum(-1, keepdim=True)
+    y = problem(40, 4, 1.0, 10)
+    y[:, 3] = 0
+    y = y / y.sum(-1, keepdim=True)
+    kl = torch.where(sigma > 0, sigma * (sigma.log() - y.log()), 0.0).sum(-1).mean()
+    for got in (entclust.duality_gap(sigma, y, lam=0.0),
+                certificate._duality_gap_blocks(sigma[None], y[None], torch.full((4,), 0.25, dtype=torch.float64), 0.0)):
+        assert float(got.reshape(-1)[0]) == pytest.approx(float(kl), rel=1e-12)

@@ -143,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
   return {objective, gap};
 }
 
-// The duality gap of rows [begin, end) of a reverse-CE problem (MATH.md, "Certifying optimality"),
+// The duality gap of rows [begin, end) of a reverse-CE problem (docs/maths.md, "A tighter certificate"),
 // given the distances d_k = max_m w_m - w_k >= 0 of the multipliers w = lam u / y_bar: per row,
 // tau >= 0 maximising sum_k s_k ln(tau + d_k) - tau (Newton on the convex decreasing
 // phi(tau) = sum_k s_k / (tau + d_k) - 1 from a point where phi >= 0: it rises monotonically to the
@@ -152,37 +152,44 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
 template <typename T>
 void dual_rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, const double* d, double* gap) {
   constexpr double kFloor = 4 * std::numeric_limits<double>::epsilon();
+  constexpr double kTiny = std::numeric_limits<double>::min();
+  std::vector<double> sd(K);  // the row's sigma in double, for the branch-free (vectorised) passes
   double total = 0;
   for (int64_t i = begin; i < end; ++i) {
     const T* si = s + i * K;
     const T* yi = y + i * K;
     double mass = 0, excess = 0, left = 0;
     for (int64_t k = 0; k < K; ++k) {
-      const double sk = si[k];
-      mass += sk;
+      sd[k] = static_cast<double>(si[k]);
+      mass += sd[k];
       excess += d[k] * static_cast<double>(yi[k]);
-      if (sk > 0) left = std::max(left, sk - d[k]);
+      if (sd[k] > 0) left = std::max(left, sd[k] - d[k]);
     }
-    auto phi = [&](double tau) {
-      double sum = 0;
+    // phi(tau) and -phi'(tau); a zero sigma_k adds nothing (its denominator is kept >= kTiny: the
+    // positive entries have tau + d_k > 0, as tau >= left >= sigma_k - d_k)
+    auto phi = [&](double tau, double* slope) {
+      double f = -1, g = 0;
       for (int64_t k = 0; k < K; ++k) {
-        const double sk = si[k];
-        if (sk > 0) sum += sk / (tau + d[k]);
+        const double q = 1.0 / std::max(tau + d[k], kTiny);
+        const double r = sd[k] * q;
+        f += r;
+        g += r * q;
       }
-      return sum - 1;
+      *slope = g;
+      return f;
     };
-    const double guess = mass - excess;  // the root itself where y is optimal for these w
-    double tau = (guess > left && phi(guess) >= 0) ? guess : left;
+    // start where phi >= 0, so that Newton rises monotonically to the root: at the guess (the root
+    // itself where y is optimal for these w) or, where phi(guess) < 0, one Newton step left of it
+    // (phi is convex, so that step lands left of the root), else at the left end
+    double tau = left, slope = 0;
+    const double guess = mass - excess;
+    if (guess > left) {
+      const double f = phi(guess, &slope);
+      if (f >= 0) tau = guess;
+      else if (slope > 0) tau = std::max(left, guess + f / slope);
+    }
     for (int it = 0; it < 100; ++it) {
-      double f = -1, slope = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double sk = si[k];
-        if (sk > 0) {
-          const double r = sk / (tau + d[k]);
-          f += r;
-          slope += r * r / sk;
-        }
-      }
+      const double f = phi(tau, &slope);
       if (!(f > 0) || !(slope > 0) || !std::isfinite(f / slope)) break;  // phi(0) <= 0 keeps tau = 0
       const double step = f / slope;
       tau += step;
@@ -190,8 +197,7 @@ void dual_rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, co
     }
     double row = tau - mass + excess;
     for (int64_t k = 0; k < K; ++k) {
-      const double sk = si[k];
-      if (sk > 0) row += sk * (std::log(sk / (tau + d[k])) - std::log(static_cast<double>(yi[k])));
+      if (sd[k] > 0) row += sd[k] * (std::log(sd[k] / (tau + d[k])) - std::log(static_cast<double>(yi[k])));
     }
     total += row;
   }
@@ -233,7 +239,8 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
         total += y_bar;
         const bool active = up[k] > 0;
         empty = empty || (active && lam != 0 && !(y_bar > 0));
-        omega[k] = active ? lam * (up[k] / y_bar - 1) : -lam;
+        // lam = 0: w = 0 everywhere (0 * (u / 0) would be NaN for an empty class)
+        omega[k] = lam == 0 ? 0.0 : active ? lam * (up[k] / y_bar - 1) : -lam;
         omega_max = std::max(omega_max, omega[k]);
       }
       if (empty) {  // a class with u_k > 0 and no mass: the objective is infinite
@@ -260,7 +267,8 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(entclust, CPU, m) { m.impl("certificate", &certificate_cpu);
+TORCH_LIBRARY_IMPL(entclust, CPU, m) {
+  m.impl("certificate", &certificate_cpu);
   m.impl("duality_gap", &duality_gap_cpu);
 }
 

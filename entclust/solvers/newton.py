@@ -245,10 +245,10 @@ def dual_newton_rce(
     one ``O(N K^2)`` product and a ``K x K`` solve per step, stopped on the certificate (the duality
     gap, :attr:`SolverResult.gap`) ``<= tol`` (every iterate is primal feasible). Where EM crawls
     linearly (``lam N >> 1``) this is far faster. The dual's rows ``sigma / (t - w)`` lose precision
-    where ``t_i - w_k`` cancels, so below a Frank-Wolfe gap of ``switch_gap`` (or when the dual line search stalls or its values stop
-    being finite) steps of :func:`newton_rce` finish in primal variables, at most ``polish`` of
-    them (``polish=0``: the dual alone). ``max_iter`` caps dual and polish steps together; the
-    ``warm_start`` EM steps that give the first multipliers are not counted.
+    where ``t_i - w_k`` cancels, so below a Frank-Wolfe gap of ``switch_gap`` (or when the dual line
+    search stalls or its values stop being finite) steps of :func:`newton_rce` finish in primal
+    variables, at most ``polish`` of them (``polish=0``: the dual alone). ``max_iter`` caps dual and
+    polish steps together; the ``warm_start`` EM steps that give the first multipliers are not counted.
 
     ``converged`` says whether ``tol`` was met; the result is finite for every ``lam >= 0``
     (``lam = 0``: y = sigma, the optimum). Needs ``sigma > 0``; a zero prior entry keeps that

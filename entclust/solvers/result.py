@@ -23,8 +23,9 @@ def best_gap(fw_gap, duality_gap):
     """The tighter of two certificates, per problem, ignoring a NaN one (no duality gap for the
     collision-CE problem): both bound ``f(y) - f*``, so the smaller does too. Floats or tensors."""
     if isinstance(fw_gap, torch.Tensor) or isinstance(duality_gap, torch.Tensor):
-        fw = torch.as_tensor(fw_gap, dtype=torch.float64)
-        return torch.fmin(fw, torch.as_tensor(duality_gap, dtype=torch.float64, device=fw.device))
+        device = (fw_gap if isinstance(fw_gap, torch.Tensor) else duality_gap).device
+        return torch.fmin(torch.as_tensor(fw_gap, dtype=torch.float64, device=device),
+                          torch.as_tensor(duality_gap, dtype=torch.float64, device=device))
     if math.isnan(duality_gap):
         return fw_gap
     return duality_gap if math.isnan(fw_gap) else min(fw_gap, duality_gap)
@@ -38,7 +39,7 @@ class SolverResult(NamedTuple):
     whether ``criterion`` was met (``converged``), and for the reverse-CE problem the Lagrangian
     ``duality_gap`` (:func:`~entclust.duality_gap`: also ``>= f(y) - f*``, never above the Frank-Wolfe
     gap and far tighter on confident sigma; NaN where the solver has none: collision CE,
-    Sinkhorn, the sharded solver). For one ``(N, K)`` problem these are Python numbers (int,
+    Sinkhorn). For one ``(N, K)`` problem these are Python numbers (int,
     float, float, bool, float); for a ``(B, N, K)`` batch, ``(B,)`` tensors. :attr:`gap` is the
     tighter of the two certificates and :attr:`relative_gap` the one every solver stops on
     (``tol_gap=``, ``tol_progress=``).
