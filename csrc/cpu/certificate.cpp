@@ -84,17 +84,23 @@ void rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, const d
   *gap += gap_sum;
 }
 
+// The checks both certificate ops make of their inputs: sigma and y (B, N, K) of one float dtype,
+// prior (K,).
+void check_inputs(const char* op, const at::Tensor& sigma, const at::Tensor& y, const at::Tensor& prior) {
+  TORCH_CHECK(sigma.dim() == 3 && y.sizes() == sigma.sizes(), op,
+              ": sigma and y must have the same shape (B, N, K), got ", sigma.sizes(), " and ", y.sizes());
+  TORCH_CHECK(sigma.scalar_type() == y.scalar_type() &&
+                  (sigma.scalar_type() == at::kFloat || sigma.scalar_type() == at::kDouble),
+              op, ": sigma and y must both be float32 or both float64");
+  TORCH_CHECK(prior.dim() == 1 && prior.size(0) == sigma.size(2), op, ": prior must have shape (", sigma.size(2),
+              ")");
+}
+
 std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in,
                                                    const at::Tensor& prior, double lam, int64_t problem) {
-  TORCH_CHECK(sigma_in.dim() == 3 && y_in.sizes() == sigma_in.sizes(),
-              "certificate: sigma and y must have the same shape (B, N, K), got ", sigma_in.sizes(), " and ",
-              y_in.sizes());
-  TORCH_CHECK(sigma_in.scalar_type() == y_in.scalar_type() &&
-                  (sigma_in.scalar_type() == at::kFloat || sigma_in.scalar_type() == at::kDouble),
-              "certificate: sigma and y must both be float32 or both float64");
+  check_inputs("certificate", sigma_in, y_in, prior);
   TORCH_CHECK(problem == 0 || problem == 1, "certificate: problem must be 0 (reverse CE) or 1 (collision CE)");
   const int64_t B = sigma_in.size(0), N = sigma_in.size(1), K = sigma_in.size(2);
-  TORCH_CHECK(prior.dim() == 1 && prior.size(0) == K, "certificate: prior must have shape (", K, ")");
   const at::Tensor sigma = sigma_in.contiguous(), y = y_in.contiguous();
   const at::Tensor u = prior.to(at::kDouble).contiguous();
   at::Tensor objective = at::zeros({B}, sigma.options().dtype(at::kDouble));
@@ -205,14 +211,8 @@ void dual_rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, co
 }
 
 at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, const at::Tensor& prior, double lam) {
-  TORCH_CHECK(sigma_in.dim() == 3 && y_in.sizes() == sigma_in.sizes(),
-              "duality_gap: sigma and y must have the same shape (B, N, K), got ", sigma_in.sizes(), " and ",
-              y_in.sizes());
-  TORCH_CHECK(sigma_in.scalar_type() == y_in.scalar_type() &&
-                  (sigma_in.scalar_type() == at::kFloat || sigma_in.scalar_type() == at::kDouble),
-              "duality_gap: sigma and y must both be float32 or both float64");
+  check_inputs("duality_gap", sigma_in, y_in, prior);
   const int64_t B = sigma_in.size(0), N = sigma_in.size(1), K = sigma_in.size(2);
-  TORCH_CHECK(prior.dim() == 1 && prior.size(0) == K, "duality_gap: prior must have shape (", K, ")");
   const at::Tensor sigma = sigma_in.contiguous(), y = y_in.contiguous();
   const at::Tensor u = prior.to(at::kDouble).contiguous();
   at::Tensor gap = at::zeros({B}, sigma.options().dtype(at::kDouble));

@@ -35,13 +35,19 @@ def certify_gaps(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.
     return objective, gap, dual
 
 
+def _column_means(y3: torch.Tensor, rows: int) -> torch.Tensor:
+    """``(B, K)`` float64 column means of ``y3`` ``(B, N, K)``, ``rows`` at a time: ``sum(dtype=float64)``
+    of all of y would copy it to float64."""
+    n = y3.shape[1]
+    return sum(y3[:, i:i + rows].sum(-2, dtype=torch.float64) for i in range(0, n, rows)) / n
+
+
 def _certify_blocks(problem: str, sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float):
     """:func:`certify` in float64 PyTorch over blocks of rows (any device)."""
     b, n, k = sigma3.shape
     u64 = u.to(torch.float64)
     rows = block_rows(sigma3.device, b * k)  # (B, rows, K) entries at once (ops.checks.block_entries)
-    # (B, K) column means, block by block: sum(dtype=float64) of all of y would copy it to float64
-    y_bar = sum(y3[:, i:i + rows].sum(-2, dtype=torch.float64) for i in range(0, n, rows)) / n
+    y_bar = _column_means(y3, rows)
     ce = torch.zeros(b, dtype=torch.float64, device=sigma3.device)
     gap = torch.zeros_like(ce)
     if lam != 0:
@@ -188,7 +194,7 @@ def _duality_gap_blocks(sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor,
     """:func:`duality_gap` of ``(B, N, K)`` problems, ``(B,)`` float64, over blocks of rows."""
     b, n, k = sigma3.shape
     rows = block_rows(sigma3.device, b * k)
-    y_bar = sum(y3[:, i:i + rows].sum(-2, dtype=torch.float64) for i in range(0, n, rows)) / n  # (B, K)
+    y_bar = _column_means(y3, rows)
     omega_max, d = dual_distances(y_bar, u, lam)
     gap = dual_total(dual_row_sums(sigma3, y3, d), n, omega_max, y_bar.sum(-1), lam)
     empty = ((u > 0) & (y_bar <= 0)).any(-1) if lam != 0 else torch.zeros_like(gap, dtype=torch.bool)
