@@ -37,14 +37,24 @@ def _autocast(logits: torch.Tensor, y: torch.Tensor):
     return logits, y
 
 
+def check_label_smoothing(name: str, label_smoothing) -> float:
+    """``label_smoothing`` as a float, or ``ValueError`` naming ``name`` unless it is a number in
+    [0, 1] (a bool is not one)."""
+    if not (isinstance(label_smoothing, (int, float)) and not isinstance(label_smoothing, bool)
+            and 0.0 <= label_smoothing <= 1.0):
+        raise ValueError(f"{name}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    return float(label_smoothing)
+
+
 def class_targets(name: str, logits: torch.Tensor, y, dim: int, label_smoothing: float):
     """``y`` as rows on the simplex: integer class indices (as ``F.cross_entropy`` takes them,
     the shape of ``logits`` without ``dim``) become one-hot rows of logits' dtype, smoothed
     towards uniform by ``label_smoothing``; probability rows pass through unchanged."""
-    if not (isinstance(label_smoothing, (int, float)) and not isinstance(label_smoothing, bool)
-            and 0.0 <= label_smoothing <= 1.0):
-        raise ValueError(f"{name}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
-    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+    check_label_smoothing(name, label_smoothing)
+    if isinstance(y, torch.Tensor) and y.dtype == torch.bool:
+        raise ValueError(f"{name}: y is a bool tensor; pass probability rows (floating, logits' dtype) or "
+                         f"integer class indices")
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex():
         if label_smoothing:
             raise ValueError(f"{name}: label_smoothing smooths class-index targets; y holds probabilities "
                              f"({getattr(y, 'dtype', type(y).__name__)})")
@@ -128,7 +138,7 @@ def reverse_cross_entropy(
     with ``validate=True`` that raises ``ValueError``; with ``validate=False`` the loss is
     ``inf`` and that row's gradients are not finite.
     """
-    hard = isinstance(y, torch.Tensor) and not (y.is_floating_point() or y.is_complex())
+    hard = isinstance(y, torch.Tensor) and not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
     if hard and label_smoothing == 0:
         raise ValueError("reverse_cross_entropy: the reverse cross-entropy to a hard label is +inf (ln 0 wherever "
                          "sigma_k > 0); class-index targets need label_smoothing > 0, e.g. 0.1")

@@ -350,3 +350,10 @@ def test_integer_class_targets_as_cross_entropy_takes_them():
         entclust.collision_cross_entropy(logits, rows, label_smoothing=0.1)
     with pytest.raises(ValueError, match="label_smoothing must be a number in \\[0, 1\\]"):
         entclust.collision_cross_entropy(logits, target, label_smoothing=2.0)
+    for loss in (entclust.reverse_cross_entropy, entclust.collision_cross_entropy):  # neither rows nor indices
+        with pytest.raises(ValueError, match="y is a bool tensor"):
+            loss(logits, F.one_hot(target, 6).bool())
+    for module in (entclust.nn.ReverseCrossEntropyLoss, entclust.nn.CollisionCrossEntropyLoss):
+        with pytest.raises(ValueError, match=f"{module.__name__}: label_smoothing must be a number in \\[0, 1\\], "
+                                             "got True"):
+            module(label_smoothing=True)

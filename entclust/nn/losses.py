@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..losses import (
+    check_label_smoothing,
     collision_cross_entropy,
     margin_penalty,
     prediction_fairness,
@@ -35,7 +36,7 @@ class ReverseCrossEntropyLoss(nn.Module):
                 raise ValueError("weight must be finite and non-negative")
         self.register_buffer("weight", weight)
         self.reduction, self.dim, self.validate, self.sum_tol = reduction, dim, validate, sum_tol
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = check_label_smoothing("ReverseCrossEntropyLoss", label_smoothing)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return reverse_cross_entropy(logits, y, reduction=self.reduction, dim=self.dim, weight=self.weight,
@@ -57,7 +58,7 @@ class CollisionCrossEntropyLoss(nn.Module):
         super().__init__()
         check_reduction(reduction)
         self.reduction, self.dim, self.validate, self.sum_tol = reduction, dim, validate, sum_tol
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = check_label_smoothing("CollisionCrossEntropyLoss", label_smoothing)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``y``: rows on the simplex, or class indices (then with no smoothing, forward CE)."""
