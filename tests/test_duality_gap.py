@@ -142,6 +142,39 @@ def test_the_fused_kernel_equals_the_blocked_version_and_opcheck(dtype):
     torch.library.opcheck(torch.ops.entclust.duality_gap, (sigma, y, prior, 30.0))
 
 
+def test_the_row_roots_with_fewer_convergence_tests(monkeypatch):
+    """Off the CPU the root iteration tests convergence after every 4th Newton step (each test is a
+    host sync); the extra steps change nothing beyond rounding."""
+    sigma = torch.stack([problem(200, 30, s, i) for i, s in enumerate((0.5, 3.0, 12.0))])
+    prior = torch.full((30,), 1 / 30, dtype=torch.float64)
+    roots = certificate._row_roots
+    for it in (1, 5, 50):
+        y = entclust.em_rce(sigma, prior, 20.0, max_iter=it, tol=0.0).y
+        want = certificate._duality_gap_blocks(sigma, y, prior, 20.0)
+        monkeypatch.setattr(certificate, "_row_roots", lambda *a, **kw: roots(*a, **kw, every=4))
+        torch.testing.assert_close(certificate._duality_gap_blocks(sigma, y, prior, 20.0), want, rtol=1e-12, atol=1e-15)
+        monkeypatch.undo()
+
+
+def test_the_kernel_keeps_its_precision_at_the_ends_of_the_double_range():
+    """The kernel takes one logarithm per entry, ln(s / ((tau + d) y)), and two where that quotient
+    would leave the normal range: denormal y, sigma near the smallest double, a huge lam."""
+    sigma = problem(60, 5, 1.0, 11)
+    sigma[:20, 0] = 1e-300
+    sigma[20:40, 1] = 5e-324  # the smallest denormal
+    sigma = sigma / sigma.sum(-1, keepdim=True)
+    y = problem(60, 5, 1.0, 12)
+    y[:10, 2] = 1e-318  # denormal where sigma > 0
+    y[40:50, 3] = 1e-306
+    y = y / y.sum(-1, keepdim=True)
+    prior = torch.full((5,), 0.2, dtype=torch.float64)
+    for lam in (0.0, 1.0, 1e12):
+        fused = entclust.ops.duality_gap_kernel(sigma[None], y[None], prior, lam)
+        blocked = certificate._duality_gap_blocks(sigma[None], y[None], prior, lam)
+        assert bool(torch.isfinite(fused).all())
+        torch.testing.assert_close(fused, blocked, rtol=1e-12, atol=0.0)
+
+
 def test_the_sharded_solver_reports_the_same_duality_gap():
     from entclust.solvers.sharded import em_rce_sharded
 

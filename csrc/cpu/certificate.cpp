@@ -159,6 +159,7 @@ template <typename T>
 void dual_rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, const double* d, double* gap) {
   constexpr double kFloor = 4 * std::numeric_limits<double>::epsilon();
   constexpr double kTiny = std::numeric_limits<double>::min();
+  constexpr double kHuge = std::numeric_limits<double>::max();
   std::vector<double> sd(K);  // the row's sigma in double, for the branch-free (vectorised) passes
   double total = 0;
   for (int64_t i = begin; i < end; ++i) {
@@ -203,7 +204,12 @@ void dual_rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, co
     }
     double row = tau - mass + excess;
     for (int64_t k = 0; k < K; ++k) {
-      if (sd[k] > 0) row += sd[k] * (std::log(sd[k] / (tau + d[k])) - std::log(static_cast<double>(yi[k])));
+      if (!(sd[k] > 0)) continue;
+      // one logarithm: ln(s / ((tau + d) y)); two where that quotient leaves the normal range
+      // (a denormal or zero y, or a tiny s over a large denominator), so no precision is lost
+      const double yk = static_cast<double>(yi[k]), den = (tau + d[k]) * yk, q = sd[k] / den;
+      row += sd[k] * (den >= kTiny && q >= kTiny && q <= kHuge ? std::log(q)
+                                                             : std::log(sd[k] / (tau + d[k])) - std::log(yk));
     }
     total += row;
   }
