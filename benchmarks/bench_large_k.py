@@ -1,6 +1,6 @@
 """Clustering many points into many clusters, side by side in one run:
-``python benchmarks/bench_large_k.py [--preset default|million|million-only|quick] [--quick]
-[--device cuda] [--out results]`` (was ``entclust bench large-k``). Datasets, float32, one generator seed each:
+``python benchmarks/bench_large_k.py [--preset default|million|million-only|gpu|quick] [--quick]
+[--device cuda [--no-cpu-floor]] [--out results]`` (was ``entclust bench large-k``). Datasets, float32, one generator seed each:
 
 - ``overlap``: a Gaussian mixture with overlapping clusters, centres ``s N(0, I)``, unit noise,
   uniform labels (the issue's data: where a k-means++ start alone is far from the truth);
@@ -8,17 +8,28 @@
 
 Rows (``--preset``): ``default`` overlap 20 000 x 32 at K = 50 (s = 0.9) and 200 (s = 0.8), blobs
 50 000 x 64 at K = 1000, overlap 100 000 x 64 at K = 5000 (s = 1.5); ``million`` adds overlap
-1 000 000 x 64 at K = 10 000 (s = 1.5), ``million-only`` that row alone; ``quick``: overlap 5000 x 16 at K = 50 (a smoke run).
+1 000 000 x 64 at K = 10 000 (s = 1.5), ``million-only`` (and ``gpu``, the default with ``--device
+cuda``) that row alone; ``quick``: overlap 5000 x 16 at K = 50 (a smoke run).
 
 Methods, each with its defaults and seed 0, each (dataset, method) in its own process:
 ``entclust`` (``EntropyClustering(K)``), ``entclust-start`` (its start alone: the k-means++ seeds
 as a nearest-centroid head, ``init="kmeans++", epochs=0``), scikit-learn's ``KMeans(K, n_init=1)``
-(where N K <= 2e8) and ``MiniBatchKMeans(K, batch_size=4096, n_init=1)``, and faiss-cpu's
-``Kmeans`` (20 iterations) when faiss is installed. Each reads the data memory-mapped from a
-temporary ``.npy`` and reports its wall time (fit to labels), ACC (Hungarian; left out above
-K = 2000, where the assignment costs more than the fit), NMI, empty clusters, the largest
-cluster over the mean, and its peak resident memory above its footprint after loading the
-data. Prints a markdown table; writes ``bench_large_k.json`` to ``--out``.
+(where N K <= 2e8) and ``MiniBatchKMeans(K, batch_size=4096, n_init=1)``, ``torch-kmeans``
+(faiss's recipe in plain PyTorch: K distinct random points as the start, 20 Lloyd iterations,
+``entclust.cluster.centroids.lloyd``, blocks of rows, on the device), and faiss's ``Kmeans``
+(20 iterations; the GPU one with ``--device cuda`` where faiss sees a GPU) when faiss is
+installed. Each reads the data memory-mapped from a temporary ``.npy`` and reports its wall time
+(fit to labels), ACC (Hungarian; left out above K = 2000, where the assignment costs more than
+the fit), NMI, empty clusters, the largest cluster over the mean, its peak resident memory above
+its footprint after loading the data, and on CUDA the peak of PyTorch's GPU allocator (faiss's
+own GPU memory is not counted there). Prints a markdown table; writes ``bench_large_k.json``
+to ``--out``.
+
+``--device cuda`` runs entclust, its start, torch-kmeans and faiss on the GPU (by default at
+N = 10^6, K = 10^4), and MiniBatchKMeans on the CPU as the floor (``--no-cpu-floor`` leaves it out: about a
+minute on 16 cores). faiss's GPU wheels (``faiss-gpu-cu12``, 48 MB) need ``nvidia-cublas-cu12``
+(581 MB, 2026-12-06), more than a lent GPU machine can be sent (64 MiB a call) beside a CUDA 13
+torch; torch-kmeans stands in for it there.
 """
 from __future__ import annotations
 
@@ -44,7 +55,7 @@ PRESETS = {
 }
 PRESETS["million-only"] = [("overlap", 1_000_000, 64, 10_000, 1.5)]
 PRESETS["million"] = PRESETS["default"] + PRESETS["million-only"]
-GPU = [("overlap", 1_000_000, 64, 10_000, 1.5)]
+PRESETS["gpu"] = PRESETS["million-only"]  # the default with --device cuda (issue 26's size)
 
 
 def make_data(name: str, n: int, d: int, k: int, spread: float):
@@ -107,14 +118,23 @@ def _one(folder: str, method: str, k: int, device: str) -> dict:
         from sklearn.cluster import MiniBatchKMeans
 
         labels = MiniBatchKMeans(k, batch_size=4096, n_init=1, random_state=0).fit(x).labels_
+    elif method == "torch-kmeans":
+        from entclust.cluster.centroids import lloyd, nearest
+
+        points = torch.from_numpy(x).to(device)
+        pick = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:k].to(device)
+        mu = lloyd(points, points[pick], max_iter=20, tol=0.0)
+        labels = nearest(points, mu)[0].cpu().numpy()
     else:
         import faiss
 
-        km = faiss.Kmeans(x.shape[1], k, niter=20, seed=0)
+        km = faiss.Kmeans(x.shape[1], k, niter=20, seed=0, gpu=device == "cuda")
         km.train(x)
         labels = km.index.search(x, 1)[1].ravel()
     seconds = time.perf_counter() - start
     peak = _rss_mb() - base
+    if device == "cuda":
+        extra["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     sizes = np.bincount(labels, minlength=k)
     return {"method": method, "seconds": seconds,
             "acc": clustering_accuracy(truth, labels) if k <= 2000 else None,
@@ -122,39 +142,44 @@ def _one(folder: str, method: str, k: int, device: str) -> dict:
             "largest_over_mean": float(sizes.max() / sizes.mean()), "peak_mb": peak, **extra}
 
 
-def _methods(device: str, n: int, k: int) -> list[str]:
-    if device != "cpu":
-        return ["entclust"]
-    methods = ["entclust", "entclust-start"] + (["kmeans"] if n * k <= 2e8 else []) + ["minibatch-kmeans"]
+def _faiss(device: str) -> bool:
+    """Whether faiss is installed (and, for ``cuda``, sees a GPU)."""
     try:
-        import faiss  # noqa: F401
-
-        methods.append("faiss-kmeans")
+        import faiss
     except ImportError:
-        pass
-    return methods
+        return False
+    return device == "cpu" or faiss.get_num_gpus() > 0
 
 
-def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | None = None) -> int:
+def _methods(device: str, n: int, k: int, cpu_floor: bool = True) -> list[tuple[str, str]]:
+    """``(method, device)`` pairs to run on one dataset."""
+    if device != "cpu":
+        gpu = ["entclust", "entclust-start", "torch-kmeans"] + (["faiss-kmeans"] if _faiss(device) else [])
+        return [(m, device) for m in gpu] + ([("minibatch-kmeans", "cpu")] if cpu_floor else [])
+    methods = (["entclust", "entclust-start"] + (["kmeans"] if n * k <= 2e8 else [])
+               + ["minibatch-kmeans", "torch-kmeans"] + (["faiss-kmeans"] if _faiss(device) else []))
+    return [(m, device) for m in methods]
+
+
+def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | None = None,
+         cpu_floor: bool = True) -> int:
     from entclust._files import check_output_folder, write_files
 
     check_output_folder(out)
-    preset = preset or ("quick" if quick else "default")
+    preset = preset or ("quick" if quick else "gpu" if device == "cuda" else "default")
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     os.makedirs(out, exist_ok=True)
-    sizes = PRESETS[preset] + (GPU if device == "cuda" else [])
     rows = []
-    print("| data | N | D | K | method | seconds | ACC % | NMI % | empty | largest/mean | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, n, d, k, spread in sizes:
-        dev = "cuda" if (device == "cuda" and (name, n, d, k, spread) in GPU) else "cpu"
+    print("| data | N | D | K | method | device | seconds | ACC % | NMI % | empty | largest/mean | peak MB | GPU MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, n, d, k, spread in PRESETS[preset]:
         with tempfile.TemporaryDirectory() as folder:
             x, t = make_data(name, n, d, k, spread)
             np.save(os.path.join(folder, "x.npy"), x)
             np.save(os.path.join(folder, "t.npy"), t)
             del x, t
-            for method in _methods(dev, n, k):
+            for method, dev in _methods(device, n, k, cpu_floor):
                 code = (f"import json, sys; sys.path.insert(0, {HERE!r}); from bench_large_k import _one; "
                         f"print(json.dumps(_one({folder!r}, {method!r}, {k}, {dev!r})))")
                 proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -166,12 +191,13 @@ def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | No
                 row.update(data=name, spread=spread, n=n, d=d, k=k, device=dev)
                 rows.append(row)
                 if "error" in row:
-                    print(f"| {label} | {n} | {d} | {k} | {method} | error: {row['error']} ||||||", flush=True)
+                    print(f"| {label} | {n} | {d} | {k} | {method} | {dev} | error: {row['error']} |||||||", flush=True)
                 else:
                     acc = "-" if row["acc"] is None else f"{100 * row['acc']:.2f}"
-                    print(f"| {label} | {n} | {d} | {k} | {method} | {row['seconds']:.1f} | {acc} | "
+                    gpu = f"{row['gpu_peak_mb']:.0f}" if "gpu_peak_mb" in row else "-"
+                    print(f"| {label} | {n} | {d} | {k} | {method} | {dev} | {row['seconds']:.1f} | {acc} | "
                           f"{100 * row['nmi']:.2f} | {row['empty_clusters']} | {row['largest_over_mean']:.2f} | "
-                          f"{row['peak_mb']:.0f} |", flush=True)
+                          f"{row['peak_mb']:.0f} | {gpu} |", flush=True)
     report = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "preset": preset, "rows": rows}
     path = os.path.join(out, "bench_large_k.json")
@@ -186,10 +212,14 @@ def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | No
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--preset", choices=tuple(PRESETS), help="the rows to run (default: 'quick' with --quick, "
-                                                                 "else 'default'; 'million': N = 10^6, K = 10^4)")
+    parser.add_argument("--preset", choices=tuple(PRESETS),
+                        help="the rows to run (default: 'quick' with --quick, else 'gpu' with --device cuda, else "
+                             "'default'; 'million': N = 10^6, K = 10^4)")
     parser.add_argument("--quick", action="store_true", help="the 'quick' preset (a smoke run)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda adds the GPU rows")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where entclust, its start and torch-kmeans (and faiss, if it sees a GPU) run")
+    parser.add_argument("--no-cpu-floor", dest="cpu_floor", action="store_false",
+                        help="with --device cuda: leave out MiniBatchKMeans on the CPU")
     parser.add_argument("--out", default=os.environ.get("OUT", "results"), help="folder for bench_large_k.json")
 
 
@@ -199,7 +229,7 @@ def run(args) -> int:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda needs a GPU; torch sees none")
-    return main(args.out, quick=args.quick, device=args.device, preset=args.preset)
+    return main(args.out, quick=args.quick, device=args.device, preset=args.preset, cpu_floor=args.cpu_floor)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@
 #   bench-linear    one training step of the fused linear self-labeling op at B = 4096, K = 1e5,
 #                   D = 256 against the unfused composition and plain PyTorch (time, peak memory)
 #   suite           the rest of the test suite with the CUDA build (pytest-xdist when installed)
-#   large-k         `benchmarks/bench_large_k.py --device cuda` (N = 1e6, K = 1e4 on the GPU)
+#   large-k         `benchmarks/bench_large_k.py --device cuda` (N = 1e6, K = 1e4: entclust, its start and
+#                   torch-kmeans, faiss's recipe in PyTorch, on the GPU; MiniBatchKMeans on the CPU)
 #   deep            `entclust compare-deep digits --device cuda`, 1 seed
 #   spc             `entclust spc digits --device cuda` (convolutional members)
 #

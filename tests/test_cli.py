@@ -160,13 +160,27 @@ def test_bench_large_k_quick(tmp_path, capsys):
     assert script_main("benchmarks/bench_large_k.py", "--quick", "--out", str(tmp_path)) == 0
     saved = json.loads((tmp_path / "bench_large_k.json").read_text())
     rows = {r["method"]: r for r in saved["rows"]}
-    assert {"entclust", "entclust-start", "kmeans", "minibatch-kmeans"} <= set(rows)
+    assert {"entclust", "entclust-start", "kmeans", "minibatch-kmeans", "torch-kmeans"} <= set(rows)
     assert not any("error" in r for r in rows.values())
+    # faiss's recipe in PyTorch (random points, 20 Lloyd steps) is a K-means: near Lloyd's from k-means++
+    assert rows["torch-kmeans"]["acc"] >= rows["kmeans"]["acc"] - 0.1
     # overlapping clusters: the defaults beat their own start and Lloyd's K-means
     assert rows["entclust"]["pseudo_labels"] == "global" and rows["entclust"]["init"] == "balanced"
     assert rows["entclust"]["acc"] >= max(rows["kmeans"]["acc"], rows["entclust-start"]["acc"] + 0.2)
     assert rows["entclust"]["largest_over_mean"] <= rows["kmeans"]["largest_over_mean"]
     assert "| 5000 | 16 | 50 | entclust |" in capsys.readouterr().out
+
+
+def test_bench_large_k_gpu_rows_run_the_baselines_on_the_gpu_and_minibatch_kmeans_on_the_cpu():
+    """Issue 26's rows: entclust, its start and torch-kmeans (faiss's recipe) on the device; faiss
+    only where it sees a GPU; MiniBatchKMeans on the CPU as the floor unless left out."""
+    bench = load_script("benchmarks/bench_large_k.py")
+    rows = bench._methods("cuda", 10**6, 10**4)
+    assert rows[:3] == [("entclust", "cuda"), ("entclust-start", "cuda"), ("torch-kmeans", "cuda")]
+    assert rows[-1] == ("minibatch-kmeans", "cpu")
+    assert (("faiss-kmeans", "cuda") in rows) == bench._faiss("cuda")
+    assert ("minibatch-kmeans", "cpu") not in bench._methods("cuda", 10**6, 10**4, cpu_floor=False)
+    assert bench.PRESETS["gpu"] == [("overlap", 10**6, 64, 10**4, 1.5)]
 
 
 def test_bench_kernels_quick_runs_every_section(tmp_path):
