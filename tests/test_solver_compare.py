@@ -156,6 +156,22 @@ def test_compare_runs_every_solver_to_one_certificate(tmp_path):
     assert (tmp_path / "gap.png").stat().st_size > 0
 
 
+def test_a_baseline_that_fails_to_compile_is_a_row_not_a_crash(monkeypatch, tmp_path):
+    """torch.compile needs a C++ toolchain; where it fails, its row says so and the rest still run."""
+    from entclust.solvers import comparison
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("C++ compile error\n(details)")
+
+    monkeypatch.setattr(comparison, "em_rce_compiled", broken)
+    out = solvers.compare(problem((50, 4)), lam=10.0, time_limit=1.0, solvers=["em_rce", "em_rce_compiled"])
+    rows = {r["solver"]: r for r in out.rows}
+    assert rows["em_rce"]["stop"] == "target gap"
+    assert rows["em_rce_compiled"]["stop"] == "not run: torch.compile failed (RuntimeError: C++ compile error)"
+    assert "torch.compile failed" in out.table()
+    out.plot(str(tmp_path / "gap.png"))
+
+
 def test_compare_states_why_a_solver_stopped_short():
     sigma = problem((200, 30), scale=3.0)
     out = solvers.compare(sigma, lam=100.0, problem="cce", solvers=["em_cce", "pgd_cce"], target_gap=1e-12,
