@@ -15,8 +15,8 @@ Methods, each with its defaults and seed 0, each (dataset, method) in its own pr
 ``entclust`` (``EntropyClustering(K)``), ``entclust-start`` (its start alone: the k-means++ seeds
 as a nearest-centroid head, ``init="kmeans++", epochs=0``), scikit-learn's ``KMeans(K, n_init=1)``
 (where N K <= 2e8) and ``MiniBatchKMeans(K, batch_size=4096, n_init=1)``, ``torch-kmeans``
-(faiss's recipe in plain PyTorch: K distinct random points as the start, 20 Lloyd iterations,
-``entclust.cluster.centroids.lloyd``, blocks of rows, on the device), and faiss's ``Kmeans``
+(faiss's recipe in plain PyTorch, :func:`torch_kmeans`: K distinct random points as the start,
+20 Lloyd iterations, empty clusters split off large ones; blocks of rows, on the device), and faiss's ``Kmeans``
 (20 iterations; the GPU one with ``--device cuda`` where faiss sees a GPU) when faiss is
 installed. Each reads the data memory-mapped from a temporary ``.npy`` and reports its wall time
 (fit to labels), ACC (Hungarian; left out above K = 2000, where the assignment costs more than
@@ -119,12 +119,7 @@ def _one(folder: str, method: str, k: int, device: str) -> dict:
 
         labels = MiniBatchKMeans(k, batch_size=4096, n_init=1, random_state=0).fit(x).labels_
     elif method == "torch-kmeans":
-        from entclust.cluster.centroids import lloyd, nearest
-
-        points = torch.from_numpy(x).to(device)
-        pick = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:k].to(device)
-        mu = lloyd(points, points[pick], max_iter=20, tol=0.0)
-        labels = nearest(points, mu)[0].cpu().numpy()
+        labels = torch_kmeans(torch.from_numpy(x).to(device), k).cpu().numpy()
     else:
         import faiss
 
@@ -140,6 +135,38 @@ def _one(folder: str, method: str, k: int, device: str) -> dict:
             "acc": clustering_accuracy(truth, labels) if k <= 2000 else None,
             "nmi": normalized_mutual_info(truth, labels), "empty_clusters": int((sizes == 0).sum()),
             "largest_over_mean": float(sizes.max() / sizes.mean()), "peak_mb": peak, **extra}
+
+
+def torch_kmeans(points, k: int, niter: int = 20, seed: int = 0):
+    """faiss's k-means recipe in plain PyTorch, over blocks of rows on the points' device: K distinct
+    random points as the start, ``niter`` Lloyd iterations, and after each, every empty centre
+    moves onto a copy of a centre drawn with probability proportional to its size - 1, the two
+    pushed apart by a relative 1/1024 in alternating directions (as faiss's ``split_clusters``).
+    Returns each point's nearest centre."""
+    import torch
+
+    from entclust.cluster.centroids import nearest
+
+    g = torch.Generator().manual_seed(seed)
+    mu = points[torch.randperm(points.shape[0], generator=g)[:k].to(points.device)].clone()
+    sign = torch.ones(points.shape[1], dtype=points.dtype, device=points.device)
+    sign[1::2] = -1
+    eps = 1.0 / 1024
+    for _ in range(niter):
+        labels, _ = nearest(points, mu)
+        counts = torch.bincount(labels, minlength=k)
+        sums = torch.zeros_like(mu).index_add_(0, labels, points)
+        alive = counts > 0
+        mu[alive] = sums[alive] / counts[alive, None].to(mu.dtype)
+        empty = (~alive).nonzero().flatten().tolist()
+        sizes = counts.double().cpu()
+        for ci in empty:
+            cj = int(torch.multinomial((sizes - 1).clamp_min(0), 1, generator=g))
+            mu[ci] = mu[cj] * (1 + eps * sign)
+            mu[cj] = mu[cj] * (1 - eps * sign)
+            sizes[ci] = sizes[cj] // 2
+            sizes[cj] -= sizes[ci]
+    return nearest(points, mu)[0]
 
 
 def _faiss(device: str) -> bool:
