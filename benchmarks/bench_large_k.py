@@ -1,6 +1,7 @@
 """Clustering many points into many clusters, side by side in one run:
 ``python benchmarks/bench_large_k.py [--preset default|million|million-only|gpu|quick] [--quick]
-[--device cuda [--no-cpu-floor]] [--out results]`` (was ``entclust bench large-k``). Datasets, float32, one generator seed each:
+[--device cuda [--no-cpu-floor]] [--out results]`` (was ``entclust bench large-k``). Datasets,
+float32, one generator seed each:
 
 - ``overlap``: a Gaussian mixture with overlapping clusters, centres ``s N(0, I)``, unit noise,
   uniform labels (the issue's data: where a k-means++ start alone is far from the truth);
@@ -16,20 +17,20 @@ Methods, each with its defaults and seed 0, each (dataset, method) in its own pr
 as a nearest-centroid head, ``init="kmeans++", epochs=0``), scikit-learn's ``KMeans(K, n_init=1)``
 (where N K <= 2e8) and ``MiniBatchKMeans(K, batch_size=4096, n_init=1)``, ``torch-kmeans``
 (faiss's recipe in plain PyTorch, :func:`torch_kmeans`: K distinct random points as the start,
-20 Lloyd iterations, empty clusters split off large ones; blocks of rows, on the device), and faiss's ``Kmeans``
-(20 iterations; the GPU one with ``--device cuda`` where faiss sees a GPU) when faiss is
-installed. Each reads the data memory-mapped from a temporary ``.npy`` and reports its wall time
-(fit to labels), ACC (Hungarian; left out above K = 2000, where the assignment costs more than
-the fit), NMI, empty clusters, the largest cluster over the mean, its peak resident memory above
-its footprint after loading the data, and on CUDA the peak of PyTorch's GPU allocator (faiss's
-own GPU memory is not counted there). Prints a markdown table; writes ``bench_large_k.json``
-to ``--out``.
+20 Lloyd iterations, empty clusters split off large ones; blocks of rows, on the device), and
+faiss's ``Kmeans`` (20 iterations; the GPU one with ``--device cuda`` where faiss sees a GPU)
+when faiss is installed. Each reads the data memory-mapped from a temporary ``.npy`` and
+reports its wall time (fit to labels), ACC (Hungarian; left out above K = 2000, where the
+assignment costs more than the fit), NMI, empty clusters, the largest cluster over the mean,
+its peak resident memory above its footprint after loading the data, and on CUDA the peak of
+PyTorch's GPU allocator (faiss's own GPU memory is not counted there). Prints a markdown table;
+writes ``bench_large_k.json`` to ``--out``.
 
 ``--device cuda`` runs entclust, its start, torch-kmeans and faiss on the GPU (by default at
-N = 10^6, K = 10^4), and MiniBatchKMeans on the CPU as the floor (``--no-cpu-floor`` leaves it out: about a
-minute on 16 cores). faiss's GPU wheels (``faiss-gpu-cu12``, 48 MB) need ``nvidia-cublas-cu12``
-(581 MB, 2026-12-06), more than a lent GPU machine can be sent (64 MiB a call) beside a CUDA 13
-torch; torch-kmeans stands in for it there.
+N = 10^6, K = 10^4), and MiniBatchKMeans on the CPU as the floor (``--no-cpu-floor`` leaves it
+out: about a minute on 16 cores, an estimate). faiss's GPU wheel (``faiss-gpu-cu12``, 48 MB)
+needs ``nvidia-cublas-cu12`` (581 MB, 2026-12-06), more than a lent GPU machine can be sent
+(64 MiB a call) beside its CUDA 13 torch; torch-kmeans stands in for it there.
 """
 from __future__ import annotations
 
