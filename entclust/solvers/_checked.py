@@ -4,10 +4,10 @@ of the collision-CE one) and reporting to a ``callback``, for the fused solvers 
 chunks of ``check_every`` between two certificates) and for the sequential ones (Newton, every
 step).
 
-A check costs a certificate (objective and gaps, float64: the fused kernels take about 0.08 ms
-for the Frank-Wolfe gap and 0.15 ms for the duality gap at 250 x 10, 0.8 and 1.7 ms at 250 x 200)
-and ~0.2 ms of Python, against 8 us an EM iteration at 250 x 20, hence ``check_every="auto"``;
-``entclust.solvers.compare`` reports the measured cost."""
+A check costs a certificate (objective and gaps, float64: the duality gap about twice the
+Frank-Wolfe gap's price; ``python benchmarks/bench_duality_gap.py`` times both, docs/maths.md
+gives the figures) and some Python, against microseconds an EM iteration, hence
+``check_every="auto"``; ``entclust.solvers.compare`` reports the measured cost."""
 from __future__ import annotations
 
 import math

@@ -187,10 +187,14 @@ def dual_row_sums(sigma3: torch.Tensor, y3: torch.Tensor, d: torch.Tensor) -> to
     return total
 
 
-def dual_total(row_sums, n: int, omega_max, y_bar_sum, lam: float):
+def dual_total(row_sums, n: int, omega_max, y_bar: torch.Tensor, u: torch.Tensor, lam: float):
     """The duality gap from the rows' sums: their mean plus what the identity behind the row form
-    (``sum_k y_bar_k = 1``) leaves after rounding, ``w_max (1 - sum_k y_bar_k)``; at least 0."""
-    return (row_sums / n + (omega_max + lam) * (1 - y_bar_sum)).clamp_min(0.0)
+    (``sum_k y_bar_k = 1``) leaves after rounding, ``w_max (1 - sum_k y_bar_k)``; at least 0, and
+    infinite where a class with ``u_k > 0`` has no mass (``lam > 0``: the objective is infinite)."""
+    gap = (row_sums / n + (omega_max + lam) * (1 - y_bar.sum(-1))).clamp_min(0.0)
+    if lam == 0:
+        return gap
+    return torch.where(((u > 0) & (y_bar <= 0)).any(-1), torch.inf, gap)
 
 
 def _duality_gap_blocks(sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor, lam: float) -> torch.Tensor:
@@ -199,9 +203,7 @@ def _duality_gap_blocks(sigma3: torch.Tensor, y3: torch.Tensor, u: torch.Tensor,
     rows = block_rows(sigma3.device, b * k)
     y_bar = _column_means(y3, rows)
     omega_max, d = dual_distances(y_bar, u, lam)
-    gap = dual_total(dual_row_sums(sigma3, y3, d), n, omega_max, y_bar.sum(-1), lam)
-    empty = ((u > 0) & (y_bar <= 0)).any(-1) if lam != 0 else torch.zeros_like(gap, dtype=torch.bool)
-    return torch.where(empty, torch.inf, gap)
+    return dual_total(dual_row_sums(sigma3, y3, d), n, omega_max, y_bar, u, lam)
 
 
 def duality_gap(sigma: torch.Tensor, y: torch.Tensor, prior=None, lam: float = 100.0, *, problem: str = "rce"):

@@ -109,9 +109,7 @@ def _certificate(sigma, y, col, u, lam, n, group):
         sums[1] += (torch.where(yy > 0, yy * g, 0.0).sum(1) - g.amin(1)).sum()
         sums[2] += dual_row_sums(s.unsqueeze(0), yy.unsqueeze(0), d.unsqueeze(0))[0]
     sums = all_reduce(sums, group)
-    dual = float(dual_total(sums[2], n, omega_max, y_bar.sum(), lam))
-    if lam != 0 and bool((active & (y_bar <= 0)).any()):
-        dual = float("inf")
+    dual = float(dual_total(sums[2], n, omega_max, y_bar, u64, lam))
     return float(sums[0]) / n + lam * fairness, float(sums[1]), dual
 
 
