@@ -56,6 +56,27 @@ TORCH_LIBRARY(entclust, m) {
   // weights w_k = c u_k / col_k (float64, (K,)) of the whole problem's column sums:
   // y_ik <- (sigma_ik + w_k y_ik) / (1 + sum_m w_m y_im). Returns (new y, its column sums float64).
   m.def("em_rce_rows(Tensor sigma, Tensor y, Tensor weights) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
+  // The sparse rows of the large-K rounds (cpu/sparse_rows.cpp; CPU kernels, PyTorch elsewhere).
+  // The `top` largest entries of each row of logits (b, K), in no particular order; ties at the
+  // cut go to the lower class index. Returns (values (b, top), index (b, top) int64).
+  m.def("top_entries(Tensor logits, int top) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
+  // Reverse-CE pseudo-labels on each row's entries (values, index (b, top)): sigma = softmax of the
+  // values, then `iterations` M-steps y <- (sigma + w y) / (1 + sum w y) with w = cu_k / col_k,
+  // col = rest + the column sums of y over the entries (float64 (K,)), recomputed after every step
+  // (update), or col = rest held fixed (not update). Returns (y (b, top), rest + the column sums of
+  // the final y (K,) float64).
+  m.def("sparse_em_rows(Tensor values, Tensor index, Tensor rest, Tensor cu, int iterations, bool update) "
+        "-> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  // In place: sums (K, D) += alpha sum over entries y_ij x_i at class index_ij, mass (K,) += alpha y_ij
+  // (float64 both).
+  m.def("sparse_centre_sums_(Tensor(a!) sums, Tensor(b!) mass, Tensor y, Tensor index, Tensor x, float alpha) -> ()",
+        {at::Tag::pt2_compliant_tag});
+  // Greedy k-means++ seeds of points (m, D) (cpu/kmeanspp.cpp): seed 0 is `first`, seed c the best of
+  // draws.size(1) candidates drawn by inverse CDF of the uniform draws[c - 1] over the squared
+  // distances to the nearest seed so far (best: lowest total distance). Returns the K = draws.size(0) + 1
+  // indices of the seeds (int64).
+  m.def("kmeans_plusplus(Tensor points, int first, Tensor draws) -> Tensor", {at::Tag::pt2_compliant_tag});
   // Fused linear self-labeling (linear.h): logits l = x weight^T + bias one block of rows at a
   // time, sigma = softmax(l), pseudo-labels y = `iterations` reverse-CE M-steps from sigma
   // against the fixed fairness weights `fair` (float64 (K,), c u_k / col_k of the global column

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from .. import ops
 from ..nn import ColumnMemory
 
 # Entries (rows x K) per block of a pass over the points (16 MB of float32).
@@ -27,9 +28,20 @@ def kmeans_plusplus(points: torch.Tensor, k: int, generator: torch.Generator) ->
     """Greedy k-means++ seeds (Arthur & Vassilvitskii 2007, with the ``2 + ln k`` local trials of
     scikit-learn's version) of ``points`` ``(m, D)``, on their device: each new seed is the
     best of several candidates drawn with probability proportional to the squared distance to
-    the nearest seed so far (best: lowest total squared distance). Returns ``(k, D)``."""
+    the nearest seed so far (best: lowest total squared distance). Returns ``(k, D)``. On the CPU
+    the whole loop is one call of ``entclust::kmeans_plusplus`` (the same draws of ``generator``)."""
     m = points.shape[0]
     trials = 2 + int(math.log(k))
+    if points.device.type == "cpu" and points.dtype in (torch.float32, torch.float64):
+        first = int(torch.randint(0, m, (1,), generator=generator))
+        draws = torch.rand((k - 1, trials), generator=generator, dtype=torch.float64)
+        return points[ops.kmeans_plusplus_kernel(points, first, draws)]
+    return _kmeans_plusplus_steps(points, k, generator, trials)
+
+
+def _kmeans_plusplus_steps(points, k, generator, trials):
+    # kmeans_plusplus in PyTorch ops, a few per seed (any device)
+    m = points.shape[0]
     norms = points.square().sum(1)
     draw = lambda size: torch.rand(size, generator=generator, dtype=torch.float64).to(points.device)  # noqa: E731
     first = int(torch.randint(0, m, (1,), generator=generator))
@@ -79,6 +91,37 @@ def lloyd(points: torch.Tensor, mu: torch.Tensor, max_iter: int = 20, tol: float
         if changed <= tol * points.shape[0]:
             break
     return mu
+
+
+def top_entries(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logits.topk(top, dim=1, sorted=False)``: on the CPU by the selection op
+    ``entclust::top_entries`` (a sampled threshold and one compare per entry; 3-4x faster than
+    torch.topk at K = 5000-10 000, benchmarks/bench_sparse_rows.py)."""
+    if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64):
+        return ops.top_entries_kernel(logits, top)
+    return logits.topk(top, dim=1, sorted=False)
+
+
+def add_sparse_sums(sums: torch.Tensor, mass: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                    block: torch.Tensor, alpha: float) -> None:
+    """In place: ``sums_k += alpha sum y_ij x_i`` and ``mass_k += alpha sum y_ij`` over the entries of
+    class k (``y``, ``index`` ``(b, top)``, ``block`` the points ``(b, D)``); on the CPU one pass of
+    ``entclust::sparse_centre_sums_``, elsewhere a sparse K x b matrix times the block."""
+    if sums.device.type == "cpu" and sums.is_contiguous() and mass.is_contiguous():
+        ops.sparse_centre_sums_kernel(sums, mass, y, index, block, alpha)
+    else:
+        _sparse_sums_steps(sums, mass, y, index, block, alpha)
+
+
+def _sparse_sums_steps(sums, mass, y, index, block, alpha):
+    # add_sparse_sums in PyTorch ops (any device)
+    flat = index.reshape(-1)
+    mass.index_add_(0, flat, y.reshape(-1).double(), alpha=alpha)
+    # y^T x with y as a sparse K x b matrix of b top entries: a third of the dense product's time
+    owner = torch.arange(block.shape[0], device=block.device).repeat_interleave(index.shape[1])
+    sparse = torch.sparse_coo_tensor(torch.stack([flat, owner]), y.reshape(-1).to(block.dtype),
+                                     (sums.shape[0], block.shape[0]), check_invariants=False)
+    sums.add_(torch.sparse.mm(sparse, block).double(), alpha=alpha)
 
 
 PROBE = 20000  # points that measure the temperature and the changes of assignment between rounds
@@ -131,6 +174,9 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
     # plain-PyTorch prototype, not shipped: 92.5 % against 95.1 % ACC)
     sums = mu.double() * (m / k)
     mass = torch.full((k,), m / k, dtype=torch.float64, device=points.device)
+    # both kept divided by ``scale``, the product of the decay factors so far, so a block adds its
+    # share times 1 / scale instead of decaying all K x D sums (mu = sums / mass needs no scale)
+    scale = 1.0
     share = m * memory.prior.to(points.device)  # each centre's mass under the prior
     closest = torch.empty(m, dtype=torch.int64, device=points.device)  # each point's nearest centre this round
     generator = torch.Generator(device=points.device).manual_seed(0)
@@ -141,23 +187,21 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
         for i in range(0, m, rows):
             block = points[i:i + rows]
             logits = torch.addmm(-0.5 * beta * mu.square().sum(1), block, beta * mu.T)
-            keep = 1.0 - block.shape[0] / m
+            scale *= 1.0 - block.shape[0] / m
+            if scale < 1e-150:  # (about 350 passes) fold it in before it underflows
+                sums.mul_(scale)
+                mass.mul_(scale)
+                scale = 1.0
             if top is not None and top < k:  # sparse pseudo-labels: the top nearest centres of each point
-                values, index = logits.topk(top, dim=1, sorted=False)
+                values, index = top_entries(logits, top)
                 closest[i:i + rows] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
                 labels = memory.update_sparse(values, index)
-                flat = index.reshape(-1)
-                mass = mass * keep + torch.zeros_like(mass).index_add_(0, flat, labels.reshape(-1).double())
-                # y^T x with y as a sparse K x b matrix of b top entries: a third of the dense product's time
-                owner = torch.arange(block.shape[0], device=block.device).repeat_interleave(top)
-                y = torch.sparse_coo_tensor(torch.stack([flat, owner]), labels.reshape(-1).to(block.dtype),
-                                            (k, block.shape[0]), check_invariants=False)
-                sums = sums * keep + torch.sparse.mm(y, block).double()
+                add_sparse_sums(sums, mass, labels, index, block, 1.0 / scale)
             else:
                 closest[i:i + rows] = logits.argmax(1)
                 y = memory.update(logits)
-                mass = mass * keep + y.sum(0, dtype=torch.float64)
-                sums = sums * keep + (y.T.to(block.dtype) @ block).double()
+                mass.add_(y.sum(0, dtype=torch.float64), alpha=1.0 / scale)
+                sums.add_((y.T.to(block.dtype) @ block).double(), alpha=1.0 / scale)
             if (i + rows) // per_update != i // per_update or i + rows >= m:
                 mu = torch.where((mass > 0)[:, None], (sums / mass.clamp_min(1e-300)[:, None]).to(mu.dtype), mu)
         moved = _split_merged(points, mu, sums, mass, memory.columns, share, closest, generator) if r < rounds - 2 else 0

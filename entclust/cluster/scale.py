@@ -9,7 +9,7 @@ from torch import nn
 
 from .._dist import all_reduce
 from ..nn import ColumnMemory
-from .centroids import BLOCK, block_rows
+from .centroids import BLOCK, block_rows, top_entries
 
 
 class MemoryPlanError(MemoryError, ValueError):
@@ -157,7 +157,7 @@ def global_objective(memory: ColumnMemory, head: nn.Linear, features: torch.Tens
     for i, logits in head_blocks(head, features):
         rows = logits.shape[0]
         if sparse:
-            values, index = logits.topk(SPARSE_TOP, dim=1, sorted=False)
+            values, index = top_entries(logits, SPARSE_TOP)
             labels[i:i + rows] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
             y = memory.solve_fixed_sparse(values, index).clamp_min_(tiny)
             ce -= (torch.softmax(values, -1) * torch.log(y)).sum(dtype=torch.float64)

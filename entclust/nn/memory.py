@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import ops
 from .._dist import all_reduce
 from ..ops.checks import check_tensor, prior_vector
 from ..solvers.sharded import em_rce_block_, em_step_, fairness_weights
@@ -58,8 +59,11 @@ class ColumnMemory(nn.Module):
         """Every point unseen again (``columns = N u``)."""
         self.columns.copy_(self.n_total * self.prior)
 
+    def _cu(self) -> torch.Tensor:
+        return self.prior * (self.lam * self.n_total)
+
     def _weights(self, col: torch.Tensor) -> torch.Tensor:
-        return fairness_weights(col, self.prior.to(col.device) * (self.lam * self.n_total))
+        return fairness_weights(col, self._cu().to(col.device))
 
     def _rows(self, logits: torch.Tensor, batch_total: int) -> tuple[torch.Tensor, torch.Tensor]:
         check_tensor("logits", logits)
@@ -132,7 +136,8 @@ class ColumnMemory(nn.Module):
         the softmax over those entries (the mass of the other classes is dropped: at large K a
         point's prediction sits on its few nearest classes), and the EM steps run on the
         ``b x top`` entries, the column sums gathered and scattered by class. Returns ``y``
-        ``(b, top)`` on the same classes. Cost ``O(b top)`` per step instead of ``O(b K)``."""
+        ``(b, top)`` on the same classes. Cost ``O(b top)`` per step instead of ``O(b K)``. On the CPU
+        without ``group`` the steps run in one call of a fused op, in float64 (``entclust::sparse_em_rows``)."""
         check_tensor("logits", logits)
         if logits.shape != index.shape or logits.dim() != 2:
             raise ValueError(f"logits and index must have one shape (b, top), got {tuple(logits.shape)} and "
@@ -140,9 +145,19 @@ class ColumnMemory(nn.Module):
         _finite(logits)
         total = self._batch_total(logits)
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        sigma = torch.softmax(logits.detach().to(dtype), dim=-1)
+        rest = self.columns.to(logits.device) * max(0.0, 1.0 - total / self.n_total)
+        if logits.device.type == "cpu" and self.group is None:  # the fused op: all steps in one call
+            y, col = ops.sparse_em_rows_kernel(logits.detach().to(dtype), index.to(torch.int64), rest,
+                                               self._cu().to(rest.device), self.iterations, True)
+        else:
+            y, col = self._sparse_steps(logits.detach().to(dtype), index, rest)
+        self.columns.copy_(col.to(self.columns.device))
+        return y
+
+    def _sparse_steps(self, logits: torch.Tensor, index: torch.Tensor, rest: torch.Tensor):
+        # update_sparse's EM steps in PyTorch ops (any device; with group, all-reduced): (y, columns)
+        sigma = torch.softmax(logits, dim=-1)
         flat = index.reshape(-1)
-        rest = self.columns.to(sigma.device) * max(0.0, 1.0 - total / self.n_total)
 
         def columns(y):
             part = torch.zeros_like(rest).index_add_(0, flat, y.reshape(-1).double())
@@ -151,10 +166,9 @@ class ColumnMemory(nn.Module):
         y = sigma.clone()
         col = columns(y)
         for _ in range(self.iterations):
-            y = _sparse_step(sigma, y, self._weights(col)[index].to(dtype))
+            y = _sparse_step(sigma, y, self._weights(col)[index].to(logits.dtype))
             col = columns(y)
-        self.columns.copy_(col.to(self.columns.device))
-        return y
+        return y, col
 
     @torch.no_grad()
     def solve_fixed_sparse(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -162,6 +176,9 @@ class ColumnMemory(nn.Module):
         :meth:`update_sparse`); returns ``y`` ``(b, top)``."""
         _finite(logits)
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        if logits.device.type == "cpu":  # the fused op, the column sums held fixed
+            return ops.sparse_em_rows_kernel(logits.detach().to(dtype), index.to(torch.int64), self.columns.cpu(),
+                                             self._cu().cpu(), self.iterations, False)[0]
         sigma = torch.softmax(logits.detach().to(dtype), dim=-1)
         a = self._weights(self.columns.to(sigma.device))[index].to(dtype)
         y = sigma.clone()

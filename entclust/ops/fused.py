@@ -135,6 +135,26 @@ def _fake_em_rce_rows(sigma, y, weights):
     return torch.empty_like(y, memory_format=torch.contiguous_format), weights.new_empty(weights.shape)
 
 
+@torch.library.register_fake("entclust::top_entries")
+def _fake_top_entries(logits, top):
+    return logits.new_empty((logits.shape[0], top)), logits.new_empty((logits.shape[0], top), dtype=torch.int64)
+
+
+@torch.library.register_fake("entclust::sparse_em_rows")
+def _fake_sparse_em_rows(values, index, rest, cu, iterations, update):
+    return torch.empty_like(values, memory_format=torch.contiguous_format), rest.new_empty(rest.shape)
+
+
+@torch.library.register_fake("entclust::sparse_centre_sums_")
+def _fake_sparse_centre_sums_(sums, mass, y, index, x, alpha):
+    return None
+
+
+@torch.library.register_fake("entclust::kmeans_plusplus")
+def _fake_kmeans_plusplus(points, first, draws):
+    return points.new_empty((draws.shape[0] + 1,), dtype=torch.int64)
+
+
 @torch.library.register_fake("entclust::linear_rce")
 def _fake_linear_rce(x, weight, bias, fair, iterations, reduction, grad, block_rows):
     b, k = x.shape[0], weight.shape[0]
@@ -180,6 +200,35 @@ def em_rce_rows_kernel(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tens
     """Raw block M-step op (CPU): ``(y_new (M, K), column sums (K,) float64)`` of
     ``y_ik <- (sigma_ik + w_k y_ik) / (1 + sum_m w_m y_im)``."""
     return torch.ops.entclust.em_rce_rows(sigma, y, weights)
+
+
+def top_entries_kernel(logits: torch.Tensor, top: int):
+    """Raw op (CPU): the ``top`` largest entries of each row of ``logits`` ``(b, K)``, unsorted, ties
+    at the cut to the lower class: ``(values (b, top), index (b, top) int64)``."""
+    return torch.ops.entclust.top_entries(logits, top)
+
+
+def sparse_em_rows_kernel(values: torch.Tensor, index: torch.Tensor, rest: torch.Tensor, cu: torch.Tensor,
+                          iterations: int, update: bool = True):
+    """Raw op (CPU): reverse-CE pseudo-labels on each row's entries ``values`` at the classes
+    ``index`` ``(b, top)``, against the column sums ``rest`` ``(K,)`` float64 of the other rows
+    (``cu = c u``); ``(y (b, top), rest + column sums of y)``. Not ``update``: the weights of ``rest``
+    alone, held fixed."""
+    return torch.ops.entclust.sparse_em_rows(values, index, rest, cu, iterations, update)
+
+
+def sparse_centre_sums_kernel(sums: torch.Tensor, mass: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                              x: torch.Tensor, alpha: float = 1.0) -> None:
+    """Raw op (CPU), in place: ``sums[index_ij] += alpha y_ij x_i``, ``mass[index_ij] += alpha y_ij``
+    (``sums`` ``(K, D)`` and ``mass`` ``(K,)`` contiguous float64)."""
+    torch.ops.entclust.sparse_centre_sums_(sums, mass, y, index, x, alpha)
+
+
+def kmeans_plusplus_kernel(points: torch.Tensor, first: int, draws: torch.Tensor) -> torch.Tensor:
+    """Raw op (CPU): the indices ``(K,)`` of greedy k-means++ seeds of ``points`` ``(m, D)``, the first
+    ``first``, each next one the best of ``draws.shape[1]`` candidates drawn by the uniform numbers
+    ``draws`` ``(K - 1, trials)`` float64."""
+    return torch.ops.entclust.kmeans_plusplus(points, first, draws)
 
 
 def certificate_kernel(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float, problem: int):

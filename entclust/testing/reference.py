@@ -356,3 +356,63 @@ def linear_self_labeling(x: torch.Tensor, weight: torch.Tensor, bias, fair: torc
     rows = torch.where(sigma > 0, -sigma * torch.log(y), torch.zeros_like(sigma)).sum(-1)
     loss = rows.mean() if reduction == "mean" else rows.sum()
     return loss, y.argmax(-1), y.sum(0, dtype=torch.float64)
+
+
+def top_entries(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``top`` largest entries of each row of ``logits`` ``(b, K)`` and their classes, by a
+    stable descending sort (ties to the lower class)."""
+    values, index = torch.sort(logits, dim=-1, descending=True, stable=True)
+    return values[:, :top], index[:, :top]
+
+
+def sparse_em_rows(values: torch.Tensor, index: torch.Tensor, rest: torch.Tensor, cu: torch.Tensor, iterations: int,
+                   update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reverse-CE pseudo-labels on each row's entries, in float64: ``sigma = softmax(values)``,
+    ``y = sigma``, then ``iterations`` M-steps ``y <- (sigma + w y) / (1 + sum w y)`` with
+    ``w = cu_k / col_k`` at each entry's class (0 where ``col_k = 0``), ``col = rest + the column
+    sums of y`` after every step (``update``) or ``col = rest`` throughout. Returns ``y`` in the
+    dtype of ``values`` and ``rest + the column sums of the final y``."""
+    sigma = torch.softmax(values.double(), -1)
+    flat = index.reshape(-1)
+
+    def columns(y):
+        return rest + torch.zeros_like(rest).index_add_(0, flat, y.reshape(-1))
+
+    def weights(col):
+        return torch.where(col > 0, cu / col.clamp_min(torch.finfo(torch.float64).tiny), 0.0)[index]
+
+    y = sigma.clone()
+    w = weights(columns(y) if update else rest)
+    for _ in range(iterations):
+        a = w * y
+        y = (sigma + a) / (1.0 + a.sum(-1, keepdim=True))
+        if update:
+            w = weights(columns(y))
+    return y.to(values.dtype), columns(y)
+
+
+def sparse_centre_sums(k: int, y: torch.Tensor, index: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sums (K, D), mass (K,))`` float64: ``sums_k = sum y_ij x_i`` and ``mass_k = sum y_ij`` over
+    the entries ``(i, j)`` with ``index_ij = k``, by a dense ``(b, K)`` matrix of y."""
+    dense = torch.zeros(y.shape[0], k, dtype=torch.float64).scatter_add_(1, index, y.double())
+    return dense.T @ x.double(), dense.sum(0)
+
+
+def kmeans_plusplus(points: torch.Tensor, first: int, draws: torch.Tensor) -> torch.Tensor:
+    """Greedy k-means++ seeds the plain way, in float64: seed 0 is ``first``; seed c the candidate of
+    lowest total ``sum_i min(d2_i, |x_i - x_cand|^2)`` among ``searchsorted(cumsum(d2), draw * sum(d2))``
+    for the draws ``draws[c - 1]``, d2 the squared distances to the nearest seed so far. Returns
+    the seeds' indices ``(K,)``."""
+    x = points.double()
+    m = x.shape[0]
+    chosen = [first]
+    d2 = (x - x[first]).square().sum(1)
+    for row in draws:
+        cumulative = torch.cumsum(d2, 0)
+        candidates = torch.searchsorted(cumulative, row * cumulative[-1]).clamp_(max=m - 1)
+        dist = torch.minimum((x[None, :, :] - x[candidates][:, None, :]).square().sum(-1), d2)
+        best = int(dist.sum(1).argmin())
+        d2 = dist[best]
+        chosen.append(int(candidates[best]))
+    return torch.tensor(chosen, dtype=torch.int64)
+
