@@ -57,7 +57,8 @@ def block_table(ks, d=64, top=64, n=100_000):
         t_sums = median_ms(lambda: _sparse_sums_steps(sums, mass, y, index, x, 1.0))
         t_sums_op = median_ms(lambda: ops.sparse_centre_sums_kernel(sums, mass, y, index, x, 1.0))
         print(f"| {k} | {rows} | {t_topk:.2f} ms | {t_op:.2f} ms | {t_topk / t_op:.1f} | {t_em:.2f} ms | "
-              f"{t_em_op:.2f} ms | {t_em / t_em_op:.1f} | {t_sums:.2f} ms | {t_sums_op:.2f} ms | {t_sums / t_sums_op:.1f} |")
+              f"{t_em_op:.2f} ms | {t_em / t_em_op:.1f} | {t_sums:.2f} ms | {t_sums_op:.2f} ms | "
+              f"{t_sums / t_sums_op:.1f} |")
 
 
 def seeding(k, m, d=64):

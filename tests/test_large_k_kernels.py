@@ -196,7 +196,8 @@ def test_kmeans_plusplus_op_on_repeated_points_and_its_checks():
     bad[4, 1] = float("nan")
     with pytest.raises(RuntimeError, match="NaN or Inf"):
         ops.kmeans_plusplus_kernel(bad, 0, torch.rand(2, 3, dtype=torch.float64))
-    torch.library.opcheck(torch.ops.entclust.kmeans_plusplus, (torch.randn(300, 5), 2, torch.rand(9, 4, dtype=torch.float64)))
+    draws = torch.rand(9, 4, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.entclust.kmeans_plusplus, (torch.randn(300, 5), 2, draws))
 
 
 def test_kmeans_plusplus_seeds_are_those_of_the_pytorch_loop():

@@ -34,11 +34,12 @@ namespace {
 // top_entries
 //
 // Rows longer than SAMPLE_OVER x top: the threshold is an order statistic of a strided sample of
-// the row, chosen so that about 3 top entries are expected to pass it (~K / (16 top) samples); one pass (four SSE
-// compares and a bit scan per 16 entries) keeps the indices at or above it, and nth_element
-// picks the top among those. Where fewer than `top` pass (an unlucky sample, or a row whose order
-// defeats the stride), the whole row is selected instead: the result is exact either way, only
-// the time depends on the sample. A NaN anywhere is refused (it has no place in an order).
+// 4 K / top entries, chosen so that about 3 top entries are expected to pass it; one pass (four
+// SSE compares and a bit scan per 16 entries) keeps the indices at or above it, and a
+// quickselect (kth_largest) picks the top among those. Where fewer than `top` pass (an unlucky
+// sample, or a row whose order defeats the stride), the whole row is selected instead: the
+// result is exact either way, only the time depends on the sample. A NaN anywhere is refused
+// (it has no place in an order).
 constexpr int64_t SAMPLE_OVER = 4, SAMPLE_RANK = 12;
 
 // indices k of row[k] >= threshold into out; true where the row holds a NaN
@@ -352,8 +353,8 @@ void centre_sums(double* sums, double* mass, const T* y, const int64_t* ix, cons
   });
 }
 
-void sparse_centre_sums_cpu(const at::Tensor& sums, const at::Tensor& mass, const at::Tensor& y_in, const at::Tensor& index_in,
-                            const at::Tensor& x_in, double alpha) {
+void sparse_centre_sums_cpu(const at::Tensor& sums, const at::Tensor& mass, const at::Tensor& y_in,
+                            const at::Tensor& index_in, const at::Tensor& x_in, double alpha) {
   TORCH_CHECK(sums.dim() == 2 && sums.scalar_type() == at::kDouble && sums.is_contiguous(),
               "sparse_centre_sums_: sums must be a contiguous float64 (K, D) tensor, got ", sums.sizes(), " ",
               sums.scalar_type());

@@ -95,8 +95,8 @@ def lloyd(points: torch.Tensor, mu: torch.Tensor, max_iter: int = 20, tol: float
 
 def top_entries(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``logits.topk(top, dim=1, sorted=False)``: on the CPU by the selection op
-    ``entclust::top_entries`` (a sampled threshold and one compare per entry; 3-4x faster than
-    torch.topk at K = 5000-10 000, benchmarks/bench_sparse_rows.py)."""
+    ``entclust::top_entries`` (a sampled threshold and one compare per entry instead of a per-row
+    sort; timed against torch.topk by benchmarks/bench_sparse_rows.py)."""
     if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64):
         return ops.top_entries_kernel(logits, top)
     return logits.topk(top, dim=1, sorted=False)

@@ -391,7 +391,8 @@ def sparse_em_rows(values: torch.Tensor, index: torch.Tensor, rest: torch.Tensor
     return y.to(values.dtype), columns(y)
 
 
-def sparse_centre_sums(k: int, y: torch.Tensor, index: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sparse_centre_sums(k: int, y: torch.Tensor, index: torch.Tensor,
+                       x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sums (K, D), mass (K,))`` float64: ``sums_k = sum y_ij x_i`` and ``mass_k = sum y_ij`` over
     the entries ``(i, j)`` with ``index_ij = k``, by a dense ``(b, K)`` matrix of y."""
     dense = torch.zeros(y.shape[0], k, dtype=torch.float64).scatter_add_(1, index, y.double())
