@@ -57,6 +57,15 @@ class Progress:
                     or time.perf_counter() - self.printed >= LINE_EVERY):
                 self._print()
 
+    def note(self, text: str) -> None:
+        """Say at once what the stage is doing before its first step ends (a line in a log, the
+        bar's postfix on a terminal): for a first step that takes long."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+        elif self.lines:
+            print(f"{self.desc}: {text}", file=sys.stderr, flush=True)
+            self.printed = time.perf_counter()
+
     def _print(self) -> None:
         print(self.pending, file=sys.stderr, flush=True)
         self.printed, self.pending = time.perf_counter(), None

@@ -104,3 +104,15 @@ def test_the_estimators_report_progress_in_a_log_within_their_first_steps(capsys
     err = capsys.readouterr().err
     assert "EntropyClustering(rce, 2 restarts): epoch 1/2, loss=" in err
     assert "EntropyClustering(rce, 2 restarts): epoch 2/2, loss=" in err
+
+
+def test_the_large_k_start_says_it_is_seeding_before_the_seeds_are_drawn(capsys, monkeypatch):
+    """The k-means++ seeding is one op call (seconds at K = 10 000): its line comes first."""
+    import numpy as np
+
+    monkeypatch.setattr(_loop, "_is_terminal", lambda: False)
+    x = np.random.default_rng(0).normal(size=(3000, 8)).astype(np.float32)
+    entclust.EntropyClustering(300, verbose=True, random_state=0).fit(x)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "EntropyClustering: self-labeled centroids (K=300): k-means++ seeds from 3000 points"
+    assert lines[1].startswith("EntropyClustering: self-labeled centroids (K=300): round 1/")

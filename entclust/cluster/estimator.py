@@ -335,23 +335,26 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
                 order = torch.randperm(shard.total, generator=generator)
                 seeds = SEED_SAMPLE(k) if self.init_ == "balanced" else max(10000, 10 * k)
                 points = shard.gather_rows(features, order[:max(seeds, ROUND_SAMPLE(k) if self.init_ == "balanced" else 0)])
-                mu = kmeans_plusplus(points[:seeds], k, generator)
-                if self.init_ == "kmeans":
-                    mu = lloyd(points, mu)
-                if self.init_ == "balanced":
-                    rounds = centroid_rounds(points.shape[0], k, shard.total)
-                    progress = Progress(f"EntropyClustering: self-labeled centroids (K={k})", rounds,
-                                        verbose=self.verbose, unit="round")
-                    try:
+                balanced = self.init_ == "balanced"
+                rounds = centroid_rounds(points.shape[0], k, shard.total) if balanced else None
+                stage = "self-labeled centroids" if balanced else f"{self.init_} start"
+                progress = Progress(f"EntropyClustering: {stage} (K={k})", rounds, verbose=self.verbose, unit="round")
+                try:
+                    # the seeding is one op call at large K: said before it starts, not after
+                    progress.note(f"k-means++ seeds from {min(seeds, points.shape[0])} points")
+                    mu = kmeans_plusplus(points[:seeds], k, generator)
+                    if self.init_ == "kmeans":
+                        mu = lloyd(points, mu)
+                    if balanced:
                         mu, beta, self.init_history_ = self_labeled_centroids(
                             points, mu, self.lam, self.prior_, rounds=rounds, progress=progress,
                             top=SPARSE_TOP if k > 4 * SPARSE_TOP else None)
-                    finally:
-                        progress.close()
-                else:
-                    # the posterior of an isotropic Gaussian mixture with the centres mu and the per-dimension
-                    # variance 1 / beta of the points about their nearest centre
-                    beta = temperature(points, mu)
+                    else:
+                        # the posterior of an isotropic Gaussian mixture with the centres mu and the per-dimension
+                        # variance 1 / beta of the points about their nearest centre
+                        beta = temperature(points, mu)
+                finally:
+                    progress.close()
                 head.weight.copy_(beta * mu)
                 head.bias.copy_(-0.5 * beta * mu.square().sum(1))
         return head.to(features.device)
