@@ -1,12 +1,11 @@
 // Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; the `trials` local candidates of
 // scikit-learn's version), the whole loop in one call: the large-K start seeds K centres, and in
-// PyTorch ops each seed cost about ten small launches (1 ms a seed at K = 5000; 5 s of a 24 s fit).
+// PyTorch ops each seed cost about ten small ops (benchmarks/bench_sparse_rows.py times both).
 // Per seed: draw `trials` candidates with probability proportional to the squared distance d2 to
 // the nearest seed so far (inverse CDF of the draws given), the squared distance of every point
 // to each candidate (|x|^2 + |c|^2 - 2 x.c by one matrix product, as the PyTorch version did),
-// each clipped at d2; the candidate of
-// the lowest total (float64, summed over a fixed partition of the points: independent of the
-// number of threads) becomes the seed, and d2 its clipped distances.
+// each clipped at d2; the candidate of the lowest total (float64, summed over a fixed partition of
+// the points: independent of the number of threads) becomes the seed, and d2 its clipped distances.
 // PyTorch equivalent (ground truth of the tests): entclust/testing/reference.py, kmeans_plusplus.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

@@ -338,9 +338,10 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
                 balanced = self.init_ == "balanced"
                 rounds = centroid_rounds(points.shape[0], k, shard.total) if balanced else None
                 stage = "self-labeled centroids" if balanced else f"{self.init_} start"
-                progress = Progress(f"EntropyClustering: {stage} (K={k})", rounds, verbose=self.verbose, unit="round")
+                # the seeding is one op call: at large K said before it starts (not per restart at small K)
+                progress = Progress(f"EntropyClustering: {stage} (K={k})", rounds, unit="round",
+                                    verbose=self.verbose and (balanced or k >= 1000))
                 try:
-                    # the seeding is one op call at large K: said before it starts, not after
                     progress.note(f"k-means++ seeds from {min(seeds, points.shape[0])} points")
                     mu = kmeans_plusplus(points[:seeds], k, generator)
                     if self.init_ == "kmeans":
