@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import torch
 
 import entclust
 from entclust import ColumnMemory, ops
+from bench_duality_gap import median_ms  # this folder is on the path when the script runs
 from entclust.cluster.centroids import (BLOCK, _kmeans_plusplus_steps, _sparse_sums_steps, block_rows,
                                         kmeans_plusplus, self_labeled_centroids)
-
-
-def median_ms(fn, repeats=15):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def overlap(n, d, k, seed=0):
