@@ -1,6 +1,7 @@
 """The CPU kernels of the large-K start against the PyTorch ops they replace, in one run: per block
 of a self-labeled-centroid round (the rows of 2^22 logits, as entclust.cluster.centroids makes
-them) the top-64 selection (``torch.topk``), the sparse EM of ColumnMemory (10 steps, PyTorch ops
+them) the top-64 selection (``torch.topk``), the logits and their top-64 without writing the logits
+(addmm + topk, and torch.compile of it), the sparse EM of ColumnMemory (10 steps, PyTorch ops
 as on the GPU), the centres' sums (a sparse K x b matrix times the block), and the k-means++
 seeding (the PyTorch loop), each as a median of repeats with the ratio; then one whole round.
 ``python benchmarks/bench_sparse_rows.py [--k 5000 10000] [--seed-k 5000]``."""
@@ -51,6 +52,38 @@ def block_table(ks, d=64, top=64, n=100_000):
               f"{t_sums / t_sums_op:.1f} |")
 
 
+def logits_table(ks, d=64, top=64):
+    """The logits of a block and their top entries: what a user writes (addmm + torch.topk), the
+    same under torch.compile, addmm + the selection op, and the fused op that never writes them."""
+    def plain(x, w, b):
+        return torch.addmm(b, x, w.T).topk(top, dim=1, sorted=False)
+
+    try:
+        compiled = torch.compile(plain, dynamic=False)
+    except Exception as err:  # noqa: BLE001  (no compiler: say so, time the rest)
+        compiled, why = None, type(err).__name__
+    print(f"\n| K | rows a block | addmm + topk | torch.compile of it | addmm + top_entries op | "
+          f"linear_top_entries op | x addmm + topk | x addmm + op |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in ks:
+        rows = block_rows(k)
+        x, centres = overlap(rows, d, k)
+        mu = centres + 0.3 * torch.randn(k, d, generator=torch.Generator().manual_seed(1))
+        b = -0.5 * mu.square().sum(1)
+        t_plain = median_ms(lambda: plain(x, mu, b))
+        cell = f"unavailable ({why})" if compiled is None else ""
+        if compiled is not None:
+            try:
+                compiled(x, mu, b)  # (the compilation, not timed)
+                cell = f"{median_ms(lambda: compiled(x, mu, b)):.2f} ms"
+            except Exception as err:  # noqa: BLE001
+                cell = f"failed: {type(err).__name__}"
+        t_two = median_ms(lambda: ops.top_entries_kernel(torch.addmm(b, x, mu.T), top))
+        t_fused = median_ms(lambda: ops.linear_top_entries_kernel(x, mu, b, top))
+        print(f"| {k} | {rows} | {t_plain:.2f} ms | {cell} | {t_two:.2f} ms | {t_fused:.2f} ms | "
+              f"{t_plain / t_fused:.1f} | {t_two / t_fused:.2f} |")
+
+
 def seeding(k, m, d=64):
     x, _ = overlap(m, d, k)
     trials = 2 + int(math.log(k))
@@ -82,6 +115,7 @@ def main():
     print(f"entclust {entclust.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {ops.cpu_capability()}\n")
     block_table(args.k)
+    logits_table(args.k)
     seeding(args.seed_k, max(10_000, 2 * args.seed_k))
     one_round(args.round_k, 100_000)
 

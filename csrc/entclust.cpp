@@ -60,6 +60,10 @@ TORCH_LIBRARY(entclust, m) {
   // The `top` largest entries of each row of logits (b, K), in no particular order; ties at the
   // cut go to the lower class index. Returns (values (b, top), index (b, top) int64).
   m.def("top_entries(Tensor logits, int top) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
+  // top_entries of the logits x weight^T + bias (x (b, D), weight (K, D), bias (K,), float32) without
+  // forming them (CPU); each logit summed over d in order, then + bias, the same in every block.
+  m.def("linear_top_entries(Tensor x, Tensor weight, Tensor bias, int top) -> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
   // Reverse-CE pseudo-labels on each row's entries (values, index (b, top)): sigma = softmax of the
   // values, then `iterations` M-steps y <- (sigma + w y) / (1 + sum w y) with w = cu_k / col_k,
   // col = rest + the column sums of y over the entries (float64 (K,)), recomputed after every step

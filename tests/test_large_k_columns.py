@@ -107,10 +107,13 @@ def test_global_mode_never_holds_an_n_by_k_matrix():
     x, _ = mixture(n=30000, d=8, k=300, spread=2.0, seed=1)
     with OpDevices() as ops:
         est = EntropyClustering(300, random_state=0, epochs=1).fit(x.numpy())
+        predicted = est.predict(x.numpy())
     assert est.pseudo_labels_ == "global" and est.init_ == "balanced"
     largest = max(c.numel for c in ops.calls)
     assert largest < 30000 * 300 // 2, largest
     assert (est.cluster_sizes_ > 0).all()
+    # predict finds the fit's labels (the same logits, over blocks of rows)
+    np.testing.assert_array_equal(predicted, est.labels_)
 
 
 def test_a_fit_that_cannot_fit_says_so_at_once(monkeypatch):

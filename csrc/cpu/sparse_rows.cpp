@@ -26,6 +26,8 @@
 #include <emmintrin.h>
 #endif
 
+#include "isa/kernel_table.h"
+
 namespace entclust {
 namespace cpu {
 namespace {
@@ -112,6 +114,26 @@ T kth_largest(T* a, T* tmp, int64_t n, int64_t r) {
   return a[r - 1];
 }
 
+// The `top` largest of n candidates (values cv, classes ci in increasing order; n >= top) into
+// values / index: the top-th largest value (kth_largest of a copy), then every candidate above it
+// and, in class order, as many equal to it as complete the top. scratch: room for 2 n.
+template <typename T>
+void pick_top(const T* __restrict cv, const int32_t* __restrict ci, int64_t n, int64_t top, T* __restrict values,
+              int64_t* __restrict index, T* __restrict scratch) {
+  std::copy(cv, cv + n, scratch);
+  const T cut = kth_largest(scratch, scratch + n, n, top);
+  int64_t above_cut = 0;
+  for (int64_t j = 0; j < n; ++j) above_cut += cv[j] > cut;
+  int64_t m = 0, ties = top - above_cut;
+  for (int64_t j = 0; j < n && m < top; ++j) {
+    const bool equal = cv[j] == cut, take = (cv[j] > cut) | (equal & (ties > 0));
+    ties -= equal & take;
+    index[m] = ci[j];
+    values[m] = cv[j];
+    m += take;
+  }
+}
+
 template <typename T>
 bool top_row(const T* __restrict row, int64_t K, int64_t top, T* __restrict values, int64_t* __restrict index,
              std::vector<int32_t>& keep, std::vector<T>& scratch) {
@@ -135,25 +157,9 @@ bool top_row(const T* __restrict row, int64_t K, int64_t top, T* __restrict valu
     for (int64_t k = 0; k < K; ++k) keep[k] = static_cast<int32_t>(k);
     n = K;
   }
-  // the top-th largest value among the candidates (kth_largest of a copy of their values), then
-  // every candidate above it and, in index order, as many equal to it as complete the top
-  for (int64_t j = 0; j < n; ++j) scratch[j] = row[keep[j]];
-  const T cut = kth_largest(scratch.data(), scratch.data() + K, n, top);
-  int64_t above_cut = 0;
-  for (int64_t j = 0; j < n; ++j) above_cut += row[keep[j]] > cut;
-  int64_t m = 0, ties = top - above_cut;
-  for (int64_t j = 0; j < n; ++j) {  // branch-free compaction in place (m <= j)
-    const int32_t k = keep[j];
-    const T v = row[k];
-    const bool equal = v == cut, take = (v > cut) | (equal & (ties > 0));
-    ties -= equal & take;
-    keep[m] = k;
-    m += take;
-  }
-  for (int64_t j = 0; j < top; ++j) {
-    index[j] = keep[j];
-    values[j] = row[keep[j]];
-  }
+  T* cv = scratch.data() + 2 * K;
+  for (int64_t j = 0; j < n; ++j) cv[j] = row[keep[j]];
+  pick_top(cv, keep.data(), n, top, values, index, scratch.data());
   return true;
 }
 
@@ -175,12 +181,175 @@ std::tuple<at::Tensor, at::Tensor> top_entries_cpu(const at::Tensor& logits_in, 
     int64_t* ix = index.data_ptr<int64_t>();
     at::parallel_for(0, b, std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {
       std::vector<int32_t> keep(K);
-      std::vector<scalar_t> scratch(2 * K);
+      std::vector<scalar_t> scratch(3 * K);
       for (int64_t i = r0; i < r1; ++i)
         if (!top_row(l + i * K, K, top, v + i * top, ix + i * top, keep, scratch)) nan = true;
     });
   });
   TORCH_CHECK(!nan, "top_entries: logits contain NaN");
+  return {values, index};
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear_top_entries
+//
+// top_entries of the logits x W^T + b without writing them: a block of rows at a time, the logits
+// of the strided sample first (their own packed panels) give each row its threshold, then every
+// logit is computed in registers and compared at once (the ISA's linear_tile_f32), and only the
+// candidates at or above it are kept; pick_top selects among those. A row whose candidates are
+// fewer than `top` or more than the lists hold is computed whole and selected exactly. The
+// logits are the same numbers whatever the blocks or threads (see LinearTile), so the result
+// is too.
+constexpr int64_t LINEAR_BLOCK = 48;  // rows a thread takes at once (a multiple of every tile_rows)
+
+// W (K, D) and b into panels of `cols` classes (see LinearTile); classes `pick` (n of them) or all.
+void pack_panels(const float* w, const float* b, int64_t D, const int64_t* pick, int64_t n, int64_t cols,
+                 float* panels, float* bias) {
+  const int64_t P = (n + cols - 1) / cols;
+  at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
+    std::vector<const float*> src(cols);
+    const std::vector<float> zeros(D, 0.0f);  // a padding class's weights
+    for (int64_t p = p0; p < p1; ++p) {
+      float* out = panels + p * D * cols;
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t j = p * cols + c;
+        const int64_t k = j < n ? (pick ? pick[j] : j) : -1;
+        bias[p * cols + c] = k >= 0 ? b[k] : -std::numeric_limits<float>::infinity();
+        src[c] = k >= 0 ? w + k * D : zeros.data();
+      }
+      // the panel in 8 x 8 blocks: its cols rows of W are read and written alongside
+      for (int64_t d0 = 0; d0 < D; d0 += 8)
+        for (int64_t c0 = 0; c0 < cols; c0 += 8)
+          for (int64_t c = c0; c < std::min(c0 + 8, cols); ++c)
+            for (int64_t d = d0; d < std::min(d0 + 8, D); ++d) out[d * cols + c] = src[c][d];
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> linear_top_entries_cpu(const at::Tensor& x_in, const at::Tensor& w_in,
+                                                          const at::Tensor& b_in, int64_t top) {
+  TORCH_CHECK(x_in.dim() == 2 && w_in.dim() == 2 && w_in.size(1) == x_in.size(1) && b_in.dim() == 1 &&
+                  b_in.size(0) == w_in.size(0),
+              "linear_top_entries: x (b, D), weight (K, D) and bias (K,) expected, got ", x_in.sizes(), ", ",
+              w_in.sizes(), " and ", b_in.sizes());
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat && w_in.scalar_type() == at::kFloat && b_in.scalar_type() == at::kFloat,
+              "linear_top_entries: x, weight and bias must be float32, got ", x_in.scalar_type(), ", ",
+              w_in.scalar_type(), " and ", b_in.scalar_type());
+  const int64_t b = x_in.size(0), D = x_in.size(1), K = w_in.size(0);
+  TORCH_CHECK(top >= 1 && top <= K, "linear_top_entries: top must be in [1, K = ", K, "], got ", top);
+  TORCH_CHECK(K <= std::numeric_limits<int32_t>::max(), "linear_top_entries: K above 2^31 - 1");
+  at::Tensor values = at::empty({b, top}, x_in.options());
+  at::Tensor index = at::empty({b, top}, x_in.options().dtype(at::kLong));
+  if (b == 0) return {values, index};
+  const at::Tensor x = x_in.contiguous(), w = w_in.contiguous(), bias_in = b_in.contiguous();
+  {  // an infinite x would make a padding class's 0 x inf a NaN (a NaN or Inf in weight or bias
+     // gives NaN or infinite logits, which the tiles report or order as top_entries does)
+    const float* p = x.data_ptr<float>();
+    float probe = 0.0f;  // 0 x v is NaN exactly where v is not finite
+#pragma omp simd reduction(+ : probe)
+    for (int64_t e = 0; e < x.numel(); ++e) probe += p[e] * 0.0f;
+    TORCH_CHECK(probe == 0.0f, "linear_top_entries: x must be finite, got NaN or Inf");
+  }
+  const KernelTable& isa = kernels();
+  const int64_t cols = isa.tile_columns, MR = isa.tile_rows;
+  TORCH_CHECK(LINEAR_BLOCK % MR == 0, "linear_top_entries: block of ", LINEAR_BLOCK, " rows, tiles of ", MR);
+  const int64_t P = (K + cols - 1) / cols;
+  // (ATen's allocator aligns to 64 bytes: no weight load of the tiles straddles two cache lines)
+  const at::Tensor panels = at::empty({P * D * cols}, x.options()), pbias = at::empty({P * cols}, x.options());
+  pack_panels(w.data_ptr<float>(), bias_in.data_ptr<float>(), D, nullptr, K, cols, panels.data_ptr<float>(),
+              pbias.data_ptr<float>());
+  // the strided sample of top_row, as panels of its own
+  const bool sampled = K > SAMPLE_OVER * top;
+  const int64_t s = sampled ? std::min<int64_t>(K, std::max<int64_t>(SAMPLE_RANK, (SAMPLE_RANK * K) / (3 * top))) : 0;
+  const int64_t Ps = (s + cols - 1) / cols;
+  const at::Tensor spanels = at::empty({Ps * D * cols}, x.options()), sbias = at::empty({Ps * cols}, x.options());
+  if (sampled) {
+    std::vector<int64_t> pick(s);
+    for (int64_t j = 0; j < s; ++j) pick[j] = j * (K / s);
+    pack_panels(w.data_ptr<float>(), bias_in.data_ptr<float>(), D, pick.data(), s, cols, spanels.data_ptr<float>(),
+                sbias.data_ptr<float>());
+  }
+  // about 3 top candidates a row are expected; a list holds 16 top (all K without a sample)
+  const int64_t cap = sampled ? std::min<int64_t>(K, 16 * top) : K;
+  const float* xp = x.data_ptr<float>();
+  float* vp = values.data_ptr<float>();
+  int64_t* ip = index.data_ptr<int64_t>();
+  std::atomic<bool> nan{false};
+  // blocks of LINEAR_BLOCK rows, fewer where that leaves a thread fewer than eight blocks (the
+  // threads take equal runs of blocks, and a call's rows are few at large K; the result does not
+  // depend on the blocks)
+  const int64_t spread = 8 * at::get_num_threads();
+  const int64_t per = std::max<int64_t>(MR, std::min<int64_t>(LINEAR_BLOCK, (b + spread - 1) / spread));
+  const int64_t block = (per + MR - 1) / MR * MR, blocks = (b + block - 1) / block;
+  at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+    std::vector<float> xb(LINEAR_BLOCK * D), sample(LINEAR_BLOCK * Ps * cols), thr(LINEAR_BLOCK);
+    // (a list holds cap entries and `cols` of slack: the tiles may store whole vectors there)
+    const int64_t ld = cap + cols;
+    std::vector<float> cand_v(LINEAR_BLOCK * ld), scratch(3 * std::max(K, s) + 2 * cols);
+    std::vector<int32_t> cand_i(LINEAR_BLOCK * ld), all;
+    std::vector<int64_t> cand_n(LINEAR_BLOCK);
+    std::vector<float> whole;  // a row computed whole: P cols logits (tile_rows rows, one used)
+    LinearTile t{xb.data(), 0, D, nullptr, nullptr, 0, 0, nullptr, 0, thr.data(), K,
+                 cand_v.data(), cand_i.data(), cand_n.data(), cap, ld};
+    for (int64_t blk = k0; blk < k1; ++blk) {
+      const int64_t r0 = blk * block, n = std::min(block, b - r0);
+      const int64_t rows = (n + MR - 1) / MR * MR;
+      std::copy(xp + r0 * D, xp + (r0 + n) * D, xb.data());
+      std::fill(xb.data() + n * D, xb.data() + rows * D, 0.0f);
+      t.rows = rows;
+      if (sampled) {
+        LinearTile u = t;
+        u.panels = spanels.data_ptr<float>();
+        u.bias = sbias.data_ptr<float>();
+        u.first = 0;
+        u.count = Ps;
+        u.out = sample.data();
+        u.ldo = Ps * cols;
+        isa.linear_tile_f32(u);
+        for (int64_t i = 0; i < n; ++i) {
+          float* si = sample.data() + i * Ps * cols;
+          for (int64_t j = 0; j < s; ++j) si[j] = std::isnan(si[j]) ? -std::numeric_limits<float>::infinity() : si[j];
+          thr[i] = kth_largest(si, scratch.data(), s, SAMPLE_RANK);
+        }
+      } else {
+        std::fill(thr.begin(), thr.begin() + n, -std::numeric_limits<float>::infinity());
+      }
+      std::fill(thr.begin() + n, thr.begin() + rows, std::numeric_limits<float>::infinity());  // padding rows
+      std::fill(cand_n.begin(), cand_n.end(), 0);
+      t.panels = panels.data_ptr<float>();
+      t.bias = pbias.data_ptr<float>();
+      t.first = 0;
+      t.count = P;
+      t.out = nullptr;
+      if (isa.linear_tile_f32(t)) {
+        nan = true;
+        return;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const float* cv = cand_v.data() + i * ld;
+        const int32_t* ci = cand_i.data() + i * ld;
+        int64_t m = cand_n[i];
+        if (m < top || m > cap) {  // the whole row: its logits by the same tiles, every class a candidate
+          whole.resize(MR * P * cols);
+          all.resize(K);
+          LinearTile u = t;
+          std::vector<float> one(MR * D, 0.0f);
+          std::copy(xb.data() + i * D, xb.data() + (i + 1) * D, one.data());
+          u.x = one.data();
+          u.rows = MR;
+          u.out = whole.data();
+          u.ldo = P * cols;
+          isa.linear_tile_f32(u);
+          for (int64_t k = 0; k < K; ++k) all[k] = static_cast<int32_t>(k);
+          cv = whole.data();
+          ci = all.data();
+          m = K;
+        }
+        pick_top(cv, ci, m, top, vp + (r0 + i) * top, ip + (r0 + i) * top, scratch.data());
+      }
+    }
+  });
+  TORCH_CHECK(!nan, "linear_top_entries: the logits x weight^T + bias contain NaN");
   return {values, index};
 }
 
@@ -392,6 +561,7 @@ void sparse_centre_sums_cpu(const at::Tensor& sums, const at::Tensor& mass, cons
 
 TORCH_LIBRARY_IMPL(entclust, CPU, m) {
   m.impl("top_entries", &top_entries_cpu);
+  m.impl("linear_top_entries", &linear_top_entries_cpu);
   m.impl("sparse_em_rows", &sparse_em_rows_cpu);
   m.impl("sparse_centre_sums_", &sparse_centre_sums_cpu);
 }

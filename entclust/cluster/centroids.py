@@ -102,6 +102,17 @@ def top_entries(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Ten
     return logits.topk(top, dim=1, sorted=False)
 
 
+def linear_top_entries(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`top_entries` of the logits ``x @ weight.T + bias``: on the CPU in float32 by the op
+    ``entclust::linear_top_entries``, which never writes the ``b x K`` logits (each is compared
+    in registers as it is summed; timed against addmm + top_entries by
+    benchmarks/bench_sparse_rows.py), elsewhere ``torch.addmm`` and :func:`top_entries`."""
+    if x.device.type == "cpu" and x.dtype == weight.dtype == bias.dtype == torch.float32:
+        return ops.linear_top_entries_kernel(x, weight, bias, top)
+    return top_entries(torch.addmm(bias, x, weight.T), top)
+
+
 def add_sparse_sums(sums: torch.Tensor, mass: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                     block: torch.Tensor, alpha: float) -> None:
     """In place: ``sums_k += alpha sum y_ij x_i`` and ``mass_k += alpha sum y_ij`` over the entries of
@@ -181,29 +192,32 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
     closest = torch.empty(m, dtype=torch.int64, device=points.device)  # each point's nearest centre this round
     generator = torch.Generator(device=points.device).manual_seed(0)
     history = []
+    sparse = top is not None and top < k  # sparse pseudo-labels: the top nearest centres of each point
     for r in range(rounds):
         start = time.perf_counter()
         before = mu.clone()
+        weight, bias = beta * mu, -0.5 * beta * mu.square().sum(1)  # the logits' head
         for i in range(0, m, rows):
             block = points[i:i + rows]
-            logits = torch.addmm(-0.5 * beta * mu.square().sum(1), block, beta * mu.T)
             scale *= 1.0 - block.shape[0] / m
             if scale < 1e-150:  # (about 350 passes) fold it in before it underflows
                 sums.mul_(scale)
                 mass.mul_(scale)
                 scale = 1.0
-            if top is not None and top < k:  # sparse pseudo-labels: the top nearest centres of each point
-                values, index = top_entries(logits, top)
+            if sparse:
+                values, index = linear_top_entries(block, weight, bias, top)
                 closest[i:i + rows] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
                 labels = memory.update_sparse(values, index)
                 add_sparse_sums(sums, mass, labels, index, block, 1.0 / scale)
             else:
+                logits = torch.addmm(bias, block, weight.T)
                 closest[i:i + rows] = logits.argmax(1)
                 y = memory.update(logits)
                 mass.add_(y.sum(0, dtype=torch.float64), alpha=1.0 / scale)
                 sums.add_((y.T.to(block.dtype) @ block).double(), alpha=1.0 / scale)
             if (i + rows) // per_update != i // per_update or i + rows >= m:
                 mu = torch.where((mass > 0)[:, None], (sums / mass.clamp_min(1e-300)[:, None]).to(mu.dtype), mu)
+                weight, bias = beta * mu, -0.5 * beta * mu.square().sum(1)
         moved = _split_merged(points, mu, sums, mass, memory.columns, share, closest, generator) if r < rounds - 2 else 0
         shift = float((mu - before).square().sum(1).max().sqrt())
         new, beta = _probe(points, mu)

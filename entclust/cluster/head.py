@@ -13,6 +13,7 @@ from torch import nn
 
 from .._files import CheckpointError, read_checkpoint, write_files
 from ..data import Scaler
+from .scale import head_argmax
 
 FORMAT = "entclust.EntropyClustering"
 VERSION = 1
@@ -93,8 +94,10 @@ class FittedHead:
         return torch.softmax(self._logits(self._transform(X)), 1).numpy().astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
-        """The most probable cluster of each point."""
-        return self._logits(self._transform(X)).argmax(1).numpy()
+        """The most probable cluster of each point (over blocks of rows: never N x K logits)."""
+        features = self._transform(X)  # (checks that the model is fitted)
+        with torch.no_grad():
+            return head_argmax(self.head_, features).numpy()
 
     def transform(self, X) -> np.ndarray:
         """The head's log-probabilities ``log softmax(v^T x + b)``, ``(N, K)``: the model's

@@ -9,7 +9,7 @@ from torch import nn
 
 from .._dist import all_reduce
 from ..nn import ColumnMemory
-from .centroids import BLOCK, block_rows, top_entries
+from .centroids import BLOCK, block_rows, linear_top_entries
 
 
 class MemoryPlanError(MemoryError, ValueError):
@@ -112,10 +112,28 @@ def head_blocks(head: nn.Linear, features: torch.Tensor):
 
 
 def head_argmax(head, features: torch.Tensor) -> torch.Tensor:
+    """Each point's most probable cluster, over blocks of rows: the argmax of the logits (the first
+    on ties); above ``4 SPARSE_TOP`` clusters, on the CPU in float32, the largest of the entries of
+    :func:`head_top_blocks`, whose logits are never written (the numbers, and so the labels, that
+    :func:`global_objective` finds in the fit)."""
     labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
+    if head.out_features > 4 * SPARSE_TOP and features.device.type == "cpu" and features.dtype == torch.float32:
+        for i, values, index in head_top_blocks(head, features):
+            labels[i:i + index.shape[0]] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
+        return labels
     for i, logits in head_blocks(head, features):
         torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
     return labels
+
+
+def head_top_blocks(head: nn.Linear, features: torch.Tensor):
+    """``(start, values, index)``: the ``SPARSE_TOP`` largest logits of each row of the head and
+    their classes, over blocks of rows (:func:`~entclust.cluster.centroids.linear_top_entries`)."""
+    rows = block_rows(head.out_features)
+    weight, bias = head.weight.detach(), head.bias.detach()
+    for i in range(0, features.shape[0], rows):
+        values, index = linear_top_entries(features[i:i + rows], weight, bias, SPARSE_TOP)
+        yield i, values, index
 
 
 # "auto" pseudo-labels are global below this many points per cluster in a batch.
@@ -154,15 +172,14 @@ def global_objective(memory: ColumnMemory, head: nn.Linear, features: torch.Tens
     tiny = torch.finfo(torch.float32).tiny
     labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
     ce = torch.zeros((), dtype=torch.float64, device=features.device)  # summed there: no sync per block
-    for i, logits in head_blocks(head, features):
-        rows = logits.shape[0]
-        if sparse:
-            values, index = top_entries(logits, SPARSE_TOP)
-            labels[i:i + rows] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
+    if sparse:
+        for i, values, index in head_top_blocks(head, features):
+            labels[i:i + index.shape[0]] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
             y = memory.solve_fixed_sparse(values, index).clamp_min_(tiny)
             ce -= (torch.softmax(values, -1) * torch.log(y)).sum(dtype=torch.float64)
-        else:
-            torch.argmax(logits, 1, out=labels[i:i + rows])
+    else:
+        for i, logits in head_blocks(head, features):
+            torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
             y = memory.solve_fixed(logits).to(logits.dtype).clamp_min_(tiny)
             ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
     ce = float(shard.sum(torch.tensor([float(ce)], dtype=torch.float64)))

@@ -140,6 +140,11 @@ def _fake_top_entries(logits, top):
     return logits.new_empty((logits.shape[0], top)), logits.new_empty((logits.shape[0], top), dtype=torch.int64)
 
 
+@torch.library.register_fake("entclust::linear_top_entries")
+def _fake_linear_top_entries(x, weight, bias, top):
+    return x.new_empty((x.shape[0], top)), x.new_empty((x.shape[0], top), dtype=torch.int64)
+
+
 @torch.library.register_fake("entclust::sparse_em_rows")
 def _fake_sparse_em_rows(values, index, rest, cu, iterations, update):
     return torch.empty_like(values, memory_format=torch.contiguous_format), rest.new_empty(rest.shape)
@@ -206,6 +211,14 @@ def top_entries_kernel(logits: torch.Tensor, top: int):
     """Raw op (CPU): the ``top`` largest entries of each row of ``logits`` ``(b, K)``, unsorted, ties
     at the cut to the lower class: ``(values (b, top), index (b, top) int64)``."""
     return torch.ops.entclust.top_entries(logits, top)
+
+
+def linear_top_entries_kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, top: int):
+    """Raw op (CPU, float32): :func:`top_entries_kernel` of the logits ``x @ weight.T + bias``
+    (``x`` ``(b, D)``, ``weight`` ``(K, D)``, ``bias`` ``(K,)``) without forming the ``b x K`` of them;
+    every logit is summed over ``d`` in order and then added to its bias, the same number in every
+    block and thread (it may differ from ``torch.addmm``'s in the last bits)."""
+    return torch.ops.entclust.linear_top_entries(x, weight, bias, top)
 
 
 def sparse_em_rows_kernel(values: torch.Tensor, index: torch.Tensor, rest: torch.Tensor, cu: torch.Tensor,

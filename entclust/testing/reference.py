@@ -365,6 +365,13 @@ def top_entries(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Ten
     return values[:, :top], index[:, :top]
 
 
+def linear_top_entries(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`top_entries` of the logits ``x @ weight.T + bias``, formed in float64 (the op sums
+    in float32 in its own order: compare its values to these within a tolerance)."""
+    return top_entries(torch.addmm(bias.double(), x.double(), weight.double().T), top)
+
+
 def sparse_em_rows(values: torch.Tensor, index: torch.Tensor, rest: torch.Tensor, cu: torch.Tensor, iterations: int,
                    update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Reverse-CE pseudo-labels on each row's entries, in float64: ``sigma = softmax(values)``,

@@ -64,6 +64,32 @@ struct LinearRows {
 template <typename T>
 using LinearRowsFn = void (*)(const LinearRows<T>&, int64_t begin, int64_t end);
 
+// Logit tiles of linear_top_entries (cpu/sparse_rows.cpp): rows of x against a weight packed in
+// panels of `tile_columns` classes (panel p: D groups of tile_columns floats, then its bias; a
+// padding class has weight 0 and bias -inf). Every logit is the same sum whatever the tile, block
+// or thread: acc = 0, acc += x_d w_d for d = 0, 1, ... (one fused multiply-add where the ISA has
+// one), then acc + bias. Over panels [first, first + count) and `rows` rows (a multiple of
+// tile_rows; the caller pads), either stores the logits (out != null: row i, panel first + q,
+// column c at out[i * ldo + q * tile_columns + c]), or appends each class k < K whose logit is
+// >= threshold[i] to row i's list (cand_v / cand_i at i * ld, ld >= cap + tile_columns; cand_n[i]
+// counts them all, also past cap; entries past cap are not kept). Returns true where a logit is NaN.
+struct LinearTile {
+  const float* x;
+  int64_t rows, D;
+  const float* panels;
+  const float* bias;
+  int64_t first, count;
+  float* out;
+  int64_t ldo;
+  const float* threshold;
+  int64_t K;
+  float* cand_v;
+  int32_t* cand_i;
+  int64_t* cand_n;
+  int64_t cap, ld;
+};
+using LinearTileFn = bool (*)(const LinearTile&);
+
 struct KernelTable {
   const char* name;
   LossRowsFn rce_f32;
@@ -73,6 +99,8 @@ struct KernelTable {
   EmCceRowsFn<float> em_cce_f32;
   EmCceRowsFn<double> em_cce_f64;
   LinearRowsFn<float> linear_rce_f32;
+  LinearTileFn linear_tile_f32;
+  int tile_rows, tile_columns;
 };
 
 // The table in use: the best capability this CPU supports, or ENTCLUST_CPU_CAPABILITY

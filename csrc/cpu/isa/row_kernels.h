@@ -606,6 +606,147 @@ void linear_rce_rows_f32(const LinearRows<float>& t, int64_t begin, int64_t end)
   }
 }
 
+// ---- linear_tile_f32: logit tiles of linear_top_entries (see LinearTile in kernel_table.h) ----
+
+// Bit j set where lane j of a comparison result is set.
+template <int BYTES>
+ENTCLUST_INLINE uint32_t lane_bits(vint<BYTES> m) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (BYTES == 16) {
+    return static_cast<uint32_t>(__builtin_ia32_movmskps(reinterpret_cast<vfloat<16>>(m)));
+  } else {  // 32-byte halves (AVX2 is part of every wider target here)
+    using Half = vfloat<(BYTES > 32 ? 32 : BYTES)>;  // (dependent: the builtin is looked up per target)
+    uint32_t bits = 0;
+    for (int h = 0; h < BYTES / 32; ++h) {
+      Half part;
+      __builtin_memcpy(&part, reinterpret_cast<const char*>(&m) + 32 * h, 32);
+      bits |= static_cast<uint32_t>(__builtin_ia32_movmskps256(part)) << (8 * h);
+    }
+    return bits;
+  }
+#else
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  uint32_t bits = 0;
+  for (int j = 0; j < L; ++j) bits |= static_cast<uint32_t>(m[j] != 0) << j;
+  return bits;
+#endif
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+// For each 8-bit mask, the lanes set in it, first (a compress by one permute: AVX2 has no compress).
+struct CompressTable {
+  int32_t lanes[256][8];
+  constexpr CompressTable() : lanes{} {
+    for (int m = 0; m < 256; ++m) {
+      int n = 0;
+      for (int j = 0; j < 8; ++j)
+        if (m >> j & 1) lanes[m][n++] = j;
+      for (; n < 8; ++n) lanes[m][n] = 0;
+    }
+  }
+};
+alignas(64) inline constexpr CompressTable kCompress{};
+#endif
+
+// Rows per tile: 2 MR accumulators, 2 weight vectors and a broadcast fit the register file (16
+// vector registers below AVX-512, 32 with it).
+template <int BYTES>
+constexpr int tile_rows() {
+  return BYTES == 64 ? 12 : 6;
+}
+
+// One tile: MR rows (x, stride D) by one panel (2 L classes from class `col`).
+template <int BYTES, bool STORE>
+ENTCLUST_INLINE bool linear_tile_one(const LinearTile& t, const float* x, int64_t row, const float* w,
+                                     const float* b, int64_t col, float* out) {
+  using V = vfloat<BYTES>;
+  using I = vint<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes, MR = tile_rows<BYTES>();
+  const int64_t D = t.D;
+  V a[MR][2];
+  for (int i = 0; i < MR; ++i) a[i][0] = a[i][1] = V{};
+  for (int64_t d = 0; d < D; ++d) {
+    const V w0 = load<V>(w + d * 2 * L), w1 = load<V>(w + d * 2 * L + L);
+    for (int i = 0; i < MR; ++i) {
+      const V xs = x[i * D + d] - V{};  // a broadcast (x - 0 = x for every x, -0 included)
+      a[i][0] += xs * w0;
+      a[i][1] += xs * w1;
+    }
+  }
+  const V b0 = load<V>(b), b1 = load<V>(b + L);
+  I nan{};
+  for (int i = 0; i < MR; ++i) {
+    const V l0 = a[i][0] + b0, l1 = a[i][1] + b1;
+    if (STORE) {
+      store(out + i * t.ldo, l0);
+      store(out + i * t.ldo + L, l1);
+      continue;
+    }
+    nan |= (l0 != l0) | (l1 != l1);
+    const V th = t.threshold[row + i] - V{};
+    uint32_t bits = lane_bits<BYTES>(l0 >= th) | lane_bits<BYTES>(l1 >= th) << L;
+#if defined(__x86_64__) || defined(_M_X64)
+    if constexpr (BYTES >= 32) {  // branch-free: each 8 lanes compressed by a permute, stored whole
+      if (col + 2 * L > t.K) bits &= (1u << (t.K - col)) - 1;  // padding classes
+      const int64_t r = row + i;
+      const int64_t n = t.cand_n[r];
+      int64_t pos = n < t.cap ? n : t.cap;  // (ld leaves room for 2 L entries past cap)
+      using H = vfloat<(BYTES > 32 ? 32 : BYTES)>;
+      using HI = vint<(BYTES > 32 ? 32 : BYTES)>;
+      alignas(BYTES) float v[2 * L];
+      store(v, l0);
+      store(v + L, l1);
+      for (int h = 0; h < 2 * L / 8; ++h) {
+        const uint32_t m8 = bits >> (8 * h) & 255u;
+        const HI perm = load<HI>(kCompress.lanes[m8]);
+        store(t.cand_v + r * t.ld + pos, __builtin_ia32_permvarsf256(load<H>(v + 8 * h), perm));
+        store(t.cand_i + r * t.ld + pos, perm + static_cast<int32_t>(col + 8 * h));
+        pos += __builtin_popcount(m8);
+        pos = pos < t.cap ? pos : t.cap;
+      }
+      t.cand_n[r] = n + __builtin_popcount(bits);
+      continue;
+    }
+#endif
+    if (!bits) continue;
+    alignas(BYTES) float v[2 * L];
+    store(v, l0);
+    store(v + L, l1);
+    const int64_t r = row + i;
+    int64_t n = t.cand_n[r];
+    float* cv = t.cand_v + r * t.ld;
+    int32_t* ci = t.cand_i + r * t.ld;
+    for (; bits; bits &= bits - 1, ++n) {
+      const int j = __builtin_ctz(bits);
+      if (col + j >= t.K) break;  // padding classes (the last panel's tail, bits in class order)
+      if (n < t.cap) {
+        cv[n] = v[j];
+        ci[n] = static_cast<int32_t>(col + j);
+      }
+    }
+    t.cand_n[r] = n;
+  }
+  return lane_bits<BYTES>(nan) != 0;
+}
+
+template <int BYTES>
+bool linear_tile_f32(const LinearTile& t) {
+  constexpr int L = Vec<float, BYTES>::kLanes, MR = tile_rows<BYTES>();
+  bool nan = false;
+  for (int64_t q = 0; q < t.count; ++q) {  // each panel stays in L1 while every row passes it
+    const int64_t p = t.first + q;
+    const float* w = t.panels + p * t.D * 2 * L;
+    const float* b = t.bias + p * 2 * L;
+    for (int64_t r = 0; r < t.rows; r += MR) {
+      if (t.out)
+        linear_tile_one<BYTES, true>(t, t.x + r * t.D, r, w, b, p * 2 * L, t.out + r * t.ldo + q * 2 * L);
+      else
+        nan |= linear_tile_one<BYTES, false>(t, t.x + r * t.D, r, w, b, p * 2 * L, nullptr);
+    }
+  }
+  return nan;
+}
+
 template <int BYTES>
 constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
@@ -615,5 +756,8 @@ constexpr KernelTable make_table(const char* name) {
                      &em_rce_rows<double, BYTES>,
                      &em_cce_rows<float>,
                      &em_cce_rows<double>,
-                     &linear_rce_rows_f32<BYTES>};
+                     &linear_rce_rows_f32<BYTES>,
+                     &linear_tile_f32<BYTES>,
+                     tile_rows<BYTES>(),
+                     2 * Vec<float, BYTES>::kLanes};
 }
