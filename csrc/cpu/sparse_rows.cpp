@@ -1,8 +1,10 @@
 // The sparse rows of the large-K rounds (entclust/cluster/centroids.py, ColumnMemory.update_sparse):
 // each point keeps its `top` largest logits only, and the pseudo-labels, the column sums and the
-// centres' sums work on those b x top entries. Three CPU kernels, each one pass:
+// centres' sums work on those b x top entries. Four CPU kernels, each one pass:
 //   top_entries        the `top` largest entries of each row (unsorted), by a sampled threshold
 //                      and one compare per entry, instead of torch.topk's per-row partial sort;
+//   linear_top_entries the same of the logits x W^T + b, each compared as it is summed in
+//                      registers (the per-ISA tiles of isa/row_kernels.h): no b x K logits;
 //   sparse_em_rows     softmax over a row's entries, then `iterations` reverse-CE M-steps with the
 //                      fairness weights c u_k / col_k of the column sums (updated after each
 //                      step, or held fixed at `rest`), all in float64 (MATH.md, "RCE problem");
@@ -143,7 +145,7 @@ bool top_row(const T* __restrict row, int64_t K, int64_t top, T* __restrict valu
     // 3 top in the row; the number of sampled entries among the row's top is about Poisson with
     // mean SAMPLE_RANK / 3, so the threshold is above the top-th entry with probability ~1e-3
     const int64_t s = std::min<int64_t>(K, std::max<int64_t>(SAMPLE_RANK, (SAMPLE_RANK * K) / (3 * top)));
-    const int64_t stride = K / s, r = SAMPLE_RANK;
+    const int64_t stride = K / s, r = std::min(SAMPLE_RANK, s);  // (s < SAMPLE_RANK: K < 12, top = 1 or 2)
     for (int64_t j = 0; j < s; ++j) {
       const T v = row[j * stride];
       scratch[j] = std::isnan(v) ? -std::numeric_limits<T>::infinity() : v;  // (the pass below reports it)
@@ -309,7 +311,7 @@ std::tuple<at::Tensor, at::Tensor> linear_top_entries_cpu(const at::Tensor& x_in
         for (int64_t i = 0; i < n; ++i) {
           float* si = sample.data() + i * Ps * cols;
           for (int64_t j = 0; j < s; ++j) si[j] = std::isnan(si[j]) ? -std::numeric_limits<float>::infinity() : si[j];
-          thr[i] = kth_largest(si, scratch.data(), s, SAMPLE_RANK);
+          thr[i] = kth_largest(si, scratch.data(), s, std::min(SAMPLE_RANK, s));
         }
       } else {
         std::fill(thr.begin(), thr.begin() + n, -std::numeric_limits<float>::infinity());

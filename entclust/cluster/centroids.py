@@ -104,11 +104,13 @@ def top_entries(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Ten
 
 def linear_top_entries(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                        top: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`top_entries` of the logits ``x @ weight.T + bias``: on the CPU in float32 by the op
-    ``entclust::linear_top_entries``, which never writes the ``b x K`` logits (each is compared
-    in registers as it is summed; timed against addmm + top_entries by
-    benchmarks/bench_sparse_rows.py), elsewhere ``torch.addmm`` and :func:`top_entries`."""
-    if x.device.type == "cpu" and x.dtype == weight.dtype == bias.dtype == torch.float32:
+    """:func:`top_entries` of the logits ``x @ weight.T + bias``: on a CPU with AVX2 (or AVX-512), in
+    float32, by the op ``entclust::linear_top_entries``, which never writes the ``b x K`` logits
+    (each is compared in registers as it is summed); elsewhere, and on the ``default`` CPU
+    capability (SSE2 tiles lose to MKL's AVX2 product there), ``torch.addmm`` and
+    :func:`top_entries`. Timed against each other by benchmarks/bench_sparse_rows.py."""
+    if (x.device.type == "cpu" and x.dtype == weight.dtype == bias.dtype == torch.float32
+            and ops.cpu_capability() != "default"):
         return ops.linear_top_entries_kernel(x, weight, bias, top)
     return top_entries(torch.addmm(bias, x, weight.T), top)
 
