@@ -114,8 +114,8 @@ def head_blocks(head: nn.Linear, features: torch.Tensor):
 def head_argmax(head, features: torch.Tensor) -> torch.Tensor:
     """Each point's most probable cluster, over blocks of rows: the argmax of the logits (the first
     on ties); above ``4 SPARSE_TOP`` clusters, on the CPU in float32, the largest of the entries of
-    :func:`head_top_blocks`, whose logits are never written (the numbers, and so the labels, that
-    :func:`global_objective` finds in the fit)."""
+    :func:`head_top_blocks` (with AVX2 or AVX-512 their logits are never written), the numbers,
+    and so the labels, that :func:`global_objective` finds in the fit."""
     labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
     if head.out_features > 4 * SPARSE_TOP and features.device.type == "cpu" and features.dtype == torch.float32:
         for i, values, index in head_top_blocks(head, features):
