@@ -116,6 +116,32 @@ T kth_largest(T* a, T* tmp, int64_t n, int64_t r) {
   return a[r - 1];
 }
 
+// The SAMPLE_RANK-th largest of a sample a[0..s) (no NaN; min(SAMPLE_RANK, s)-th where s is
+// smaller; a may be overwritten, tmp has room for 2 s). Each of 16 interleaved groups has its
+// maximum, so at least 16 >= SAMPLE_RANK entries are >= the least of those maxima: the rank sought
+// is among the few entries at or above it (about 45 of any s, where the sample's order is random),
+// and the quickselect runs on those, not on the whole sample.
+template <typename T>
+T sample_threshold(T* a, int64_t s, T* tmp) {
+  constexpr int64_t G = 16;
+  static_assert(G >= SAMPLE_RANK, "the groups' maxima must leave SAMPLE_RANK entries at or above their least");
+  const int64_t r = std::min(SAMPLE_RANK, s);
+  if (s < 4 * G) return kth_largest(a, tmp, s, r);
+  T group[G];
+  std::copy(a, a + G, group);
+  int64_t j = G;
+  for (; j + G <= s; j += G)
+    for (int64_t l = 0; l < G; ++l) group[l] = std::max(group[l], a[j + l]);
+  for (; j < s; ++j) group[0] = std::max(group[0], a[j]);
+  const T floor = *std::min_element(group, group + G);
+  int64_t n = 0;
+  for (j = 0; j < s; ++j) {  // branch-free: every entry written, the count advanced where it is kept
+    tmp[n] = a[j];
+    n += a[j] >= floor;
+  }
+  return kth_largest(tmp, tmp + s, n, r);
+}
+
 // The `top` largest of n candidates (values cv, classes ci in increasing order; n >= top) into
 // values / index: the top-th largest value (kth_largest of a copy), then every candidate above it
 // and, in class order, as many equal to it as complete the top. scratch: room for 2 n.
@@ -145,12 +171,12 @@ bool top_row(const T* __restrict row, int64_t K, int64_t top, T* __restrict valu
     // 3 top in the row; the number of sampled entries among the row's top is about Poisson with
     // mean SAMPLE_RANK / 3, so the threshold is above the top-th entry with probability ~1e-3
     const int64_t s = std::min<int64_t>(K, std::max<int64_t>(SAMPLE_RANK, (SAMPLE_RANK * K) / (3 * top)));
-    const int64_t stride = K / s, r = std::min(SAMPLE_RANK, s);  // (s < SAMPLE_RANK: K < 12, top = 1 or 2)
+    const int64_t stride = K / s;
     for (int64_t j = 0; j < s; ++j) {
       const T v = row[j * stride];
       scratch[j] = std::isnan(v) ? -std::numeric_limits<T>::infinity() : v;  // (the pass below reports it)
     }
-    if (above(row, K, kth_largest(scratch.data(), scratch.data() + K, s, r), keep.data(), n)) return false;
+    if (above(row, K, sample_threshold(scratch.data(), s, scratch.data() + K), keep.data(), n)) return false;
   } else {
     for (int64_t k = 0; k < K; ++k)
       if (std::isnan(row[k])) return false;
@@ -311,7 +337,7 @@ std::tuple<at::Tensor, at::Tensor> linear_top_entries_cpu(const at::Tensor& x_in
         for (int64_t i = 0; i < n; ++i) {
           float* si = sample.data() + i * Ps * cols;
           for (int64_t j = 0; j < s; ++j) si[j] = std::isnan(si[j]) ? -std::numeric_limits<float>::infinity() : si[j];
-          thr[i] = kth_largest(si, scratch.data(), s, std::min(SAMPLE_RANK, s));
+          thr[i] = sample_threshold(si, s, scratch.data());
         }
       } else {
         std::fill(thr.begin(), thr.begin() + n, -std::numeric_limits<float>::infinity());

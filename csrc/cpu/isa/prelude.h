@@ -8,4 +8,8 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>  // (every intrinsic is declared whatever the target; a function uses only its own ISA's)
+#endif
+
 #include "kernel_table.h"

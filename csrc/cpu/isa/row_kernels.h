@@ -675,6 +675,7 @@ ENTCLUST_INLINE bool linear_tile_one(const LinearTile& t, const float* x, int64_
   }
   const V b0 = load<V>(b), b1 = load<V>(b + L);
   I nan{};
+  uint32_t nan_bits = 0;  // (AVX-512's mask registers)
   for (int i = 0; i < MR; ++i) {
     const V l0 = a[i][0] + b0, l1 = a[i][1] + b1;
     if (STORE) {
@@ -682,8 +683,33 @@ ENTCLUST_INLINE bool linear_tile_one(const LinearTile& t, const float* x, int64_
       store(out + i * t.ldo + L, l1);
       continue;
     }
-    nan |= (l0 != l0) | (l1 != l1);
     const V th = t.threshold[row + i] - V{};
+#if defined(__x86_64__) || defined(_M_X64)
+    if constexpr (BYTES == 64) {  // AVX-512: compares into mask registers, compressed in registers
+      nan_bits |= _mm512_cmp_ps_mask(l0, l0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(l1, l1, _CMP_UNORD_Q);
+      __mmask16 m0 = _mm512_cmp_ps_mask(l0, th, _CMP_GE_OQ), m1 = _mm512_cmp_ps_mask(l1, th, _CMP_GE_OQ);
+      if (col + 2 * L > t.K) {  // padding classes
+        const uint32_t valid = (1u << (t.K - col)) - 1;
+        m0 &= static_cast<__mmask16>(valid);
+        m1 &= static_cast<__mmask16>(valid >> 16);
+      }
+      const int64_t r = row + i;
+      const int64_t n = t.cand_n[r];
+      int64_t pos = n < t.cap ? n : t.cap;  // (ld leaves room for 2 L entries past cap)
+      const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+      const __m512i c0 = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(col)));
+      _mm512_storeu_ps(t.cand_v + r * t.ld + pos, _mm512_maskz_compress_ps(m0, l0));
+      _mm512_storeu_si512(t.cand_i + r * t.ld + pos, _mm512_maskz_compress_epi32(m0, c0));
+      pos += __builtin_popcount(m0);
+      pos = pos < t.cap ? pos : t.cap;
+      _mm512_storeu_ps(t.cand_v + r * t.ld + pos, _mm512_maskz_compress_ps(m1, l1));
+      _mm512_storeu_si512(t.cand_i + r * t.ld + pos,
+                          _mm512_maskz_compress_epi32(m1, _mm512_add_epi32(c0, _mm512_set1_epi32(L))));
+      t.cand_n[r] = n + __builtin_popcount(m0) + __builtin_popcount(m1);
+      continue;
+    }
+#endif
+    nan |= (l0 != l0) | (l1 != l1);
     uint32_t bits = lane_bits<BYTES>(l0 >= th) | lane_bits<BYTES>(l1 >= th) << L;
 #if defined(__x86_64__) || defined(_M_X64)
     if constexpr (BYTES >= 32) {  // branch-free: each 8 lanes compressed by a permute, stored whole
@@ -726,7 +752,7 @@ ENTCLUST_INLINE bool linear_tile_one(const LinearTile& t, const float* x, int64_
     }
     t.cand_n[r] = n;
   }
-  return lane_bits<BYTES>(nan) != 0;
+  return nan_bits != 0 || lane_bits<BYTES>(nan) != 0;
 }
 
 template <int BYTES>
