@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from entclust import ops
 from entclust.testing import reference as R
 
+from .helpers import every_cpu_capability  # noqa: F401  (fixture)
+
 
 def distance_logits(b, k, d=16, seed=0, dtype=torch.float32):
     """Rows as the large-K rounds make them: ``x . mu - |mu|^2 / 2`` (shared structure across rows)."""
@@ -169,20 +171,23 @@ def test_sparse_centre_sums_checks_and_opcheck():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("m,d,k", [(1, 3, 1), (5, 2, 5), (3000, 8, 50), (2500, 64, 200)])
-def test_kmeans_plusplus_op_picks_the_reference_seeds(dtype, m, d, k):
+@pytest.mark.parametrize("m,d,k,trials", [(1, 3, 1, 2), (5, 2, 5, None), (3000, 8, 50, None), (2500, 64, 200, None),
+                                          (701, 5, 30, 13), (333, 17, 20, 37)])
+def test_kmeans_plusplus_op_picks_the_reference_seeds(every_cpu_capability, dtype, m, d, k, trials):
+    # (m not a multiple of any ISA's lanes; 13 and 37 candidates: the float32 kernel's groups of
+    # at most 12 or 16 candidates split unevenly)
     g = torch.Generator().manual_seed(m + k)
     centres = 3 * torch.randn(max(1, k // 2), d, generator=g, dtype=torch.float64)
     points = (centres[torch.randint(0, centres.shape[0], (m,), generator=g)]
               + torch.randn(m, d, generator=g, dtype=torch.float64)).to(dtype)
-    draws = torch.rand(k - 1, 2 + int(math.log(k)), generator=g, dtype=torch.float64)
+    draws = torch.rand(k - 1, trials or 2 + int(math.log(k)), generator=g, dtype=torch.float64)
     first = int(torch.randint(0, m, (1,), generator=g))
     chosen = ops.kmeans_plusplus_kernel(points, first, draws)
     assert chosen.dtype == torch.int64 and chosen.shape == (k,) and int(chosen[0]) == first
     assert torch.equal(chosen, R.kmeans_plusplus(points, first, draws))
 
 
-def test_kmeans_plusplus_op_on_repeated_points_and_its_checks():
+def test_kmeans_plusplus_op_on_repeated_points_and_its_checks(every_cpu_capability):
     # every point the same: all distances 0, every draw lands on the first point
     same = torch.ones(20, 4)
     assert torch.equal(ops.kmeans_plusplus_kernel(same, 3, torch.rand(4, 3, dtype=torch.float64)),
@@ -200,7 +205,7 @@ def test_kmeans_plusplus_op_on_repeated_points_and_its_checks():
     torch.library.opcheck(torch.ops.entclust.kmeans_plusplus, (torch.randn(300, 5), 2, draws))
 
 
-def test_kmeans_plusplus_seeds_are_those_of_the_pytorch_loop():
+def test_kmeans_plusplus_seeds_are_those_of_the_pytorch_loop(every_cpu_capability):
     """The estimator's seeding on the CPU (the op) draws the generator as the PyTorch loop did."""
     from entclust.cluster.centroids import kmeans_plusplus
 

@@ -3,9 +3,11 @@
 // PyTorch ops each seed cost about ten small ops (benchmarks/bench_sparse_rows.py times both).
 // Per seed: draw `trials` candidates with probability proportional to the squared distance d2 to
 // the nearest seed so far (inverse CDF of the draws given), the squared distance of every point
-// to each candidate (|x|^2 + |c|^2 - 2 x.c by one matrix product, as the PyTorch version did),
-// each clipped at d2; the candidate of the lowest total (float64, summed over a fixed partition of
-// the points: independent of the number of threads) becomes the seed, and d2 its clipped distances.
+// to each candidate (|x|^2 + |c|^2 - 2 x.c: in float32 by the ISA's kpp_distances_f32, which
+// holds a block of points against up to 16 candidates in registers, over the points transposed
+// once; in float64 by one matrix product, as the PyTorch version does), each clipped at d2; the
+// candidate of the lowest total (float64, summed over a fixed partition of the points:
+// independent of the number of threads) becomes the seed, and d2 its clipped distances.
 // PyTorch equivalent (ground truth of the tests): entclust/testing/reference.py, kmeans_plusplus.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -15,6 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include "isa/kernel_table.h"
 
 namespace entclust {
 namespace cpu {
@@ -78,6 +82,74 @@ void seed(const at::Tensor& points, int64_t first, const double* draws, int64_t 
   }
 }
 
+// float32: the candidates' distances by the ISA's kpp_distances_f32 (the points transposed once,
+// a block of `lanes` points against up to 16 candidates in registers), not a matrix product and a pass.
+void seed_f32(const at::Tensor& points, int64_t first, const double* draws, int64_t k, int64_t trials,
+              int64_t* chosen) {
+  const KernelTable& isa = kernels();
+  const int64_t m = points.size(0), D = points.size(1), L = isa.lanes;
+  const int64_t blocks = (m + L - 1) / L, mp = blocks * L;
+  // a fixed partition of the blocks into chunks of >= 1024 points (at most 64)
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, m / 1024)), per = (blocks + chunks - 1) / chunks;
+  const float* x = points.data_ptr<float>();
+  std::vector<float> xt(mp * D, 0.0f), norms(mp, 0.0f), d2(mp, 0.0f), dist(trials * mp);
+  at::parallel_for(0, blocks, 64, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      for (int64_t l = 0; l < L && g * L + l < m; ++l) {
+        const float* xi = x + (g * L + l) * D;
+        float norm = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          xt[(g * D + d) * L + l] = xi[d];
+          norm += xi[d] * xi[d];
+        }
+        norms[g * L + l] = norm;
+      }
+  });
+  std::vector<float> cand(trials * D), cnorm(trials);
+  std::vector<double> cumulative(m), lane_sums(chunks * trials * L);
+  std::vector<int64_t> candidates(trials);
+  chosen[0] = first;
+  for (int64_t i = 0; i < m; ++i) {
+    float dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += x[i * D + d] * x[first * D + d];
+    d2[i] = std::max(0.0f, norms[i] - 2 * dot + norms[first]);
+  }
+  for (int64_t c = 1; c < k; ++c) {
+    double total = 0;
+    for (int64_t i = 0; i < m; ++i) cumulative[i] = (total += static_cast<double>(d2[i]));
+    for (int64_t t = 0; t < trials; ++t) {  // the first point whose cumulative sum reaches the draw
+      const double target = draws[(c - 1) * trials + t] * total;
+      const int64_t i = std::lower_bound(cumulative.begin(), cumulative.end(), target) - cumulative.begin();
+      candidates[t] = std::min<int64_t>(m - 1, i);
+      std::copy(x + candidates[t] * D, x + (candidates[t] + 1) * D, cand.data() + t * D);
+      cnorm[t] = norms[candidates[t]];
+    }
+    const KppDistances job{xt.data(), norms.data(), d2.data(), D, cand.data(), cnorm.data(), trials,
+                           dist.data(), mp, nullptr};
+    at::parallel_for(0, chunks, 1, [&](int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) {
+        KppDistances part = job;
+        part.sums = lane_sums.data() + h * trials * L;
+        std::fill(part.sums, part.sums + trials * L, 0.0);
+        isa.kpp_distances_f32(part, std::min(blocks, h * per), std::min(blocks, (h + 1) * per));
+      }
+    });
+    int64_t best = 0;
+    double lowest = 0;
+    for (int64_t t = 0; t < trials; ++t) {
+      double sum = 0;
+      for (int64_t h = 0; h < chunks; ++h)
+        for (int64_t l = 0; l < L; ++l) sum += lane_sums[(h * trials + t) * L + l];
+      if (t == 0 || sum < lowest) {
+        lowest = sum;
+        best = t;
+      }
+    }
+    std::copy(dist.data() + best * mp, dist.data() + (best + 1) * mp, d2.data());
+    chosen[c] = candidates[best];
+  }
+}
+
 at::Tensor kmeans_plusplus_cpu(const at::Tensor& points_in, int64_t first, const at::Tensor& draws_in) {
   TORCH_CHECK(points_in.dim() == 2 && (points_in.scalar_type() == at::kFloat || points_in.scalar_type() == at::kDouble),
               "kmeans_plusplus: points must be a float32 or float64 (m, D) tensor, got ", points_in.sizes(), " ",
@@ -93,9 +165,10 @@ at::Tensor kmeans_plusplus_cpu(const at::Tensor& points_in, int64_t first, const
   const at::Tensor points = points_in.contiguous(), draws = draws_in.contiguous();
   TORCH_CHECK(at::isfinite(points).all().item<bool>(), "kmeans_plusplus: points contain NaN or Inf");
   at::Tensor chosen = at::empty({k}, points.options().dtype(at::kLong));
-  AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "entclust_kmeans_plusplus_cpu", [&] {
-    seed<scalar_t>(points, first, draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
-  });
+  if (points.scalar_type() == at::kFloat)
+    seed_f32(points, first, draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
+  else
+    seed<double>(points, first, draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
   return chosen;
 }
 

@@ -90,6 +90,28 @@ struct LinearTile {
 };
 using LinearTileFn = bool (*)(const LinearTile&);
 
+// Greedy k-means++ (cpu/kmeanspp.cpp), float32: for T candidates (coordinates cand, row t at
+// t * D; squared norms cnorm), every point's clipped
+// squared distance min(max(0, |x|^2 + |c|^2 - 2 x.c), d2) over blocks [begin, end) of `lanes`
+// points. Points are stored transposed a block at a time (block g: D groups of lanes floats
+// at xt + g D lanes); norms and d2 (the squared distance to the nearest seed so far) are padded
+// to whole blocks with zeros, which gives the padding points distance 0. Distances go to
+// dist[t * ldd + point]; each is added in float64 to sums[t * lanes + its lane] (the caller
+// reduces the lanes), so a sum depends on the blocks and the lanes only, never on threads.
+struct KppDistances {
+  const float* xt;
+  const float* norms;
+  const float* d2;
+  int64_t D;
+  const float* cand;
+  const float* cnorm;
+  int64_t T;
+  float* dist;
+  int64_t ldd;
+  double* sums;
+};
+using KppDistancesFn = void (*)(const KppDistances&, int64_t begin, int64_t end);
+
 struct KernelTable {
   const char* name;
   LossRowsFn rce_f32;
@@ -101,6 +123,8 @@ struct KernelTable {
   LinearRowsFn<float> linear_rce_f32;
   LinearTileFn linear_tile_f32;
   int tile_rows, tile_columns;
+  KppDistancesFn kpp_distances_f32;
+  int lanes;  // float32 lanes of a vector
 };
 
 // The table in use: the best capability this CPU supports, or ENTCLUST_CPU_CAPABILITY

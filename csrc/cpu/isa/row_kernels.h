@@ -773,6 +773,62 @@ bool linear_tile_f32(const LinearTile& t) {
   return nan;
 }
 
+// ---- kpp_distances_f32: the clipped distances of the k-means++ candidates (see KppDistances) ----
+
+// G candidates against one block of L points: G accumulators in registers.
+template <int BYTES, int G>
+ENTCLUST_INLINE void kpp_block(const KppDistances& k, int64_t g, int64_t t0) {
+  using V = vfloat<BYTES>;
+  using VD = vdouble<BYTES>;
+  typedef float half_float __attribute__((vector_size(BYTES / 2)));
+  constexpr int L = Vec<float, BYTES>::kLanes, LD = L / 2;  // LD: float64 lanes of a vector
+  const int64_t D = k.D;
+  const float* xg = k.xt + g * D * L;
+  const float* c = k.cand + t0 * D;
+  V acc[G];
+  for (int j = 0; j < G; ++j) acc[j] = V{};
+  for (int64_t d = 0; d < D; ++d) {
+    const V xv = load<V>(xg + d * L);
+    for (int j = 0; j < G; ++j) acc[j] += xv * (c[j * D + d] - V{});
+  }
+  const V norm = load<V>(k.norms + g * L), d2 = load<V>(k.d2 + g * L);
+  for (int j = 0; j < G; ++j) {
+    V dist = norm + (k.cnorm[t0 + j] - V{}) - 2.0f * acc[j];
+    dist = select(dist > 0.0f, dist, V{});
+    dist = select(dist < d2, dist, d2);
+    store(k.dist + (t0 + j) * k.ldd + g * L, dist);
+    half_float a, b;
+    __builtin_memcpy(&a, &dist, sizeof a);
+    __builtin_memcpy(&b, reinterpret_cast<const char*>(&dist) + sizeof a, sizeof b);
+    double* s = k.sums + (t0 + j) * L;
+    store(s, load<VD>(s) + __builtin_convertvector(a, VD));
+    store(s + LD, load<VD>(s + LD) + __builtin_convertvector(b, VD));
+  }
+}
+
+template <int BYTES>
+void kpp_distances_f32(const KppDistances& k, int64_t begin, int64_t end) {
+  // the candidates in near-equal groups of at most GMAX (GMAX accumulators, a block of x and a
+  // broadcast fit the register file: 16 vector registers below AVX-512, 32 with it)
+  constexpr int GMAX = BYTES == 64 ? 16 : 12;
+  const int64_t groups = (k.T + GMAX - 1) / GMAX, size = (k.T + groups - 1) / groups;
+  for (int64_t g = begin; g < end; ++g) {  // a block of points stays in L1 for every candidate
+    for (int64_t t0 = 0; t0 < k.T; t0 += size) {
+      switch (k.T - t0 < size ? k.T - t0 : size) {
+#define ENTCLUST_KPP_CASE(n) \
+  case n:                    \
+    if constexpr (n <= GMAX) kpp_block<BYTES, n>(k, g, t0); \
+    break;
+        ENTCLUST_KPP_CASE(1) ENTCLUST_KPP_CASE(2) ENTCLUST_KPP_CASE(3) ENTCLUST_KPP_CASE(4)
+        ENTCLUST_KPP_CASE(5) ENTCLUST_KPP_CASE(6) ENTCLUST_KPP_CASE(7) ENTCLUST_KPP_CASE(8)
+        ENTCLUST_KPP_CASE(9) ENTCLUST_KPP_CASE(10) ENTCLUST_KPP_CASE(11) ENTCLUST_KPP_CASE(12)
+        ENTCLUST_KPP_CASE(13) ENTCLUST_KPP_CASE(14) ENTCLUST_KPP_CASE(15) ENTCLUST_KPP_CASE(16)
+#undef ENTCLUST_KPP_CASE
+      }
+    }
+  }
+}
+
 template <int BYTES>
 constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
@@ -785,5 +841,7 @@ constexpr KernelTable make_table(const char* name) {
                      &linear_rce_rows_f32<BYTES>,
                      &linear_tile_f32<BYTES>,
                      tile_rows<BYTES>(),
-                     2 * Vec<float, BYTES>::kLanes};
+                     2 * Vec<float, BYTES>::kLanes,
+                     &kpp_distances_f32<BYTES>,
+                     Vec<float, BYTES>::kLanes};
 }
