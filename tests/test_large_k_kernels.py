@@ -255,3 +255,30 @@ def test_the_pytorch_paths_off_the_cpu_agree_with_the_cpu_ops():
     plain = linear_top_entries(block.double(), *(t.double() for t in head), 32)
     assert (fused[1].sort(1).values == plain[1].sort(1).values).float().mean() > 0.999  # rounding at the cut aside
     torch.testing.assert_close(fused[0].double().sort(1).values, plain[0].sort(1).values, rtol=1e-5, atol=1e-4)
+
+
+def test_nearest_by_the_fused_top_entries_is_the_addmm_blocks(every_cpu_capability):
+    """nearest above 256 centres (the op's top entries where linear_top_entries runs it) finds the
+    plain addmm blocks' centres and distances, and on tied centres the lower index."""
+    from entclust.cluster.centroids import _nearest_steps, nearest
+
+    g = torch.Generator().manual_seed(5)
+    mu = 1.5 * torch.randn(700, 24, generator=g)
+    mu[401] = mu[33]  # a tie: every point nearest to these two takes 33
+    x = mu[torch.randint(0, 700, (6000,), generator=g)] + 0.5 * torch.randn(6000, 24, generator=g)
+    labels, d2 = nearest(x, mu)
+    plain_labels, plain_d2 = _nearest_steps(x.double(), mu.double())
+    assert labels.dtype == torch.int64 and d2.dtype == torch.float32
+    assert not (labels == 401).any() and (labels == 33).any()
+    plain_labels[plain_labels == 401] = 33
+    # rounding aside: where the two nearest centres of a point are not within float32 noise
+    dist = torch.cdist(x.double(), mu.double()).square()
+    dist[:, 401] = float("inf")
+    gap = dist.topk(2, dim=1, largest=False).values.diff(dim=1).squeeze(1)
+    clear = gap > 1e-3
+    assert clear.float().mean() > 0.99
+    assert torch.equal(labels[clear], plain_labels[clear])
+    torch.testing.assert_close(d2.double(), plain_d2, rtol=1e-4, atol=1e-3)
+    # the other inputs keep the addmm blocks
+    small = mu[:200]
+    assert torch.equal(nearest(x, small)[0], _nearest_steps(x, small)[0])

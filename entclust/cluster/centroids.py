@@ -59,8 +59,33 @@ def _kmeans_plusplus_steps(points, k, generator, trials):
     return points[chosen]
 
 
+NEAREST_TOP = 64  # entries a point keeps where nearest goes through linear_top_entries
+
+
 def nearest(points: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of, and squared distance to, the nearest centre of every point ``(m,)`` each."""
+    """Index of, and squared distance to, the nearest centre of every point ``(m,)`` each (the
+    lowest index on ties). Above ``4 NEAREST_TOP`` centres, where :func:`linear_top_entries` runs
+    its op (CPU, float32, AVX2 or AVX-512), the largest of ``x . mu - |mu|^2 / 2`` among each
+    point's top entries, without the ``b x K`` distances; elsewhere blocks of ``torch.addmm``
+    (:func:`_nearest_steps`)."""
+    k = mu.shape[0]
+    if not (k > 4 * NEAREST_TOP and _fused_top(points, mu)):
+        return _nearest_steps(points, mu)
+    labels = torch.empty(points.shape[0], dtype=torch.int64)
+    d2 = torch.empty(points.shape[0], dtype=points.dtype)
+    bias = -0.5 * mu.square().sum(1)
+    rows = block_rows(k)
+    for i in range(0, points.shape[0], rows):
+        block = points[i:i + rows]
+        values, index = ops.linear_top_entries_kernel(block, mu, bias, NEAREST_TOP)
+        best, at = values.max(1, keepdim=True)  # (the entries are in class order: the first is the lowest)
+        labels[i:i + rows] = index.gather(1, at).squeeze(1)
+        d2[i:i + rows] = (block.square().sum(1) - 2 * best.squeeze(1)).clamp_min_(0)
+    return labels, d2
+
+
+def _nearest_steps(points, mu):
+    # nearest in PyTorch ops over blocks of rows (any device; the plain baseline of the benchmarks)
     labels = torch.empty(points.shape[0], dtype=torch.int64, device=points.device)
     d2 = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
     norms = mu.square().sum(1)
@@ -109,10 +134,14 @@ def linear_top_entries(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     (each is compared in registers as it is summed); elsewhere, and on the ``default`` CPU
     capability (SSE2 tiles lose to MKL's AVX2 product there), ``torch.addmm`` and
     :func:`top_entries`. Timed against each other by benchmarks/bench_sparse_rows.py."""
-    if (x.device.type == "cpu" and x.dtype == weight.dtype == bias.dtype == torch.float32
-            and ops.cpu_capability() != "default"):
+    if _fused_top(x, weight) and bias.dtype == torch.float32:
         return ops.linear_top_entries_kernel(x, weight, bias, top)
     return top_entries(torch.addmm(bias, x, weight.T), top)
+
+
+def _fused_top(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # where linear_top_entries runs its op
+    return x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and ops.cpu_capability() != "default"
 
 
 def add_sparse_sums(sums: torch.Tensor, mass: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
