@@ -676,6 +676,11 @@ ENTCLUST_INLINE bool linear_tile_one(const LinearTile& t, const float* x, int64_
   const V b0 = load<V>(b), b1 = load<V>(b + L);
   I nan{};
   uint32_t nan_bits = 0;  // (AVX-512's mask registers)
+  // the lists' fields in locals: the stores below go through memcpy, which may alias t
+  const int64_t ld = t.ld, cap = t.cap, K = t.K;
+  float* const cand_v = t.cand_v;
+  int32_t* const cand_i = t.cand_i;
+  int64_t* const cand_n = t.cand_n;
   for (int i = 0; i < MR; ++i) {
     const V l0 = a[i][0] + b0, l1 = a[i][1] + b1;
     if (STORE) {
@@ -686,26 +691,27 @@ ENTCLUST_INLINE bool linear_tile_one(const LinearTile& t, const float* x, int64_
     const V th = t.threshold[row + i] - V{};
 #if defined(__x86_64__) || defined(_M_X64)
     if constexpr (BYTES == 64) {  // AVX-512: compares into mask registers, compressed in registers
-      nan_bits |= _mm512_cmp_ps_mask(l0, l0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(l1, l1, _CMP_UNORD_Q);
+      nan_bits |= _mm512_cmp_ps_mask(l0, l1, _CMP_UNORD_Q);  // (set where either lane is NaN)
       __mmask16 m0 = _mm512_cmp_ps_mask(l0, th, _CMP_GE_OQ), m1 = _mm512_cmp_ps_mask(l1, th, _CMP_GE_OQ);
-      if (col + 2 * L > t.K) {  // padding classes
-        const uint32_t valid = (1u << (t.K - col)) - 1;
+      if (col + 2 * L > K) {  // padding classes
+        const uint32_t valid = (1u << (K - col)) - 1;
         m0 &= static_cast<__mmask16>(valid);
         m1 &= static_cast<__mmask16>(valid >> 16);
       }
       const int64_t r = row + i;
-      const int64_t n = t.cand_n[r];
-      int64_t pos = n < t.cap ? n : t.cap;  // (ld leaves room for 2 L entries past cap)
+      const int64_t n = cand_n[r];
+      float* const cv = cand_v + r * ld;
+      int32_t* const ci = cand_i + r * ld;
+      int64_t pos = n < cap ? n : cap;  // (ld leaves room for 2 L entries past cap)
       const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
       const __m512i c0 = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(col)));
-      _mm512_storeu_ps(t.cand_v + r * t.ld + pos, _mm512_maskz_compress_ps(m0, l0));
-      _mm512_storeu_si512(t.cand_i + r * t.ld + pos, _mm512_maskz_compress_epi32(m0, c0));
+      _mm512_storeu_ps(cv + pos, _mm512_maskz_compress_ps(m0, l0));
+      _mm512_storeu_si512(ci + pos, _mm512_maskz_compress_epi32(m0, c0));
       pos += __builtin_popcount(m0);
-      pos = pos < t.cap ? pos : t.cap;
-      _mm512_storeu_ps(t.cand_v + r * t.ld + pos, _mm512_maskz_compress_ps(m1, l1));
-      _mm512_storeu_si512(t.cand_i + r * t.ld + pos,
-                          _mm512_maskz_compress_epi32(m1, _mm512_add_epi32(c0, _mm512_set1_epi32(L))));
-      t.cand_n[r] = n + __builtin_popcount(m0) + __builtin_popcount(m1);
+      pos = pos < cap ? pos : cap;
+      _mm512_storeu_ps(cv + pos, _mm512_maskz_compress_ps(m1, l1));
+      _mm512_storeu_si512(ci + pos, _mm512_maskz_compress_epi32(m1, _mm512_add_epi32(c0, _mm512_set1_epi32(L))));
+      cand_n[r] = n + __builtin_popcount(m0) + __builtin_popcount(m1);
       continue;
     }
 #endif
@@ -713,10 +719,12 @@ ENTCLUST_INLINE bool linear_tile_one(const LinearTile& t, const float* x, int64_
     uint32_t bits = lane_bits<BYTES>(l0 >= th) | lane_bits<BYTES>(l1 >= th) << L;
 #if defined(__x86_64__) || defined(_M_X64)
     if constexpr (BYTES >= 32) {  // branch-free: each 8 lanes compressed by a permute, stored whole
-      if (col + 2 * L > t.K) bits &= (1u << (t.K - col)) - 1;  // padding classes
+      if (col + 2 * L > K) bits &= (1u << (K - col)) - 1;  // padding classes
       const int64_t r = row + i;
-      const int64_t n = t.cand_n[r];
-      int64_t pos = n < t.cap ? n : t.cap;  // (ld leaves room for 2 L entries past cap)
+      const int64_t n = cand_n[r];
+      float* const cv = cand_v + r * ld;
+      int32_t* const ci = cand_i + r * ld;
+      int64_t pos = n < cap ? n : cap;  // (ld leaves room for 2 L entries past cap)
       using H = vfloat<(BYTES > 32 ? 32 : BYTES)>;
       using HI = vint<(BYTES > 32 ? 32 : BYTES)>;
       alignas(BYTES) float v[2 * L];
@@ -725,12 +733,12 @@ ENTCLUST_INLINE bool linear_tile_one(const LinearTile& t, const float* x, int64_
       for (int h = 0; h < 2 * L / 8; ++h) {
         const uint32_t m8 = bits >> (8 * h) & 255u;
         const HI perm = load<HI>(kCompress.lanes[m8]);
-        store(t.cand_v + r * t.ld + pos, __builtin_ia32_permvarsf256(load<H>(v + 8 * h), perm));
-        store(t.cand_i + r * t.ld + pos, perm + static_cast<int32_t>(col + 8 * h));
+        store(cv + pos, __builtin_ia32_permvarsf256(load<H>(v + 8 * h), perm));
+        store(ci + pos, perm + static_cast<int32_t>(col + 8 * h));
         pos += __builtin_popcount(m8);
-        pos = pos < t.cap ? pos : t.cap;
+        pos = pos < cap ? pos : cap;
       }
-      t.cand_n[r] = n + __builtin_popcount(bits);
+      cand_n[r] = n + __builtin_popcount(bits);
       continue;
     }
 #endif
