@@ -243,6 +243,19 @@ class Scaler:
         return out
 
 
+
+def validate_features(estimator, X, **kwargs) -> np.ndarray:
+    """scikit-learn's ``validate_data`` for features ``(N, D)``, float32 and float64 kept as given. A
+    float32 or float64 torch tensor goes in as the numpy view of its CPU copy (no copy on the
+    CPU): scikit-learn reads a tensor as an unknown type and would convert it to float64, twice
+    the memory of the data."""
+    import torch
+    from sklearn.utils.validation import validate_data
+
+    if isinstance(X, torch.Tensor) and X.dtype in (torch.float32, torch.float64):
+        X = X.detach().cpu().numpy()
+    return validate_data(estimator, X, dtype=[np.float64, np.float32], **kwargs)
+
 # Rows per block of the streamed statistics and transforms.
 CHUNK = 1 << 15
 

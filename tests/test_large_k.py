@@ -149,6 +149,26 @@ def test_float32_kept_and_memory_mapped_input(tmp_path):
     assert not np.shares_memory(s.transform(x), x)
 
 
+def test_a_float32_tensor_is_read_without_a_float64_copy(monkeypatch):
+    """scikit-learn reads a torch tensor as float64 (a copy twice the data's size); the estimator
+    hands it a view of the tensor's memory instead, for fit, partial_fit and predict."""
+    from entclust.cluster import estimator as E
+
+    seen = []
+    fit = E.Scaler.fit
+    monkeypatch.setattr(E.Scaler, "fit", lambda self, x, group=None: seen.append(x) or fit(self, x, group))
+    x, _ = make_blobs(500, n_features=6, centers=4, random_state=0)
+    t = torch.from_numpy(x.astype(np.float32))
+    a = EntropyClustering(4, epochs=3, random_state=0).fit(t)
+    b = EntropyClustering(4, epochs=3, random_state=0).fit(t.numpy())
+    assert seen[0].dtype == np.float32 and np.shares_memory(seen[0], t.numpy())
+    assert np.array_equal(a.labels_, b.labels_) and np.array_equal(a.predict(t), a.labels_)
+    c = EntropyClustering(4, random_state=0).partial_fit(t.double().requires_grad_())
+    assert seen[-1].dtype == np.float64 and c.labels_.shape == (500,)
+    with pytest.raises(ValueError, match="NaN"):
+        EntropyClustering(4).fit(torch.full((20, 3), float("nan")))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (300, 1000), (0, 5)])
 def test_em_rce_rows_op_matches_the_formula(dtype, shape):

@@ -8,14 +8,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import validate_data
 from torch import nn
 
 from .._dist import agree, fingerprint
 from .._loop import EpochLoop, Progress, SolveCounts
 from .._params import Int, OneOf, Real, check_params
 from .._warn import say_fit_failures
-from ..data import SCALINGS, Scaler
+from ..data import SCALINGS, Scaler, validate_features
 from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
@@ -203,7 +202,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
     def fit(self, X, y=None):
         """Train on ``X`` ``(N, D)``; ``y`` is ignored (unsupervised)."""
         # float32 stays float32 (and a memory-mapped file is read block by block by the scaler)
-        x = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1)
+        x = validate_features(self, X, ensure_min_samples=1)
         if self.group is not None:  # before any collective that depends on them
             settings = {k: v for k, v in self.get_params().items() if k not in ("group", "verbose")}
             agree({"the number of features": x.shape[1], "the dtype": x.dtype.itemsize,
@@ -275,7 +274,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         Pseudo-labels are solved per mini-batch (``pseudo_labels="global"`` needs every point at
         once: use ``fit``). ``labels_`` and ``cluster_sizes_`` are those of the last chunk."""
         first = not hasattr(self, "head_")
-        x = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=1, reset=first)
+        x = validate_features(self, X, ensure_min_samples=1, reset=first)
         if first:
             self._check_params(max(x.shape[0], self.n_clusters))
             if self.pseudo_labels == "global" or self.group is not None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._files import CheckpointError, read_checkpoint, write_files
-from ..data import Scaler
+from ..data import Scaler, validate_features
 from .scale import head_argmax
 
 FORMAT = "entclust.EntropyClustering"
@@ -86,7 +86,7 @@ class FittedHead:
 
     def _transform(self, X) -> torch.Tensor:
         check_is_fitted(self)
-        x = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        x = validate_features(self, X, reset=False)
         return torch.from_numpy(self.scaler_.transform(x, np.float32))
 
     def predict_proba(self, X) -> np.ndarray:

@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._files import CheckpointError, check_settings, data_fingerprint, read_checkpoint, write_files
 from .._loop import EpochLoop, Progress
 from .._params import Bool, Int, OneOf, Real, check_params
-from ..data import SCALINGS, Scaler
+from ..data import SCALINGS, Scaler, validate_features
 from .consensus import align, consensus, hdbscan_cut, spectral_embedding, umap_class
 from .ensembles import ConvEnsemble, MLPEnsemble
 
@@ -183,7 +183,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
         self.image_shape_ = tuple(x.shape[1:]) if x.ndim == 4 else None
         if x.ndim == 4:  # images (N, C, H, W): validated and scaled flat, reshaped for conv members
             x = x.reshape(x.shape[0], -1)
-        x = validate_data(self, x, dtype=[np.float64, np.float32], ensure_min_samples=1)
+        x = validate_features(self, x, ensure_min_samples=1)
         self._check(x.shape[0])
         self.architecture_ = self._architecture()
         truth = None if y is None else np.asarray(y)
@@ -404,7 +404,7 @@ class SelectivePseudoLabelClustering(ClusterMixin, BaseEstimator):
                              f"shape fitted), got {x.shape}")
         if x.ndim == 4:
             x = x.reshape(x.shape[0], -1)
-        x = validate_data(self, x, dtype=[np.float64, np.float32], reset=False)
+        x = validate_features(self, x, reset=False)
         data = torch.from_numpy(self.scaler_.transform(x, np.float32))
         if self.architecture_ == "conv":
             data = data.view(len(data), *self.image_shape_)
