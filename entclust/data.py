@@ -243,7 +243,6 @@ class Scaler:
         return out
 
 
-
 def validate_features(estimator, X, **kwargs) -> np.ndarray:
     """scikit-learn's ``validate_data`` for features ``(N, D)``, float32 and float64 kept as given. A
     float32 or float64 torch tensor goes in as the numpy view of its CPU copy (no copy on the
@@ -255,6 +254,7 @@ def validate_features(estimator, X, **kwargs) -> np.ndarray:
     if isinstance(X, torch.Tensor) and X.dtype in (torch.float32, torch.float64):
         X = X.detach().cpu().numpy()
     return validate_data(estimator, X, dtype=[np.float64, np.float32], **kwargs)
+
 
 # Rows per block of the streamed statistics and transforms.
 CHUNK = 1 << 15
