@@ -247,12 +247,20 @@ def validate_features(estimator, X, **kwargs) -> np.ndarray:
     """scikit-learn's ``validate_data`` for features ``(N, D)``, float32 and float64 kept as given. A
     float32 or float64 torch tensor goes in as the numpy view of its CPU copy (no copy on the
     CPU): scikit-learn reads a tensor as an unknown type and would convert it to float64, twice
-    the memory of the data."""
+    the memory of the data. float16 and bfloat16 (tensors, and float16 arrays) become float32,
+    which holds each of their values exactly (numpy has no bfloat16: scikit-learn could not read
+    such a tensor at all)."""
     import torch
     from sklearn.utils.validation import validate_data
 
-    if isinstance(X, torch.Tensor) and X.dtype in (torch.float32, torch.float64):
-        X = X.detach().cpu().numpy()
+    if isinstance(X, torch.Tensor):
+        X = X.detach()
+        if X.dtype in (torch.float16, torch.bfloat16):
+            X = X.float()
+        if X.dtype in (torch.float32, torch.float64):
+            X = X.cpu().numpy()
+    elif isinstance(X, np.ndarray) and X.dtype == np.float16:
+        X = X.astype(np.float32)
     return validate_data(estimator, X, dtype=[np.float64, np.float32], **kwargs)
 
 

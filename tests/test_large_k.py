@@ -167,6 +167,14 @@ def test_a_float32_tensor_is_read_without_a_float64_copy(monkeypatch):
     assert seen[-1].dtype == np.float64 and c.labels_.shape == (500,)
     with pytest.raises(ValueError, match="NaN"):
         EntropyClustering(4).fit(torch.full((20, 3), float("nan")))
+    # half precision (embeddings often come as bfloat16): float32, exactly the same values
+    for half in (torch.bfloat16, torch.float16):
+        h = t.to(half)
+        d = EntropyClustering(4, epochs=3, random_state=0).fit(h)
+        assert seen[-1].dtype == np.float32 and np.array_equal(seen[-1], h.float().numpy())
+        assert np.array_equal(d.predict(h), d.labels_)
+    EntropyClustering(4, epochs=3, random_state=0).fit(t.to(torch.float16).numpy())
+    assert seen[-1].dtype == np.float32
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
