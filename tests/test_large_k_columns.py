@@ -166,3 +166,34 @@ def test_a_centre_pair_in_one_cluster_splits_a_merged_one(monkeypatch):
     mu, _, history = self_labeled_centroids(x, start, 100.0, rounds=10, top=None)
     assert clustering_accuracy(truth.numpy(), nearest(x, mu)[0].numpy()) <= 0.76
     assert all(h["moved"] == 0 for h in history)
+
+
+@pytest.mark.parametrize("updates", [1, 3])
+def test_spans_of_blocks_per_op_call_do_not_change_the_rounds(monkeypatch, updates):
+    """Where the fused op runs, one call takes a span of blocks (the head is packed once for
+    them); the centres, the objective's entries and the labels are those of one call a block,
+    also where the centres move within a pass (``updates=3``: a span stops at each move)."""
+    from entclust.cluster import centroids, scale
+
+    g = torch.Generator().manual_seed(2)
+    truth = 1.5 * torch.randn(400, 16, generator=g)
+    x = truth[torch.randint(0, 400, (12000,), generator=g)] + torch.randn(12000, 16, generator=g)
+    mu0 = x[:400].clone()
+    rows = centroids.block_rows(400)  # 10 485 rows: a few blocks over 12 000 points
+    monkeypatch.setattr(centroids, "BLOCK", 400 * 700)  # 700-row blocks: 18 of them
+    runs = []
+    for span_rows in (1, 10_000):  # one block a call; spans of 14 blocks
+        monkeypatch.setattr(centroids, "SPAN_ROWS", span_rows)
+        mu, beta, history = self_labeled_centroids(x, mu0, 100.0, rounds=3, tol=0.0, updates=updates)
+        head = torch.nn.Linear(16, 400)
+        with torch.no_grad():
+            head.weight.copy_(beta * mu)
+            head.bias.copy_(-0.5 * beta * mu.square().sum(1))
+        blocks = [(i, v.clone(), j.clone()) for i, v, j in scale.head_top_blocks(head, x)]
+        runs.append((mu, beta, blocks, nearest(x, mu)))
+    assert rows > 700 and len(runs[0][2]) == len(runs[1][2]) == 18
+    (mu_a, beta_a, blocks_a, near_a), (mu_b, beta_b, blocks_b, near_b) = runs
+    assert torch.equal(mu_a, mu_b) and beta_a == beta_b
+    assert all(i == j and torch.equal(v, w) and torch.equal(a, b)
+               for (i, v, a), (j, w, b) in zip(blocks_a, blocks_b))
+    assert torch.equal(near_a[0], near_b[0]) and torch.equal(near_a[1], near_b[1])

@@ -9,7 +9,7 @@ from torch import nn
 
 from .._dist import all_reduce
 from ..nn import ColumnMemory
-from .centroids import BLOCK, block_rows, linear_top_entries
+from .centroids import BLOCK, block_rows, linear_top_entries, top_span
 
 
 class MemoryPlanError(MemoryError, ValueError):
@@ -128,12 +128,15 @@ def head_argmax(head, features: torch.Tensor) -> torch.Tensor:
 
 def head_top_blocks(head: nn.Linear, features: torch.Tensor):
     """``(start, values, index)``: the ``SPARSE_TOP`` largest logits of each row of the head and
-    their classes, over blocks of rows (:func:`~entclust.cluster.centroids.linear_top_entries`)."""
+    their classes, over blocks of rows (:func:`~entclust.cluster.centroids.linear_top_entries`, a
+    span of blocks a call where its op runs)."""
     rows = block_rows(head.out_features)
     weight, bias = head.weight.detach(), head.bias.detach()
-    for i in range(0, features.shape[0], rows):
-        values, index = linear_top_entries(features[i:i + rows], weight, bias, SPARSE_TOP)
-        yield i, values, index
+    span = top_span(head.out_features, features, weight)
+    for s in range(0, features.shape[0], span):
+        values, index = linear_top_entries(features[s:s + span], weight, bias, SPARSE_TOP)
+        for i in range(s, s + values.shape[0], rows):
+            yield i, values[i - s:i - s + rows], index[i - s:i - s + rows]
 
 
 # "auto" pseudo-labels are global below this many points per cluster in a batch.
