@@ -24,8 +24,37 @@ namespace entclust {
 namespace cpu {
 namespace {
 
+// The `trials` candidates of one seed: for each draw u, the first point whose cumulative sum of d2
+// reaches u * sum(d2) (cumulative: room for m).
 template <typename T>
-void seed(const at::Tensor& points, int64_t first, const double* draws, int64_t k, int64_t trials, int64_t* chosen) {
+void draw_candidates(const T* d2, int64_t m, const double* u, int64_t trials, double* cumulative, int64_t* out) {
+  double total = 0;
+  for (int64_t i = 0; i < m; ++i) cumulative[i] = (total += static_cast<double>(d2[i]));
+  for (int64_t t = 0; t < trials; ++t)
+    out[t] = std::min<int64_t>(m - 1, std::lower_bound(cumulative, cumulative + m, u[t] * total) - cumulative);
+}
+
+// The candidate of the lowest total: partial[(h * trials + t) * lanes + l] summed over h, then l,
+// in that fixed order (the first of equal totals).
+int64_t lowest_total(const double* partial, int64_t chunks, int64_t trials, int64_t lanes) {
+  int64_t best = 0;
+  double lowest = 0;
+  for (int64_t t = 0; t < trials; ++t) {
+    double sum = 0;
+    for (int64_t h = 0; h < chunks; ++h)
+      for (int64_t l = 0; l < lanes; ++l) sum += partial[(h * trials + t) * lanes + l];
+    if (t == 0 || sum < lowest) {
+      lowest = sum;
+      best = t;
+    }
+  }
+  return best;
+}
+
+// float64: the candidates' distances by one matrix product, then a pass that clips and sums them.
+void seed_f64(const at::Tensor& points, int64_t first, const double* draws, int64_t k, int64_t trials,
+              int64_t* chosen) {
+  using T = double;
   const int64_t m = points.size(0);
   // a fixed partition of the points into chunks of >= 1024 points (at most 64)
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, m / 1024)), per = (m + chunks - 1) / chunks;
@@ -42,13 +71,7 @@ void seed(const at::Tensor& points, int64_t first, const double* draws, int64_t 
     for (int64_t i = 0; i < m; ++i) d2[i] = std::max<T>(0, norms[i] - 2 * g[i] + norms[first]);
   }
   for (int64_t c = 1; c < k; ++c) {
-    double total = 0;
-    for (int64_t i = 0; i < m; ++i) cumulative[i] = (total += static_cast<double>(d2[i]));
-    for (int64_t t = 0; t < trials; ++t) {  // the first point whose cumulative sum reaches the draw
-      const double target = draws[(c - 1) * trials + t] * total;
-      candidates[t] = std::min<int64_t>(m - 1, std::lower_bound(cumulative.begin(), cumulative.end(), target) -
-                                                   cumulative.begin());
-    }
+    draw_candidates(d2.data(), m, draws + (c - 1) * trials, trials, cumulative.data(), candidates);
     // |x_i - x_t|^2 = |x_i|^2 + |x_t|^2 - 2 x_i . x_t: one (m, D) x (D, trials) product, then one pass
     at::Tensor dist_t = at::mm(points, points.index_select(0, candidates_t).t()).contiguous();
     T* dist = dist_t.data_ptr<T>();
@@ -67,16 +90,7 @@ void seed(const at::Tensor& points, int64_t first, const double* draws, int64_t 
         }
       }
     });
-    int64_t best = 0;
-    double lowest = 0;
-    for (int64_t t = 0; t < trials; ++t) {
-      double sum = 0;
-      for (int64_t h = 0; h < chunks; ++h) sum += partial[h * trials + t];
-      if (t == 0 || sum < lowest) {
-        lowest = sum;
-        best = t;
-      }
-    }
+    const int64_t best = lowest_total(partial.data(), chunks, trials, 1);
     for (int64_t i = 0; i < m; ++i) d2[i] = dist[i * trials + best];
     chosen[c] = candidates[best];
   }
@@ -115,12 +129,8 @@ void seed_f32(const at::Tensor& points, int64_t first, const double* draws, int6
     d2[i] = std::max(0.0f, norms[i] - 2 * dot + norms[first]);
   }
   for (int64_t c = 1; c < k; ++c) {
-    double total = 0;
-    for (int64_t i = 0; i < m; ++i) cumulative[i] = (total += static_cast<double>(d2[i]));
-    for (int64_t t = 0; t < trials; ++t) {  // the first point whose cumulative sum reaches the draw
-      const double target = draws[(c - 1) * trials + t] * total;
-      const int64_t i = std::lower_bound(cumulative.begin(), cumulative.end(), target) - cumulative.begin();
-      candidates[t] = std::min<int64_t>(m - 1, i);
+    draw_candidates(d2.data(), m, draws + (c - 1) * trials, trials, cumulative.data(), candidates.data());
+    for (int64_t t = 0; t < trials; ++t) {
       std::copy(x + candidates[t] * D, x + (candidates[t] + 1) * D, cand.data() + t * D);
       cnorm[t] = norms[candidates[t]];
     }
@@ -134,17 +144,7 @@ void seed_f32(const at::Tensor& points, int64_t first, const double* draws, int6
         isa.kpp_distances_f32(part, std::min(blocks, h * per), std::min(blocks, (h + 1) * per));
       }
     });
-    int64_t best = 0;
-    double lowest = 0;
-    for (int64_t t = 0; t < trials; ++t) {
-      double sum = 0;
-      for (int64_t h = 0; h < chunks; ++h)
-        for (int64_t l = 0; l < L; ++l) sum += lane_sums[(h * trials + t) * L + l];
-      if (t == 0 || sum < lowest) {
-        lowest = sum;
-        best = t;
-      }
-    }
+    const int64_t best = lowest_total(lane_sums.data(), chunks, trials, L);
     std::copy(dist.data() + best * mp, dist.data() + (best + 1) * mp, d2.data());
     chosen[c] = candidates[best];
   }
@@ -168,7 +168,7 @@ at::Tensor kmeans_plusplus_cpu(const at::Tensor& points_in, int64_t first, const
   if (points.scalar_type() == at::kFloat)
     seed_f32(points, first, draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
   else
-    seed<double>(points, first, draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
+    seed_f64(points, first, draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
   return chosen;
 }
 

@@ -116,6 +116,15 @@ T kth_largest(T* a, T* tmp, int64_t n, int64_t r) {
   return a[r - 1];
 }
 
+// The entries of a row's strided sample (0: rows of at most SAMPLE_OVER x top entries are not
+// sampled). The SAMPLE_RANK-th largest of s = SAMPLE_RANK K / (3 top) strided entries has expected
+// rank 3 top in the row; the number of sampled entries among the row's top is about Poisson with
+// mean SAMPLE_RANK / 3, so the threshold is above the top-th entry with probability ~1e-3.
+int64_t sample_size(int64_t K, int64_t top) {
+  if (K <= SAMPLE_OVER * top) return 0;
+  return std::min<int64_t>(K, std::max<int64_t>(SAMPLE_RANK, (SAMPLE_RANK * K) / (3 * top)));
+}
+
 // The SAMPLE_RANK-th largest of a sample a[0..s) (no NaN; min(SAMPLE_RANK, s)-th where s is
 // smaller; a may be overwritten, tmp has room for 2 s). Each of 16 interleaved groups has its
 // maximum, so at least 16 >= SAMPLE_RANK entries are >= the least of those maxima: the rank sought
@@ -166,11 +175,7 @@ template <typename T>
 bool top_row(const T* __restrict row, int64_t K, int64_t top, T* __restrict values, int64_t* __restrict index,
              std::vector<int32_t>& keep, std::vector<T>& scratch) {
   int64_t n = 0;
-  if (K > SAMPLE_OVER * top) {
-    // the SAMPLE_RANK-th largest of s = SAMPLE_RANK K / (3 top) strided entries has expected rank
-    // 3 top in the row; the number of sampled entries among the row's top is about Poisson with
-    // mean SAMPLE_RANK / 3, so the threshold is above the top-th entry with probability ~1e-3
-    const int64_t s = std::min<int64_t>(K, std::max<int64_t>(SAMPLE_RANK, (SAMPLE_RANK * K) / (3 * top)));
+  if (const int64_t s = sample_size(K, top)) {
     const int64_t stride = K / s;
     for (int64_t j = 0; j < s; ++j) {
       const T v = row[j * stride];
@@ -287,8 +292,8 @@ std::tuple<at::Tensor, at::Tensor> linear_top_entries_cpu(const at::Tensor& x_in
   pack_panels(w.data_ptr<float>(), bias_in.data_ptr<float>(), D, nullptr, K, cols, panels.data_ptr<float>(),
               pbias.data_ptr<float>());
   // the strided sample of top_row, as panels of its own
-  const bool sampled = K > SAMPLE_OVER * top;
-  const int64_t s = sampled ? std::min<int64_t>(K, std::max<int64_t>(SAMPLE_RANK, (SAMPLE_RANK * K) / (3 * top))) : 0;
+  const int64_t s = sample_size(K, top);
+  const bool sampled = s > 0;
   const int64_t Ps = (s + cols - 1) / cols;
   const at::Tensor spanels = at::empty({Ps * D * cols}, x.options()), sbias = at::empty({Ps * cols}, x.options());
   if (sampled) {
