@@ -80,7 +80,7 @@ TORCH_LIBRARY(entclust, m) {
   // draws.size(1) candidates drawn by inverse CDF of the uniform draws[c - 1] over the squared
   // distances to the nearest seed so far (best: lowest total distance). Returns the K = draws.size(0) + 1
   // indices of the seeds (int64).
-  m.def("kmeans_plusplus(Tensor points, int first, Tensor draws) -> Tensor", {at::Tag::pt2_compliant_tag});
+  m.def("kmeans_plusplus(Tensor points, Tensor d2, Tensor draws) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
   // Fused linear self-labeling (linear.h): logits l = x weight^T + bias one block of rows at a
   // time, sigma = softmax(l), pseudo-labels y = `iterations` reverse-CE M-steps from sigma
   // against the fixed fairness weights `fair` (float64 (K,), c u_k / col_k of the global column

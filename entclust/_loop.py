@@ -23,6 +23,7 @@ import torch
 
 
 LINE_EVERY = 2.0  # seconds between two progress lines in a log
+BAR_EVERY = 0.5  # seconds between two throttled notes on a bar
 
 
 class Progress:
@@ -34,37 +35,45 @@ class Progress:
     def __init__(self, desc: str, total: int | None, *, verbose=False, unit: str = "epoch", initial: int = 0):
         self.desc, self.total, self.unit, self.done, self.initial = desc, total, unit, initial, initial
         self.bar, self.printed, self.pending = None, time.perf_counter(), None
+        self.noted = self.printed
         self.lines = bool(verbose) and not _is_terminal()
         if verbose and not self.lines:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(desc=desc, total=total, initial=initial, unit=unit)
 
-    def update(self, seconds: float | None = None, **values) -> None:
-        """One step done; ``values`` are shown beside it (floats with 4 significant digits)."""
-        self.done += 1
+    def update(self, seconds: float | None = None, *, steps: int = 1, **values) -> None:
+        """``steps`` steps done (one by default); ``values`` are shown beside them (floats with 4
+        significant digits)."""
+        first = self.done == self.initial
+        self.done += steps
         shown = {key: f"{value:.4g}" if isinstance(value, float) else value for key, value in values.items()}
         if self.bar is not None:
             self.bar.set_postfix(shown, refresh=False)
-            self.bar.update(1)
+            self.bar.update(steps)
         elif self.lines:
             parts = [f"{self.unit} {self.done}" + (f"/{self.total}" if self.total is not None else "")]
             parts += [f"{key}={value}" for key, value in shown.items()]
             if seconds is not None:
                 parts.append(f"{seconds:.2f} s")
             self.pending = f"{self.desc}: " + ", ".join(parts)
-            if (self.done - self.initial == 1 or self.done == self.total
+            if (first or self.done == self.total
                     or time.perf_counter() - self.printed >= LINE_EVERY):
                 self._print()
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, *, throttle: bool = False) -> None:
         """Say at once what the stage is doing before its first step ends (a line in a log, the
-        bar's postfix on a terminal): for a first step that takes long."""
+        bar's postfix on a terminal): for a first step that takes long. ``throttle``: how far
+        work within a step has come, said at most once every ``LINE_EVERY`` seconds in a log (a
+        pending step's line is not held back by it)."""
+        now = time.perf_counter()
+        if throttle and now - self.noted < (BAR_EVERY if self.bar is not None else LINE_EVERY):
+            return
+        self.noted = now
         if self.bar is not None:
             self.bar.set_postfix_str(text)
         elif self.lines:
             print(f"{self.desc}: {text}", file=sys.stderr, flush=True)
-            self.printed = time.perf_counter()
 
     def _print(self) -> None:
         print(self.pending, file=sys.stderr, flush=True)

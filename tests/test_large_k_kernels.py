@@ -170,6 +170,20 @@ def test_sparse_centre_sums_checks_and_opcheck():
     torch.library.opcheck(torch.ops.entclust.sparse_centre_sums_, (sums, mass, y, index, x, 1.0))
 
 
+def seed_by_calls(points, first, draws, calls=1):
+    """The k-means++ op's seeds from ``first``, the draws cut into ``calls`` near-equal calls that
+    carry d2 from one to the next: ``(indices (K,), d2)``."""
+    d2 = (points - points[first]).square().sum(1)
+    chosen = [torch.tensor([first])]
+    for part in torch.tensor_split(draws, calls):
+        before = d2.clone()
+        seeds, new = ops.kmeans_plusplus_kernel(points, d2, part)
+        assert torch.equal(d2, before)  # the input is not modified
+        chosen.append(seeds)
+        d2 = new
+    return torch.cat(chosen), d2
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("m,d,k,trials", [(1, 3, 1, 2), (5, 2, 5, None), (3000, 8, 50, None), (2500, 64, 200, None),
                                           (701, 5, 30, 13), (333, 17, 20, 37)])
@@ -182,27 +196,71 @@ def test_kmeans_plusplus_op_picks_the_reference_seeds(every_cpu_capability, dtyp
               + torch.randn(m, d, generator=g, dtype=torch.float64)).to(dtype)
     draws = torch.rand(k - 1, trials or 2 + int(math.log(k)), generator=g, dtype=torch.float64)
     first = int(torch.randint(0, m, (1,), generator=g))
-    chosen = ops.kmeans_plusplus_kernel(points, first, draws)
+    chosen, d2 = seed_by_calls(points, first, draws)
     assert chosen.dtype == torch.int64 and chosen.shape == (k,) and int(chosen[0]) == first
     assert torch.equal(chosen, R.kmeans_plusplus(points, first, draws))
+    # d2: each point's squared distance to its nearest seed
+    x = points.double()
+    nearest = torch.cdist(x, x[chosen]).square().min(1).values
+    # (|x|^2 + |c|^2 - 2 x.c: float32 cancels to about 1e-6 of the squared norms)
+    scale = float(x.square().sum(1).max()) * (1e-5 if dtype == torch.float32 else 1e-12)
+    assert d2.dtype == dtype and torch.allclose(d2.double(), nearest, rtol=1e-4, atol=scale)
+    # the same seeds and d2 when the draws are cut into calls (what the estimator does, for progress)
+    for calls in (2, 3, 7):
+        again, d2_again = seed_by_calls(points, first, draws, calls)
+        assert torch.equal(again, chosen) and torch.equal(d2_again, d2)
 
 
 def test_kmeans_plusplus_op_on_repeated_points_and_its_checks(every_cpu_capability):
     # every point the same: all distances 0, every draw lands on the first point
     same = torch.ones(20, 4)
-    assert torch.equal(ops.kmeans_plusplus_kernel(same, 3, torch.rand(4, 3, dtype=torch.float64)),
-                       torch.tensor([3, 0, 0, 0, 0]))
+    seeds, d2 = ops.kmeans_plusplus_kernel(same, torch.zeros(20), torch.rand(4, 3, dtype=torch.float64))
+    assert torch.equal(seeds, torch.tensor([0, 0, 0, 0])) and torch.equal(d2, torch.zeros(20))
     x = torch.randn(10, 2)
-    with pytest.raises(RuntimeError, match=r"first must be in \[0, 10\)"):
-        ops.kmeans_plusplus_kernel(x, 10, torch.rand(2, 3, dtype=torch.float64))
+    d2 = x.square().sum(1)
+    seeds, out = ops.kmeans_plusplus_kernel(x, d2, torch.empty(0, 3, dtype=torch.float64))  # no seeds: d2 as given
+    assert seeds.shape == (0,) and torch.equal(out, d2)
+    with pytest.raises(RuntimeError, match=r"d2 must be an \(m,\) tensor of the points' dtype \(m = 10"):
+        ops.kmeans_plusplus_kernel(x, d2[:9], torch.rand(2, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"d2 must be an \(m,\) tensor of the points' dtype"):
+        ops.kmeans_plusplus_kernel(x, d2.double(), torch.rand(2, 3, dtype=torch.float64))
+    for bad_d2 in (-d2, d2.clone().fill_(float("inf"))):
+        with pytest.raises(RuntimeError, match="d2 must be finite and non-negative"):
+            ops.kmeans_plusplus_kernel(x, bad_d2, torch.rand(2, 3, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="draws must be a float64"):
-        ops.kmeans_plusplus_kernel(x, 0, torch.rand(2, 3))
+        ops.kmeans_plusplus_kernel(x, d2, torch.rand(2, 3))
     bad = x.clone()
     bad[4, 1] = float("nan")
     with pytest.raises(RuntimeError, match="NaN or Inf"):
-        ops.kmeans_plusplus_kernel(bad, 0, torch.rand(2, 3, dtype=torch.float64))
+        ops.kmeans_plusplus_kernel(bad, d2, torch.rand(2, 3, dtype=torch.float64))
     draws = torch.rand(9, 4, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.entclust.kmeans_plusplus, (torch.randn(300, 5), 2, draws))
+    points = torch.randn(300, 5)
+    torch.library.opcheck(torch.ops.entclust.kmeans_plusplus, (points, (points - points[2]).square().sum(1), draws))
+
+
+def test_kmeans_plusplus_reports_its_seeds_between_calls(monkeypatch):
+    """Cut into calls of a few seeds (as at K = 10^5), the seeding tells its progress between them
+    and picks the seeds of one call."""
+    from entclust.cluster import centroids
+
+    points = torch.randn(4000, 16, generator=torch.Generator().manual_seed(3))
+    whole = centroids.kmeans_plusplus(points, 300, torch.Generator().manual_seed(7))
+
+    class Notes:
+        def __init__(self):
+            self.texts = []
+
+        def note(self, text, *, throttle=False):
+            assert throttle
+            self.texts.append(text)
+
+    notes = Notes()
+    monkeypatch.setattr(centroids, "KPP_CALL_WORK", 4000 * 16 * 7 * 40)  # 40 seeds a call (7 trials at K = 300)
+    assert torch.equal(centroids.kmeans_plusplus(points, 300, torch.Generator().manual_seed(7), notes), whole)
+    assert notes.texts == [f"k-means++ seeds {done}/300" for done in range(41, 300, 40)]
+    notes.texts.clear()
+    steps = centroids._kmeans_plusplus_steps(points, 300, torch.Generator().manual_seed(7), 7, notes, 40)
+    assert torch.equal(steps, whole) and notes.texts == [f"k-means++ seeds {done}/300" for done in range(41, 300, 40)]
 
 
 def test_kmeans_plusplus_seeds_are_those_of_the_pytorch_loop(every_cpu_capability):

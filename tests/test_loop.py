@@ -107,7 +107,7 @@ def test_the_estimators_report_progress_in_a_log_within_their_first_steps(capsys
 
 
 def test_the_large_k_start_says_it_is_seeding_before_the_seeds_are_drawn(capsys, monkeypatch):
-    """The k-means++ seeding is one op call (seconds at K = 10 000): its line comes first."""
+    """The k-means++ seeding takes seconds at K = 10 000: its line comes first."""
     import numpy as np
 
     monkeypatch.setattr(_loop, "_is_terminal", lambda: False)
@@ -116,3 +116,33 @@ def test_the_large_k_start_says_it_is_seeding_before_the_seeds_are_drawn(capsys,
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == "EntropyClustering: self-labeled centroids (K=300): k-means++ seeds from 3000 points"
     assert lines[1].startswith("EntropyClustering: self-labeled centroids (K=300): round 1/")
+
+
+def test_long_stages_of_the_large_k_fit_report_how_far_they_are(capsys, monkeypatch):
+    """At K = 10^5 the seeding and every round take a minute, and at N = 10^7 the final labels:
+    each says how far it is (here with every throttle at 0 and calls of 40 seeds)."""
+    import numpy as np
+
+    from entclust.cluster import centroids, estimator
+
+    monkeypatch.setattr(_loop, "_is_terminal", lambda: False)
+    monkeypatch.setattr(_loop, "LINE_EVERY", 0.0)
+    monkeypatch.setattr(centroids, "KPP_CALL_WORK", 3000 * 8 * 7 * 40)  # 40 seeds a call (7 trials at K = 300)
+    monkeypatch.setattr(estimator, "PASS_PROGRESS", 0)
+    x = np.random.default_rng(0).normal(size=(3000, 8)).astype(np.float32)
+    entclust.EntropyClustering(300, verbose=True, random_state=0).fit(x)
+    lines = capsys.readouterr().err.strip().splitlines()
+    start = "EntropyClustering: self-labeled centroids (K=300): "
+    assert lines[1:8] == [f"{start}k-means++ seeds {done}/300" for done in range(41, 300, 40)]
+    assert lines[8] == f"{start}round 1: 3000/3000 points" and lines[9].startswith(f"{start}round 1/")
+    assert lines[-1] == "EntropyClustering: labels and objective (K=300): points 3000/3000"
+
+
+def test_progress_counts_steps_of_any_size_and_throttles_notes(capsys, monkeypatch):
+    monkeypatch.setattr(_loop, "_is_terminal", lambda: False)
+    progress = Progress("pass", 1000, verbose=True, unit="point")
+    progress.note("just started", throttle=True)  # within LINE_EVERY of the start: not said
+    for _ in range(4):
+        progress.update(steps=250)
+    progress.close()
+    assert capsys.readouterr().err.strip().splitlines() == ["pass: point 250/1000", "pass: point 1000/1000"]

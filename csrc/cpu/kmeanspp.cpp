@@ -1,7 +1,9 @@
 // Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; the `trials` local candidates of
-// scikit-learn's version), the whole loop in one call: the large-K start seeds K centres, and in
-// PyTorch ops each seed cost about ten small ops (benchmarks/bench_sparse_rows.py times both).
-// Per seed: draw `trials` candidates with probability proportional to the squared distance d2 to
+// scikit-learn's version), many seeds a call: the large-K start seeds K centres, and in PyTorch ops
+// each seed cost about ten small ops (benchmarks/bench_sparse_rows.py times both). A call continues
+// from d2, the squared distance of each point to its nearest seed so far, and returns the new
+// seeds and d2 after them, so the caller can cut the K seeds into calls (and report progress
+// between them: at K = 10^5 the loop takes minutes) with the same result as one call. Per seed: draw `trials` candidates with probability proportional to the squared distance d2 to
 // the nearest seed so far (inverse CDF of the draws given), the squared distance of every point
 // to each candidate (|x|^2 + |c|^2 - 2 x.c: in float32 by the ISA's kpp_distances_f32, which
 // holds a block of points against up to 16 candidates in registers, over the points transposed
@@ -51,8 +53,26 @@ int64_t lowest_total(const double* partial, int64_t chunks, int64_t trials, int6
   return best;
 }
 
+// Whether every entry is finite (and, with non_negative, >= 0), without a temporary: the op runs
+// hundreds of times in one seeding at K = 10^5, and at::isfinite's (m, D) mask a call grew the
+// process's heap by megabytes a call (freed in the allocator's arenas of other threads, not returned).
+template <typename T>
+bool all_finite(const T* p, int64_t n, bool non_negative = false) {
+  return at::parallel_reduce(
+      0, n, int64_t{1} << 16, true,
+      [&](int64_t b, int64_t e, bool ok) {
+        int bad = 0;
+        for (int64_t i = b; i < e; ++i) {
+          const bool nonfinite = !(p[i] - p[i] == 0);
+          bad |= nonfinite | (non_negative && p[i] < 0);
+        }
+        return ok && bad == 0;
+      },
+      [](bool a, bool b) { return a && b; });
+}
+
 // float64: the candidates' distances by one matrix product, then a pass that clips and sums them.
-void seed_f64(const at::Tensor& points, int64_t first, const double* draws, int64_t k, int64_t trials,
+void seed_f64(const at::Tensor& points, double* d2, const double* draws, int64_t k, int64_t trials,
               int64_t* chosen) {
   using T = double;
   const int64_t m = points.size(0);
@@ -60,18 +80,11 @@ void seed_f64(const at::Tensor& points, int64_t first, const double* draws, int6
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, m / 1024)), per = (m + chunks - 1) / chunks;
   const at::Tensor norms_t = points.square().sum(1);
   const T* norms = norms_t.data_ptr<T>();
-  std::vector<T> d2(m);
   std::vector<double> cumulative(m), partial(chunks * trials);
   at::Tensor candidates_t = at::empty({trials}, points.options().dtype(at::kLong));
   int64_t* candidates = candidates_t.data_ptr<int64_t>();
-  chosen[0] = first;
-  {
-    const at::Tensor dot = at::mv(points, points[first]);
-    const T* g = dot.data_ptr<T>();
-    for (int64_t i = 0; i < m; ++i) d2[i] = std::max<T>(0, norms[i] - 2 * g[i] + norms[first]);
-  }
-  for (int64_t c = 1; c < k; ++c) {
-    draw_candidates(d2.data(), m, draws + (c - 1) * trials, trials, cumulative.data(), candidates);
+  for (int64_t c = 0; c < k; ++c) {
+    draw_candidates(d2, m, draws + c * trials, trials, cumulative.data(), candidates);
     // |x_i - x_t|^2 = |x_i|^2 + |x_t|^2 - 2 x_i . x_t: one (m, D) x (D, trials) product, then one pass
     at::Tensor dist_t = at::mm(points, points.index_select(0, candidates_t).t()).contiguous();
     T* dist = dist_t.data_ptr<T>();
@@ -98,7 +111,7 @@ void seed_f64(const at::Tensor& points, int64_t first, const double* draws, int6
 
 // float32: the candidates' distances by the ISA's kpp_distances_f32 (the points transposed once,
 // a block of `lanes` points against up to 16 candidates in registers), not a matrix product and a pass.
-void seed_f32(const at::Tensor& points, int64_t first, const double* draws, int64_t k, int64_t trials,
+void seed_f32(const at::Tensor& points, float* d2_out, const double* draws, int64_t k, int64_t trials,
               int64_t* chosen) {
   const KernelTable& isa = kernels();
   const int64_t m = points.size(0), D = points.size(1), L = isa.lanes;
@@ -122,14 +135,9 @@ void seed_f32(const at::Tensor& points, int64_t first, const double* draws, int6
   std::vector<float> cand(trials * D), cnorm(trials);
   std::vector<double> cumulative(m), lane_sums(chunks * trials * L);
   std::vector<int64_t> candidates(trials);
-  chosen[0] = first;
-  for (int64_t i = 0; i < m; ++i) {
-    float dot = 0;
-    for (int64_t d = 0; d < D; ++d) dot += x[i * D + d] * x[first * D + d];
-    d2[i] = std::max(0.0f, norms[i] - 2 * dot + norms[first]);
-  }
-  for (int64_t c = 1; c < k; ++c) {
-    draw_candidates(d2.data(), m, draws + (c - 1) * trials, trials, cumulative.data(), candidates.data());
+  std::copy(d2_out, d2_out + m, d2.begin());  // (the padding lanes stay 0: their clipped distances are 0)
+  for (int64_t c = 0; c < k; ++c) {
+    draw_candidates(d2.data(), m, draws + c * trials, trials, cumulative.data(), candidates.data());
     for (int64_t t = 0; t < trials; ++t) {
       std::copy(x + candidates[t] * D, x + (candidates[t] + 1) * D, cand.data() + t * D);
       cnorm[t] = norms[candidates[t]];
@@ -148,28 +156,38 @@ void seed_f32(const at::Tensor& points, int64_t first, const double* draws, int6
     std::copy(dist.data() + best * mp, dist.data() + (best + 1) * mp, d2.data());
     chosen[c] = candidates[best];
   }
+  std::copy(d2.begin(), d2.begin() + m, d2_out);
 }
 
-at::Tensor kmeans_plusplus_cpu(const at::Tensor& points_in, int64_t first, const at::Tensor& draws_in) {
+std::tuple<at::Tensor, at::Tensor> kmeans_plusplus_cpu(const at::Tensor& points_in, const at::Tensor& d2_in,
+                                                       const at::Tensor& draws_in) {
   TORCH_CHECK(points_in.dim() == 2 && (points_in.scalar_type() == at::kFloat || points_in.scalar_type() == at::kDouble),
               "kmeans_plusplus: points must be a float32 or float64 (m, D) tensor, got ", points_in.sizes(), " ",
               points_in.scalar_type());
   const int64_t m = points_in.size(0);
   TORCH_CHECK(m >= 1, "kmeans_plusplus: points must hold at least one point");
-  TORCH_CHECK(first >= 0 && first < m, "kmeans_plusplus: first must be in [0, ", m, "), got ", first);
+  TORCH_CHECK(d2_in.dim() == 1 && d2_in.size(0) == m && d2_in.scalar_type() == points_in.scalar_type(),
+              "kmeans_plusplus: d2 must be an (m,) tensor of the points' dtype (m = ", m, ", ",
+              points_in.scalar_type(), "), got ", d2_in.sizes(), " ", d2_in.scalar_type());
   TORCH_CHECK(draws_in.dim() == 2 && draws_in.scalar_type() == at::kDouble,
-              "kmeans_plusplus: draws must be a float64 (K - 1, trials) tensor, got ", draws_in.sizes(), " ",
+              "kmeans_plusplus: draws must be a float64 (seeds, trials) tensor, got ", draws_in.sizes(), " ",
               draws_in.scalar_type());
-  const int64_t k = draws_in.size(0) + 1, trials = draws_in.size(1);
-  TORCH_CHECK(trials >= 1 || k == 1, "kmeans_plusplus: draws need at least one trial per seed");
+  const int64_t k = draws_in.size(0), trials = draws_in.size(1);
+  TORCH_CHECK(trials >= 1 || k == 0, "kmeans_plusplus: draws need at least one trial per seed");
   const at::Tensor points = points_in.contiguous(), draws = draws_in.contiguous();
-  TORCH_CHECK(at::isfinite(points).all().item<bool>(), "kmeans_plusplus: points contain NaN or Inf");
+  at::Tensor d2 = d2_in.contiguous().clone();  // the input is not modified
+  AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "kmeans_plusplus", [&] {
+    TORCH_CHECK(all_finite(points.data_ptr<scalar_t>(), points.numel()), "kmeans_plusplus: points contain NaN or Inf");
+    TORCH_CHECK(all_finite(d2.data_ptr<scalar_t>(), m, true), "kmeans_plusplus: d2 must be finite and non-negative");
+  });
   at::Tensor chosen = at::empty({k}, points.options().dtype(at::kLong));
-  if (points.scalar_type() == at::kFloat)
-    seed_f32(points, first, draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
-  else
-    seed_f64(points, first, draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
-  return chosen;
+  if (k > 0) {
+    if (points.scalar_type() == at::kFloat)
+      seed_f32(points, d2.data_ptr<float>(), draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
+    else
+      seed_f64(points, d2.data_ptr<double>(), draws.data_ptr<double>(), k, trials, chosen.data_ptr<int64_t>());
+  }
+  return {chosen, d2};
 }
 
 }  // namespace

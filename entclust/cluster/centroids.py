@@ -37,22 +37,39 @@ def top_span(k: int, x: torch.Tensor, weight: torch.Tensor) -> int:
     return rows * max(1, SPAN_ROWS // rows) if _fused_top(x, weight) else rows
 
 
-def kmeans_plusplus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+KPP_CALL_WORK = 2**35  # multiply-adds of the candidates' distances in one k-means++ op call (seconds or less)
+
+
+def kmeans_plusplus(points: torch.Tensor, k: int, generator: torch.Generator, progress=None) -> torch.Tensor:
     """Greedy k-means++ seeds (Arthur & Vassilvitskii 2007, with the ``2 + ln k`` local trials of
     scikit-learn's version) of ``points`` ``(m, D)``, on their device: each new seed is the
     best of several candidates drawn with probability proportional to the squared distance to
     the nearest seed so far (best: lowest total squared distance). Returns ``(k, D)``. On the CPU
-    the whole loop is one call of ``entclust::kmeans_plusplus`` (the same draws of ``generator``)."""
-    m = points.shape[0]
+    the loop runs in ``entclust::kmeans_plusplus``, many seeds a call (the same draws of
+    ``generator``); ``progress`` (:class:`entclust._loop.Progress`) is told the seeds done
+    between calls (at K = 10^5 the seeding takes minutes on a few cores)."""
+    m, d = points.shape
     trials = 2 + int(math.log(k))
-    if points.device.type == "cpu" and points.dtype in (torch.float32, torch.float64):
-        first = int(torch.randint(0, m, (1,), generator=generator))
-        draws = torch.rand((k - 1, trials), generator=generator, dtype=torch.float64)
-        return points[ops.kmeans_plusplus_kernel(points, first, draws)]
-    return _kmeans_plusplus_steps(points, k, generator, trials)
+    per_call = max(1, KPP_CALL_WORK // (m * d * trials))
+    if not (points.device.type == "cpu" and points.dtype in (torch.float32, torch.float64)):
+        return _kmeans_plusplus_steps(points, k, generator, trials, progress, per_call)
+    first = int(torch.randint(0, m, (1,), generator=generator))
+    draws = torch.rand((k - 1, trials), generator=generator, dtype=torch.float64)
+    chosen = [torch.tensor([first])]
+    d2 = (points - points[first]).square().sum(1)
+    for c in range(0, k - 1, per_call):
+        seeds, d2 = ops.kmeans_plusplus_kernel(points, d2, draws[c:c + per_call])
+        chosen.append(seeds)
+        _seeded(progress, c + 1 + seeds.numel(), k)
+    return points[torch.cat(chosen)]
 
 
-def _kmeans_plusplus_steps(points, k, generator, trials):
+def _seeded(progress, done, k):
+    if progress is not None and done < k:
+        progress.note(f"k-means++ seeds {done}/{k}", throttle=True)
+
+
+def _kmeans_plusplus_steps(points, k, generator, trials, progress=None, per_call=1000):
     # kmeans_plusplus in PyTorch ops, a few per seed (any device)
     m = points.shape[0]
     norms = points.square().sum(1)
@@ -69,6 +86,8 @@ def _kmeans_plusplus_steps(points, k, generator, trials):
         best = dist.double().sum(1).argmin()
         d2 = dist[best]
         chosen[c] = candidates[best]
+        if c % per_call == 0:
+            _seeded(progress, c + 1, k)
     return points[chosen]
 
 
@@ -269,6 +288,8 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
                 y = memory.update(logits)
                 mass.add_(y.sum(0, dtype=torch.float64), alpha=1.0 / scale)
                 sums.add_((y.T.to(block.dtype) @ block).double(), alpha=1.0 / scale)
+            if progress is not None:
+                progress.note(f"round {r + 1}: {i + block.shape[0]}/{m} points", throttle=True)
             if (i + rows) // per_update != i // per_update or i + rows >= m:
                 mu = torch.where((mass > 0)[:, None], (sums / mass.clamp_min(1e-300)[:, None]).to(mu.dtype), mu)
                 weight, bias = beta * mu, -0.5 * beta * mu.square().sum(1)

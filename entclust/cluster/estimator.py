@@ -24,6 +24,9 @@ from .registry import EstimatorMethod, HeadMethod, get
 from .scale import (GLOBAL_BELOW, ROUND_SAMPLE, SEED_SAMPLE, SPARSE_TOP, Shard, centroid_rounds, global_objective,
                     head_argmax, plan_memory)
 
+# points x clusters of a pass that reports its progress (the final labels take a minute at N = 10^7, K = 10^4)
+PASS_PROGRESS = 1e9
+
 INITS = ("auto", "random", "kmeans++", "kmeans", "balanced")
 
 
@@ -317,7 +320,12 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         in the same pass."""
         if not isinstance(criterion, ColumnMemory):
             return float(criterion(head(features), head)), None
-        return global_objective(criterion, head, features, shard, self.lam, self.gamma_)
+        progress = Progress(f"EntropyClustering: labels and objective (K={self.n_clusters})", features.shape[0],
+                            unit="points", verbose=self.verbose and features.shape[0] * self.n_clusters >= PASS_PROGRESS)
+        try:
+            return global_objective(criterion, head, features, shard, self.lam, self.gamma_, progress)
+        finally:
+            progress.close()
 
     def _init_head(self, features: torch.Tensor, generator: torch.Generator, shard) -> nn.Linear:
         n, d = features.shape
@@ -342,7 +350,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
                                     verbose=self.verbose and (balanced or k >= 1000))
                 try:
                     progress.note(f"k-means++ seeds from {min(seeds, points.shape[0])} points")
-                    mu = kmeans_plusplus(points[:seeds], k, generator)
+                    mu = kmeans_plusplus(points[:seeds], k, generator, progress)
                     if self.init_ == "kmeans":
                         mu = lloyd(points, mu)
                     if balanced:

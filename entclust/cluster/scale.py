@@ -164,11 +164,12 @@ def centroid_rounds(m: int, k: int, n: int | None = None) -> int:
 
 
 def global_objective(memory: ColumnMemory, head: nn.Linear, features: torch.Tensor, shard: Shard, lam: float,
-                     gamma: float) -> tuple[float, torch.Tensor]:
+                     gamma: float, progress=None) -> tuple[float, torch.Tensor]:
     """The objective of global pseudo-labels on all points, and each point's cluster, in one pass:
     ``mean_i H(sigma_i, y_i) + lam KL(u || columns / N) + gamma ||v||^2``, each row's ``y`` solved
     against the final column sums (held fixed), over blocks of rows; above ``4 SPARSE_TOP``
-    clusters on each row's ``SPARSE_TOP`` largest logits (sigma renormalised over them)."""
+    clusters on each row's ``SPARSE_TOP`` largest logits (sigma renormalised over them).
+    ``progress`` (:class:`entclust._loop.Progress` over the points) is told each block's rows."""
     from ..losses import margin_penalty, reverse_cross_entropy, strong_fairness
 
     sparse = head.out_features > 4 * SPARSE_TOP
@@ -180,11 +181,15 @@ def global_objective(memory: ColumnMemory, head: nn.Linear, features: torch.Tens
             labels[i:i + index.shape[0]] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
             y = memory.solve_fixed_sparse(values, index).clamp_min_(tiny)
             ce -= (torch.softmax(values, -1) * torch.log(y)).sum(dtype=torch.float64)
+            if progress is not None:
+                progress.update(steps=index.shape[0])
     else:
         for i, logits in head_blocks(head, features):
             torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
             y = memory.solve_fixed(logits).to(logits.dtype).clamp_min_(tiny)
             ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
+            if progress is not None:
+                progress.update(steps=logits.shape[0])
     ce = float(shard.sum(torch.tensor([float(ce)], dtype=torch.float64)))
     fair = float(strong_fairness(memory.y_bar().unsqueeze(0), memory.prior, validate=False))
     return ce / shard.total + lam * fair + gamma * float(margin_penalty(head)), labels

@@ -156,8 +156,8 @@ def _fake_sparse_centre_sums_(sums, mass, y, index, x, alpha):
 
 
 @torch.library.register_fake("entclust::kmeans_plusplus")
-def _fake_kmeans_plusplus(points, first, draws):
-    return points.new_empty((draws.shape[0] + 1,), dtype=torch.int64)
+def _fake_kmeans_plusplus(points, d2, draws):
+    return points.new_empty((draws.shape[0],), dtype=torch.int64), torch.empty_like(d2)
 
 
 @torch.library.register_fake("entclust::linear_rce")
@@ -237,11 +237,14 @@ def sparse_centre_sums_kernel(sums: torch.Tensor, mass: torch.Tensor, y: torch.T
     torch.ops.entclust.sparse_centre_sums_(sums, mass, y, index, x, alpha)
 
 
-def kmeans_plusplus_kernel(points: torch.Tensor, first: int, draws: torch.Tensor) -> torch.Tensor:
-    """Raw op (CPU): the indices ``(K,)`` of greedy k-means++ seeds of ``points`` ``(m, D)``, the first
-    ``first``, each next one the best of ``draws.shape[1]`` candidates drawn by the uniform numbers
-    ``draws`` ``(K - 1, trials)`` float64."""
-    return torch.ops.entclust.kmeans_plusplus(points, first, draws)
+def kmeans_plusplus_kernel(points: torch.Tensor, d2: torch.Tensor,
+                           draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw op (CPU): ``draws.shape[0]`` more greedy k-means++ seeds of ``points`` ``(m, D)``, given
+    ``d2`` ``(m,)`` (the points' dtype), each point's squared distance to its nearest seed so far:
+    each seed the best of ``draws.shape[1]`` candidates drawn by the uniform numbers ``draws``
+    ``(seeds, trials)`` float64. Returns ``(indices (seeds,), d2 after them)``; ``d2`` is not
+    modified, and calls that carry d2 from one to the next pick the seeds of one call."""
+    return torch.ops.entclust.kmeans_plusplus(points, d2, draws)
 
 
 def certificate_kernel(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float, problem: int):
