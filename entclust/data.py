@@ -212,23 +212,25 @@ class Scaler:
         memory-mapped file is read block by block, with no float64 copy of it). With ``group``
         (a ``torch.distributed`` process group) ``x`` is this rank's shard and the statistics
         are those of all ranks' rows (all-reduced sums and maxima, D numbers each)."""
-        self.mode_ = self.mode if self.mode != "auto" else _auto_mode(x, group)
-        if self.mode_ == "none":
+        if self.mode == "none":
+            self.mode_ = "none"
             self.mean_, self.scale_ = np.zeros(x.shape[1]), np.ones(x.shape[1])
             return self
-        # Statistics of x / a, a = max |x| (overall or per feature), then scaled back: squares of
-        # data at 1e160 would overflow and at 1e-170 underflow, collapsing every point to one.
+        # Statistics of x / a, a = max |x| per feature, then scaled back: squares of data at 1e160
+        # would overflow and at 1e-170 underflow, collapsing every point to one. One set serves
+        # "auto"'s choice and both scalings.
         a = _abs_max(x, group)
-        if self.mode_ == "global":
-            a = np.full_like(a, a.max())
         a = np.where(a > 0, a, 1.0)
         mean, var = _moments(x, a, group)
+        std = np.sqrt(var) * a  # (var <= 1: no overflow)
+        self.mode_ = self.mode if self.mode != "auto" else _auto_mode(std)
         if self.mode_ == "global":
-            scale = np.sqrt(var.mean())
-            scale = np.full(x.shape[1], scale * a[0] if scale > 0 else 1.0)
+            # the root mean square deviation over all features, sqrt(mean_f var_f a_f^2), without overflow
+            big = a.max()
+            scale = np.sqrt((var * (a / big) ** 2).mean())
+            scale = np.full(x.shape[1], scale * big if scale > 0 else 1.0)
         else:
-            std = np.sqrt(var)
-            scale = np.where(std > 0, std * a, 1.0)
+            scale = np.where(std > 0, std, 1.0)
         self.mean_, self.scale_ = mean * a, scale
         return self
 
@@ -238,8 +240,11 @@ class Scaler:
         if dtype is None:
             dtype = np.float32 if x.dtype == np.float32 else np.float64
         out = np.empty(x.shape, dtype=dtype)
-        for i in range(0, x.shape[0], CHUNK):
+
+        def block(i):
             out[i:i + CHUNK] = (np.asarray(x[i:i + CHUNK], dtype=np.float64) - self.mean_) / self.scale_
+
+        _over_blocks(block, x)
         return out
 
 
@@ -279,34 +284,48 @@ def _reduce(values: np.ndarray, group, op: str = "sum") -> np.ndarray:
     return all_reduce(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)), group, op).numpy()
 
 
+def _over_blocks(fn, x: np.ndarray) -> list:
+    """``[fn(i) for i in range(0, N, CHUNK)]``, the blocks on ``torch.get_num_threads()`` threads
+    (numpy lets go of the GIL in its loops); results in block order, so whatever combines them
+    does it in the same order on any number of threads."""
+    starts = range(0, x.shape[0], CHUNK)
+    import torch
+
+    threads = min(torch.get_num_threads(), len(starts))
+    if threads <= 1:
+        return [fn(i) for i in starts]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, starts))
+
+
 def _abs_max(x: np.ndarray, group=None) -> np.ndarray:
     """Per-feature max |x|, block by block (over all ranks of ``group``)."""
     out = np.zeros(x.shape[1])
-    for i in range(0, x.shape[0], CHUNK):
-        out = np.maximum(out, np.abs(np.asarray(x[i:i + CHUNK], dtype=np.float64)).max(0))
+    for part in _over_blocks(lambda i: np.abs(np.asarray(x[i:i + CHUNK], dtype=np.float64)).max(0), x):
+        out = np.maximum(out, part)
     return _reduce(out, group, "max")
 
 
 def _moments(x: np.ndarray, a: np.ndarray, group=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and variance of ``x / a`` in float64, two passes over blocks of rows
-    (over all ranks of ``group``)."""
+    (over all ranks of ``group``); the blocks' sums added in block order."""
     total = np.zeros(x.shape[1] + 1)
-    for i in range(0, x.shape[0], CHUNK):
-        total[:-1] += (np.asarray(x[i:i + CHUNK], dtype=np.float64) / a).sum(0)
+    for part in _over_blocks(lambda i: (np.asarray(x[i:i + CHUNK], dtype=np.float64) / a).sum(0), x):
+        total[:-1] += part
     total[-1] = x.shape[0]
     total = _reduce(total, group)
     n = total[-1]
     mean = total[:-1] / n
     squares = np.zeros(x.shape[1])
-    for i in range(0, x.shape[0], CHUNK):
-        squares += ((np.asarray(x[i:i + CHUNK], dtype=np.float64) / a - mean) ** 2).sum(0)
+    for part in _over_blocks(lambda i: ((np.asarray(x[i:i + CHUNK], dtype=np.float64) / a - mean) ** 2).sum(0), x):
+        squares += part
     return mean, _reduce(squares, group) / n
 
 
-def _auto_mode(x: np.ndarray, group=None) -> str:
-    a = _abs_max(x, group)
-    a = np.where(a > 0, a, 1.0)
-    std = np.sqrt(_moments(x, a, group)[1]) * a  # per-feature std without overflow (see Scaler.fit)
+def _auto_mode(std: np.ndarray) -> str:
+    """"features" where the per-feature standard deviations ``std`` look like different units."""
     spread = std[std > 0]
     if spread.size < 2:
         return "global"

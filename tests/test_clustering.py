@@ -245,6 +245,33 @@ def test_scaler_modes():
         data.Scaler("pca")
 
 
+def test_scaler_statistics_over_blocks_on_any_number_of_threads(monkeypatch):
+    """The blocks run on several threads; their sums are added in block order, so the statistics
+    are the same bits on one thread. "global" comes from the per-feature statistics: the root mean
+    square deviation even where a feature's squares overflow float64 (1e160)."""
+    monkeypatch.setattr(data, "CHUNK", 100)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1050, 3)) * [1.0, 50.0, 1e-3] + [10.0, -2.0, 0.0]
+    threads = torch.get_num_threads()
+    fitted = {}
+    for n in (1, 3):
+        torch.set_num_threads(n)
+        try:
+            fitted[n] = [data.Scaler(mode).fit(x) for mode in ("global", "features", "auto")]
+            out = fitted[n][0].transform(x.astype(np.float32), np.float32)
+        finally:
+            torch.set_num_threads(threads)
+        assert np.array_equal(out, ((x.astype(np.float32) - fitted[n][0].mean_) / fitted[n][0].scale_).astype(np.float32))
+    for one, three in zip(fitted[1], fitted[3]):
+        assert one.mode_ == three.mode_ and np.array_equal(one.mean_, three.mean_) and np.array_equal(one.scale_, three.scale_)
+    g, f, auto = fitted[1]
+    assert np.allclose(g.mean_, x.mean(0)) and np.allclose(g.scale_, np.sqrt(x.var(0).mean()))
+    assert np.allclose(f.scale_, x.std(0)) and auto.mode_ == "features"  # std 1 : 50 : 1e-3, different units
+    huge = x * 1e160
+    g = data.Scaler("global").fit(huge)
+    assert np.all(np.isfinite(g.scale_)) and np.allclose(g.scale_, np.sqrt(x.var(0).mean()) * 1e160)
+
+
 def test_partial_fit_trains_one_head_over_chunks():
     """Issue 28: data that arrives in chunks. On digits, 10 passes over 6 chunks train the head
     well past its start (a single random head, as fit with n_init=1)."""
