@@ -155,6 +155,14 @@ def test_bench_large_k_cuda_without_gpu_is_a_clear_error(capsys, tmp_path):
     assert "--device cuda needs a GPU" in capsys.readouterr().err
 
 
+def test_large_k_fit_script(capsys):
+    """The docs' command for one verbose fit beyond the benchmark's sizes, smallest size."""
+    assert script_main("benchmarks/large_k_fit.py", "--n", "3000", "--k", "300", "--d", "8") == 0
+    out, err = capsys.readouterr()
+    assert "'n': 3000, 'k': 300," in out and "'empty': 0," in out
+    assert "EntropyClustering: self-labeled centroids (K=300): k-means++ seeds from 3000 points" in err
+
+
 def test_bench_large_k_quick(tmp_path, capsys):
     """Issue 11's benchmark, smallest size: entclust and MiniBatchKMeans side by side."""
     assert script_main("benchmarks/bench_large_k.py", "--quick", "--out", str(tmp_path)) == 0
