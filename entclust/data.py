@@ -242,7 +242,10 @@ class Scaler:
         out = np.empty(x.shape, dtype=dtype)
 
         def block(i):
-            out[i:i + CHUNK] = (np.asarray(x[i:i + CHUNK], dtype=np.float64) - self.mean_) / self.scale_
+            b = _block64(x, i)
+            b -= self.mean_
+            b /= self.scale_
+            out[i:i + CHUNK] = b
 
         _over_blocks(block, x)
         return out
@@ -284,6 +287,11 @@ def _reduce(values: np.ndarray, group, op: str = "sum") -> np.ndarray:
     return all_reduce(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)), group, op).numpy()
 
 
+def _block64(x: np.ndarray, i: int) -> np.ndarray:
+    """Rows ``i:i + CHUNK`` of ``x`` as a new float64 array (never a view: the callers work in it)."""
+    return np.array(x[i:i + CHUNK], dtype=np.float64)
+
+
 def _over_blocks(fn, x: np.ndarray) -> list:
     """``[fn(i) for i in range(0, N, CHUNK)]``, the blocks on ``torch.get_num_threads()`` threads
     (numpy lets go of the GIL in its loops); results in block order, so whatever combines them
@@ -303,7 +311,12 @@ def _over_blocks(fn, x: np.ndarray) -> list:
 def _abs_max(x: np.ndarray, group=None) -> np.ndarray:
     """Per-feature max |x|, block by block (over all ranks of ``group``)."""
     out = np.zeros(x.shape[1])
-    for part in _over_blocks(lambda i: np.abs(np.asarray(x[i:i + CHUNK], dtype=np.float64)).max(0), x):
+
+    def block(i):
+        b = _block64(x, i)
+        return np.abs(b, out=b).max(0)
+
+    for part in _over_blocks(block, x):
         out = np.maximum(out, part)
     return _reduce(out, group, "max")
 
@@ -311,17 +324,29 @@ def _abs_max(x: np.ndarray, group=None) -> np.ndarray:
 def _moments(x: np.ndarray, a: np.ndarray, group=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and variance of ``x / a`` in float64, two passes over blocks of rows
     (over all ranks of ``group``); the blocks' sums added in block order."""
+    def sums(i):
+        b = _block64(x, i)
+        b /= a
+        return b.sum(0)
+
+    def squares(i):
+        b = _block64(x, i)
+        b /= a
+        b -= mean
+        b *= b
+        return b.sum(0)
+
     total = np.zeros(x.shape[1] + 1)
-    for part in _over_blocks(lambda i: (np.asarray(x[i:i + CHUNK], dtype=np.float64) / a).sum(0), x):
+    for part in _over_blocks(sums, x):
         total[:-1] += part
     total[-1] = x.shape[0]
     total = _reduce(total, group)
     n = total[-1]
     mean = total[:-1] / n
-    squares = np.zeros(x.shape[1])
-    for part in _over_blocks(lambda i: ((np.asarray(x[i:i + CHUNK], dtype=np.float64) / a - mean) ** 2).sum(0), x):
-        squares += part
-    return mean, _reduce(squares, group) / n
+    total_squares = np.zeros(x.shape[1])
+    for part in _over_blocks(squares, x):
+        total_squares += part
+    return mean, _reduce(total_squares, group) / n
 
 
 def _auto_mode(std: np.ndarray) -> str:
