@@ -127,3 +127,20 @@ def test_linear_top_entries_checks_its_inputs():
 
 def test_linear_top_entries_opcheck():
     torch.library.opcheck(torch.ops.entclust.linear_top_entries, problem(20, 600, 8) + (64,))
+
+
+def test_a_head_beyond_the_cache_takes_blocks_of_more_rows_with_the_same_result():
+    """A head of more than 16 MiB (K D > 2^22 floats) is read once a block of 192 rows, not 48:
+    with one thread, 1600 rows are eight blocks of 192 and a tail of 64. The result is that of
+    other blocks (rows alone, a few rows, checked against the logits)."""
+    x, w, b = problem(1600, 16500, 256)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        values, index = ops.linear_top_entries_kernel(x, w, b, 64)
+    finally:
+        torch.set_num_threads(threads)
+    few = check(x[1530:1600], w, b, 64)  # blocks of 12 rows: the tail and the last whole block's end
+    assert same_entries(*few, values[1530:], index[1530:])
+    assert same_entries(*ops.linear_top_entries_kernel(x[:500], w, b, 64), values[:500], index[:500])
+    assert same_entries(*ops.linear_top_entries_kernel(x[7:8], w, b, 64), values[7:8], index[7:8])

@@ -233,7 +233,12 @@ std::tuple<at::Tensor, at::Tensor> top_entries_cpu(const at::Tensor& logits_in, 
 // fewer than `top` or more than the lists hold is computed whole and selected exactly. The
 // logits are the same numbers whatever the blocks or threads (see LinearTile), so the result
 // is too.
-constexpr int64_t LINEAR_BLOCK = 48;  // rows a thread takes at once (a multiple of every tile_rows)
+// Rows a thread takes at once (a multiple of every tile_rows): each block of rows reads the whole
+// packed head once. A head of more than BIG_HEAD bytes is read from memory, not the L3, so a
+// block takes four times the rows there (timed in docs/guides/large_k.md: faster from K = 10^5
+// at D = 64, no change below; more rows a block cost time where the head is small).
+constexpr int64_t LINEAR_BLOCK = 48, LINEAR_BLOCK_BIG_HEAD = 4 * LINEAR_BLOCK;
+constexpr int64_t BIG_HEAD = int64_t{16} << 20;
 
 // W (K, D) and b into panels of `cols` classes (see LinearTile); classes `pick` (n of them) or all.
 void pack_panels(const float* w, const float* b, int64_t D, const int64_t* pick, int64_t n, int64_t cols,
@@ -285,7 +290,8 @@ std::tuple<at::Tensor, at::Tensor> linear_top_entries_cpu(const at::Tensor& x_in
   }
   const KernelTable& isa = kernels();
   const int64_t cols = isa.tile_columns, MR = isa.tile_rows;
-  TORCH_CHECK(LINEAR_BLOCK % MR == 0, "linear_top_entries: block of ", LINEAR_BLOCK, " rows, tiles of ", MR);
+  const int64_t row_block = K * D * int64_t{sizeof(float)} > BIG_HEAD ? LINEAR_BLOCK_BIG_HEAD : LINEAR_BLOCK;
+  TORCH_CHECK(row_block % MR == 0, "linear_top_entries: block of ", row_block, " rows, tiles of ", MR);
   const int64_t P = (K + cols - 1) / cols;
   // (ATen's allocator aligns to 64 bytes: no weight load of the tiles straddles two cache lines)
   const at::Tensor panels = at::empty({P * D * cols}, x.options()), pbias = at::empty({P * cols}, x.options());
@@ -308,19 +314,19 @@ std::tuple<at::Tensor, at::Tensor> linear_top_entries_cpu(const at::Tensor& x_in
   float* vp = values.data_ptr<float>();
   int64_t* ip = index.data_ptr<int64_t>();
   std::atomic<bool> nan{false};
-  // blocks of LINEAR_BLOCK rows, fewer where that leaves a thread fewer than eight blocks (the
+  // blocks of row_block rows, fewer where that leaves a thread fewer than eight blocks (the
   // threads take equal runs of blocks, and a call's rows are few at large K; the result does not
   // depend on the blocks)
   const int64_t spread = 8 * at::get_num_threads();
-  const int64_t per = std::max<int64_t>(MR, std::min<int64_t>(LINEAR_BLOCK, (b + spread - 1) / spread));
+  const int64_t per = std::max<int64_t>(MR, std::min<int64_t>(row_block, (b + spread - 1) / spread));
   const int64_t block = (per + MR - 1) / MR * MR, blocks = (b + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
-    std::vector<float> xb(LINEAR_BLOCK * D), sample(LINEAR_BLOCK * Ps * cols), thr(LINEAR_BLOCK);
+    std::vector<float> xb(row_block * D), sample(row_block * Ps * cols), thr(row_block);
     // (a list holds cap entries and `cols` of slack: the tiles may store whole vectors there)
     const int64_t ld = cap + cols;
-    std::vector<float> cand_v(LINEAR_BLOCK * ld), scratch(3 * std::max(K, s) + 2 * cols);
-    std::vector<int32_t> cand_i(LINEAR_BLOCK * ld), all;
-    std::vector<int64_t> cand_n(LINEAR_BLOCK);
+    std::vector<float> cand_v(row_block * ld), scratch(3 * std::max(K, s) + 2 * cols);
+    std::vector<int32_t> cand_i(row_block * ld), all;
+    std::vector<int64_t> cand_n(row_block);
     std::vector<float> whole;  // a row computed whole: P cols logits (tile_rows rows, one used)
     LinearTile t{xb.data(), 0, D, nullptr, nullptr, 0, 0, nullptr, 0, thr.data(), K,
                  cand_v.data(), cand_i.data(), cand_n.data(), cap, ld};
