@@ -19,9 +19,13 @@ def _labels(name: str, a) -> np.ndarray:
     return a
 
 
-def contingency(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(C, classes, clusters)``: ``C[c, k]`` counts points of class ``classes[c]`` put in
-    cluster ``clusters[k]``; any integer values, not necessarily 0..K-1."""
+# Cells of the largest dense contingency table built (2 GiB of int64); evaluate's ACC (a Hungarian
+# matching, cubic in the number of clusters) only up to ACC_CELLS.
+DENSE_CELLS = 2**28
+ACC_CELLS = 2**24
+
+
+def _inverse(labels_true, labels_pred):
     t, p = _labels("labels_true", labels_true), _labels("labels_pred", labels_pred)
     if t.shape != p.shape:
         raise ValueError(f"labels_true and labels_pred must have the same length, got {t.size} and {p.size}")
@@ -29,9 +33,31 @@ def contingency(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray, np.nd
         raise ValueError("labels_true and labels_pred are empty")
     classes, ti = np.unique(t, return_inverse=True)
     clusters, pi = np.unique(p, return_inverse=True)
+    return classes, ti.reshape(-1), clusters, pi.reshape(-1)
+
+
+def contingency(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(C, classes, clusters)``: ``C[c, k]`` counts points of class ``classes[c]`` put in
+    cluster ``clusters[k]``; any integer values, not necessarily 0..K-1. Dense: a ``ValueError``
+    above ``DENSE_CELLS`` cells (at K = 10^5 it would take 75 GiB); NMI, ARI and purity never
+    build it."""
+    classes, ti, clusters, pi = _inverse(labels_true, labels_pred)
+    if classes.size * clusters.size > DENSE_CELLS:
+        raise ValueError(f"the contingency table of {classes.size} classes x {clusters.size} clusters would take "
+                         f"{classes.size * clusters.size * 8 / 2**30:.1f} GiB; the accuracy and the matched confusion "
+                         f"matrix need it whole (normalized_mutual_info, adjusted_rand_index and purity do not)")
     table = np.zeros((classes.size, clusters.size), dtype=np.int64)
     np.add.at(table, (ti, pi), 1)
     return table, classes, clusters
+
+
+def _cells(labels_true, labels_pred):
+    """The contingency table without its zeros: ``(counts, row, col, class sizes, cluster
+    sizes)``, the nonzero cells in row-major order (the order of ``table[table > 0]``)."""
+    classes, ti, clusters, pi = _inverse(labels_true, labels_pred)
+    codes, counts = np.unique(ti.astype(np.int64) * clusters.size + pi, return_counts=True)
+    return (counts, codes // clusters.size, codes % clusters.size, np.bincount(ti, minlength=classes.size),
+            np.bincount(pi, minlength=clusters.size))
 
 
 def _matching(table: np.ndarray):
@@ -76,24 +102,23 @@ def _entropy(counts: np.ndarray) -> float:
 def normalized_mutual_info(labels_true, labels_pred) -> float:
     """``I(T; P) / ((H(T) + H(P)) / 2)`` (arithmetic normalisation, scikit-learn's default);
     1 for identical partitions up to renaming, 1 when both are a single cluster."""
-    table, _, _ = contingency(labels_true, labels_pred)
-    n = table.sum()
-    h_t, h_p = _entropy(table.sum(1)), _entropy(table.sum(0))
+    counts, row, col, sizes_t, sizes_p = _cells(labels_true, labels_pred)
+    n = counts.sum()
+    h_t, h_p = _entropy(sizes_t), _entropy(sizes_p)
     if h_t == 0 and h_p == 0:
         return 1.0
-    nz = table > 0
-    outer = np.outer(table.sum(1), table.sum(0))[nz]
-    mi = float((table[nz] / n * np.log(table[nz] * n / outer)).sum())
+    outer = sizes_t[row] * sizes_p[col]
+    mi = float((counts / n * np.log(counts * n / outer)).sum())
     return max(0.0, mi / ((h_t + h_p) / 2)) if (h_t + h_p) > 0 else 0.0
 
 
 def adjusted_rand_index(labels_true, labels_pred) -> float:
     """Hubert-Arabie adjusted Rand index: 1 for identical partitions, 0 in expectation for
     random ones, negative below chance."""
-    table, _, _ = contingency(labels_true, labels_pred)
+    counts, _, _, sizes_t, sizes_p = _cells(labels_true, labels_pred)
     pairs = lambda x: (x * (x - 1) / 2.0).sum()  # noqa: E731  number of same-group pairs
-    n = table.sum()
-    index, a, b = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    n = counts.sum()
+    index, a, b = pairs(counts), pairs(sizes_t), pairs(sizes_p)
     expected = a * b / (n * (n - 1) / 2.0) if n > 1 else 0.0
     maximum = (a + b) / 2
     if maximum == expected:  # both partitions trivial (one group, or all singletons)
@@ -105,13 +130,18 @@ def purity(labels_true, labels_pred) -> float:
     """Many-to-one accuracy: each cluster is mapped to its most frequent class (several clusters
     may share one), the share of points so mapped correctly. Equals ACC when the map happens to
     be one-to-one; the score to read when K is larger than the number of classes."""
-    table, _, _ = contingency(labels_true, labels_pred)
-    return float(table.max(0).sum() / table.sum())
+    counts, _, col, _, sizes_p = _cells(labels_true, labels_pred)
+    largest = np.zeros(sizes_p.size, dtype=np.int64)
+    np.maximum.at(largest, col, counts)
+    return float(largest.sum() / counts.sum())
 
 
 def evaluate(labels_true, labels_pred) -> dict:
-    """``{"acc": ..., "nmi": ..., "ari": ..., "purity": ...}``."""
-    return {"acc": clustering_accuracy(labels_true, labels_pred),
+    """``{"acc": ..., "nmi": ..., "ari": ..., "purity": ...}``; ``acc`` is NaN where classes x
+    clusters exceed ``ACC_CELLS`` (the Hungarian matching would take longer than a fit)."""
+    classes, _, clusters, _ = _inverse(labels_true, labels_pred)
+    small = classes.size * clusters.size <= ACC_CELLS
+    return {"acc": clustering_accuracy(labels_true, labels_pred) if small else float("nan"),
             "nmi": normalized_mutual_info(labels_true, labels_pred),
             "ari": adjusted_rand_index(labels_true, labels_pred),
             "purity": purity(labels_true, labels_pred)}

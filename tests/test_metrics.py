@@ -57,3 +57,25 @@ def test_metric_errors_name_the_problem():
         metrics.adjusted_rand_index([0.5, 1.0], [0, 1])
     with pytest.raises(ValueError, match="empty"):
         metrics.normalized_mutual_info([], [])
+
+
+def test_nmi_ari_and_purity_at_large_k_without_the_dense_table():
+    """At K = 10^5 the dense contingency table would take tens of GiB: NMI, ARI and purity sum its
+    nonzero cells only; the dense table, and so ACC, says why it cannot be built; evaluate leaves
+    ACC out (NaN) where the matching would cost more than the fit."""
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 100_000, 300_000)
+    p = np.where(rng.random(t.size) < 0.8, t, rng.integers(0, 100_000, t.size)) + 7
+    assert metrics.normalized_mutual_info(t, p) == pytest.approx(skm.normalized_mutual_info_score(t, p), abs=1e-12)
+    assert metrics.adjusted_rand_index(t, p) == pytest.approx(skm.adjusted_rand_score(t, p), abs=1e-12)
+    table = skm.cluster.contingency_matrix(t, p, sparse=True)
+    assert metrics.purity(t, p) == pytest.approx(table.max(0).sum() / t.size)
+    with pytest.raises(ValueError, match=r"classes x \d+ clusters would take \d+\.\d GiB; the accuracy"):
+        metrics.clustering_accuracy(t, p)
+    scores = metrics.evaluate(t, p)
+    assert np.isnan(scores["acc"]) and scores["nmi"] == metrics.normalized_mutual_info(t, p)
+    # small tables: the same numbers as the dense table gave (the cells in the same order)
+    t, p = t[:500] % 7, p[:500] % 5
+    dense, _, _ = metrics.contingency(t, p)
+    assert metrics.purity(t, p) == dense.max(0).sum() / dense.sum()
+    assert metrics.evaluate(t, p)["acc"] == metrics.clustering_accuracy(t, p)
