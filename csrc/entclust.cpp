@@ -76,10 +76,10 @@ TORCH_LIBRARY(entclust, m) {
   // (float64 both).
   m.def("sparse_centre_sums_(Tensor(a!) sums, Tensor(b!) mass, Tensor y, Tensor index, Tensor x, float alpha) -> ()",
         {at::Tag::pt2_compliant_tag});
-  // Greedy k-means++ seeds of points (m, D) (cpu/kmeanspp.cpp): seed 0 is `first`, seed c the best of
-  // draws.size(1) candidates drawn by inverse CDF of the uniform draws[c - 1] over the squared
-  // distances to the nearest seed so far (best: lowest total distance). Returns the K = draws.size(0) + 1
-  // indices of the seeds (int64).
+  // Greedy k-means++ seeds of points (m, D) (cpu/kmeanspp.cpp), continuing from d2 (m,), each point's
+  // squared distance to its nearest seed so far: seed c is the best of draws.size(1) candidates drawn
+  // by inverse CDF of the uniform draws[c] over d2 (best: lowest total distance). Returns the
+  // draws.size(0) indices of the new seeds (int64) and d2 after them (a new tensor).
   m.def("kmeans_plusplus(Tensor points, Tensor d2, Tensor draws) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
   // Fused linear self-labeling (linear.h): logits l = x weight^T + bias one block of rows at a
   // time, sigma = softmax(l), pseudo-labels y = `iterations` reverse-CE M-steps from sigma

@@ -3,7 +3,8 @@
 // each seed cost about ten small ops (benchmarks/bench_sparse_rows.py times both). A call continues
 // from d2, the squared distance of each point to its nearest seed so far, and returns the new
 // seeds and d2 after them, so the caller can cut the K seeds into calls (and report progress
-// between them: at K = 10^5 the loop takes minutes) with the same result as one call. Per seed: draw `trials` candidates with probability proportional to the squared distance d2 to
+// between them: at K = 10^5 the loop takes minutes) with the same result as one call.
+// Per seed: draw `trials` candidates with probability proportional to the squared distance d2 to
 // the nearest seed so far (inverse CDF of the draws given), the squared distance of every point
 // to each candidate (|x|^2 + |c|^2 - 2 x.c: in float32 by the ISA's kpp_distances_f32, which
 // holds a block of points against up to 16 candidates in registers, over the points transposed
