@@ -145,3 +145,9 @@ def evaluate(labels_true, labels_pred) -> dict:
             "nmi": normalized_mutual_info(labels_true, labels_pred),
             "ari": adjusted_rand_index(labels_true, labels_pred),
             "purity": purity(labels_true, labels_pred)}
+
+
+def format_scores(scores: dict) -> str:
+    """``evaluate``'s scores on one line, in percent (``ACC -`` where it was left out)."""
+    return "  ".join(f"{key.upper()} {100 * value:.2f}%" if value == value else f"{key.upper()} -"
+                     for key, value in scores.items())

@@ -74,6 +74,7 @@ def test_nmi_ari_and_purity_at_large_k_without_the_dense_table():
         metrics.clustering_accuracy(t, p)
     scores = metrics.evaluate(t, p)
     assert np.isnan(scores["acc"]) and scores["nmi"] == metrics.normalized_mutual_info(t, p)
+    assert metrics.format_scores(scores).startswith("ACC -  NMI ")  # the CLIs' line
     # small tables: the same numbers as the dense table gave (the cells in the same order)
     t, p = t[:500] % 7, p[:500] % 5
     dense, _, _ = metrics.contingency(t, p)

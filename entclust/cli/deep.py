@@ -98,7 +98,7 @@ def run(args) -> int:
         partial, _ = data.read_array(args.partial_labels, "partial labels")
         partial = np.asarray(partial).astype(np.int64).reshape(-1)
     from ..deep import DeepEntropyClustering  # torch models and scikit-learn: after the cheap checks
-    from ..metrics import evaluate
+    from ..metrics import evaluate, format_scores
 
     options = {name: getattr(args, name) for name in ("lam", "gamma", "prediction_fairness", "width")
                if getattr(args, name) is not None}
@@ -121,7 +121,7 @@ def run(args) -> int:
     print(f"deep {args.method}: {x.shape[0]} inputs of shape {tuple(x.shape[1:])}, K={args.k}, "
           f"{type(est.model_.backbone).__name__}; cluster sizes {sizes.tolist() if args.k <= 20 else '...'}")
     if y is not None:
-        print("  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in evaluate(y, pred).items()))
+        print(format_scores(evaluate(y, pred)))
     print(f"wrote {args.out}" + (f" and {args.history}" if args.history else ""))
     return 0
 

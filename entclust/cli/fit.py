@@ -154,7 +154,7 @@ def run(args) -> int:
     x, labels = data.load(args.features, args.labels)
     method_names(args.method)
     from ..cluster import HeadMethod, get, make_estimator  # scikit-learn: after the cheap checks
-    from ..metrics import evaluate
+    from ..metrics import evaluate, format_scores
 
     if args.save_model and not isinstance(get(args.method), HeadMethod):
         raise UsageError(f"--save-model writes the linear head of rce, cce, mi-gd, sela, mi-adm or renyi; "
@@ -188,8 +188,7 @@ def run(args) -> int:
              f"cluster sizes {sizes.min()}..{sizes.max()}, {int((sizes == 0).sum())} empty")
     print(f"{args.method}: {x.shape[0]} points, {x.shape[1]} features, K={args.k}; {shown}")
     if labels is not None:
-        scores = evaluate(labels, pred)
-        print("  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in scores.items()))
+        print(format_scores(evaluate(labels, pred)))
     print(f"wrote {args.out}" + (f" and the model {args.save_model} (entclust predict reads it)" if args.save_model else ""))
     if world > 1:
         _exit_now(0)

@@ -37,7 +37,7 @@ def run(args) -> int:
         raise UsageError(f"--k must be between 1 and the number of points ({x.shape[0]}), got {args.k}")
     from ..cluster.methods.spc import SPCMethod
     from ..deep import SelectivePseudoLabelClustering  # torch, scikit-learn: after the checks
-    from ..metrics import evaluate
+    from ..metrics import evaluate, format_scores
 
     options = method_options(args)
     unknown = set(options) - set(SPCMethod.defaults)
@@ -64,7 +64,7 @@ def run(args) -> int:
           f"{est.clusterer}; {est.n_rounds_} rounds, round {est.best_round_} kept ({best['agreed']} agreed points); "
           f"cluster sizes {sizes.tolist() if args.k <= 20 else '...'}")
     if y is not None:
-        print("  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in evaluate(y, pred).items()))
+        print(format_scores(evaluate(y, pred)))
     print("wrote " + ", ".join(p for p in (args.out, args.history, args.plot) if p))
     return 0
 
