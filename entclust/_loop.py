@@ -40,7 +40,8 @@ class Progress:
         if verbose and not self.lines:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(desc=desc, total=total, initial=initial, unit=unit)
+            # (a pass over 10^7 points reads "4.08M/10.0M points", not its digits)
+            self.bar = tqdm(desc=desc, total=total, initial=initial, unit=unit, unit_scale=(total or 0) >= 10**5)
 
     def update(self, seconds: float | None = None, *, steps: int = 1, **values) -> None:
         """``steps`` steps done (one by default); ``values`` are shown beside them (floats with 4
