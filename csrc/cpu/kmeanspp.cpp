@@ -112,7 +112,7 @@ void seed_f64(const at::Tensor& points, double* d2, const double* draws, int64_t
 
 // float32: the candidates' distances by the ISA's kpp_distances_f32 (the points transposed once,
 // a block of `lanes` points against up to 16 candidates in registers), not a matrix product and a pass.
-void seed_f32(const at::Tensor& points, float* d2_out, const double* draws, int64_t k, int64_t trials,
+void seed_f32(const at::Tensor& points, float* d2_io, const double* draws, int64_t k, int64_t trials,
               int64_t* chosen) {
   const KernelTable& isa = kernels();
   const int64_t m = points.size(0), D = points.size(1), L = isa.lanes;
@@ -136,7 +136,7 @@ void seed_f32(const at::Tensor& points, float* d2_out, const double* draws, int6
   std::vector<float> cand(trials * D), cnorm(trials);
   std::vector<double> cumulative(m), lane_sums(chunks * trials * L);
   std::vector<int64_t> candidates(trials);
-  std::copy(d2_out, d2_out + m, d2.begin());  // (the padding lanes stay 0: their clipped distances are 0)
+  std::copy(d2_io, d2_io + m, d2.begin());  // (the padding lanes stay 0: their clipped distances are 0)
   for (int64_t c = 0; c < k; ++c) {
     draw_candidates(d2.data(), m, draws + c * trials, trials, cumulative.data(), candidates.data());
     for (int64_t t = 0; t < trials; ++t) {
@@ -157,7 +157,7 @@ void seed_f32(const at::Tensor& points, float* d2_out, const double* draws, int6
     std::copy(dist.data() + best * mp, dist.data() + (best + 1) * mp, d2.data());
     chosen[c] = candidates[best];
   }
-  std::copy(d2.begin(), d2.begin() + m, d2_out);
+  std::copy(d2.begin(), d2.begin() + m, d2_io);
 }
 
 std::tuple<at::Tensor, at::Tensor> kmeans_plusplus_cpu(const at::Tensor& points_in, const at::Tensor& d2_in,

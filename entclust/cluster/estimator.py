@@ -345,7 +345,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
                 balanced = self.init_ == "balanced"
                 rounds = centroid_rounds(points.shape[0], k, shard.total) if balanced else None
                 stage = "self-labeled centroids" if balanced else f"{self.init_} start"
-                # the seeding is one op call: at large K said before it starts (not per restart at small K)
+                # the seeding takes seconds at large K: said before it starts (not per restart at small K)
                 progress = Progress(f"EntropyClustering: {stage} (K={k})", rounds, unit="round",
                                     verbose=self.verbose and (balanced or k >= 1000))
                 try:
