@@ -143,9 +143,11 @@ def test_sparse_em_rows_opcheck():
 
 @pytest.mark.parametrize("ydtype,xdtype", [(torch.float32, torch.float32), (torch.float64, torch.float32),
                                            (torch.float32, torch.float64)])
-def test_sparse_centre_sums_add_the_weighted_points(ydtype, xdtype):
-    g = torch.Generator().manual_seed(0)
-    b, k, d, top = 70, 300, 9, 12
+@pytest.mark.parametrize("d", [9, 64, 37])
+def test_sparse_centre_sums_add_the_weighted_points(every_cpu_capability, ydtype, xdtype, d):
+    # (float32 y and x run the ISA's kernel: d = 9 is shorter than a vector, 37 ends in a tail)
+    g = torch.Generator().manual_seed(d)
+    b, k, top = 70, 300, 12
     index = torch.stack([torch.randperm(k, generator=g)[:top] for _ in range(b)])
     y = torch.rand(b, top, generator=g, dtype=torch.float64).to(ydtype)
     x = torch.randn(b, d, generator=g, dtype=torch.float64).to(xdtype)
@@ -156,6 +158,29 @@ def test_sparse_centre_sums_add_the_weighted_points(ydtype, xdtype):
     ref_sums, ref_mass = R.sparse_centre_sums(k, y, index, x)
     torch.testing.assert_close(sums, start_sums + 0.25 * ref_sums, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(mass, start_mass + 0.25 * ref_mass, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_centre_sums_do_not_depend_on_the_threads(every_cpu_capability, dtype):
+    # each class's entries are added in entry order by one thread: the same bits on 1 and 3
+    # threads (a class appearing many times in a row block, and classes no entry touches)
+    g = torch.Generator().manual_seed(1)
+    b, k, d, top = 200, 50, 20, 8
+    index = torch.randint(0, k - 5, (b, top), generator=g)
+    y = torch.rand(b, top, generator=g, dtype=torch.float64).to(dtype)
+    x = torch.randn(b, d, generator=g, dtype=torch.float64).to(dtype)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            sums, mass = torch.ones(k, d, dtype=torch.float64), torch.ones(k, dtype=torch.float64)
+            ops.sparse_centre_sums_kernel(sums, mass, y, index, x, 0.5)
+            results.append((sums, mass))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert torch.equal(results[0][0][k - 5:], torch.ones(5, d, dtype=torch.float64))
 
 
 def test_sparse_centre_sums_checks_and_opcheck():

@@ -395,9 +395,11 @@ std::tuple<at::Tensor, at::Tensor> linear_top_entries_cpu(const at::Tensor& x_in
 // ---------------------------------------------------------------------------------------------
 // sparse_em_rows
 
-// col = rest + the column sums of y over the entries. Rows are split into a fixed number of
-// chunks (from the sizes alone, never the thread count), each scattering into its own K partial
-// sums, added up in chunk order: the result does not depend on how many threads ran.
+// col = rest + the column sums of y over the entries, and the fairness weights of the classes,
+// per_class[k] = cu_k / col_k (0 where col_k <= 0), where per_class is not null. Rows are split
+// into a fixed number of chunks (from the sizes alone, never the thread count), each scattering
+// into its own K partial sums, added up in chunk order: the result does not depend on how many
+// threads ran.
 class Columns {
  public:
   Columns(int64_t b, int64_t t, int64_t K)
@@ -405,10 +407,18 @@ class Columns {
         chunks_(std::max<int64_t>(1, std::min<int64_t>({8, b, (b * t) / std::max<int64_t>(K, 4096)}))),
         partial_(chunks_ > 1 ? chunks_ * K : 0) {}
 
-  void operator()(const double* rest, const double* y, const int64_t* index, double* col) {
-    if (chunks_ == 1) {
-      std::copy(rest, rest + K_, col);
+  void operator()(const double* rest, const double* y, const int64_t* index, double* col, const double* cu,
+                  double* per_class) {
+    if (chunks_ == 1) {  // fewer entries than max(K, 4096): no K-sized work after the first call
+      if (first_) {
+        std::copy(rest, rest + K_, col);
+        first_ = false;
+      } else {
+        for (int64_t e = 0; e < b_ * t_; ++e) col[index[e]] = rest[index[e]];
+      }
       for (int64_t e = 0; e < b_ * t_; ++e) col[index[e]] += y[e];
+      if (per_class)
+        for (int64_t k = 0; k < K_; ++k) per_class[k] = col[k] > 0 ? cu[k] / col[k] : 0.0;
       return;
     }
     const int64_t rows = (b_ + chunks_ - 1) / chunks_;
@@ -425,6 +435,7 @@ class Columns {
         double sum = rest[k];
         for (int64_t c = 0; c < chunks_; ++c) sum += partial_[c * K_ + k];
         col[k] = sum;
+        if (per_class) per_class[k] = sum > 0 ? cu[k] / sum : 0.0;
       }
     });
   }
@@ -432,6 +443,7 @@ class Columns {
  private:
   int64_t b_, t_, K_, chunks_;
   std::vector<double> partial_;
+  bool first_ = true;
 };
 
 template <typename T>
@@ -442,11 +454,12 @@ std::tuple<at::Tensor, at::Tensor> sparse_em_impl(const at::Tensor& values, cons
   at::Tensor y_out = at::empty({b, t}, values.options());
   at::Tensor col_out = at::empty({K}, rest.options());
   const T* v = values.data_ptr<T>();
+  T* yo = y_out.data_ptr<T>();
   const int64_t* ix = index.data_ptr<int64_t>();
   const double* rp = rest.data_ptr<double>();
   const double* cp = cu.data_ptr<double>();
   double* col = col_out.data_ptr<double>();
-  std::vector<double> sigma(entries), y(entries), w(entries);
+  std::vector<double> sigma(entries), y(entries);
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, t));
   std::atomic<bool> finite{true};
   at::parallel_for(0, b, grain, [&](int64_t r0, int64_t r1) {  // softmax of each row's entries
@@ -469,44 +482,47 @@ std::tuple<at::Tensor, at::Tensor> sparse_em_impl(const at::Tensor& values, cons
   });
   TORCH_CHECK(finite, "sparse_em_rows: values contain NaN or Inf");
   Columns columns(b, t, K);
-  // fairness weights w = c u_k / col_k (0 for a class with no mass), read at every entry: one
-  // division per class where the classes are fewer than the entries, else one per entry
-  std::vector<double> per_class(K <= entries ? K : 0);
-  auto weights = [&](const double* c) {
-    if (!per_class.empty()) {
-      at::parallel_for(0, K, 4096, [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) per_class[k] = c[k] > 0 ? cp[k] / c[k] : 0.0;
-      });
-      at::parallel_for(0, entries, 16384, [&](int64_t e0, int64_t e1) {
-        for (int64_t e = e0; e < e1; ++e) w[e] = per_class[ix[e]];
-      });
-    } else {
-      for (int64_t e = 0; e < entries; ++e) w[e] = c[ix[e]] > 0 ? cp[ix[e]] / c[ix[e]] : 0.0;
-    }
-  };
+  // The fairness weights w = c u_k / col_k (0 for a class with no mass) at each entry: one
+  // division per class where the classes are fewer than the entries (per_class, computed with
+  // the column sums), else one per entry. Held fixed (!update, col = rest), they are gathered
+  // once into `fixed`; updated, each row pass gathers its rows' weights itself.
+  std::vector<double> per_class(K <= entries ? K : 0), fixed(update ? 0 : entries);
+  double* pc = per_class.empty() ? nullptr : per_class.data();
+  auto weight_of = [&](const double* c, int64_t k) { return pc ? pc[k] : c[k] > 0 ? cp[k] / c[k] : 0.0; };
   if (update) {
-    columns(rp, y.data(), ix, col);
+    columns(rp, y.data(), ix, col, cp, pc);
   } else {
-    weights(rp);  // held fixed: the column sums are `rest`
+    if (pc)
+      for (int64_t k = 0; k < K; ++k) pc[k] = rp[k] > 0 ? cp[k] / rp[k] : 0.0;
+    at::parallel_for(0, entries, 16384, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) fixed[e] = weight_of(rp, ix[e]);
+    });
   }
   for (int64_t it = 0; it < iterations; ++it) {
-    if (update) weights(col);
+    const bool last = it + 1 == iterations;
     at::parallel_for(0, b, grain, [&](int64_t r0, int64_t r1) {
+      std::vector<double> gathered(update ? t : 0);
       for (int64_t i = r0; i < r1; ++i) {
         double* yi = y.data() + i * t;
         const double* si = sigma.data() + i * t;
-        const double* wi = w.data() + i * t;
+        const double* wi = fixed.data() + i * t;
+        if (update) {
+          for (int64_t j = 0; j < t; ++j) gathered[j] = weight_of(col, ix[i * t + j]);
+          wi = gathered.data();
+        }
         double a = 0;
         for (int64_t j = 0; j < t; ++j) a += wi[j] * yi[j];
         const double inv = 1.0 / (1.0 + a);
         for (int64_t j = 0; j < t; ++j) yi[j] = (si[j] + wi[j] * yi[j]) * inv;
+        if (last)
+          for (int64_t j = 0; j < t; ++j) yo[i * t + j] = static_cast<T>(yi[j]);
       }
     });
-    if (update) columns(rp, y.data(), ix, col);
+    if (update) columns(rp, y.data(), ix, col, cp, last ? nullptr : pc);
   }
-  if (!update) columns(rp, y.data(), ix, col);
-  T* yo = y_out.data_ptr<T>();
-  for (int64_t e = 0; e < entries; ++e) yo[e] = static_cast<T>(y[e]);
+  if (!update) columns(rp, y.data(), ix, col, cp, nullptr);
+  if (iterations == 0)
+    for (int64_t e = 0; e < entries; ++e) yo[e] = static_cast<T>(y[e]);
   return {y_out, col_out};
 }
 
@@ -541,7 +557,8 @@ std::tuple<at::Tensor, at::Tensor> sparse_em_rows_cpu(const at::Tensor& values_i
 // sparse_centre_sums_
 //
 // Parallel over ranges of classes: every thread reads all entries and adds those of its own
-// classes, in entry order, so the sums do not depend on the number of threads.
+// classes, in entry order, so the sums do not depend on the number of threads. float32 y and x
+// (the large-K rounds) go to the ISA's kernel (isa/kernel_table.h, CentreSums), the rest here.
 template <typename T, typename X>
 void centre_sums(double* sums, double* mass, const T* y, const int64_t* ix, const X* x, int64_t b, int64_t t,
                  int64_t D, int64_t K, double alpha) {
@@ -587,6 +604,14 @@ void sparse_centre_sums_cpu(const at::Tensor& sums, const at::Tensor& mass, cons
   }
   const int64_t b = y.size(0), t = y.size(1);
   if (b == 0 || t == 0) return;
+  if (y.scalar_type() == at::kFloat && x.scalar_type() == at::kFloat) {
+    const CentreSums c{sums.data_ptr<double>(), mass.data_ptr<double>(), y.data_ptr<float>(),
+                       index.data_ptr<int64_t>(), x.data_ptr<float>(), b * t, t, D, alpha};
+    const CentreSumsFn kernel = kernels().centre_sums_f32;
+    const int64_t grain = std::max<int64_t>(1, K / std::max<int64_t>(1, at::get_num_threads()));
+    at::parallel_for(0, K, grain, [&](int64_t k0, int64_t k1) { kernel(c, k0, k1); });
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "entclust_sparse_centre_sums_y", [&] {
     using Y = scalar_t;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "entclust_sparse_centre_sums_x", [&] {

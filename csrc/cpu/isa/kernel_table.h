@@ -112,6 +112,22 @@ struct KppDistances {
 };
 using KppDistancesFn = void (*)(const KppDistances&, int64_t begin, int64_t end);
 
+// sparse_centre_sums_ (cpu/sparse_rows.cpp), float32 y and x: for the entries e (of b x t) whose
+// class k = index[e] is in [k0, k1), in entry order, mass[k] += a and sums[k, :] += a x[e / t, :]
+// with a = alpha y[e], in float64 (a multiply-add per coordinate, fused where the ISA has one).
+// A class's sums are added in entry order by the one call whose range holds it, so the result
+// does not depend on how the classes are split between calls.
+struct CentreSums {
+  double* sums;
+  double* mass;
+  const float* y;
+  const int64_t* index;
+  const float* x;
+  int64_t entries, t, D;
+  double alpha;
+};
+using CentreSumsFn = void (*)(const CentreSums&, int64_t k0, int64_t k1);
+
 struct KernelTable {
   const char* name;
   LossRowsFn rce_f32;
@@ -124,6 +140,7 @@ struct KernelTable {
   LinearTileFn linear_tile_f32;
   int tile_rows, tile_columns;
   KppDistancesFn kpp_distances_f32;
+  CentreSumsFn centre_sums_f32;
   int lanes;  // float32 lanes of a vector
 };
 

@@ -837,6 +837,48 @@ void kpp_distances_f32(const KppDistances& k, int64_t begin, int64_t end) {
   }
 }
 
+// ---- centre_sums_f32: the weighted points added to their classes' sums (see CentreSums) ----
+
+template <int BYTES>
+void centre_sums_f32(const CentreSums& c, int64_t k0, int64_t k1) {
+  using V = vfloat<BYTES>;
+  using VD = vdouble<BYTES>;
+  typedef float half_float __attribute__((vector_size(BYTES / 2)));
+  constexpr int L = Vec<float, BYTES>::kLanes, LD = L / 2;
+  constexpr int64_t BATCH = 256;
+  int64_t mine[BATCH];
+  const int64_t D = c.D;
+  const uint64_t span = static_cast<uint64_t>(k1 - k0);
+  for (int64_t e0 = 0; e0 < c.entries; e0 += BATCH) {
+    // this range's entries of the batch, without a branch per entry (a range is 1 / threads of
+    // the classes: a test per entry would be mispredicted about half the time)
+    const int64_t e1 = e0 + BATCH < c.entries ? e0 + BATCH : c.entries;
+    int64_t n = 0;
+    for (int64_t e = e0; e < e1; ++e) {
+      mine[n] = e;
+      n += static_cast<uint64_t>(c.index[e] - k0) < span;
+    }
+    for (int64_t q = 0; q < n; ++q) {
+      const int64_t e = mine[q], k = c.index[e];
+      const double a = c.alpha * static_cast<double>(c.y[e]);
+      c.mass[k] += a;
+      double* s = c.sums + k * D;
+      const float* x = c.x + (e / c.t) * D;
+      const VD av = splat<VD>(a);
+      int64_t d = 0;
+      for (; d + L <= D; d += L) {
+        const V xv = load<V>(x + d);
+        half_float lo, hi;
+        __builtin_memcpy(&lo, &xv, sizeof lo);
+        __builtin_memcpy(&hi, reinterpret_cast<const char*>(&xv) + sizeof lo, sizeof hi);
+        store(s + d, load<VD>(s + d) + av * __builtin_convertvector(lo, VD));
+        store(s + d + LD, load<VD>(s + d + LD) + av * __builtin_convertvector(hi, VD));
+      }
+      for (; d < D; ++d) s[d] += a * static_cast<double>(x[d]);
+    }
+  }
+}
+
 template <int BYTES>
 constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
@@ -851,5 +893,6 @@ constexpr KernelTable make_table(const char* name) {
                      tile_rows<BYTES>(),
                      2 * Vec<float, BYTES>::kLanes,
                      &kpp_distances_f32<BYTES>,
+                     &centre_sums_f32<BYTES>,
                      Vec<float, BYTES>::kLanes};
 }
