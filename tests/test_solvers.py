@@ -65,6 +65,30 @@ def test_em_rce_batched_equals_single():
         torch.testing.assert_close(batched.y[b], entclust.em_rce(sigma[b], lam=10.0, max_iter=30, tol=0).y)
 
 
+@pytest.mark.parametrize("solver", ["em_rce", "em_cce", "pgd_cce"])
+def test_few_rows_of_many_classes_split_into_chunks_give_the_same_bits_on_any_threads(solver):
+    # 9 x 30 000 entries: two chunks of rows (chunks.h), run on one thread, on three, and as one
+    # of a batch of problems (solved side by side, each on one thread); the column sums are
+    # added chunk by chunk in order every time. (sigma near uniform: PGD keeps every class.)
+    sigma = problem((3, 9, 30000), scale=0.1, seed=4)
+    kwargs = dict(lam=50.0, max_iter=8, tol=0) if solver != "pgd_cce" else dict(lam=50.0, max_iter=8, tol=0, step=1e-6)
+    run = getattr(entclust, solver)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run(sigma[0], **kwargs)
+        torch.set_num_threads(3)
+        three = run(sigma[0], **kwargs)
+        batch = run(sigma, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    assert bool(torch.isfinite(one.y).all())
+    assert torch.equal(one.y, three.y) and torch.equal(one.y, batch.y[0])
+    assert one.fw_gap == three.fw_gap == float(batch.fw_gap[0])
+    want = getattr(R, solver)(sigma[0], lam=50.0, max_iter=8, tol=0, **({"step": 1e-6} if solver == "pgd_cce" else {}))
+    torch.testing.assert_close(one.y, want.y, rtol=0, atol=1e-10)
+
+
 def test_em_rce_does_not_modify_inputs_and_opcheck():
     sigma = problem((2, 10, 3))
     y0 = problem((2, 10, 3), seed=5)

@@ -13,16 +13,17 @@
 #include <limits>
 #include <vector>
 
+#include "chunks.h"
+
 namespace entclust {
 namespace cpu {
 namespace {
 
-// Partial sums over the chunks of a fixed partition of the rows (at least 2048 rows a chunk,
-// at most 64 chunks), so the result does not depend on how many threads ran, and the column
-// partials take at most 64 K doubles (N K / 256 bytes for small N).
+// Partial sums over the chunks of a fixed partition of the rows (row_chunks, chunks.h), so the
+// result does not depend on how many threads ran.
 struct Chunks {
   int64_t count, rows;
-  explicit Chunks(int64_t N) : count(std::min<int64_t>(64, (N + 2047) / 2048)), rows((N + count - 1) / count) {}
+  Chunks(int64_t N, int64_t K) : count(row_chunks(N, K)), rows((N + count - 1) / count) {}
 };
 
 template <typename T>
@@ -38,9 +39,13 @@ void column_sums(const T* y, int64_t N, int64_t K, const Chunks& chunks, double*
       }
     }
   });
-  std::fill(out, out + K, 0.0);
-  for (int64_t c = 0; c < chunks.count; ++c)
-    for (int64_t k = 0; k < K; ++k) out[k] += partial[c * K + k];
+  at::parallel_for(0, K, 4096, [&](int64_t k0, int64_t k1) {  // added in chunk order
+    for (int64_t k = k0; k < k1; ++k) {
+      double sum = 0.0;
+      for (int64_t c = 0; c < chunks.count; ++c) sum += partial[c * K + k];
+      out[k] = sum;
+    }
+  });
 }
 
 // Cross-entropy term and gap contribution of rows [begin, end).
@@ -113,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
     const scalar_t* s = sigma.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
     std::vector<double> col(K), f(K);
-    const Chunks chunks(N);
+    const Chunks chunks(N, K);
     std::vector<double> ce(chunks.count), gp(chunks.count);
     const double inv_n = 1.0 / static_cast<double>(N);
     for (int64_t b = 0; b < B; ++b) {
@@ -229,7 +234,7 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
     const scalar_t* s = sigma.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
     std::vector<double> col(K), omega(K), d(K);
-    const Chunks chunks(N);
+    const Chunks chunks(N, K);
     std::vector<double> gp(chunks.count);
     const double inv_n = 1.0 / static_cast<double>(N);
     for (int64_t b = 0; b < B; ++b) {

@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "chunks.h"
 #include "isa/kernel_table.h"
 
 namespace entclust {
@@ -126,13 +127,13 @@ void column_sums(const T* y, int64_t N, int64_t K, double* col) {
 // performs one iteration on a range of rows; `state` holds one float64 per row that persists
 // across iterations (0 at the start; the collision-CE M-step keeps its Newton root there).
 // One problem runs on the calling thread (`split` = false) or with its chunks of rows split
-// across threads every iteration. The rows are cut into the same chunks either way (at least
-// 2048 rows each, at most 64), and the column sums are added chunk by chunk in order, so the
-// result does not depend on the number of threads or on the plan.
+// across threads every iteration. The rows are cut into the same chunks either way
+// (row_chunks, chunks.h), and the column sums are added chunk by chunk in order, so the result
+// does not depend on the number of threads or on the plan.
 template <typename T, typename Rows>
 void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double empty, double tol, int64_t max_iter,
              bool split, const Rows& rows, int64_t* iterations, bool* converged) {
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, (N + 2047) / 2048));
+  const int64_t chunks = row_chunks(N, K);
   const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
   std::vector<double> col(K), partial(chunks * K), deltas(chunks), state(N, 0.0);
   std::vector<T> v(K);
@@ -141,18 +142,27 @@ void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double empty, d
   *converged = false;
   for (int64_t it = 1; it <= max_iter; ++it) {
     fairness_weights(col.data(), cu, K, empty, v.data());
-    std::fill(partial.begin(), partial.end(), 0.0);
     auto run = [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t begin = c * rows_per_chunk, end = std::min(N, begin + rows_per_chunk);
+        std::fill(partial.data() + c * K, partial.data() + (c + 1) * K, 0.0);
         deltas[c] = static_cast<double>(rows(begin, end, v.data(), partial.data() + c * K, state.data() + begin));
       }
     };
-    if (split && chunks > 1) at::parallel_for(0, chunks, 1, run);
-    else run(0, chunks);
-    std::fill(col.begin(), col.end(), 0.0);
-    for (int64_t c = 0; c < chunks; ++c)
-      for (int64_t k = 0; k < K; ++k) col[k] += partial[c * K + k];
+    auto add = [&](int64_t k0, int64_t k1) {  // col = the partials added in chunk order
+      for (int64_t k = k0; k < k1; ++k) {
+        double sum = 0.0;
+        for (int64_t c = 0; c < chunks; ++c) sum += partial[c * K + k];
+        col[k] = sum;
+      }
+    };
+    if (split && chunks > 1) {
+      at::parallel_for(0, chunks, 1, run);
+      at::parallel_for(0, K, 4096, add);
+    } else {
+      run(0, chunks);
+      add(0, K);
+    }
     *iterations = it;
     if (*std::max_element(deltas.begin(), deltas.end()) <= tol) {
       *converged = true;
