@@ -58,11 +58,14 @@ def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: floa
     log_u = torch.where(u > 0, torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)), -math.inf)
     log_beta = torch.zeros_like(sigma3[..., :1, :])
     converged = torch.zeros(sigma3.shape[0], dtype=torch.bool, device=sigma3.device)
+    # row_lse = logsumexp_k(log_p + log_beta): the next sweep's alpha and, with this sweep's
+    # alpha, its row sums exp(log_alpha + row_lse): two reductions a sweep, not three
+    row_lse = torch.logsumexp(log_p + log_beta, -1, keepdim=True)
     for iterations in range(1, max_iter + 1):
-        log_alpha = -math.log(n) - torch.logsumexp(log_p + log_beta, -1, keepdim=True)
+        log_alpha = -math.log(n) - row_lse
         log_beta = log_u - torch.logsumexp(log_p + log_alpha, -2, keepdim=True)
-        row = torch.logsumexp(log_p + log_alpha + log_beta, -1).exp()
-        error = (row - 1.0 / n).abs() * n
+        row_lse = torch.logsumexp(log_p + log_beta, -1, keepdim=True)
+        error = ((log_alpha + row_lse).squeeze(-1).exp() - 1.0 / n).abs() * n
         converged = (error <= tol).all(-1)
         stop = callback is not None and callback(iterations, float(error.max()))  # the last sweep's too
         if bool(converged.all()) or stop:
