@@ -41,20 +41,24 @@ def contingency(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray, np.nd
     cluster ``clusters[k]``; any integer values, not necessarily 0..K-1. Dense: a ``ValueError``
     above ``DENSE_CELLS`` cells (at K = 10^5 it would take 75 GiB); NMI, ARI and purity never
     build it."""
-    classes, ti, clusters, pi = _inverse(labels_true, labels_pred)
+    inverse = _inverse(labels_true, labels_pred)
+    return _table(*inverse), inverse[0], inverse[2]
+
+
+def _table(classes, ti, clusters, pi) -> np.ndarray:
     if classes.size * clusters.size > DENSE_CELLS:
         raise ValueError(f"the contingency table of {classes.size} classes x {clusters.size} clusters would take "
                          f"{classes.size * clusters.size * 8 / 2**30:.1f} GiB; the accuracy and the matched confusion "
                          f"matrix need it whole (normalized_mutual_info, adjusted_rand_index and purity do not)")
     table = np.zeros((classes.size, clusters.size), dtype=np.int64)
     np.add.at(table, (ti, pi), 1)
-    return table, classes, clusters
+    return table
 
 
-def _cells(labels_true, labels_pred):
-    """The contingency table without its zeros: ``(counts, row, col, class sizes, cluster
-    sizes)``, the nonzero cells in row-major order (the order of ``table[table > 0]``)."""
-    classes, ti, clusters, pi = _inverse(labels_true, labels_pred)
+def _cells(classes, ti, clusters, pi):
+    """The contingency table (of :func:`_inverse`'s codes) without its zeros: ``(counts, row,
+    col, class sizes, cluster sizes)``, the nonzero cells in row-major order (the order of
+    ``table[table > 0]``)."""
     codes, counts = np.unique(ti.astype(np.int64) * clusters.size + pi, return_counts=True)
     return (counts, codes // clusters.size, codes % clusters.size, np.bincount(ti, minlength=classes.size),
             np.bincount(pi, minlength=clusters.size))
@@ -71,7 +75,10 @@ def clustering_accuracy(labels_true, labels_pred) -> float:
     """Share of points whose cluster is mapped to their class by the best one-to-one map
     (Hungarian algorithm on the contingency table). With more clusters than classes, the
     unmatched clusters count as errors; with fewer, the unmatched classes do."""
-    table, _, _ = contingency(labels_true, labels_pred)
+    return _accuracy(contingency(labels_true, labels_pred)[0])
+
+
+def _accuracy(table: np.ndarray) -> float:
     rows, cols = _matching(table)
     return float(table[rows, cols].sum() / table.sum())
 
@@ -102,7 +109,11 @@ def _entropy(counts: np.ndarray) -> float:
 def normalized_mutual_info(labels_true, labels_pred) -> float:
     """``I(T; P) / ((H(T) + H(P)) / 2)`` (arithmetic normalisation, scikit-learn's default);
     1 for identical partitions up to renaming, 1 when both are a single cluster."""
-    counts, row, col, sizes_t, sizes_p = _cells(labels_true, labels_pred)
+    return _nmi(_cells(*_inverse(labels_true, labels_pred)))
+
+
+def _nmi(cells) -> float:
+    counts, row, col, sizes_t, sizes_p = cells
     n = counts.sum()
     h_t, h_p = _entropy(sizes_t), _entropy(sizes_p)
     if h_t == 0 and h_p == 0:
@@ -115,7 +126,11 @@ def normalized_mutual_info(labels_true, labels_pred) -> float:
 def adjusted_rand_index(labels_true, labels_pred) -> float:
     """Hubert-Arabie adjusted Rand index: 1 for identical partitions, 0 in expectation for
     random ones, negative below chance."""
-    counts, _, _, sizes_t, sizes_p = _cells(labels_true, labels_pred)
+    return _ari(_cells(*_inverse(labels_true, labels_pred)))
+
+
+def _ari(cells) -> float:
+    counts, _, _, sizes_t, sizes_p = cells
     pairs = lambda x: (x * (x - 1) / 2.0).sum()  # noqa: E731  number of same-group pairs
     n = counts.sum()
     index, a, b = pairs(counts), pairs(sizes_t), pairs(sizes_p)
@@ -130,7 +145,11 @@ def purity(labels_true, labels_pred) -> float:
     """Many-to-one accuracy: each cluster is mapped to its most frequent class (several clusters
     may share one), the share of points so mapped correctly. Equals ACC when the map happens to
     be one-to-one; the score to read when K is larger than the number of classes."""
-    counts, _, col, _, sizes_p = _cells(labels_true, labels_pred)
+    return _purity(_cells(*_inverse(labels_true, labels_pred)))
+
+
+def _purity(cells) -> float:
+    counts, _, col, _, sizes_p = cells
     largest = np.zeros(sizes_p.size, dtype=np.int64)
     np.maximum.at(largest, col, counts)
     return float(largest.sum() / counts.sum())
@@ -138,13 +157,13 @@ def purity(labels_true, labels_pred) -> float:
 
 def evaluate(labels_true, labels_pred) -> dict:
     """``{"acc": ..., "nmi": ..., "ari": ..., "purity": ...}``; ``acc`` is NaN where classes x
-    clusters exceed ``ACC_CELLS`` (the Hungarian matching would take longer than a fit)."""
-    classes, _, clusters, _ = _inverse(labels_true, labels_pred)
-    small = classes.size * clusters.size <= ACC_CELLS
-    return {"acc": clustering_accuracy(labels_true, labels_pred) if small else float("nan"),
-            "nmi": normalized_mutual_info(labels_true, labels_pred),
-            "ari": adjusted_rand_index(labels_true, labels_pred),
-            "purity": purity(labels_true, labels_pred)}
+    clusters exceed ``ACC_CELLS`` (the Hungarian matching would take longer than a fit). The
+    labels are read once for all four."""
+    inverse = _inverse(labels_true, labels_pred)
+    cells = _cells(*inverse)
+    small = inverse[0].size * inverse[2].size <= ACC_CELLS
+    return {"acc": _accuracy(_table(*inverse)) if small else float("nan"), "nmi": _nmi(cells), "ari": _ari(cells),
+            "purity": _purity(cells)}
 
 
 def format_scores(scores: dict) -> str:

@@ -30,6 +30,12 @@ def block_rows(k: int) -> int:
 SPAN_ROWS = 8192
 
 
+def top_label(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The class of each row's largest entry (the first on ties) among its top entries
+    ``(values, index)`` (:func:`linear_top_entries`): the row's largest logit, its nearest centre."""
+    return index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
+
+
 def top_span(k: int, x: torch.Tensor, weight: torch.Tensor) -> int:
     """Rows of one :func:`linear_top_entries` call over blocks of ``block_rows(k)``: whole blocks,
     about SPAN_ROWS of them where the op runs (its output, not logits), else one block."""
@@ -279,7 +285,7 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
                             break
                     ahead = linear_top_entries(points[i:ahead_end], weight, bias, top)
                 values, index = (t[i - ahead_start:i - ahead_start + block.shape[0]] for t in ahead)
-                closest[i:i + rows] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
+                closest[i:i + rows] = top_label(values, index)
                 labels = memory.update_sparse(values, index)
                 add_sparse_sums(sums, mass, labels, index, block, 1.0 / scale)
             else:

@@ -9,7 +9,7 @@ from torch import nn
 
 from .._dist import all_reduce
 from ..nn import ColumnMemory
-from .centroids import BLOCK, block_rows, linear_top_entries, top_span
+from .centroids import BLOCK, block_rows, linear_top_entries, top_label, top_span
 
 
 class MemoryPlanError(MemoryError, ValueError):
@@ -119,7 +119,7 @@ def head_argmax(head, features: torch.Tensor) -> torch.Tensor:
     labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
     if head.out_features > 4 * SPARSE_TOP and features.device.type == "cpu" and features.dtype == torch.float32:
         for i, values, index in head_top_blocks(head, features):
-            labels[i:i + index.shape[0]] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
+            labels[i:i + index.shape[0]] = top_label(values, index)
         return labels
     for i, logits in head_blocks(head, features):
         torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
@@ -178,7 +178,7 @@ def global_objective(memory: ColumnMemory, head: nn.Linear, features: torch.Tens
     ce = torch.zeros((), dtype=torch.float64, device=features.device)  # summed there: no sync per block
     if sparse:
         for i, values, index in head_top_blocks(head, features):
-            labels[i:i + index.shape[0]] = index.gather(1, values.argmax(1, keepdim=True)).squeeze(1)
+            labels[i:i + index.shape[0]] = top_label(values, index)
             y = memory.solve_fixed_sparse(values, index).clamp_min_(tiny)
             ce -= (torch.softmax(values, -1) * torch.log(y)).sum(dtype=torch.float64)
             if progress is not None:
