@@ -85,6 +85,8 @@ def test_few_rows_of_many_classes_split_into_chunks_give_the_same_bits_on_any_th
     assert bool(torch.isfinite(one.y).all())
     assert torch.equal(one.y, three.y) and torch.equal(one.y, batch.y[0])
     assert one.fw_gap == three.fw_gap == float(batch.fw_gap[0])
+    if solver == "em_rce":  # the duality gap, per problem side by side in the batch
+        assert one.duality_gap == three.duality_gap == float(batch.duality_gap[0])
     want = getattr(R, solver)(sigma[0], lam=50.0, max_iter=8, tol=0, **({"step": 1e-6} if solver == "pgd_cce" else {}))
     torch.testing.assert_close(one.y, want.y, rtol=0, atol=1e-10)
 

@@ -26,6 +26,20 @@ struct Chunks {
   Chunks(int64_t N, int64_t K) : count(row_chunks(N, K)), rows((N + count - 1) / count) {}
 };
 
+// one(b) for each of B problems: side by side, each on one thread, where a problem is one chunk
+// or there are problems for every thread; else one after another, each over its chunks in
+// parallel (a parallel_for inside a parallel region runs inline: the same chunks and sums either way)
+template <typename One>
+void each_problem(int64_t B, const Chunks& chunks, const One& one) {
+  if (B > 1 && (chunks.count == 1 || B >= at::get_num_threads())) {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) one(b);
+    });
+  } else {
+    for (int64_t b = 0; b < B; ++b) one(b);
+  }
+}
+
 template <typename T>
 void column_sums(const T* y, int64_t N, int64_t K, const Chunks& chunks, double* out) {
   std::vector<double> partial(chunks.count * K, 0.0);
@@ -117,11 +131,10 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "entclust_certificate_cpu", [&] {
     const scalar_t* s = sigma.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
-    std::vector<double> col(K), f(K);
     const Chunks chunks(N, K);
-    std::vector<double> ce(chunks.count), gp(chunks.count);
     const double inv_n = 1.0 / static_cast<double>(N);
-    for (int64_t b = 0; b < B; ++b) {
+    each_problem(B, chunks, [&](int64_t b) {
+      std::vector<double> col(K), f(K), ce(chunks.count), gp(chunks.count);
       const scalar_t* sb = s + b * N * K;
       const scalar_t* yb = yp + b * N * K;
       column_sums(yb, N, K, chunks, col.data());
@@ -149,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
       }
       obj[b] = ce_total * inv_n + (lam != 0 ? lam * fairness : 0.0);
       gap_out[b] = gap_total;
-    }
+    });
   });
   return {objective, gap};
 }
@@ -233,11 +246,10 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "entclust_duality_gap_cpu", [&] {
     const scalar_t* s = sigma.data_ptr<scalar_t>();
     const scalar_t* yp = y.data_ptr<scalar_t>();
-    std::vector<double> col(K), omega(K), d(K);
     const Chunks chunks(N, K);
-    std::vector<double> gp(chunks.count);
     const double inv_n = 1.0 / static_cast<double>(N);
-    for (int64_t b = 0; b < B; ++b) {
+    each_problem(B, chunks, [&](int64_t b) {
+      std::vector<double> col(K), omega(K), d(K), gp(chunks.count);
       const scalar_t* sb = s + b * N * K;
       const scalar_t* yb = yp + b * N * K;
       column_sums(yb, N, K, chunks, col.data());
@@ -256,7 +268,7 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
       }
       if (empty) {  // a class with u_k > 0 and no mass: the objective is infinite
         out[b] = std::numeric_limits<double>::infinity();
-        continue;
+        return;
       }
       for (int64_t k = 0; k < K; ++k) d[k] = omega_max - omega[k];
       std::fill(gp.begin(), gp.end(), 0.0);
@@ -271,7 +283,7 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
       // the identity behind the row form assumed sum_k y_bar_k = 1; what rounding leaves of it
       const double value = sum * inv_n + (omega_max + lam) * (1 - total);
       out[b] = value != value ? value : std::max(0.0, value);
-    }
+    });
   });
   return gap;
 }
