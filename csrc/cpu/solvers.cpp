@@ -129,13 +129,16 @@ void column_sums(const T* y, int64_t N, int64_t K, double* col) {
 // One problem runs on the calling thread (`split` = false) or with its chunks of rows split
 // across threads every iteration. The rows are cut into the same chunks either way
 // (row_chunks, chunks.h), and the column sums are added chunk by chunk in order, so the result
-// does not depend on the number of threads or on the plan.
+// does not depend on the number of threads or on the plan: split, each chunk has its own K
+// partial sums, added up after the pass; on one thread, one K-sized partial is reused chunk after
+// chunk and added to col after each (the same sums in the same order, in cache).
 template <typename T, typename Rows>
 void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double empty, double tol, int64_t max_iter,
              bool split, const Rows& rows, int64_t* iterations, bool* converged) {
   const int64_t chunks = row_chunks(N, K);
   const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
-  std::vector<double> col(K), partial(chunks * K), deltas(chunks), state(N, 0.0);
+  split = split && chunks > 1;
+  std::vector<double> col(K), partial((split ? chunks : 1) * K), deltas(chunks), state(N, 0.0);
   std::vector<T> v(K);
   column_sums(y, N, K, col.data());
   *iterations = 0;
@@ -156,12 +159,17 @@ void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double empty, d
         col[k] = sum;
       }
     };
-    if (split && chunks > 1) {
+    if (split) {
       at::parallel_for(0, chunks, 1, run);
       at::parallel_for(0, K, 4096, add);
     } else {
-      run(0, chunks);
-      add(0, K);
+      std::fill(col.begin(), col.end(), 0.0);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t begin = c * rows_per_chunk, end = std::min(N, begin + rows_per_chunk);
+        std::fill(partial.begin(), partial.end(), 0.0);
+        deltas[c] = static_cast<double>(rows(begin, end, v.data(), partial.data(), state.data() + begin));
+        for (int64_t k = 0; k < K; ++k) col[k] += partial[k];
+      }
     }
     *iterations = it;
     if (*std::max_element(deltas.begin(), deltas.end()) <= tol) {
