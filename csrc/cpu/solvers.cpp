@@ -41,72 +41,14 @@ T em_cce_rows(const T* s, T* y, int64_t K, int64_t b, int64_t e, const T* v, dou
   else return kernels().em_cce_f64(s, y, K, b, e, v, c, x, tol, iters, scratch.data());
 }
 
-// Euclidean projection of z (K values) onto the simplex: out = max(z - theta, 0) with
-// sum out = 1. Michelot's algorithm (1986): theta = (sum of the active z - 1) / #active, drop
-// the z <= theta, repeat until none drops. From any theta below the optimum, theta only grows
-// and stays below it, so it ends exactly after at most K passes (a handful in practice), each
-// a vectorisable loop with no sort. The values are shifted by their maximum first (the
-// projection is invariant to adding a constant to every entry): theta - max lies in [-1, 0),
-// entries below max - 1 are never active, so |z| up to 1e308 neither cancels nor overflows.
-// A row with a non-finite value projects to NaN.
-inline void project_row(const double* z, int64_t K, double* out) {
-  double top = -std::numeric_limits<double>::infinity();
-  bool finite = true;
-  for (int64_t k = 0; k < K; ++k) {
-    top = std::max(top, z[k]);
-    finite = finite && std::isfinite(z[k]);
-  }
-  if (!finite) {
-    std::fill(out, out + K, std::numeric_limits<double>::quiet_NaN());
-    return;
-  }
-  double theta = -1;  // in shifted values z - top; the optimum's theta is >= top - 1
-  int64_t active = K + 1;
-  for (int64_t pass = 0; pass <= K; ++pass) {
-    double sum = 0;
-    int64_t count = 0;
-#pragma omp simd reduction(+ : sum, count)
-    for (int64_t k = 0; k < K; ++k) {
-      const double shifted = z[k] - top;
-      const bool keep = shifted > theta;
-      sum += keep ? shifted : 0.0;
-      count += keep ? 1 : 0;
-    }
-    theta = (sum - 1) / static_cast<double>(count);
-    if (count == active) break;
-    active = count;
-  }
-  for (int64_t k = 0; k < K; ++k) out[k] = std::max((z[k] - top) - theta, 0.0);
-}
-
-// Projected gradient on the collision-CE problem (strong fairness, eq. 11) for rows
-// [begin, end): g_ik = -(sigma_ik / p_i + v_k) / N with p_i = sigma_i . y_i, then
-// y_i <- proj(y_i - step g_i). Updates y in place, adds the new column sums, returns max |dy|.
+// The exact simplex projection of a row and one projected-gradient iteration on a range of rows
+// (project_row, pgd_cce_rows of isa/row_kernels.h), on the CPU capability in use.
+void project_row(const double* z, int64_t K, double* out) { kernels().project_row(z, K, out); }
 template <typename T>
-T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
-               double* col_out) {
-  std::vector<double> z(K), next(K);
-  T max_delta = 0;
-  const double scale = step / static_cast<double>(N);
-  for (int64_t i = begin; i < end; ++i) {
-    const T* s = sigma + i * K;
-    T* yi = y + i * K;
-    double p = 0;
-    for (int64_t k = 0; k < K; ++k) p += static_cast<double>(s[k]) * static_cast<double>(yi[k]);
-    for (int64_t k = 0; k < K; ++k)
-      z[k] = static_cast<double>(yi[k]) + scale * (static_cast<double>(s[k]) / p + static_cast<double>(v[k]));
-    project_row(z.data(), K, next.data());
-    T row_delta = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      const T value = static_cast<T>(next[k]);
-      const T d = std::fabs(value - yi[k]);
-      row_delta = d > row_delta || d != d ? d : row_delta;  // NaN (divergence) propagates
-      yi[k] = value;
-      col_out[k] += next[k];
-    }
-    max_delta = row_delta > max_delta || row_delta != row_delta ? row_delta : max_delta;
-  }
-  return max_delta;
+T pgd_cce_rows(const T* s, T* y, int64_t K, int64_t N, double step, int64_t b, int64_t e, const T* v, double* c) {
+  std::vector<double> scratch(2 * K);
+  if constexpr (std::is_same_v<T, float>) return kernels().pgd_cce_f32(s, y, K, N, step, b, e, v, c, scratch.data());
+  else return kernels().pgd_cce_f64(s, y, K, N, step, b, e, v, c, scratch.data());
 }
 
 // v_k = c u_k / sum_j y_jk. A class no point uses gets `empty`: 0 for EM (its S_ik are 0),

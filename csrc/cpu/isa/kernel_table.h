@@ -41,6 +41,15 @@ using EmCceRowsFn = T (*)(const T* sigma, T* y, int64_t K, int64_t begin, int64_
                           double* col_out, double* x_state, double newton_tol, int64_t newton_max_iter,
                           double* scratch);
 
+// One projected-gradient iteration on the collision-CE problem over rows [begin, end) (step,
+// N: the problem's rows), with the exact simplex projection of each row (project_row, which
+// project_simplex uses too); 2 K doubles of scratch. As EM: updates y, adds the column sums to
+// col_out, returns max |dy|.
+template <typename T>
+using PgdCceRowsFn = T (*)(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end,
+                           const T* v, double* col_out, double* scratch);
+using ProjectRowFn = void (*)(const double* z, int64_t K, double* out);
+
 // Rows [begin, end) of the fused linear self-labeling op (cpu/linear.cpp, MATH.md "RCE
 // problem"): per row, sigma = softmax(l); y = `iterations` reverse-CE M-steps from y = sigma
 // against the fixed fairness weights a, y <- (sigma + a y) / (1 + a . y); loss[i] =
@@ -136,6 +145,9 @@ struct KernelTable {
   EmRceRowsFn<double> em_rce_f64;
   EmCceRowsFn<float> em_cce_f32;
   EmCceRowsFn<double> em_cce_f64;
+  PgdCceRowsFn<float> pgd_cce_f32;
+  PgdCceRowsFn<double> pgd_cce_f64;
+  ProjectRowFn project_row;
   LinearRowsFn<float> linear_rce_f32;
   LinearTileFn linear_tile_f32;
   int tile_rows, tile_columns;

@@ -781,6 +781,81 @@ bool linear_tile_f32(const LinearTile& t) {
   return nan;
 }
 
+// ---- project_row, pgd_cce_rows: the exact simplex projection and projected gradient ----
+
+// Euclidean projection of z (K values) onto the simplex: out = max(z - theta, 0) with
+// sum out = 1. Michelot's algorithm (1986): theta = (sum of the active z - 1) / #active, drop
+// the z <= theta, repeat until none drops. From any theta below the optimum, theta only grows
+// and stays below it, so it ends exactly after at most K passes (a handful in practice), each
+// a vectorised loop with no sort. The values are shifted by their maximum first (the
+// projection is invariant to adding a constant to every entry): theta - max lies in [-1, 0),
+// entries below max - 1 are never active, so |z| up to 1e308 neither cancels nor overflows.
+// A row with a non-finite value projects to NaN.
+void project_row(const double* z, int64_t K, double* out) {
+  double top = -__builtin_inf();
+  bool finite = true;
+  for (int64_t k = 0; k < K; ++k) {
+    top = smax(top, z[k]);
+    finite = finite && __builtin_isfinite(z[k]);
+  }
+  if (!finite) {
+    for (int64_t k = 0; k < K; ++k) out[k] = __builtin_nan("");
+    return;
+  }
+  double theta = -1;  // in shifted values z - top; the optimum's theta is >= top - 1
+  int64_t active = K + 1;
+  for (int64_t pass = 0; pass <= K; ++pass) {
+    double sum = 0;
+    int64_t count = 0;
+#pragma omp simd reduction(+ : sum, count)
+    for (int64_t k = 0; k < K; ++k) {
+      const double shifted = z[k] - top;
+      const bool keep = shifted > theta;
+      sum += keep ? shifted : 0.0;
+      count += keep ? 1 : 0;
+    }
+    theta = (sum - 1) / static_cast<double>(count);
+    if (count == active) break;
+    active = count;
+  }
+#pragma omp simd
+  for (int64_t k = 0; k < K; ++k) out[k] = smax((z[k] - top) - theta, 0.0);
+}
+
+// Projected gradient on the collision-CE problem (strong fairness, eq. 11) for rows
+// [begin, end): g_ik = -(sigma_ik / p_i + v_k) / N with p_i = sigma_i . y_i, then
+// y_i <- proj(y_i - step g_i). Updates y in place, adds the new column sums to col_out, returns
+// max |dy|. Float64 throughout (scratch: 2 K doubles).
+template <typename T>
+T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
+               double* col_out, double* scratch) {
+  double* z = scratch;
+  double* next = scratch + K;
+  T max_delta = 0;
+  const double scale = step / static_cast<double>(N);
+  for (int64_t i = begin; i < end; ++i) {
+    const T* s = sigma + i * K;
+    T* yi = y + i * K;
+    double p = 0;
+#pragma omp simd reduction(+ : p)
+    for (int64_t k = 0; k < K; ++k) p += static_cast<double>(s[k]) * static_cast<double>(yi[k]);
+#pragma omp simd
+    for (int64_t k = 0; k < K; ++k)
+      z[k] = static_cast<double>(yi[k]) + scale * (static_cast<double>(s[k]) / p + static_cast<double>(v[k]));
+    project_row(z, K, next);
+    T row_delta = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const T value = static_cast<T>(next[k]);
+      const T d = __builtin_fabs(value - yi[k]);
+      row_delta = d > row_delta || d != d ? d : row_delta;  // NaN (divergence) propagates
+      yi[k] = value;
+      col_out[k] += next[k];
+    }
+    max_delta = row_delta > max_delta || row_delta != row_delta ? row_delta : max_delta;
+  }
+  return max_delta;
+}
+
 // ---- kpp_distances_f32: the clipped distances of the k-means++ candidates (see KppDistances) ----
 
 // G candidates against one block of L points: G accumulators in registers.
@@ -888,6 +963,9 @@ constexpr KernelTable make_table(const char* name) {
                      &em_rce_rows<double, BYTES>,
                      &em_cce_rows<float>,
                      &em_cce_rows<double>,
+                     &pgd_cce_rows<float>,
+                     &pgd_cce_rows<double>,
+                     &project_row,
                      &linear_rce_rows_f32<BYTES>,
                      &linear_tile_f32<BYTES>,
                      tile_rows<BYTES>(),
