@@ -12,7 +12,7 @@ import torch
 import entclust
 from entclust import cli
 
-from .helpers import run_script
+from .helpers import every_cpu_capability, run_script  # noqa: F401  (fixture)
 from entclust.testing import reference as R
 
 
@@ -368,7 +368,7 @@ def test_mi_loss_with_masked_classes_is_finite():
 @pytest.mark.parametrize("problem_name", ["rce", "cce"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("lam", [0.0, 3.0, 100.0])
-def test_fused_certificate_matches_the_reference(problem_name, dtype, lam):
+def test_fused_certificate_matches_the_reference(every_cpu_capability, problem_name, dtype, lam):
     from entclust.solvers.certificate import _certify_blocks, certify
 
     sigma = problem(5000, 7, batch=(2,), seed=4, dtype=dtype)  # several row chunks
@@ -387,7 +387,7 @@ def test_fused_certificate_matches_the_reference(problem_name, dtype, lam):
     torch.library.opcheck(torch.ops.entclust.certificate, (sigma, y, u, lam, 0 if problem_name == "rce" else 1))
 
 
-def test_fused_certificate_propagates_nan_and_infinite_values():
+def test_fused_certificate_propagates_nan_and_infinite_values(every_cpu_capability):
     from entclust.solvers.certificate import certify
 
     sigma, y = problem(40, 3, batch=(3,)), problem(40, 3, batch=(3,), seed=1)

@@ -1,6 +1,8 @@
 """The Lagrangian duality gap of the reverse-CE problem (entclust.duality_gap): equal to the plain
 dual of entclust.testing.reference, a valid bound on objective(y) - min, never above the
-Frank-Wolfe gap, ~0 at the optimum, and tight where the Frank-Wolfe gap is not (confident sigma)."""
+Frank-Wolfe gap, ~0 at the optimum, and tight where the Frank-Wolfe gap is not (confident sigma).
+The kernels of both certificates run per CPU path (float64 vectors and logarithm): each path is
+checked against the reference, at the ends of the double range, and for its logarithm."""
 import math
 
 import pytest
@@ -11,6 +13,8 @@ from hypothesis import strategies as st
 import entclust
 from entclust.solvers import certificate
 from entclust.testing import reference as R
+
+from .helpers import every_cpu_capability  # noqa: F401  (fixture)
 
 
 def problem(n, k, scale, seed, dtype=torch.float64):
@@ -133,7 +137,7 @@ def test_weak_duality(n, k, scale, lam, seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_fused_kernel_equals_the_blocked_version_and_opcheck(dtype):
+def test_the_fused_kernel_equals_the_blocked_version_and_opcheck(every_cpu_capability, dtype):
     sigma = torch.stack([problem(90, 7, s, i, dtype) for i, s in enumerate((0.5, 3.0, 12.0))])
     prior = torch.tensor([0.3, 0.0, 0.1, 0.1, 0.2, 0.1, 0.2], dtype=torch.float64)
     y = entclust.em_rce(sigma, prior, 30.0, max_iter=15, tol=0.0).y
@@ -156,7 +160,7 @@ def test_the_row_roots_with_fewer_convergence_tests(monkeypatch):
         monkeypatch.undo()
 
 
-def test_the_kernel_keeps_its_precision_at_the_ends_of_the_double_range():
+def test_the_kernel_keeps_its_precision_at_the_ends_of_the_double_range(every_cpu_capability):
     """The kernel takes one logarithm per entry, ln(s / ((tau + d) y)), and two where that quotient
     would leave the normal range: denormal y, sigma near the smallest double, a huge lam."""
     sigma = problem(60, 5, 1.0, 11)
@@ -197,3 +201,56 @@ def test_lam_zero_with_an_empty_class_is_finite():
     for got in (entclust.duality_gap(sigma, y, lam=0.0),
                 certificate._duality_gap_blocks(sigma[None], y[None], torch.full((4,), 0.25, dtype=torch.float64), 0.0)):
         assert float(got.reshape(-1)[0]) == pytest.approx(float(kl), rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 9, 33, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_both_certificates_equal_the_reference_on_every_cpu_path(every_cpu_capability, k, dtype):
+    """Rows padded to whole vectors of every width (K = 1, 2, 9, 33, 1000), zeros in sigma and in y
+    (where sigma is 0 too), both problems, with and without fairness."""
+    from entclust.solvers.certificate import certify
+
+    sigma = torch.stack([problem(40, k, s, i, dtype) for i, s in enumerate((0.5, 3.0, 12.0))])
+    y = torch.stack([problem(40, k, 2.0, 10 + i, dtype) for i in range(3)])
+    if k > 1:
+        sigma[0, :5, 0] = 0
+        y[0, :5, 0] = 0
+        sigma[0], y[0] = sigma[0] / sigma[0].sum(-1, keepdim=True), y[0] / y[0].sum(-1, keepdim=True)
+    u = torch.full((k,), 1.0 / k, dtype=dtype).double()
+    s64, y64 = sigma.double(), y.double()
+    for lam in (0.0, 5.0):
+        for name, objective, gradient in (("rce", R.rce_objective, R.rce_gradient),
+                                          ("cce", R.cce_objective, R.cce_gradient)):
+            got_objective, got_gap = certify(name, sigma, y, u, lam)
+            for b in range(3):
+                assert float(got_objective[b]) == pytest.approx(float(objective(s64[b], y64[b], u, lam)), rel=1e-12)
+                want = float(R.fw_gap(gradient(s64[b], y64[b], u, lam), y64[b]))
+                assert float(got_gap[b]) == pytest.approx(want, rel=1e-10, abs=1e-12)
+        # (the row form of the dual assumes rows that sum to 1: float32 rows do within K 2^-24)
+        dual = entclust.ops.duality_gap_kernel(sigma, y, u, lam)
+        for b in range(3):
+            want = float(R.rce_duality_gap(s64[b], y64[b], u, lam))
+            assert float(dual[b]) == pytest.approx(want, rel=1e-9 if dtype == torch.float64 else 1e-6, abs=1e-12)
+
+
+def test_the_certificates_logarithm_is_within_one_ulp_on_every_cpu_path(every_cpu_capability):
+    """One row of one class per problem, sigma = 1, lam = 0: the objective is -ln y exactly, so the
+    kernels' vectorised float64 logarithm is read off, against the C library's, over the whole
+    double range (denormals included), near 1, at powers of 2 and at the special values."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([10 ** (torch.rand(20000, generator=g, dtype=torch.float64) * 631 - 323),
+                   1 + (torch.rand(5000, generator=g, dtype=torch.float64) - 0.5) * 0.8,
+                   1 + (torch.rand(2000, generator=g, dtype=torch.float64) - 0.5) * 2e-8,
+                   2.0 ** torch.arange(-1074, 1024, dtype=torch.float64),
+                   torch.tensor([5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 2 ** -0.5, 2 ** 0.5, 1.0],
+                                dtype=torch.float64)])
+    ones = torch.ones(x.numel(), 1, 1, dtype=torch.float64)
+    objective, _ = entclust.ops.certificate_kernel(ones, x.view(-1, 1, 1), torch.ones(1, dtype=torch.float64), 0.0, 0)
+    want = torch.tensor([math.log(v) for v in x.tolist()], dtype=torch.float64)
+    ulp = torch.tensor([math.ulp(v) for v in want.tolist()], dtype=torch.float64)
+    assert float(((-objective - want).abs() / ulp).max()) <= 1.0
+    special = torch.tensor([0.0, math.inf, -1.0, math.nan], dtype=torch.float64)
+    objective, _ = entclust.ops.certificate_kernel(ones[:4], special.view(-1, 1, 1), torch.ones(1, dtype=torch.float64),
+                                                   0.0, 0)
+    assert objective[0] == math.inf and objective[1] == -math.inf
+    assert math.isnan(objective[2]) and math.isnan(objective[3])

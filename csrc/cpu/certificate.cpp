@@ -2,7 +2,9 @@
 // pass 1 gathers the column sums of y in float64, pass 2 walks each row once for its
 // cross-entropy term, its gradient g_ik = dCE/dy_ik / N + f_k (f_k = -lam u_k / (N y_bar_k)),
 // sum_k y_ik g_ik and min_k g_ik. Gap = sum_i (y_i . g_i - min_k g_ik). All in float64; no
-// N x K temporary (the Python version needed float64 blocks and ~12 passes over them).
+// N x K temporary (the Python version needed float64 blocks and ~12 passes over them). The rows
+// run in the per-ISA kernels (cert_fw, cert_dual of isa/row_kernels.h: vectors of float64, a
+// vectorised float64 logarithm).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -11,9 +13,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "chunks.h"
+#include "isa/kernel_table.h"
 
 namespace entclust {
 namespace cpu {
@@ -62,45 +66,16 @@ void column_sums(const T* y, int64_t N, int64_t K, const Chunks& chunks, double*
   });
 }
 
-// Cross-entropy term and gap contribution of rows [begin, end).
-template <typename T, bool kReverse>
-void rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, const double* f, double inv_n, double* ce,
-          double* gap) {
-  double ce_sum = 0, gap_sum = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    const T* si = s + i * K;
-    const T* yi = y + i * K;
-    double term = 0, scale = 0;
-    if constexpr (kReverse) {
-      for (int64_t k = 0; k < K; ++k) {
-        const double sk = si[k];
-        if (sk > 0) term -= sk * std::log(static_cast<double>(yi[k]));
-      }
-    } else {
-      double p = 0;
-      for (int64_t k = 0; k < K; ++k) p += static_cast<double>(si[k]) * static_cast<double>(yi[k]);
-      term = -std::log(p);
-      scale = inv_n / p;
-    }
-    double inner = 0, low = std::numeric_limits<double>::infinity();
-    bool nan = false;
-    for (int64_t k = 0; k < K; ++k) {
-      const double sk = si[k], yk = yi[k];
-      double g;
-      if constexpr (kReverse) {
-        g = (sk > 0 ? -sk * inv_n / yk : 0.0) + f[k];
-      } else {
-        g = -sk * scale + f[k];
-      }
-      if (yk > 0) inner += yk * g;
-      nan = nan || g != g;
-      low = g < low ? g : low;
-    }
-    ce_sum += term;
-    gap_sum += nan ? std::numeric_limits<double>::quiet_NaN() : inner - low;
-  }
-  *ce += ce_sum;
-  *gap += gap_sum;
+// The certificates' rows on the CPU capability in use (cert_fw / cert_dual of isa/row_kernels.h)
+// over the chunk [begin, end), with a scratch of its own.
+template <typename T>
+void cert_rows(bool dual, const T* s, const T* y, int64_t K, const double* w, double inv_n, bool reverse,
+               int64_t begin, int64_t end, double* ce, double* gap) {
+  std::vector<double> scratch(3 * (K + 8));
+  const CertRows<T> rows{s, y, K, w, inv_n, reverse, scratch.data()};
+  const KernelTable& isa = kernels();
+  if constexpr (std::is_same_v<T, float>) (dual ? isa.cert_dual_f32 : isa.cert_fw_f32)(rows, begin, end, ce, gap);
+  else (dual ? isa.cert_dual_f64 : isa.cert_fw_f64)(rows, begin, end, ce, gap);
 }
 
 // The checks both certificate ops make of their inputs: sigma and y (B, N, K) of one float dtype,
@@ -151,8 +126,7 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
       at::parallel_for(0, chunks.count, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t begin = c * chunks.rows, end = std::min(N, begin + chunks.rows);
-          if (problem == 0) rows<scalar_t, true>(sb, yb, K, begin, end, f.data(), inv_n, &ce[c], &gp[c]);
-          else rows<scalar_t, false>(sb, yb, K, begin, end, f.data(), inv_n, &ce[c], &gp[c]);
+          cert_rows<scalar_t>(false, sb, yb, K, f.data(), inv_n, problem == 0, begin, end, &ce[c], &gp[c]);
         }
       });
       double ce_total = 0, gap_total = 0;
@@ -165,73 +139,6 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
     });
   });
   return {objective, gap};
-}
-
-// The duality gap of rows [begin, end) of a reverse-CE problem (docs/maths.md, "A tighter certificate"),
-// given the distances d_k = max_m w_m - w_k >= 0 of the multipliers w = lam u / y_bar: per row,
-// tau >= 0 maximising sum_k s_k ln(tau + d_k) - tau (Newton on the convex decreasing
-// phi(tau) = sum_k s_k / (tau + d_k) - 1 from a point where phi >= 0: it rises monotonically to the
-// root), then sum_k s_k ln(s_k / ((tau + d_k) y_k)) + tau - |s_i| + d . y_i. Any tau gives a valid
-// bound; the iteration only makes it tight.
-template <typename T>
-void dual_rows(const T* s, const T* y, int64_t K, int64_t begin, int64_t end, const double* d, double* gap) {
-  constexpr double kFloor = 4 * std::numeric_limits<double>::epsilon();
-  constexpr double kTiny = std::numeric_limits<double>::min();
-  constexpr double kHuge = std::numeric_limits<double>::max();
-  std::vector<double> sd(K);  // the row's sigma in double, for the branch-free (vectorised) passes
-  double total = 0;
-  for (int64_t i = begin; i < end; ++i) {
-    const T* si = s + i * K;
-    const T* yi = y + i * K;
-    double mass = 0, excess = 0, left = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      sd[k] = static_cast<double>(si[k]);
-      mass += sd[k];
-      excess += d[k] * static_cast<double>(yi[k]);
-      if (sd[k] > 0) left = std::max(left, sd[k] - d[k]);
-    }
-    // phi(tau) and -phi'(tau); a zero sigma_k adds nothing (its denominator is kept >= kTiny: the
-    // positive entries have tau + d_k > 0, as tau >= left >= sigma_k - d_k)
-    auto phi = [&](double tau, double* slope) {
-      double f = -1, g = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double q = 1.0 / std::max(tau + d[k], kTiny);
-        const double r = sd[k] * q;
-        f += r;
-        g += r * q;
-      }
-      *slope = g;
-      return f;
-    };
-    // start where phi >= 0, so that Newton rises monotonically to the root: at the guess (the root
-    // itself where y is optimal for these w) or, where phi(guess) < 0, one Newton step left of it
-    // (phi is convex, so that step lands left of the root), else at the left end
-    double tau = left, slope = 0;
-    const double guess = mass - excess;
-    if (guess > left) {
-      const double f = phi(guess, &slope);
-      if (f >= 0) tau = guess;
-      else if (slope > 0) tau = std::max(left, guess + f / slope);
-    }
-    for (int it = 0; it < 100; ++it) {
-      const double f = phi(tau, &slope);
-      if (!(f > 0) || !(slope > 0) || !std::isfinite(f / slope)) break;  // phi(0) <= 0 keeps tau = 0
-      const double step = f / slope;
-      tau += step;
-      if (step <= kFloor * tau) break;
-    }
-    double row = tau - mass + excess;
-    for (int64_t k = 0; k < K; ++k) {
-      if (!(sd[k] > 0)) continue;
-      // one logarithm: ln(s / ((tau + d) y)); two where that quotient leaves the normal range
-      // (a denormal or zero y, or a tiny s over a large denominator), so no precision is lost
-      const double yk = static_cast<double>(yi[k]), den = (tau + d[k]) * yk, q = sd[k] / den;
-      row += sd[k] * (den >= kTiny && q >= kTiny && q <= kHuge ? std::log(q)
-                                                             : std::log(sd[k] / (tau + d[k])) - std::log(yk));
-    }
-    total += row;
-  }
-  *gap += total;
 }
 
 at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, const at::Tensor& prior, double lam) {
@@ -275,7 +182,7 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
       at::parallel_for(0, chunks.count, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t begin = c * chunks.rows, end = std::min(N, begin + chunks.rows);
-          dual_rows<scalar_t>(sb, yb, K, begin, end, d.data(), &gp[c]);
+          cert_rows<scalar_t>(true, sb, yb, K, d.data(), inv_n, true, begin, end, nullptr, &gp[c]);
         }
       });
       double sum = 0;

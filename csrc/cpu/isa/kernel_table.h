@@ -50,6 +50,29 @@ using PgdCceRowsFn = T (*)(const T* sigma, T* y, int64_t K, int64_t N, double st
                            const T* v, double* col_out, double* scratch);
 using ProjectRowFn = void (*)(const double* z, int64_t K, double* out);
 
+// The rows of the two certificates (cpu/certificate.cpp, docs/maths.md) over rows [begin, end)
+// of one problem, in float64, added to *ce and *gap. Frank-Wolfe (cert_fw): per row the
+// cross-entropy term (reverse CE: -sum_k s_k ln y_k over s_k > 0; collision CE: -ln s . y) and
+// y . g - min_k g (NaN where a g_k is NaN), with the gradient g_k = w_k + (reverse CE: -s_k inv_n
+// / y_k where s_k > 0, else 0; collision CE: -s_k inv_n / s . y), w the fairness part. Duality
+// gap (cert_dual, reverse CE; ce unused): per row, with w the distances d_k >= 0 of the
+// multipliers to their maximum, the tau >= 0 maximising sum_k s_k ln(tau + d_k) - tau and
+// sum_k s_k ln(s_k / ((tau + d_k) y_k)) + tau - sum_k s_k + d . y. A row's sums go through
+// vectors in a fixed order: the result does not depend on the rows' split. `scratch` holds
+// 3 (K + 8) doubles.
+template <typename T>
+struct CertRows {
+  const T* sigma;
+  const T* y;
+  int64_t K;
+  const double* w;
+  double inv_n;
+  bool reverse;
+  double* scratch;
+};
+template <typename T>
+using CertRowsFn = void (*)(const CertRows<T>&, int64_t begin, int64_t end, double* ce, double* gap);
+
 // Rows [begin, end) of the fused linear self-labeling op (cpu/linear.cpp, MATH.md "RCE
 // problem"): per row, sigma = softmax(l); y = `iterations` reverse-CE M-steps from y = sigma
 // against the fixed fairness weights a, y <- (sigma + a y) / (1 + a . y); loss[i] =
@@ -148,6 +171,10 @@ struct KernelTable {
   PgdCceRowsFn<float> pgd_cce_f32;
   PgdCceRowsFn<double> pgd_cce_f64;
   ProjectRowFn project_row;
+  CertRowsFn<float> cert_fw_f32;
+  CertRowsFn<double> cert_fw_f64;
+  CertRowsFn<float> cert_dual_f32;
+  CertRowsFn<double> cert_dual_f64;
   LinearRowsFn<float> linear_rce_f32;
   LinearTileFn linear_tile_f32;
   int tile_rows, tile_columns;

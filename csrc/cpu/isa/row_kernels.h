@@ -856,6 +856,188 @@ T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t 
   return max_delta;
 }
 
+// ---- cert_fw, cert_dual: the rows of the two certificates (see CertRows) ----
+
+// src (K values) as float64 in out, padded with `pad` to whole vectors; returns the padded length.
+template <typename T, int BYTES>
+ENTCLUST_INLINE int64_t padded_row(const T* src, int64_t K, double pad, double* out) {
+  constexpr int LD = BYTES / 8;
+  const int64_t Kp = (K + LD - 1) / LD * LD;
+#pragma omp simd
+  for (int64_t k = 0; k < K; ++k) out[k] = static_cast<double>(src[k]);
+  for (int64_t k = K; k < Kp; ++k) out[k] = pad;
+  return Kp;
+}
+
+// ln of each lane: vlog64 on vectors of 32 bytes and more; on 16-byte vectors (SSE2, NEON) the C
+// library's log a lane (the polynomial on two lanes cost more than that on SSE2: measured).
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> log_lanes(vdouble<BYTES> x) {
+  if constexpr (BYTES > 16) {
+    return vlog64<BYTES>(x);
+  } else {
+    vdouble<BYTES> r;
+    for (int j = 0; j < BYTES / 8; ++j) r[j] = log(x[j]);
+    return r;
+  }
+}
+
+// A row of T as float64 vectors: whole vectors read in place, the last K % lanes from a copy
+// padded with zeros.
+template <typename T, int BYTES>
+struct RowF64 {
+  const T* p;
+  int64_t main;
+  alignas(64) double tail[8];
+  ENTCLUST_INLINE RowF64(const T* src, int64_t K) : p(src), main(K / (BYTES / 8) * (BYTES / 8)) {
+    for (int j = 0; j < 8; ++j) tail[j] = main + j < K ? static_cast<double>(src[main + j]) : 0.0;
+  }
+  ENTCLUST_INLINE vdouble<BYTES> at(int64_t k) const {
+    if (k >= main) return load<vdouble<BYTES>>(tail);
+    if constexpr (sizeof(T) == 8) {
+      return load<vdouble<BYTES>>(p + k);
+    } else {
+      typedef float half_float __attribute__((vector_size(BYTES / 2)));
+      return __builtin_convertvector(load<half_float>(p + k), vdouble<BYTES>);
+    }
+  }
+};
+
+// y . g (over y > 0), whether a g is NaN, and min g, a vector of classes at a time.
+template <int BYTES>
+ENTCLUST_INLINE void fw_add(vdouble<BYTES> g, vdouble<BYTES> yv, vdouble<BYTES>& inner, vlong<BYTES>& nan,
+                            vdouble<BYTES>& low) {
+  inner += select(yv > vdouble<BYTES>{}, yv * g, vdouble<BYTES>{});
+  nan |= g != g;
+  low = select(g < low, g, low);
+}
+
+// Padding classes: s = y = 0 (no term, no mass) and w = +inf (never the smallest gradient).
+template <typename T, int BYTES>
+void cert_fw(const CertRows<T>& c, int64_t begin, int64_t end, double* ce, double* gap) {
+  using V = vdouble<BYTES>;
+  constexpr int LD = BYTES / 8;
+  const int64_t K = c.K;
+  double* wd = c.scratch;
+  const int64_t Kp = padded_row<double, BYTES>(c.w, K, __builtin_inf(), wd);
+  const V zero{}, one = splat<V>(1.0), inv_n = splat<V>(c.inv_n);
+  double ce_sum = 0, gap_sum = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const RowF64<T, BYTES> s(c.sigma + i * K, K), y(c.y + i * K, K);
+    double term = 0;
+    V inner{}, low = splat<V>(__builtin_inf());
+    vlong<BYTES> nan{};
+    if (c.reverse) {  // one pass: -s ln y and g = -s / (N y) + w
+      V acc{};
+      for (int64_t k = 0; k < Kp; k += LD) {
+        const V sv = s.at(k), yv = y.at(k);
+        const auto on = sv > zero;
+        acc -= select(on, sv * log_lanes<BYTES>(select(on, yv, one)), zero);
+        fw_add<BYTES>(select(on, -sv * inv_n / yv, zero) + load<V>(wd + k), yv, inner, nan, low);
+      }
+      term = hsum(acc);
+    } else {  // s . y first, then g = -s / (N s . y) + w
+      V acc{};
+      for (int64_t k = 0; k < Kp; k += LD) acc += s.at(k) * y.at(k);
+      const double p = hsum(acc);
+      term = -log(p);
+      const V scale = splat<V>(c.inv_n / p);
+      for (int64_t k = 0; k < Kp; k += LD) fw_add<BYTES>(-s.at(k) * scale + load<V>(wd + k), y.at(k), inner, nan, low);
+    }
+    ce_sum += term;
+    gap_sum += any_lane(nan) ? __builtin_nan("") : hsum(inner) - hmin(low);
+  }
+  *ce += ce_sum;
+  *gap += gap_sum;
+}
+
+// phi(tau) and -phi'(tau) over a padded row; a zero s_k adds nothing (its denominator is kept
+// >= the least normal double: the positive entries have tau + d_k > 0, as tau >= s_k - d_k)
+template <int BYTES>
+ENTCLUST_INLINE double dual_phi(const double* sd, const double* dd, int64_t Kp, double tau, double* slope) {
+  using V = vdouble<BYTES>;
+  constexpr int LD = BYTES / 8;
+  const V t = splat<V>(tau), one = splat<V>(1.0), tiny = splat<V>(2.2250738585072014e-308);
+  V f{}, g{};
+  for (int64_t k = 0; k < Kp; k += LD) {
+    const V q = one / vmax(t + load<V>(dd + k), tiny);
+    const V r = load<V>(sd + k) * q;
+    f += r;
+    g += r * q;
+  }
+  *slope = hsum(g);
+  return hsum(f) - 1;
+}
+
+// Newton on the convex decreasing phi(tau) = sum_k s_k / (tau + d_k) - 1 from a point where
+// phi >= 0, so that it rises monotonically to the root; any tau gives a valid bound, the
+// iteration only makes it tight. Padding classes: s = y = d = 0.
+template <typename T, int BYTES>
+void cert_dual(const CertRows<T>& c, int64_t begin, int64_t end, double*, double* gap) {
+  using V = vdouble<BYTES>;
+  constexpr int LD = BYTES / 8;
+  constexpr double kFloor = 4 * 2.220446049250313e-16, kTiny = 2.2250738585072014e-308,
+                   kHuge = 1.7976931348623157e308;
+  const int64_t K = c.K;
+  double* sd = c.scratch;
+  double* yd = sd + K + 8;
+  double* dd = yd + K + 8;
+  const int64_t Kp = padded_row<double, BYTES>(c.w, K, 0.0, dd);
+  const V zero{}, one = splat<V>(1.0), tiny = splat<V>(kTiny), huge = splat<V>(kHuge);
+  double total = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    padded_row<T, BYTES>(c.sigma + i * K, K, 0.0, sd);
+    padded_row<T, BYTES>(c.y + i * K, K, 0.0, yd);
+    V mass_v{}, excess_v{}, left_v{};
+    for (int64_t k = 0; k < Kp; k += LD) {
+      const V sv = load<V>(sd + k), dv = load<V>(dd + k);
+      mass_v += sv;
+      excess_v += dv * load<V>(yd + k);
+      left_v = vmax(left_v, select(sv > zero, sv - dv, zero));
+    }
+    const double mass = hsum(mass_v), excess = hsum(excess_v), left = hmax(left_v);
+    // start at the guess (the root itself where y is optimal for these multipliers) or, where
+    // phi(guess) < 0, one Newton step left of it (phi is convex: the step lands left of the root),
+    // else at the left end
+    double tau = left, slope = 0;
+    const double guess = mass - excess;
+    if (guess > left) {
+      const double f = dual_phi<BYTES>(sd, dd, Kp, guess, &slope);
+      if (f >= 0) tau = guess;
+      else if (slope > 0) tau = smax(left, guess + f / slope);
+    }
+    for (int it = 0; it < 100; ++it) {
+      const double f = dual_phi<BYTES>(sd, dd, Kp, tau, &slope);
+      if (!(f > 0) || !(slope > 0) || !__builtin_isfinite(f / slope)) break;  // phi(0) <= 0 keeps tau = 0
+      const double step = f / slope;
+      tau += step;
+      if (step <= kFloor * tau) break;
+    }
+    // one logarithm a class, ln(s / ((tau + d) y)); two where that quotient leaves the normal
+    // range (a denormal or zero y, or a tiny s over a large denominator), so no precision is lost
+    const V t = splat<V>(tau);
+    V acc{};
+    vlong<BYTES> rare{};
+    for (int64_t k = 0; k < Kp; k += LD) {
+      const V sv = load<V>(sd + k), den = (t + load<V>(dd + k)) * load<V>(yd + k), q = sv / den;
+      const auto normal = (den >= tiny) & (q >= tiny) & (q <= huge);
+      const auto on = (sv > zero) & normal;
+      acc += select(on, sv * log_lanes<BYTES>(select(on, q, one)), zero);
+      rare |= (sv > zero) & ~normal;
+    }
+    double row = tau - mass + excess + hsum(acc);
+    if (any_lane(rare)) {
+      for (int64_t k = 0; k < K; ++k) {
+        const double den = (tau + dd[k]) * yd[k], q = sd[k] / den;
+        if (sd[k] > 0 && !(den >= kTiny && q >= kTiny && q <= kHuge))
+          row += sd[k] * (log(sd[k] / (tau + dd[k])) - log(yd[k]));
+      }
+    }
+    total += row;
+  }
+  *gap += total;
+}
+
 // ---- kpp_distances_f32: the clipped distances of the k-means++ candidates (see KppDistances) ----
 
 // G candidates against one block of L points: G accumulators in registers.
@@ -966,6 +1148,10 @@ constexpr KernelTable make_table(const char* name) {
                      &pgd_cce_rows<float>,
                      &pgd_cce_rows<double>,
                      &project_row,
+                     &cert_fw<float, BYTES>,
+                     &cert_fw<double, BYTES>,
+                     &cert_dual<float, BYTES>,
+                     &cert_dual<double, BYTES>,
                      &linear_rce_rows_f32<BYTES>,
                      &linear_tile_f32<BYTES>,
                      tile_rows<BYTES>(),

@@ -7,6 +7,8 @@
 // exp and log are branch-free Cephes polynomials (the float32 ones of fastmath.h, vectorised):
 // exp <= 1 ulp on [-87.3, 88.4], exact 0 below, inf above; log <= 1 ulp on normals and
 // denormals, log 0 = -inf, log(x < 0) = NaN, log inf = inf; NaN propagates through both.
+// vlog64 is Cephes's float64 log (the rational form on [sqrt(1/2), sqrt(2)) for every exponent),
+// with the same special values.
 
 #define ENTCLUST_INLINE inline __attribute__((always_inline))
 
@@ -95,6 +97,15 @@ ENTCLUST_INLINE auto hmin(V v) -> decltype(v[0] + 0) {
   return m;
 }
 
+// Whether any lane of a comparison result (lanes all-ones or zero) is set.
+template <typename M>
+ENTCLUST_INLINE bool any_lane(M m) {
+  constexpr int n = sizeof(M) / sizeof(m[0]);
+  auto bits = m[0];
+  for (int j = 1; j < n; ++j) bits |= m[j];
+  return bits != 0;
+}
+
 // A float32 sum whose error does not grow with the number of terms: terms go into float lanes
 // for at most kRun vectors, then the lanes are flushed into float64 lanes. The float part of
 // each flush carries at most kRun - 1 roundings (relative 2^-24 each), the float64 part the
@@ -179,5 +190,40 @@ ENTCLUST_INLINE vfloat<BYTES> vlog(vfloat<BYTES> x) {
   // Outside (0, inf), NaN included: 0 -> -inf, inf -> inf, negative -> NaN, NaN -> NaN.
   const V inf = splat<V>(__builtin_inff());
   const V special = select(x == V{}, -inf, select(x == inf, inf, splat<V>(__builtin_nanf(""))));
+  return select((x > V{}) & (x < inf), res, special);
+}
+
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> vlog64(vdouble<BYTES> x) {
+  using V = vdouble<BYTES>;
+  using I = vlong<BYTES>;
+  const I denormal = x < 2.2250738585072014e-308;
+  const V xs = select(denormal, x * 4503599627370496.0, x);  // x * 2^52 for denormals
+  const I bits = reinterpret_cast<I>(xs);
+  V m = reinterpret_cast<V>((bits & 0x000fffffffffffffLL) | 0x3fe0000000000000LL);  // mantissa in [0.5, 1)
+  // the exponent as a double: its 11 bits as the low bits of 2^52's mantissa, less 2^52 (exact)
+  V e = reinterpret_cast<V>(((bits >> 52) & 0x7ff) | 0x4330000000000000LL) - (4503599627370496.0 + 1022.0);
+  e = select(denormal, e - 52.0, e);
+  const I low = m < 0.70710678118654752440;
+  e = select(low, e - 1.0, e);
+  m = select(low, m + m, m) - 1.0;  // log(1 + m), m in [sqrt(1/2) - 1, sqrt(2) - 1)
+  const V z = m * m;
+  V p = splat<V>(1.01875663804580931796e-4);
+  p = p * m + 4.97494994976747001425e-1;
+  p = p * m + 4.70579119878881725854e0;
+  p = p * m + 1.44989225341610930846e1;
+  p = p * m + 1.79368678507819816313e1;
+  p = p * m + 7.70838733755885391666e0;
+  V q = m + 1.12873587189167450590e1;
+  q = q * m + 4.52279145837532221105e1;
+  q = q * m + 8.29875266912776603211e1;
+  q = q * m + 7.11544750618563894466e1;
+  q = q * m + 2.31251620126765340583e1;
+  V r = m * (z * p / q);  // log(1 + m) = m - m^2 / 2 + m^3 P(m) / Q(m)
+  r -= e * 2.121944400546905827679e-4;
+  r -= z * 0.5;
+  const V res = m + r + e * 0.693359375;
+  const V inf = splat<V>(__builtin_inf());
+  const V special = select(x == V{}, -inf, select(x == inf, inf, splat<V>(__builtin_nan(""))));
   return select((x > V{}) & (x < inf), res, special);
 }
