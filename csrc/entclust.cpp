@@ -41,6 +41,13 @@ TORCH_LIBRARY(entclust, m) {
       "pgd_cce(Tensor sigma, Tensor prior, float lam, float step, float tol, int max_iter, Tensor? y0) "
       "-> (Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // Sinkhorn-Knopp in the log domain (SeLa's transport problem): from log_beta (B, K), sweeps of the
+  // row and column shifts of log_p (B, N, K) to row sums 1/N and column sums exp(log_u), each
+  // problem until its row sums are within tol (relative) or max_iter sweeps; float64.
+  // Returns (log_alpha (B, N), log_beta (B, K), sweeps (B,) int64, error (B,) float64).
+  m.def("sinkhorn(Tensor log_p, Tensor log_u, Tensor log_beta, float tol, int max_iter) "
+        "-> (Tensor, Tensor, Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
   // Exact Euclidean projection of each row of v (M, K) onto the probability simplex.
   m.def("project_simplex(Tensor v) -> Tensor", {at::Tag::pt2_compliant_tag});
   // Certificate of a pseudo-label solve (MATH.md): per problem the objective

@@ -351,3 +351,67 @@ def test_squarem_never_ends_above_its_start(n, k, lam, seed):
     res = entclust.em_rce(sigma, lam=lam, max_iter=60, accel="squarem")
     assert res.objective <= start + 1e-12
     assert (res.y >= 0).all() and torch.allclose(res.y.sum(-1), torch.ones(n, dtype=torch.float64))
+
+
+# (B, N, K): every tail of a vector of float64 classes (K mod 2, 4, 8), several row chunks
+SINKHORN_SHAPES = [(1, 1, 1), (3, 30, 3), (2, 40, 9), (1, 257, 10), (2, 60, 17), (1, 2100, 40)]
+
+
+@pytest.mark.parametrize("shape", SINKHORN_SHAPES, ids=str)
+def test_sinkhorn_op_equals_the_pytorch_sweeps(shape):
+    """The fused CPU op (float64 vectors, its own exp) against the same log-domain sweeps in
+    PyTorch: the same sweep counts, shifts within rounding; a class of prior 0 gets nothing, a
+    zero in sigma and sigma^25 down to e^-700 are kept in range."""
+    import importlib
+
+    S = importlib.import_module("entclust.solvers.sinkhorn")  # the module (the package exports the function)
+
+    sigma = problem(shape, scale=6.0, seed=sum(shape))
+    k = shape[-1]
+    if k > 2:
+        sigma[0, 0, 1] = 0.0
+        sigma[0] /= sigma[0].sum(-1, keepdim=True)
+    u = torch.rand(k, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.1
+    if k > 2:
+        u[2] = 0.0
+    u /= u.sum()
+    log_u = torch.where(u > 0, torch.log(u), -math.inf)
+    log_p = 25.0 * torch.log(sigma.clamp_min(torch.finfo(torch.float64).tiny))
+    for tol, max_iter in ((1e-10, 3000), (0.0, 7)):
+        fused = S._solve(S._op_sweep(log_p, log_u), log_p, tol, max_iter, None)
+        plain = S._solve(S._torch_sweep(log_p, log_u), log_p, tol, max_iter, None)
+        assert torch.equal(fused[2], plain[2])  # sweeps, per problem
+        for got, want in zip((fused[0], fused[1]), (plain[0], plain[1])):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-9, equal_nan=True)
+        torch.testing.assert_close(fused[3], plain[3], rtol=1e-6, atol=1e-12)
+        if k > 2:
+            assert bool(torch.isneginf(fused[1][:, 2]).all())
+
+
+def test_sinkhorn_problems_stop_on_their_own_and_the_callback_changes_nothing():
+    sigma = torch.stack([problem((60, 5), seed=0), problem((60, 5), 0.3, seed=1), problem((60, 5), 1.0, 2)])
+    together = entclust.sinkhorn(sigma, lam_sk=10.0, tol=1e-11)
+    assert together.converged.all() and len(set(together.iterations.tolist())) > 1
+    for b in range(3):
+        alone = entclust.sinkhorn(sigma[b], lam_sk=10.0, tol=1e-11)
+        assert torch.equal(alone.y, together.y[b]) and alone.iterations == together.iterations[b]
+    errors = []
+    watched = entclust.sinkhorn(sigma, lam_sk=10.0, tol=1e-11, callback=lambda it, err: errors.append(err))
+    assert len(errors) == int(together.iterations.max())
+    assert torch.equal(watched.y, together.y) and torch.equal(watched.iterations, together.iterations)
+
+
+def test_sinkhorn_op_checks_and_opcheck():
+    log_p = torch.log(problem((2, 20, 4)))
+    log_u = torch.full((4,), -math.log(4), dtype=torch.float64)
+    beta = torch.zeros(2, 4, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.entclust.sinkhorn, (log_p, log_u, beta, 1e-9, 50))
+    before = beta.clone()
+    entclust.ops.sinkhorn_kernel(log_p, log_u, beta, 0.0, 3)
+    assert torch.equal(beta, before)  # not modified in place
+    with pytest.raises(RuntimeError, match="log_p must be float64"):
+        entclust.ops.sinkhorn_kernel(log_p.float(), log_u, beta, 0.0, 3)
+    with pytest.raises(RuntimeError, match=r"log_beta must be float64 \(2, 4\)"):
+        entclust.ops.sinkhorn_kernel(log_p, log_u, beta[:1], 0.0, 3)
+    with pytest.raises(RuntimeError, match="max_iter >= 1"):
+        entclust.ops.sinkhorn_kernel(log_p, log_u, beta, 0.0, 0)

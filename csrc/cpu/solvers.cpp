@@ -222,6 +222,95 @@ at::Tensor project_simplex_cpu(const at::Tensor& v_in) {
   return out;
 }
 
+// Sinkhorn-Knopp in the log domain (entclust/solvers/sinkhorn.py, SeLa): for each problem, from
+// its column shifts beta, sweeps of alpha_i = -ln N - lse_k(log_p_ik + beta_k), then beta_k =
+// log_u_k - lse_i(log_p_ik + alpha_i), until the row sums' error max_i N |exp(alpha_i +
+// lse_k(log_p_ik + beta_k)) - 1/N| <= tol (each problem on its own) or max_iter sweeps. The rows
+// run in the fixed chunks of row_chunks (chunks.h); a column's log-sum-exp takes its maximum over
+// the chunks, then adds the chunks' sums in chunk order, so the result does not depend on the
+// threads. Problems side by side where there are enough of them, else one at a time over chunks.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at::Tensor& log_p_in,
+                                                                        const at::Tensor& log_u_in,
+                                                                        const at::Tensor& log_beta_in, double tol,
+                                                                        int64_t max_iter) {
+  TORCH_CHECK(log_p_in.dim() == 3 && log_p_in.scalar_type() == at::kDouble,
+              "sinkhorn: log_p must be float64 (B, N, K), got ", log_p_in.scalar_type(), " ", log_p_in.sizes());
+  const int64_t B = log_p_in.size(0), N = log_p_in.size(1), K = log_p_in.size(2);
+  TORCH_CHECK(N >= 1 && K >= 1, "sinkhorn: need N >= 1 and K >= 1, got ", log_p_in.sizes());
+  TORCH_CHECK(log_u_in.dim() == 1 && log_u_in.size(0) == K && log_u_in.scalar_type() == at::kDouble,
+              "sinkhorn: log_u must be float64 (", K, "), got ", log_u_in.scalar_type(), " ", log_u_in.sizes());
+  TORCH_CHECK(log_beta_in.dim() == 2 && log_beta_in.size(0) == B && log_beta_in.size(1) == K &&
+                  log_beta_in.scalar_type() == at::kDouble,
+              "sinkhorn: log_beta must be float64 (", B, ", ", K, "), got ", log_beta_in.scalar_type(), " ",
+              log_beta_in.sizes());
+  TORCH_CHECK(tol >= 0 && max_iter >= 1, "sinkhorn: need tol >= 0 and max_iter >= 1");
+  const at::Tensor log_p = log_p_in.contiguous(), log_u = log_u_in.contiguous();
+  at::Tensor beta = log_beta_in.contiguous().clone();
+  at::Tensor alpha = at::empty({B, N}, log_p.options());
+  at::Tensor sweeps = at::zeros({B}, log_p.options().dtype(at::kLong));
+  at::Tensor error = at::empty({B}, log_p.options());
+  const int64_t chunks = row_chunks(N, K), rows = (N + chunks - 1) / chunks;
+  const double* lp_all = log_p.data_ptr<double>();
+  const double* lu = log_u.data_ptr<double>();
+  const SinkhornPassFn pass = kernels().sinkhorn_pass;
+  const double log_n = std::log(static_cast<double>(N)), inv_n = 1.0 / static_cast<double>(N);
+  auto one = [&](int64_t b) {
+    const double* lp = lp_all + b * N * K;
+    double* al = alpha.data_ptr<double>() + b * N;
+    double* be = beta.data_ptr<double>() + b * K;
+    std::vector<double> lse(N), cmax(K), partial(chunks * K);
+    auto each_chunk = [&](auto&& fn) {  // inline where already inside a parallel region
+      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) fn(c, c * rows, std::min(N, (c + 1) * rows), partial.data() + c * K);
+      });
+    };
+    auto row_lse = [&]() {
+      each_chunk([&](int64_t, int64_t r0, int64_t r1, double*) {
+        pass(SinkhornPass{lp, K, nullptr, be, nullptr, lse.data(), 0}, r0, r1);
+      });
+    };
+    row_lse();
+    double err = 0;
+    int64_t s = 0;
+    while (s < max_iter) {
+      ++s;
+      for (int64_t i = 0; i < N; ++i) al[i] = -log_n - lse[i];
+      each_chunk([&](int64_t, int64_t r0, int64_t r1, double* part) {
+        std::fill(part, part + K, -std::numeric_limits<double>::infinity());
+        pass(SinkhornPass{lp, K, al, nullptr, nullptr, part, 1}, r0, r1);
+      });
+      for (int64_t k = 0; k < K; ++k) {
+        double m = partial[k];
+        for (int64_t c = 1; c < chunks; ++c) m = std::max(m, partial[c * K + k]);
+        cmax[k] = m;
+      }
+      each_chunk([&](int64_t, int64_t r0, int64_t r1, double* part) {
+        std::fill(part, part + K, 0.0);
+        pass(SinkhornPass{lp, K, al, nullptr, cmax.data(), part, 2}, r0, r1);
+      });
+      for (int64_t k = 0; k < K; ++k) {  // (a class of prior 0 keeps beta = -inf: it receives nothing)
+        double sum = 0.0;
+        for (int64_t c = 0; c < chunks; ++c) sum += partial[c * K + k];
+        be[k] = lu[k] - (cmax[k] + std::log(sum));
+      }
+      row_lse();
+      err = 0;
+      for (int64_t i = 0; i < N; ++i) err = std::max(err, std::abs(std::exp(al[i] + lse[i]) - inv_n) * N);
+      if (err <= tol) break;
+    }
+    sweeps.data_ptr<int64_t>()[b] = s;
+    error.data_ptr<double>()[b] = err;
+  };
+  if (B > 1 && (chunks == 1 || B >= at::get_num_threads())) {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) one(b);
+    });
+  } else {
+    for (int64_t b = 0; b < B; ++b) one(b);
+  }
+  return {alpha, beta, sweeps, error};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(entclust, CPU, m) {
@@ -229,6 +318,7 @@ TORCH_LIBRARY_IMPL(entclust, CPU, m) {
   m.impl("em_cce", &em_cce_cpu);
   m.impl("pgd_cce", &pgd_cce_cpu);
   m.impl("project_simplex", &project_simplex_cpu);
+  m.impl("sinkhorn", &sinkhorn_cpu);
 }
 
 }  // namespace cpu

@@ -130,6 +130,13 @@ def _fake_duality_gap(sigma, y, prior, lam):
     return sigma.new_empty((sigma.shape[0],), dtype=torch.float64)
 
 
+@torch.library.register_fake("entclust::sinkhorn")
+def _fake_sinkhorn(log_p, log_u, log_beta, tol, max_iter):
+    b, n, k = log_p.shape
+    return (log_p.new_empty((b, n)), log_p.new_empty((b, k)), log_p.new_empty((b,), dtype=torch.int64),
+            log_p.new_empty((b,)))
+
+
 @torch.library.register_fake("entclust::em_rce_rows")
 def _fake_em_rce_rows(sigma, y, weights):
     return torch.empty_like(y, memory_format=torch.contiguous_format), weights.new_empty(weights.shape)
@@ -271,6 +278,14 @@ def em_cce_kernel(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: flo
 def pgd_cce_kernel(sigma: torch.Tensor, prior: torch.Tensor, lam: float, step: float, tol: float, max_iter: int, y0=None):
     """Raw projected-gradient op for collision CE on ``(B, N, K)``; returns ``(y, iterations, converged)``."""
     return torch.ops.entclust.pgd_cce(sigma, prior, lam, step, tol, max_iter, y0)
+
+
+def sinkhorn_kernel(log_p: torch.Tensor, log_u: torch.Tensor, log_beta: torch.Tensor, tol: float, max_iter: int):
+    """Raw log-domain Sinkhorn-Knopp op (CPU), float64: from the column shifts ``log_beta`` ``(B, K)``,
+    sweeps of ``log_p`` ``(B, N, K)`` towards row sums 1/N and column sums ``exp(log_u)``, each problem
+    until its relative row-sum error is ``<= tol`` or ``max_iter`` sweeps. Returns ``(log_alpha (B, N),
+    log_beta (B, K), sweeps (B,) int64, error (B,))``; the inputs are not modified."""
+    return torch.ops.entclust.sinkhorn(log_p, log_u, log_beta, tol, max_iter)
 
 
 def project_simplex_kernel(v: torch.Tensor) -> torch.Tensor:

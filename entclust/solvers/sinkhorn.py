@@ -8,6 +8,7 @@ import warnings
 
 import torch
 
+from .. import ops
 from ._problem import check_count, check_number, prepare, unbatch
 from .result import SolverResult
 
@@ -36,7 +37,9 @@ def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: floa
     Zeros in sigma (one-hot rows, a class no point predicts) are floored at the dtype's smallest
     normal number before the power: the transport problem then stays feasible and every value
     finite, and a class with no mass still receives its share u_k of the points (the ones it is
-    least unlikely for). Composite PyTorch.
+    least unlikely for). Each of B problems stops on its own (``iterations`` per problem), so a
+    problem's result does not depend on the others of its batch. On the CPU the sweeps run in one
+    fused op in float64 (``entclust.ops.sinkhorn_kernel``); elsewhere in PyTorch, in sigma's dtype.
 
     Example::
 
@@ -53,31 +56,83 @@ def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: floa
         raise ValueError(f"{name}: callback must be callable or None, got {callback!r}")
     n = sigma3.shape[-2]
     log_sigma = torch.log(sigma3.clamp_min(torch.finfo(sigma3.dtype).tiny))
-    log_p = lam_sk * log_sigma
     # a zero prior entry is a class that receives no points: its column is left out (beta = -inf)
     log_u = torch.where(u > 0, torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)), -math.inf)
-    log_beta = torch.zeros_like(sigma3[..., :1, :])
-    converged = torch.zeros(sigma3.shape[0], dtype=torch.bool, device=sigma3.device)
-    # row_lse = logsumexp_k(log_p + log_beta): the next sweep's alpha and, with this sweep's
-    # alpha, its row sums exp(log_alpha + row_lse): two reductions a sweep, not three
-    row_lse = torch.logsumexp(log_p + log_beta, -1, keepdim=True)
-    for iterations in range(1, max_iter + 1):
-        log_alpha = -math.log(n) - row_lse
-        log_beta = log_u - torch.logsumexp(log_p + log_alpha, -2, keepdim=True)
-        row_lse = torch.logsumexp(log_p + log_beta, -1, keepdim=True)
-        error = ((log_alpha + row_lse).squeeze(-1).exp() - 1.0 / n).abs() * n
-        converged = (error <= tol).all(-1)
-        stop = callback is not None and callback(iterations, float(error.max()))  # the last sweep's too
-        if bool(converged.all()) or stop:
-            break
+    if sigma3.device.type == "cpu":
+        log_p = lam_sk * log_sigma.to(torch.float64)
+        log_alpha, log_beta, sweeps, error = _solve(_op_sweep(log_p, log_u.to(torch.float64)), log_p, tol, max_iter,
+                                                    callback)
+    else:
+        log_p = lam_sk * log_sigma
+        log_alpha, log_beta, sweeps, error = _solve(_torch_sweep(log_p, log_u), log_p, tol, max_iter, callback)
+    converged = error <= tol
     if warn and not bool(converged.all()):
         warnings.warn(f"{name}: row sums still off by more than tol={tol:g} (relative) after "
                       f"max_iter={max_iter} sweeps; raise max_iter or lower lam_sk", RuntimeWarning, stacklevel=2)
-    y = (log_p + log_alpha + log_beta + math.log(n)).exp()
+    y = (log_p + log_alpha[..., None] + log_beta[:, None, :] + math.log(n)).exp().to(sigma3.dtype)
     objective = -(y * log_sigma).sum(-1).mean(-1)
-    b = sigma3.shape[0]
-    return unbatch(SolverResult(y, torch.full((b,), iterations), objective, torch.full((b,), math.nan), converged,
+    return unbatch(SolverResult(y, sweeps, objective, torch.full(sweeps.shape, math.nan), converged,
                                 f"row sums within tol={tol:g} of 1/N (relative)"), batched)
+
+
+def _solve(sweep, log_p, tol, max_iter, callback):
+    """``(log_alpha (B, N), log_beta (B, K), sweeps (B,), error (B,))``: ``sweep(log_beta, max_iter, tol)``
+    runs sweeps from the column shifts log_beta, and returns the same four; without a callback in
+    one call of max_iter sweeps, with one a sweep a call, the callback told the largest error after
+    each. Each problem stops on its own: one that meets tol keeps its shifts and sweep count."""
+    b, _, k = log_p.shape
+    log_beta = log_p.new_zeros((b, k))
+    if callback is None:
+        return sweep(log_beta, max_iter, tol)
+    done = torch.zeros(b, dtype=torch.bool, device=log_p.device)
+    for iterations in range(1, max_iter + 1):
+        alpha, beta, _, err = sweep(log_beta, 1, tol)
+        if iterations == 1:
+            log_alpha, log_beta, error = alpha, beta, err
+            sweeps = torch.ones(b, dtype=torch.int64, device=log_p.device)
+        else:
+            log_alpha = torch.where(done[:, None], log_alpha, alpha)
+            log_beta = torch.where(done[:, None], log_beta, beta)
+            error = torch.where(done, error, err)
+            sweeps = torch.where(done, sweeps, iterations)
+        done = error <= tol
+        stop = callback(iterations, float(error.max()))  # the last sweep's too
+        if bool(done.all()) or stop:
+            break
+    return log_alpha, log_beta, sweeps, error
+
+
+def _op_sweep(log_p, log_u):
+    # the fused CPU op (float64 vectors and exp; csrc/cpu/solvers.cpp)
+    return lambda log_beta, max_iter, tol: ops.sinkhorn_kernel(log_p, log_u, log_beta, tol, max_iter)
+
+
+def _torch_sweep(log_p, log_u):
+    # the same sweeps in PyTorch (any device); row_lse = logsumexp_k(log_p + log_beta): the next
+    # sweep's alpha and, with this sweep's alpha, its row sums: two reductions a sweep, not three
+    n = log_p.shape[-2]
+
+    def sweep(log_beta, max_iter, tol):
+        b = log_p.shape[0]
+        row_lse = torch.logsumexp(log_p + log_beta[:, None, :], -1)
+        done = torch.zeros(b, dtype=torch.bool, device=log_p.device)
+        sweeps = torch.zeros(b, dtype=torch.int64, device=log_p.device)
+        log_alpha, error = torch.empty_like(row_lse), torch.full((b,), math.inf, dtype=log_p.dtype, device=log_p.device)
+        for iterations in range(1, max_iter + 1):
+            alpha = -math.log(n) - row_lse
+            beta = log_u - torch.logsumexp(log_p + alpha[..., None], -2)
+            lse = torch.logsumexp(log_p + beta[:, None, :], -1)
+            err = ((alpha + lse).exp() - 1.0 / n).abs().amax(-1) * n
+            keep = done[:, None]
+            log_alpha, log_beta = torch.where(keep, log_alpha, alpha), torch.where(keep, log_beta, beta)
+            row_lse = torch.where(keep, row_lse, lse)
+            error, sweeps = torch.where(done, error, err), torch.where(done, sweeps, iterations)
+            done = error <= tol
+            if bool(done.all()):
+                break
+        return log_alpha, log_beta, sweeps, error
+
+    return sweep
 
 
 def sinkhorn_knopp(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9,

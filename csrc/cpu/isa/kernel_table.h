@@ -73,6 +73,21 @@ struct CertRows {
 template <typename T>
 using CertRowsFn = void (*)(const CertRows<T>&, int64_t begin, int64_t end, double* ce, double* gap);
 
+// One pass of a Sinkhorn-Knopp sweep in the log domain (cpu/solvers.cpp, sinkhorn) over rows
+// [begin, end) of log_p (N, K), float64. mode 0: out[i] = ln sum_k exp(log_p_ik + beta_k) (each
+// row's log-sum-exp, its maximum taken out first); mode 1: out[k] = max(out[k], log_p_ik + alpha_i)
+// over the rows; mode 2: out[k] += exp(log_p_ik + alpha_i - cmax_k), the rows in order.
+struct SinkhornPass {
+  const double* log_p;
+  int64_t K;
+  const double* alpha;  // (N,) row shifts, modes 1 and 2
+  const double* beta;   // (K,) column shifts, mode 0
+  const double* cmax;   // (K,) column maxima, mode 2
+  double* out;          // (N,) in mode 0, (K,) in modes 1 and 2
+  int mode;
+};
+using SinkhornPassFn = void (*)(const SinkhornPass&, int64_t begin, int64_t end);
+
 // Rows [begin, end) of the fused linear self-labeling op (cpu/linear.cpp, MATH.md "RCE
 // problem"): per row, sigma = softmax(l); y = `iterations` reverse-CE M-steps from y = sigma
 // against the fixed fairness weights a, y <- (sigma + a y) / (1 + a . y); loss[i] =
@@ -175,6 +190,7 @@ struct KernelTable {
   CertRowsFn<double> cert_fw_f64;
   CertRowsFn<float> cert_dual_f32;
   CertRowsFn<double> cert_dual_f64;
+  SinkhornPassFn sinkhorn_pass;
   LinearRowsFn<float> linear_rce_f32;
   LinearTileFn linear_tile_f32;
   int tile_rows, tile_columns;

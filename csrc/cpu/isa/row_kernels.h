@@ -1038,6 +1038,65 @@ void cert_dual(const CertRows<T>& c, int64_t begin, int64_t end, double*, double
   *gap += total;
 }
 
+// ---- sinkhorn_pass: one pass of a log-domain Sinkhorn-Knopp sweep (see SinkhornPass) ----
+
+// n < lanes values of p as a vector, the other lanes `pad`: a masked load where the ISA has one
+// (lanes written one by one to memory and read back as a vector would stall the load).
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> load_part(const double* p, int64_t n, double pad) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (BYTES == 64) {
+    return _mm512_mask_loadu_pd(_mm512_set1_pd(pad), static_cast<__mmask8>((1u << n) - 1), p);
+  } else if constexpr (BYTES == 32) {
+    const __m256i on = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return _mm256_blendv_pd(_mm256_set1_pd(pad), _mm256_maskload_pd(p, on), _mm256_castsi256_pd(on));
+  }
+#endif
+  if constexpr (BYTES == 16) {
+    return vdouble<BYTES>{n > 0 ? p[0] : pad, pad};
+  } else {
+    vdouble<BYTES> v = splat<vdouble<BYTES>>(pad);
+    for (int64_t j = 0; j < n; ++j) v[j] = p[j];
+    return v;
+  }
+}
+
+template <int BYTES>
+void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
+  using V = vdouble<BYTES>;
+  constexpr int LD = BYTES / 8;
+  const int64_t K = t.K, main = K / LD * LD, rest = K - main;
+  const double inf = __builtin_inf();
+  for (int64_t i = begin; i < end; ++i) {
+    const double* l = t.log_p + i * K;
+    if (t.mode == 0) {
+      V m = splat<V>(-inf);
+      for (int64_t k = 0; k < main; k += LD) m = vmax(m, load<V>(l + k) + load<V>(t.beta + k));
+      if (rest) m = vmax(m, load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf));
+      const double top = hmax(m);
+      const V shift = splat<V>(top);
+      V sum{};
+      for (int64_t k = 0; k < main; k += LD) sum += vexp64<BYTES>(load<V>(l + k) + load<V>(t.beta + k) - shift);
+      if (rest)
+        sum += vexp64<BYTES>(load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf) -
+                             shift);
+      t.out[i] = top + log(hsum(sum));
+    } else if (t.mode == 1) {
+      const V a = splat<V>(t.alpha[i]);
+      for (int64_t k = 0; k < main; k += LD) store(t.out + k, vmax(load<V>(t.out + k), load<V>(l + k) + a));
+      for (int64_t k = main; k < K; ++k) t.out[k] = smax(t.out[k], l[k] + t.alpha[i]);
+    } else {
+      const V a = splat<V>(t.alpha[i]);
+      for (int64_t k = 0; k < main; k += LD)
+        store(t.out + k, load<V>(t.out + k) + vexp64<BYTES>(load<V>(l + k) + a - load<V>(t.cmax + k)));
+      if (rest) {
+        const V e = vexp64<BYTES>(load_part<BYTES>(l + main, rest, 0.0) + a - load_part<BYTES>(t.cmax + main, rest, 0.0));
+        for (int64_t j = 0; j < rest; ++j) t.out[main + j] += e[j];
+      }
+    }
+  }
+}
+
 // ---- kpp_distances_f32: the clipped distances of the k-means++ candidates (see KppDistances) ----
 
 // G candidates against one block of L points: G accumulators in registers.
@@ -1152,6 +1211,7 @@ constexpr KernelTable make_table(const char* name) {
                      &cert_fw<double, BYTES>,
                      &cert_dual<float, BYTES>,
                      &cert_dual<double, BYTES>,
+                     &sinkhorn_pass<BYTES>,
                      &linear_rce_rows_f32<BYTES>,
                      &linear_tile_f32<BYTES>,
                      tile_rows<BYTES>(),

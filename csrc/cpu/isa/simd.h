@@ -8,7 +8,8 @@
 // exp <= 1 ulp on [-87.3, 88.4], exact 0 below, inf above; log <= 1 ulp on normals and
 // denormals, log 0 = -inf, log(x < 0) = NaN, log inf = inf; NaN propagates through both.
 // vlog64 is Cephes's float64 log (the rational form on [sqrt(1/2), sqrt(2)) for every exponent),
-// with the same special values.
+// with the same special values; vexp64 Cephes's float64 exp on [-708.39, 709.78] (normal
+// results), exact 0 below (-inf included), inf above, NaN through.
 
 #define ENTCLUST_INLINE inline __attribute__((always_inline))
 
@@ -226,4 +227,36 @@ ENTCLUST_INLINE vdouble<BYTES> vlog64(vdouble<BYTES> x) {
   const V inf = splat<V>(__builtin_inf());
   const V special = select(x == V{}, -inf, select(x == inf, inf, splat<V>(__builtin_nan(""))));
   return select((x > V{}) & (x < inf), res, special);
+}
+
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> vexp64(vdouble<BYTES> x) {
+  using V = vdouble<BYTES>;
+  using I = vlong<BYTES>;
+  const V lo = splat<V>(-708.39641853226410622), hi = splat<V>(709.78271289338399678);
+  const V xc = select(x > hi, hi, select(x < lo, lo, x));  // NaN stays NaN
+  // n = round(x / ln 2) by the 1.5 * 2^52 trick (its low bits are n as an integer); r = x - n ln 2
+  // in two parts (Cody-Waite)
+  const V magic = splat<V>(6755399441055744.0);
+  const V t = xc * 1.4426950408889634073599 + magic;
+  const I ni = reinterpret_cast<I>(t) - reinterpret_cast<I>(magic);
+  const V n = t - magic;
+  V r = xc - n * 6.93145751953125e-1;
+  r -= n * 1.42860682030941723212e-6;
+  const V rr = r * r;
+  V p = splat<V>(1.26177193074810590878e-4);
+  p = p * rr + 3.02994407707441961300e-2;
+  p = p * rr + 9.99999999999999999910e-1;
+  p *= r;
+  V q = splat<V>(3.00198505138664455042e-6);
+  q = q * rr + 2.52448340349684104192e-3;
+  q = q * rr + 2.27265548208155028766e-1;
+  q = q * rr + 2.00000000000000000009e0;
+  const V e = 1.0 + 2.0 * (p / (q - p));  // exp(r) = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2))
+  // 2^n in two normal factors (n in [-1022, 1024]; NaN lanes: any bits, masked)
+  const I half = ni >> 1;
+  const V two_a = reinterpret_cast<V>(((half + 1023) & 0x7ff) << 52);
+  const V two_b = reinterpret_cast<V>(((ni - half + 1023) & 0x7ff) << 52);
+  const V res = e * two_a * two_b;
+  return select(x > hi, splat<V>(__builtin_inf()), select(x < lo, V{}, res));
 }
