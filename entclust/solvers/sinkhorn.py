@@ -84,21 +84,27 @@ def _solve(sweep, log_p, tol, max_iter, callback):
     log_beta = log_p.new_zeros((b, k))
     if callback is None:
         return sweep(log_beta, max_iter, tol)
-    done = torch.zeros(b, dtype=torch.bool, device=log_p.device)
+    done = sweeps = None  # (until a problem meets tol, every problem takes every sweep)
     for iterations in range(1, max_iter + 1):
         alpha, beta, _, err = sweep(log_beta, 1, tol)
-        if iterations == 1:
+        if done is None:
             log_alpha, log_beta, error = alpha, beta, err
-            sweeps = torch.ones(b, dtype=torch.int64, device=log_p.device)
         else:
             log_alpha = torch.where(done[:, None], log_alpha, alpha)
             log_beta = torch.where(done[:, None], log_beta, beta)
             error = torch.where(done, error, err)
             sweeps = torch.where(done, sweeps, iterations)
-        done = error <= tol
-        stop = callback(iterations, float(error.max()))  # the last sweep's too
-        if bool(done.all()) or stop:
+        worst = float(error.max())
+        stop = callback(iterations, worst)  # the last sweep's too
+        if worst <= tol or stop:
             break
+        if b > 1:
+            met = error <= tol
+            if done is None and bool(met.any()):
+                sweeps = torch.full((b,), iterations, dtype=torch.int64, device=log_p.device)
+            done = met if sweeps is not None else None
+    if sweeps is None:
+        sweeps = torch.full((b,), iterations, dtype=torch.int64, device=log_p.device)
     return log_alpha, log_beta, sweeps, error
 
 
