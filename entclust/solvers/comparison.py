@@ -427,7 +427,8 @@ def _sinkhorn(sigma, prior, target_gap, levels, time_limit):
     seconds = time.perf_counter() - t0
     converged = bool(trace) and trace[-1][2] <= target_gap
     stop = "own criterion (row sums)" if converged else ("time limit" if timed_out[0] else "iteration limit")
-    row = dict(solver="sinkhorn_knopp", objective_kind="own", seconds=seconds, iterations=int(iterations),
+    row = dict(solver="sinkhorn_knopp", objective_kind="own", seconds=seconds,
+               iterations=int(torch.as_tensor(iterations).max()),  # (a batch's: its slowest problem's)
                objective=None, fw_gap=None, duality_gap=None, relative_gap=None, converged=converged, stop=stop,
                checks=0,
                check_s=None, setup_s=0.0, seconds_to={_key(lv): None for lv in levels},
