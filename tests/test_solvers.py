@@ -415,3 +415,19 @@ def test_sinkhorn_op_checks_and_opcheck():
         entclust.ops.sinkhorn_kernel(log_p, log_u, beta[:1], 0.0, 3)
     with pytest.raises(RuntimeError, match="max_iter >= 1"):
         entclust.ops.sinkhorn_kernel(log_p, log_u, beta, 0.0, 0)
+
+
+def test_sinkhorn_gives_the_same_bits_on_any_threads_and_in_a_batch():
+    # 5000 x 100: three chunks of rows (chunks.h), run on one thread, on three, and as one of a
+    # batch (side by side); the column maxima are exact, the sums added chunk by chunk in order
+    sigma = problem((3, 5000, 100), scale=1.0, seed=6)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = entclust.sinkhorn(sigma[0], tol=0.0, max_iter=6, warn=False)
+        torch.set_num_threads(3)
+        three = entclust.sinkhorn(sigma[0], tol=0.0, max_iter=6, warn=False)
+        batch = entclust.sinkhorn(sigma, tol=0.0, max_iter=6, warn=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.y, three.y) and torch.equal(one.y, batch.y[0])
