@@ -1040,6 +1040,18 @@ void cert_dual(const CertRows<T>& c, int64_t begin, int64_t end, double*, double
 
 // ---- sinkhorn_pass: one pass of a log-domain Sinkhorn-Knopp sweep (see SinkhornPass) ----
 
+// exp of each lane: vexp64, or on 16-byte vectors the C library's exp a lane (see log_lanes).
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> exp_lanes(vdouble<BYTES> x) {
+  if constexpr (BYTES > 16) {
+    return vexp64<BYTES>(x);
+  } else {
+    vdouble<BYTES> r;
+    for (int j = 0; j < BYTES / 8; ++j) r[j] = exp(x[j]);
+    return r;
+  }
+}
+
 // n < lanes values of p as a vector, the other lanes `pad`: a masked load where the ISA has one
 // (lanes written one by one to memory and read back as a vector would stall the load).
 template <int BYTES>
@@ -1076,9 +1088,9 @@ void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
       const double top = hmax(m);
       const V shift = splat<V>(top);
       V sum{};
-      for (int64_t k = 0; k < main; k += LD) sum += vexp64<BYTES>(load<V>(l + k) + load<V>(t.beta + k) - shift);
+      for (int64_t k = 0; k < main; k += LD) sum += exp_lanes<BYTES>(load<V>(l + k) + load<V>(t.beta + k) - shift);
       if (rest)
-        sum += vexp64<BYTES>(load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf) -
+        sum += exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf) -
                              shift);
       t.out[i] = top + log(hsum(sum));
     } else if (t.mode == 1) {
@@ -1088,9 +1100,9 @@ void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
     } else {
       const V a = splat<V>(t.alpha[i]);
       for (int64_t k = 0; k < main; k += LD)
-        store(t.out + k, load<V>(t.out + k) + vexp64<BYTES>(load<V>(l + k) + a - load<V>(t.cmax + k)));
+        store(t.out + k, load<V>(t.out + k) + exp_lanes<BYTES>(load<V>(l + k) + a - load<V>(t.cmax + k)));
       if (rest) {
-        const V e = vexp64<BYTES>(load_part<BYTES>(l + main, rest, 0.0) + a - load_part<BYTES>(t.cmax + main, rest, 0.0));
+        const V e = exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, 0.0) + a - load_part<BYTES>(t.cmax + main, rest, 0.0));
         for (int64_t j = 0; j < rest; ++j) t.out[main + j] += e[j];
       }
     }
