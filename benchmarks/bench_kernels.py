@@ -185,7 +185,6 @@ def gpu_section(quick, device="cuda"):
     sigma = problem(b, 250, 200, torch.float32).to(dev)
     u = torch.full((200,), 1.0 / 200, device=dev)
     compiled_step = torch.compile(_em_rce_step, dynamic=False)
-    compiled_sweep = torch.compile(_sinkhorn_sweep, dynamic=False)
     for name, fused, ref, compiled, cap in [
         ("EM reverse CE", lambda m: ops.em_rce_kernel(sigma, u, 100.0, 1e-6, m, None),
          lambda m: R.em_rce(sigma, u, 100.0, tol=1e-6, max_iter=m),
@@ -222,20 +221,7 @@ def gpu_section(quick, device="cuda"):
                 y, _delta = compiled_step(sigma, y, cu)
             return y
 
-        log_p = 25.0 * torch.log(sigma.double())
-        log_u = torch.log(u.double())
-        beta0 = torch.zeros(b, k, dtype=torch.float64)
-
-        def sinkhorn_loop(step):
-            def run():
-                row_lse = torch.logsumexp(log_p, -1)
-                for _ in range(it):
-                    _beta, row_lse = step(log_p, log_u, row_lse, math.log(n))
-            return run
-
         for name, fused, ref, compiled in [
-            ("Sinkhorn-Knopp (float64)", lambda: ops.sinkhorn_kernel(log_p, log_u, beta0, 0.0, it),
-             sinkhorn_loop(_sinkhorn_sweep), sinkhorn_loop(compiled_sweep)),
             ("EM reverse CE", lambda: ops.em_rce_kernel(sigma, u, 100.0, 0.0, it, None),
              lambda: R.em_rce(sigma, u, 100.0, max_iter=it, tol=0), compiled_rce),
             ("EM collision CE", lambda: ops.em_cce_kernel(sigma, u, 100.0, 0.0, it, 1e-12, 50, None),

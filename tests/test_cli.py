@@ -194,7 +194,8 @@ def test_bench_large_k_gpu_rows_run_the_baselines_on_the_gpu_and_minibatch_kmean
 def test_bench_kernels_quick_runs_every_section(tmp_path):
     assert script_main("benchmarks/bench_kernels.py", "--quick", "--out", str(tmp_path / "new")) == 0
     saved = json.loads((tmp_path / "new" / "bench_kernels.json").read_text())
-    assert {r["solver"] for r in saved["per_iteration"]} == {"EM reverse CE", "EM collision CE", "PGD collision CE"}
+    assert {r["solver"] for r in saved["per_iteration"]} == {"Sinkhorn-Knopp (float64)", "EM reverse CE",
+                                                           "EM collision CE", "PGD collision CE"}
     assert saved["batch"]["max_abs_diff"] < 1e-4
 
 
