@@ -295,7 +295,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at
       }
       row_lse();
       err = 0;
-      for (int64_t i = 0; i < N; ++i) err = std::max(err, std::abs(std::exp(al[i] + lse[i]) - inv_n) * N);
+      for (int64_t i = 0; i < N; ++i) {  // (a NaN stays: never within tol)
+        const double e = std::abs(std::exp(al[i] + lse[i]) - inv_n) * N;
+        err = e > err || e != e ? e : err;
+      }
       if (err <= tol) break;
     }
     sweeps.data_ptr<int64_t>()[b] = s;

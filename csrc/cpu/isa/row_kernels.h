@@ -1091,7 +1091,7 @@ void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
       for (int64_t k = 0; k < main; k += LD) sum += exp_lanes<BYTES>(load<V>(l + k) + load<V>(t.beta + k) - shift);
       if (rest)
         sum += exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf) -
-                             shift);
+                                shift);
       t.out[i] = top + log(hsum(sum));
     } else if (t.mode == 1) {
       const V a = splat<V>(t.alpha[i]);
@@ -1102,7 +1102,8 @@ void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
       for (int64_t k = 0; k < main; k += LD)
         store(t.out + k, load<V>(t.out + k) + exp_lanes<BYTES>(load<V>(l + k) + a - load<V>(t.cmax + k)));
       if (rest) {
-        const V e = exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, 0.0) + a - load_part<BYTES>(t.cmax + main, rest, 0.0));
+        const V e =
+            exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, 0.0) + a - load_part<BYTES>(t.cmax + main, rest, 0.0));
         for (int64_t j = 0; j < rest; ++j) t.out[main + j] += e[j];
       }
     }
