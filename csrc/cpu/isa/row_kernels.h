@@ -882,18 +882,62 @@ ENTCLUST_INLINE vdouble<BYTES> log_lanes(vdouble<BYTES> x) {
   }
 }
 
-// A row of T as float64 vectors: whole vectors read in place, the last K % lanes from a copy
-// padded with zeros.
+// n < lanes values of p as a vector, the other lanes `pad`: a masked load where the ISA has one
+// (lanes written one by one to memory and read back as a vector would stall the load).
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> load_part(const double* p, int64_t n, double pad) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (BYTES == 64) {
+    return _mm512_mask_loadu_pd(_mm512_set1_pd(pad), static_cast<__mmask8>((1u << n) - 1), p);
+  } else if constexpr (BYTES == 32) {
+    const __m256i on = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return _mm256_blendv_pd(_mm256_set1_pd(pad), _mm256_maskload_pd(p, on), _mm256_castsi256_pd(on));
+  }
+#endif
+  if constexpr (BYTES == 16) {
+    return vdouble<BYTES>{n > 0 ? p[0] : pad, pad};
+  } else {
+    vdouble<BYTES> v = splat<vdouble<BYTES>>(pad);
+    for (int64_t j = 0; j < n; ++j) v[j] = p[j];
+    return v;
+  }
+}
+
+// n < lanes float32 values of p as a float64 vector, the other lanes 0 (a masked load, as load_part).
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> load_part_f32(const float* p, int64_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (BYTES == 64) {
+    return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(static_cast<__mmask8>((1u << n) - 1), p));
+  } else if constexpr (BYTES == 32) {
+    return _mm256_cvtps_pd(_mm_maskload_ps(p, _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)),
+                                                               _mm_setr_epi32(0, 1, 2, 3))));
+  }
+#endif
+  if constexpr (BYTES == 16) {
+    return vdouble<BYTES>{n > 0 ? static_cast<double>(p[0]) : 0.0, 0.0};
+  } else {
+    vdouble<BYTES> v{};
+    for (int64_t j = 0; j < n; ++j) v[j] = p[j];
+    return v;
+  }
+}
+
+// A row of T as float64 vectors: whole vectors read in place, the last K % lanes by a masked
+// load, zeros in the other lanes.
 template <typename T, int BYTES>
 struct RowF64 {
   const T* p;
   int64_t main;
-  alignas(64) double tail[8];
-  ENTCLUST_INLINE RowF64(const T* src, int64_t K) : p(src), main(K / (BYTES / 8) * (BYTES / 8)) {
-    for (int j = 0; j < 8; ++j) tail[j] = main + j < K ? static_cast<double>(src[main + j]) : 0.0;
+  vdouble<BYTES> tail;
+  ENTCLUST_INLINE RowF64(const T* src, int64_t K) : p(src), main(K / (BYTES / 8) * (BYTES / 8)), tail{} {
+    if (K > main) {
+      if constexpr (sizeof(T) == 8) tail = load_part<BYTES>(src + main, K - main, 0.0);
+      else tail = load_part_f32<BYTES>(src + main, K - main);
+    }
   }
   ENTCLUST_INLINE vdouble<BYTES> at(int64_t k) const {
-    if (k >= main) return load<vdouble<BYTES>>(tail);
+    if (k >= main) return tail;
     if constexpr (sizeof(T) == 8) {
       return load<vdouble<BYTES>>(p + k);
     } else {
@@ -1049,27 +1093,6 @@ ENTCLUST_INLINE vdouble<BYTES> exp_lanes(vdouble<BYTES> x) {
     vdouble<BYTES> r;
     for (int j = 0; j < BYTES / 8; ++j) r[j] = exp(x[j]);
     return r;
-  }
-}
-
-// n < lanes values of p as a vector, the other lanes `pad`: a masked load where the ISA has one
-// (lanes written one by one to memory and read back as a vector would stall the load).
-template <int BYTES>
-ENTCLUST_INLINE vdouble<BYTES> load_part(const double* p, int64_t n, double pad) {
-#if defined(__x86_64__) || defined(_M_X64)
-  if constexpr (BYTES == 64) {
-    return _mm512_mask_loadu_pd(_mm512_set1_pd(pad), static_cast<__mmask8>((1u << n) - 1), p);
-  } else if constexpr (BYTES == 32) {
-    const __m256i on = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-    return _mm256_blendv_pd(_mm256_set1_pd(pad), _mm256_maskload_pd(p, on), _mm256_castsi256_pd(on));
-  }
-#endif
-  if constexpr (BYTES == 16) {
-    return vdouble<BYTES>{n > 0 ? p[0] : pad, pad};
-  } else {
-    vdouble<BYTES> v = splat<vdouble<BYTES>>(pad);
-    for (int64_t j = 0; j < n; ++j) v[j] = p[j];
-    return v;
   }
 }
 
