@@ -30,20 +30,6 @@ struct Chunks {
   Chunks(int64_t N, int64_t K) : count(row_chunks(N, K)), rows((N + count - 1) / count) {}
 };
 
-// one(b) for each of B problems: side by side, each on one thread, where a problem is one chunk
-// or there are problems for every thread; else one after another, each over its chunks in
-// parallel (a parallel_for inside a parallel region runs inline: the same chunks and sums either way)
-template <typename One>
-void each_problem(int64_t B, const Chunks& chunks, const One& one) {
-  if (B > 1 && (chunks.count == 1 || B >= at::get_num_threads())) {
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) one(b);
-    });
-  } else {
-    for (int64_t b = 0; b < B; ++b) one(b);
-  }
-}
-
 template <typename T>
 void column_sums(const T* y, int64_t N, int64_t K, const Chunks& chunks, double* out) {
   std::vector<double> partial(chunks.count * K, 0.0);
@@ -57,13 +43,7 @@ void column_sums(const T* y, int64_t N, int64_t K, const Chunks& chunks, double*
       }
     }
   });
-  at::parallel_for(0, K, 4096, [&](int64_t k0, int64_t k1) {  // added in chunk order
-    for (int64_t k = k0; k < k1; ++k) {
-      double sum = 0.0;
-      for (int64_t c = 0; c < chunks.count; ++c) sum += partial[c * K + k];
-      out[k] = sum;
-    }
-  });
+  add_partials(partial.data(), chunks.count, K, out);
 }
 
 // The certificates' rows on the CPU capability in use (cert_fw / cert_dual of isa/row_kernels.h)
@@ -108,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
     const scalar_t* yp = y.data_ptr<scalar_t>();
     const Chunks chunks(N, K);
     const double inv_n = 1.0 / static_cast<double>(N);
-    each_problem(B, chunks, [&](int64_t b) {
+    each_problem(B, chunks.count, [&](int64_t b) {
       std::vector<double> col(K), f(K), ce(chunks.count), gp(chunks.count);
       const scalar_t* sb = s + b * N * K;
       const scalar_t* yb = yp + b * N * K;
@@ -155,7 +135,7 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
     const scalar_t* yp = y.data_ptr<scalar_t>();
     const Chunks chunks(N, K);
     const double inv_n = 1.0 / static_cast<double>(N);
-    each_problem(B, chunks, [&](int64_t b) {
+    each_problem(B, chunks.count, [&](int64_t b) {
       std::vector<double> col(K), omega(K), d(K), gp(chunks.count);
       const scalar_t* sb = s + b * N * K;
       const scalar_t* yb = yp + b * N * K;

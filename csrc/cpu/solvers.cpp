@@ -94,16 +94,9 @@ void em_loop(const T* y, int64_t N, int64_t K, const double* cu, double empty, d
         deltas[c] = static_cast<double>(rows(begin, end, v.data(), partial.data() + c * K, state.data() + begin));
       }
     };
-    auto add = [&](int64_t k0, int64_t k1) {  // col = the partials added in chunk order
-      for (int64_t k = k0; k < k1; ++k) {
-        double sum = 0.0;
-        for (int64_t c = 0; c < chunks; ++c) sum += partial[c * K + k];
-        col[k] = sum;
-      }
-    };
     if (split) {
       at::parallel_for(0, chunks, 1, run);
-      at::parallel_for(0, K, 4096, add);
+      add_partials(partial.data(), chunks, K, col.data());
     } else {
       std::fill(col.begin(), col.end(), 0.0);
       for (int64_t c = 0; c < chunks; ++c) {
@@ -258,7 +251,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at
     const double* lp = lp_all + b * N * K;
     double* al = alpha.data_ptr<double>() + b * N;
     double* be = beta.data_ptr<double>() + b * K;
-    std::vector<double> lse(N), cmax(K), partial(chunks * K);
+    std::vector<double> lse(N), cmax(K), csum(K), partial(chunks * K);
     auto each_chunk = [&](auto&& fn) {  // inline where already inside a parallel region
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) fn(c, c * rows, std::min(N, (c + 1) * rows), partial.data() + c * K);
@@ -288,11 +281,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at
         std::fill(part, part + K, 0.0);
         pass(SinkhornPass{lp, K, al, nullptr, cmax.data(), part, 2}, r0, r1);
       });
-      for (int64_t k = 0; k < K; ++k) {  // (a class of prior 0 keeps beta = -inf: it receives nothing)
-        double sum = 0.0;
-        for (int64_t c = 0; c < chunks; ++c) sum += partial[c * K + k];
-        be[k] = lu[k] - (cmax[k] + std::log(sum));
-      }
+      add_partials(partial.data(), chunks, K, csum.data());
+      // (a class of prior 0 keeps beta = -inf: it receives nothing)
+      for (int64_t k = 0; k < K; ++k) be[k] = lu[k] - (cmax[k] + std::log(csum[k]));
       row_lse();
       err = 0;
       for (int64_t i = 0; i < N; ++i) {  // (a NaN stays: never within tol)
@@ -304,13 +295,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at
     sweeps.data_ptr<int64_t>()[b] = s;
     error.data_ptr<double>()[b] = err;
   };
-  if (B > 1 && (chunks == 1 || B >= at::get_num_threads())) {
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) one(b);
-    });
-  } else {
-    for (int64_t b = 0; b < B; ++b) one(b);
-  }
+  each_problem(B, chunks, one);
   return {alpha, beta, sweeps, error};
 }
 

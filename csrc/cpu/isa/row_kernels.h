@@ -869,17 +869,24 @@ ENTCLUST_INLINE int64_t padded_row(const T* src, int64_t K, double pad, double* 
   return Kp;
 }
 
-// ln of each lane: vlog64 on vectors of 32 bytes and more; on 16-byte vectors (SSE2, NEON) the C
-// library's log a lane (the polynomial on two lanes cost more than that on SSE2: measured).
+// f of each lane, f a C library function of a double (log, exp): the vectorised float64 versions
+// of simd.h on vectors of 32 bytes and more; on 16-byte vectors (SSE2, NEON) the C library's
+// a lane, which measured faster on SSE2 than the polynomials on two lanes.
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> lanes_c(vdouble<BYTES> x, double (*f)(double)) {
+  vdouble<BYTES> r;
+  for (int j = 0; j < BYTES / 8; ++j) r[j] = f(x[j]);
+  return r;
+}
 template <int BYTES>
 ENTCLUST_INLINE vdouble<BYTES> log_lanes(vdouble<BYTES> x) {
-  if constexpr (BYTES > 16) {
-    return vlog64<BYTES>(x);
-  } else {
-    vdouble<BYTES> r;
-    for (int j = 0; j < BYTES / 8; ++j) r[j] = log(x[j]);
-    return r;
-  }
+  if constexpr (BYTES > 16) return vlog64<BYTES>(x);
+  else return lanes_c<BYTES>(x, log);
+}
+template <int BYTES>
+ENTCLUST_INLINE vdouble<BYTES> exp_lanes(vdouble<BYTES> x) {
+  if constexpr (BYTES > 16) return vexp64<BYTES>(x);
+  else return lanes_c<BYTES>(x, exp);
 }
 
 // n < lanes values of p as a vector, the other lanes `pad`: a masked load where the ISA has one
@@ -1028,6 +1035,7 @@ void cert_dual(const CertRows<T>& c, int64_t begin, int64_t end, double*, double
   double* dd = yd + K + 8;
   const int64_t Kp = padded_row<double, BYTES>(c.w, K, 0.0, dd);
   const V zero{}, one = splat<V>(1.0), tiny = splat<V>(kTiny), huge = splat<V>(kHuge);
+  // each row copied once as padded float64 (unlike cert_fw's RowF64): Newton reads it many times
   double total = 0;
   for (int64_t i = begin; i < end; ++i) {
     padded_row<T, BYTES>(c.sigma + i * K, K, 0.0, sd);
@@ -1084,18 +1092,6 @@ void cert_dual(const CertRows<T>& c, int64_t begin, int64_t end, double*, double
 
 // ---- sinkhorn_pass: one pass of a log-domain Sinkhorn-Knopp sweep (see SinkhornPass) ----
 
-// exp of each lane: vexp64, or on 16-byte vectors the C library's exp a lane (see log_lanes).
-template <int BYTES>
-ENTCLUST_INLINE vdouble<BYTES> exp_lanes(vdouble<BYTES> x) {
-  if constexpr (BYTES > 16) {
-    return vexp64<BYTES>(x);
-  } else {
-    vdouble<BYTES> r;
-    for (int j = 0; j < BYTES / 8; ++j) r[j] = exp(x[j]);
-    return r;
-  }
-}
-
 template <int BYTES>
 void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
   using V = vdouble<BYTES>;
@@ -1140,7 +1136,6 @@ template <int BYTES, int G>
 ENTCLUST_INLINE void kpp_block(const KppDistances& k, int64_t g, int64_t t0) {
   using V = vfloat<BYTES>;
   using VD = vdouble<BYTES>;
-  typedef float half_float __attribute__((vector_size(BYTES / 2)));
   constexpr int L = Vec<float, BYTES>::kLanes, LD = L / 2;  // LD: float64 lanes of a vector
   const int64_t D = k.D;
   const float* xg = k.xt + g * D * L;
@@ -1157,12 +1152,11 @@ ENTCLUST_INLINE void kpp_block(const KppDistances& k, int64_t g, int64_t t0) {
     dist = select(dist > 0.0f, dist, V{});
     dist = select(dist < d2, dist, d2);
     store(k.dist + (t0 + j) * k.ldd + g * L, dist);
-    half_float a, b;
-    __builtin_memcpy(&a, &dist, sizeof a);
-    __builtin_memcpy(&b, reinterpret_cast<const char*>(&dist) + sizeof a, sizeof b);
+    VD a, b;
+    widen<BYTES>(dist, a, b);
     double* s = k.sums + (t0 + j) * L;
-    store(s, load<VD>(s) + __builtin_convertvector(a, VD));
-    store(s + LD, load<VD>(s + LD) + __builtin_convertvector(b, VD));
+    store(s, load<VD>(s) + a);
+    store(s + LD, load<VD>(s + LD) + b);
   }
 }
 
@@ -1195,7 +1189,6 @@ template <int BYTES>
 void centre_sums_f32(const CentreSums& c, int64_t k0, int64_t k1) {
   using V = vfloat<BYTES>;
   using VD = vdouble<BYTES>;
-  typedef float half_float __attribute__((vector_size(BYTES / 2)));
   constexpr int L = Vec<float, BYTES>::kLanes, LD = L / 2;
   constexpr int64_t BATCH = 256;
   int64_t mine[BATCH];
@@ -1219,12 +1212,10 @@ void centre_sums_f32(const CentreSums& c, int64_t k0, int64_t k1) {
       const VD av = splat<VD>(a);
       int64_t d = 0;
       for (; d + L <= D; d += L) {
-        const V xv = load<V>(x + d);
-        half_float lo, hi;
-        __builtin_memcpy(&lo, &xv, sizeof lo);
-        __builtin_memcpy(&hi, reinterpret_cast<const char*>(&xv) + sizeof lo, sizeof hi);
-        store(s + d, load<VD>(s + d) + av * __builtin_convertvector(lo, VD));
-        store(s + d + LD, load<VD>(s + d + LD) + av * __builtin_convertvector(hi, VD));
+        VD lo, hi;
+        widen<BYTES>(load<V>(x + d), lo, hi);
+        store(s + d, load<VD>(s + d) + av * lo);
+        store(s + d + LD, load<VD>(s + d + LD) + av * hi);
       }
       for (; d < D; ++d) s[d] += a * static_cast<double>(x[d]);
     }

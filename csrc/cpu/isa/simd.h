@@ -107,6 +107,17 @@ ENTCLUST_INLINE bool any_lane(M m) {
   return bits != 0;
 }
 
+// The two halves of a float32 vector as float64 vectors (lanes 0 .. L/2 - 1, then the rest).
+template <int BYTES>
+ENTCLUST_INLINE void widen(vfloat<BYTES> v, vdouble<BYTES>& lo, vdouble<BYTES>& hi) {
+  typedef float half_float __attribute__((vector_size(BYTES / 2)));
+  half_float a, b;
+  __builtin_memcpy(&a, &v, sizeof a);
+  __builtin_memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof a, sizeof b);
+  lo = __builtin_convertvector(a, vdouble<BYTES>);
+  hi = __builtin_convertvector(b, vdouble<BYTES>);
+}
+
 // A float32 sum whose error does not grow with the number of terms: terms go into float lanes
 // for at most kRun vectors, then the lanes are flushed into float64 lanes. The float part of
 // each flush carries at most kRun - 1 roundings (relative 2^-24 each), the float64 part the
@@ -114,7 +125,6 @@ ENTCLUST_INLINE bool any_lane(M m) {
 template <int BYTES>
 struct WideSum {
   static constexpr int kRun = 4;
-  typedef float half_float __attribute__((vector_size(BYTES / 2)));
   vfloat<BYTES> part{};
   vdouble<BYTES> lo{}, hi{};
   int count = 0;
@@ -124,11 +134,10 @@ struct WideSum {
     if (++count == kRun) flush();
   }
   ENTCLUST_INLINE void flush() {
-    half_float a, b;
-    __builtin_memcpy(&a, &part, sizeof a);
-    __builtin_memcpy(&b, reinterpret_cast<const char*>(&part) + sizeof a, sizeof b);
-    lo += __builtin_convertvector(a, vdouble<BYTES>);
-    hi += __builtin_convertvector(b, vdouble<BYTES>);
+    vdouble<BYTES> a, b;
+    widen<BYTES>(part, a, b);
+    lo += a;
+    hi += b;
     part = vfloat<BYTES>{};
     count = 0;
   }
