@@ -1,5 +1,6 @@
 """Fused pseudo-label solvers against entclust.reference, properties and input errors."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -100,6 +101,28 @@ def test_em_rce_does_not_modify_inputs_and_opcheck():
     prior = torch.full((3,), 1 / 3, dtype=torch.float64)
     torch.library.opcheck(torch.ops.entclust.em_rce, (sigma, prior, 10.0, 1e-9, 20, None))
     torch.library.opcheck(torch.ops.entclust.em_rce, (sigma, prior, 10.0, 1e-9, 20, y0))
+
+
+@pytest.mark.parametrize("solver", ["em_rce", "em_cce", "newton_rce", "dual_newton_rce", "pgd_cce", "sinkhorn"])
+def test_a_sigma_that_requires_grad_is_solved_as_its_value(solver):
+    # softmax(model(x)) passed without .detach(): no warning (em_rce used to warn "Converting a
+    # tensor with requires_grad=True to a scalar"), no graph in the result, the same numbers
+    sigma = problem((30, 5))
+    kw = {} if solver == "sinkhorn" else {"lam": 10.0}
+    with warnings.catch_warnings(record=True) as before:
+        warnings.simplefilter("always")
+        want = getattr(entclust, solver)(sigma, **kw)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = getattr(entclust, solver)(sigma.clone().requires_grad_(), **kw)
+    assert [str(w.message) for w in seen] == [str(w.message) for w in before]
+    assert not got.y.requires_grad and torch.equal(got.y, want.y) and got.objective == want.objective
+    if solver == "em_rce":
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y0 = want.y.clone().requires_grad_()
+            assert not entclust.em_rce(sigma.requires_grad_(), lam=10.0, y0=y0, max_iter=2).y.requires_grad
+            entclust.solvers.compare(sigma, lam=10.0, solvers=["em_rce"], target_gap=1e-4, warmup=False)
 
 
 @settings(max_examples=40, deadline=None)

@@ -79,6 +79,9 @@ def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: s
     if not isinstance(validate, bool):
         raise ValueError(f"{name}: validate must be True or False, got {validate!r}")
     batched = sigma.dim() == 3
+    # a solve is not differentiated: a sigma that requires grad (softmax(model(x)) without
+    # .detach()) is read as its value, and no result field carries a graph
+    sigma = sigma.detach()
     sigma3 = sigma if batched else sigma.unsqueeze(0)
     k = sigma.shape[-1]
     if validate:
@@ -93,7 +96,7 @@ def prepare(name: str, sigma, prior, lam, tol, max_iter, y0, validate, y_name: s
                              f"{y0.dtype} on {y0.device}")
         if validate:
             check_distributions(y_name, y0.reshape(-1, k))
-        y0 = y0 if batched else y0.unsqueeze(0)
+        y0 = y0.detach() if batched else y0.detach().unsqueeze(0)
     return sigma3, u, tol, y0.contiguous() if y0 is not None else None, batched
 
 

@@ -312,6 +312,7 @@ def compare(
     levels = default_levels(target_gap) if levels is None else tuple(
         check_number("compare", "levels", lv, positive=True) for lv in levels)
     names = _check_solvers(solvers, problem)
+    sigma = sigma.detach()  # (no solver is differentiated; see prepare)
     # one validation for every solver (each then runs with validate=False)
     em_rce(sigma, prior, lam, max_iter=0, certificate=False)
     positive = bool((sigma > 0).all())
