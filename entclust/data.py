@@ -77,9 +77,26 @@ def _keys(path: str, keys, kind: str):
     return xkey, next((k for k in LABEL_KEYS if k in keys), None)
 
 
+def _read_csv(path: str, what: str) -> np.ndarray:
+    # numbers separated by commas; a first line with a field that is not a number (column names,
+    # as spreadsheets and pandas write them) is skipped; a byte-order mark is not part of a field
+    with open(path, encoding="utf-8-sig") as f:
+        first = f.readline()
+    header = False
+    for field in first.split(","):
+        field = field.strip().strip('"').strip("'")
+        try:
+            float(field)
+        except ValueError:
+            header = header or field != ""  # (an empty field is a missing number, not a name)
+    return np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2 if what == "features" else 1,
+                      encoding="utf-8-sig")
+
+
 def read_array(path: str, what: str):
-    """Array(s) stored in ``path`` (.npy memory-mapped, .npz, .csv, .pt read with weights_only):
-    returns (array, labels or None); ``what`` names the file in errors."""
+    """Array(s) stored in ``path`` (.npy memory-mapped, .npz, .csv with or without a header
+    line, .pt read with weights_only): returns (array, labels or None); ``what`` names the file
+    in errors."""
     if not os.path.isfile(path):
         raise DataError(f"{what} file not found: {path}")
     ext = os.path.splitext(path)[1].lower()
@@ -95,7 +112,7 @@ def read_array(path: str, what: str):
                 xkey, lkey = _keys(path, list(z.keys()), "an .npz")
                 return z[xkey], (z[lkey] if lkey else None)
         if ext == ".csv":
-            return np.loadtxt(path, delimiter=",", ndmin=2 if what == "features" else 1), None
+            return _read_csv(path, what), None
         if ext == ".pt":
             import torch
 

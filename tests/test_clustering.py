@@ -212,6 +212,25 @@ def test_feature_files_round_trip(tmp_path, ext):
         assert yl is None
 
 
+def test_csv_files_with_a_header_line(tmp_path):
+    # column names on the first line (spreadsheets, pandas' to_csv(index=False)), quoted or not,
+    # after a byte-order mark or not: skipped; a file of numbers only keeps its first row
+    x, y = data.make_blobs(20, 3, random_state=0)
+    names = ",".join(f'"f{j}"' if j % 2 else f"f{j}" for j in range(x.shape[1]))
+    np.savetxt(tmp_path / "h.csv", x, delimiter=",", header=names, comments="")
+    np.savetxt(tmp_path / "y.csv", y, fmt="%d", header="label", comments="")
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "h.csv").read_bytes())
+    (tmp_path / "bom_numbers.csv").write_bytes(b"\xef\xbb\xbf" + "\n".join(",".join(repr(float(v)) for v in row)
+                                                                       for row in x).encode())
+    for name in ("h.csv", "bom.csv", "bom_numbers.csv"):
+        xl, _ = data.load(str(tmp_path / name), str(tmp_path / "y.csv"))
+        np.testing.assert_allclose(xl, x)
+    assert np.array_equal(data.load(str(tmp_path / "h.csv"), str(tmp_path / "y.csv"))[1], y)
+    (tmp_path / "gap.csv").write_text("1.0,,2.0\n3.0,4.0,5.0\n")  # an empty field is a missing number
+    with pytest.raises(data.DataError, match="cannot read features file"):
+        data.load(str(tmp_path / "gap.csv"))
+
+
 def test_bad_files_raise_one_clear_line(tmp_path):
     np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan], [0.0, 1.0]]))
     np.save(tmp_path / "flat.npy", np.arange(5.0))
