@@ -179,7 +179,7 @@ def add_parser(sub) -> None:
                    help="semi-supervised: a label file with -1 for unlabelled points")
     p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50, the papers')")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=250, help="mini-batch size (default 250)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the seeds')")
     p.add_argument("--views", type=int, default=2, help="augmentations per image averaged (default 2)")
     p.add_argument("--augment", default="auto", choices=("auto", "digits", "cifar", "stl", "none"),
                    help="augmentation preset (default auto: by the image size; none for vectors)")
@@ -211,7 +211,7 @@ def add_parser(sub) -> None:
     c.add_argument("--width", type=float, help="channel multiplier of the network (default: the estimator's)")
     c.add_argument("--views", type=int, help="augmentations per image averaged (default: the estimator's, 2)")
     c.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (default 250)")
-    c.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    c.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4, the seeds')")
     c.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the networks train (default cpu)")
     c.add_argument("--out", default="results", help="folder of the table, JSON and chart (default results)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress (default: a bar on a terminal, lines in a log)")

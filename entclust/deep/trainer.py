@@ -109,7 +109,7 @@ class SelfLabelingTrainer:
     def __init__(self, model: nn.Module, *, method: str = "rce", lam: float = 100.0, gamma: float = 0.01,
                  prediction_fairness: float | None = None, solver: str = "em", max_iter: int | None = None,
                  views: int = 2, consistency: float = 0.0, pseudo_labels: str = "batch", augment="auto",
-                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
+                 optimizer: str = "adam", lr: float = 1e-4, weight_decay: float = 0.0,
                  epochs: int = 50, batch_size: int = 250, head=None, checkpoint=None, checkpoint_every: int = 1,
                  seed: int = 0, device="cpu", verbose: bool = False, eval_batch_size: int = 1024,
                  method_params=None):
