@@ -97,6 +97,8 @@ def test_memory_self_labeling_errors():
     crit(logits, index=torch.arange(8))
     with pytest.raises(ValueError, match="K=6"):
         crit(torch.randn(2, 6), index=torch.arange(2))
+    with pytest.raises(ValueError, match="more than n_points"):
+        entclust.SelfLabeling(n_points=4)(logits)
 
 
 def test_auto_modes_and_k_aware_defaults():

@@ -82,6 +82,16 @@ def test_column_memory_checks_its_arguments():
         memory.update(torch.tensor([[0.0, float("nan"), 1.0]]))
     with pytest.raises(ValueError, match="one shape"):
         memory.update_sparse(torch.randn(4, 2), torch.zeros(4, 3, dtype=torch.int64))
+    before = memory.columns.clone()
+    with pytest.raises(ValueError, match="a batch of 11 rows is more than n_points"):  # was: rest clamped to 0
+        memory.update(torch.randn(11, 3))
+    with pytest.raises(ValueError, match="a batch of 11 rows"):
+        memory.update_sparse(torch.randn(11, 2), torch.zeros(11, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="a batch of 11 rows"):
+        memory.add_columns(torch.ones(3), 11)
+    assert torch.equal(memory.columns, before)
+    memory.update(torch.randn(10, 3))  # every point in one batch is allowed
+    torch.testing.assert_close(memory.columns.sum(), torch.tensor(10.0, dtype=torch.float64))
 
 
 def test_self_labeled_centroids_split_what_lloyd_merges():

@@ -79,13 +79,24 @@ class ColumnMemory(nn.Module):
         return y, rest
 
     def _batch_total(self, logits: torch.Tensor) -> int:
-        return int(all_reduce(torch.tensor([float(logits.shape[0])], dtype=torch.float64), self.group))
+        return self._global_batch(logits.shape[0])
+
+    def _global_batch(self, rows: int) -> int:
+        # the global batch's rows (all ranks); more than N would replace more than every point's share
+        total = int(all_reduce(torch.tensor([float(rows)], dtype=torch.float64), self.group))
+        if total > self.n_total:
+            raise ValueError(f"a batch of {total} rows is more than n_points: the column sums hold "
+                             f"{self.n_total} points" + (" (n_points summed over the ranks)" if self.group is not None
+                                                         else "") + "; n_points must count every point of the "
+                             "dataset (with group, each rank's own shard)")
+        return total
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor) -> torch.Tensor:
         """Solve the pseudo-labels of a batch of rows ``(b, K)`` (this rank's part of the global
         batch) and replace the batch's share of the column sums by them. Returns ``y`` ``(b, K)``
-        (float32 for float32 or lower logits, float64 for float64)."""
+        (float32 for float32 or lower logits, float64 for float64). A global batch of more rows
+        than ``n_points`` is an error (the column sums would lose their total N)."""
         total = self._batch_total(logits)
         y, rest = self._rows(logits, total)
         self.columns.copy_(rest.to(self.columns.device) + all_reduce(y.sum(0, dtype=torch.float64), self.group).to(self.columns.device))
@@ -112,7 +123,7 @@ class ColumnMemory(nn.Module):
         sums = column_sums.detach().to(device=self.columns.device, dtype=torch.float64)
         if not bool(((sums >= 0) & torch.isfinite(sums)).all()):
             raise ValueError("column_sums must be finite and >= 0")
-        total = int(all_reduce(torch.tensor([float(batch_size)], dtype=torch.float64), self.group))
+        total = self._global_batch(batch_size)
         self.columns.mul_(max(0.0, 1.0 - total / self.n_total)).add_(all_reduce(sums, self.group))
 
     @torch.no_grad()
