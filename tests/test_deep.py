@@ -1,5 +1,7 @@
 """Deep self-labeled clustering (issue 12): networks, augmentations, the resumable trainer, the
 semi-supervised mode and the estimator. Small widths and few steps: the seeds' runs are GPU work."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -149,6 +151,18 @@ def test_estimator_on_images_and_vectors(digits):
     fitted = DeepEntropyClustering(10, width=1 / 16, epochs=1, batch_size=100, random_state=0)
     fitted.fit(x.numpy(), partial_labels=semi)
     assert fitted.labels_.shape == (300,)
+
+
+def test_no_epoch_no_fit_warning(digits):
+    """epochs=0 builds the network and the scaling (benchmarks/semi_supervised.py does, to train
+    it itself): the untrained network's empty clusters are not a failed fit; one epoch's are."""
+    x = digits[0].numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = DeepEntropyClustering(10, width=1 / 16, epochs=0, random_state=0).fit(x)
+    assert est.history_ == [] and (np.bincount(est.labels_, minlength=10) == 0).any()
+    with pytest.warns(entclust.EmptyClusterWarning, match="clusters are empty after the fit; epochs=1"):
+        DeepEntropyClustering(10, width=1 / 16, epochs=1, random_state=0).fit(x)
 
 
 @pytest.mark.parametrize("bad, match", [

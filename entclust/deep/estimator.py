@@ -172,12 +172,13 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
         self.objectives_ = self.trainer_.objectives
         self.selected_head_ = self.trainer_.selected
         self.labels_ = self._logits(x).argmax(1).numpy()
-        losses = [h["head_losses"][self.selected_head_] for h in self.history_] \
-            if getattr(self.trainer_.criterion, "descends", True) else []
-        say_fit_failures(f"DeepEntropyClustering({self.method!r})", np.bincount(self.labels_, minlength=self.n_clusters),
-                         losses, f"epochs={self.epochs}, lr={self.lr:g}: more epochs, a lower lr, or "
-                                 f"pseudo_labels='global' at large K",
-                         f"lower lr (now {self.lr:g})")
+        if self.history_:  # epochs=0 builds the network and the scaling and trains nothing: no fit to fault
+            losses = [h["head_losses"][self.selected_head_] for h in self.history_] \
+                if getattr(self.trainer_.criterion, "descends", True) else []
+            say_fit_failures(f"DeepEntropyClustering({self.method!r})", np.bincount(self.labels_, minlength=self.n_clusters),
+                             losses, f"epochs={self.epochs}, lr={self.lr:g}: more epochs, a lower lr, or "
+                                     f"pseudo_labels='global' at large K",
+                             f"lower lr (now {self.lr:g})")
         return self
 
     def fit_predict(self, X, y=None, **params):
