@@ -46,7 +46,7 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
         self-augmentation instead of the averaged prediction (see the trainer).
     pseudo_labels : ``"auto"`` (global labels of all points when ``batch_size < 20 K``, method
         "rce"), ``"batch"`` or ``"global"`` (see the trainer). epochs, batch_size, lr, optimizer : the schedule (the
-        seeds': Adam 1e-4, batch 250, 50 epochs; 1e-3 trained digits as well but stalled on one
+        seeds': Adam 1e-4, batch 250, 50 epochs; 1e-3 did better on digits but stalled on one
         of two MNIST seeds, see docs/guides/deep.md).
     checkpoint : a path for resumable checkpoints (``fit(..., resume=True)`` continues).
     device, random_state, verbose : as :class:`entclust.EntropyClustering`.

@@ -72,23 +72,20 @@ class ColumnMemory(nn.Module):
         _finite(logits)
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
         sigma = torch.softmax(logits.detach().to(dtype), dim=-1).contiguous()
-        rest = self.columns * max(0.0, 1.0 - batch_total / self.n_total)
+        rest = self.columns * (1.0 - batch_total / self.n_total)
         y = sigma.clone()
         u = self.prior.to(sigma.device)
         em_rce_block_(sigma, y, rest.to(sigma.device), self.lam, self.n_total, u, self.iterations, self.group)
         return y, rest
 
-    def _batch_total(self, logits: torch.Tensor) -> int:
-        return self._global_batch(logits.shape[0])
-
     def _global_batch(self, rows: int) -> int:
         # the global batch's rows (all ranks); more than N would replace more than every point's share
         total = int(all_reduce(torch.tensor([float(rows)], dtype=torch.float64), self.group))
         if total > self.n_total:
-            raise ValueError(f"a batch of {total} rows is more than n_points: the column sums hold "
-                             f"{self.n_total} points" + (" (n_points summed over the ranks)" if self.group is not None
-                                                         else "") + "; n_points must count every point of the "
-                             "dataset (with group, each rank's own shard)")
+            ranks = " (n_points summed over the ranks)" if self.group is not None else ""
+            raise ValueError(f"a batch of {total} rows is more than n_points: the column sums hold {self.n_total} "
+                             f"points{ranks}; n_points must count every point of the dataset (with group, each "
+                             f"rank's own shard)")
         return total
 
     @torch.no_grad()
@@ -97,7 +94,7 @@ class ColumnMemory(nn.Module):
         batch) and replace the batch's share of the column sums by them. Returns ``y`` ``(b, K)``
         (float32 for float32 or lower logits, float64 for float64). A global batch of more rows
         than ``n_points`` is an error (the column sums would lose their total N)."""
-        total = self._batch_total(logits)
+        total = self._global_batch(logits.shape[0])
         y, rest = self._rows(logits, total)
         self.columns.copy_(rest.to(self.columns.device) + all_reduce(y.sum(0, dtype=torch.float64), self.group).to(self.columns.device))
         return y
@@ -124,7 +121,7 @@ class ColumnMemory(nn.Module):
         if not bool(((sums >= 0) & torch.isfinite(sums)).all()):
             raise ValueError("column_sums must be finite and >= 0")
         total = self._global_batch(batch_size)
-        self.columns.mul_(max(0.0, 1.0 - total / self.n_total)).add_(all_reduce(sums, self.group))
+        self.columns.mul_(1.0 - total / self.n_total).add_(all_reduce(sums, self.group))
 
     @torch.no_grad()
     def solve_fixed(self, logits: torch.Tensor) -> torch.Tensor:
@@ -154,9 +151,9 @@ class ColumnMemory(nn.Module):
             raise ValueError(f"logits and index must have one shape (b, top), got {tuple(logits.shape)} and "
                              f"{tuple(index.shape)}")
         _finite(logits)
-        total = self._batch_total(logits)
+        total = self._global_batch(logits.shape[0])
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        rest = self.columns.to(logits.device) * max(0.0, 1.0 - total / self.n_total)
+        rest = self.columns.to(logits.device) * (1.0 - total / self.n_total)
         if logits.device.type == "cpu" and self.group is None:  # the fused op: all steps in one call
             y, col = ops.sparse_em_rows_kernel(logits.detach().to(dtype), index.to(torch.int64), rest,
                                                self._cu().to(rest.device), self.iterations, True)
