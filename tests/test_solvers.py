@@ -103,7 +103,7 @@ def test_em_rce_does_not_modify_inputs_and_opcheck():
     torch.library.opcheck(torch.ops.entclust.em_rce, (sigma, prior, 10.0, 1e-9, 20, y0))
 
 
-@pytest.mark.parametrize("solver", ["em_rce", "em_cce", "newton_rce", "dual_newton_rce", "pgd_cce", "sinkhorn"])
+@pytest.mark.parametrize("solver", ["em_rce", "em_cce", "newton_rce", "dual_newton_rce", "newton_cce", "pgd_cce", "sinkhorn"])
 def test_a_sigma_that_requires_grad_is_solved_as_its_value(solver):
     # softmax(model(x)) passed without .detach(): no warning (em_rce used to warn "Converting a
     # tensor with requires_grad=True to a scalar"), no graph in the result, the same numbers

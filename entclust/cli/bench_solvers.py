@@ -25,7 +25,7 @@ import torch
 from .. import solvers
 from .._files import check_output_folder, write_files
 
-NEWTON = ("newton_rce", "dual_newton_rce")
+NEWTON = ("newton_rce", "dual_newton_rce", "newton_cce")
 
 
 def add_arguments(parser) -> None:

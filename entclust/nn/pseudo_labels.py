@@ -10,8 +10,8 @@ import torch
 from .. import solvers
 
 # Pseudo-label solvers SelfLabeling can use, per problem, and their functions in entclust.solvers.
-SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "pgd")}
-SOLVER_FUNCTIONS = {"em": "em_{method}", "newton": "newton_rce", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}
+SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "newton", "pgd")}
+SOLVER_FUNCTIONS = {"em": "em_{method}", "newton": "newton_{method}", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}
 # The default stopping rule of a per-batch solve (see the class doc): a relative gap (the duality gap
 # for reverse CE, the Frank-Wolfe gap for collision CE),
 # or a gap within half the decrease made (two thirds of the best step), for every solver.

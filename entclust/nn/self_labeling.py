@@ -25,7 +25,7 @@ class SelfLabeling(nn.Module):
     ``y = argmin_y (1/N) sum_i CE(sigma_i, y_i) + lam KL(u || y_bar)`` with ``sigma = softmax(logits)``
     held fixed, ``CE`` reverse (``method="rce"``) or collision (``"cce"``) cross-entropy, solved by
     ``solver`` (``"em"``; for RCE also ``"newton"`` and the exact ``"dual_newton"``; for CCE also
-    ``"pgd"``) from ``y = sigma`` (warm start). The solve runs in float64 with the fused kernels on
+    ``"newton"``, interior-point, and ``"pgd"``) from ``y = sigma`` (warm start). The solve runs in float64 with the fused kernels on
     the logits' device. The returned loss is
     ``mean_i CE(sigma_i, y_i) + lam KL(u || y_bar) + prediction_fairness KL(u || sigma_bar)
     + gamma ||v||^2``; its gradient reaches the logits (and the head when ``gamma > 0``), not y.

@@ -23,6 +23,7 @@ import torch
 
 from ._checked import criterion_text, next_chunk
 from ._problem import check_gap_options, check_number, check_sigma
+from .barrier import newton_cce
 from .certificate import certify_gaps
 from .em import em_cce, em_rce
 from .newton import dual_newton_rce, newton_rce
@@ -31,13 +32,13 @@ from .result import SolverResult, best_gap, relative_gap
 from .sinkhorn import sinkhorn
 
 RCE_SOLVERS = ("em_rce", "em_rce_squarem", "newton_rce", "dual_newton_rce", "em_rce_compiled", "sinkhorn_knopp")
-CCE_SOLVERS = ("em_cce", "em_cce_squarem", "pgd_cce", "sinkhorn_knopp")
+CCE_SOLVERS = ("em_cce", "em_cce_squarem", "pgd_cce", "newton_cce", "sinkhorn_knopp")
 # The problem each solver minimises; Sinkhorn-Knopp solves its own (SeLa's entropic transport).
 PROBLEM_OF = {"em_rce": "rce", "em_rce_squarem": "rce", "newton_rce": "rce", "dual_newton_rce": "rce",
-              "em_rce_compiled": "rce", "em_cce": "cce", "em_cce_squarem": "cce", "pgd_cce": "cce",
+              "em_rce_compiled": "rce", "em_cce": "cce", "em_cce_squarem": "cce", "pgd_cce": "cce", "newton_cce": "cce",
               "sinkhorn_knopp": None}
 # Iteration caps: the time limit is what ends a slow first-order run, not these.
-MAX_ITER = {"newton_rce": 1000, "dual_newton_rce": 1000, "sinkhorn_knopp": 100_000}
+MAX_ITER = {"newton_rce": 1000, "dual_newton_rce": 1000, "newton_cce": 1000, "sinkhorn_knopp": 100_000}
 FIRST_ORDER_MAX_ITER = 10_000_000
 
 
@@ -237,6 +238,8 @@ def _run(name, sigma, prior, lam, target_gap, max_iter, check_every, recorder):
         return newton_rce(sigma, prior, lam, **common)
     if name == "dual_newton_rce":
         return dual_newton_rce(sigma, prior, lam, **common)
+    if name == "newton_cce":
+        return newton_cce(sigma, prior, lam, **common)
     raise AssertionError(name)
 
 
