@@ -2,15 +2,15 @@
 interior-point Newton method for the collision-CE problem"): EM and PGD crawl towards its optimum,
 whose rows are nearly one-hot, where a log barrier followed down to a small weight reaches a
 Frank-Wolfe gap of 1e-9 in about a hundred Newton steps. Composite PyTorch in float64 (any
-device); one problem at a time, a batch problem by problem."""
+device); the problems of a batch side by side, each with its own barrier weight."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from ._checked import Progress, criterion_text, gap_met, gap_target
-from ._problem import as_input, check_count, check_gap_options, check_number, prepare, stack_results
+from ._checked import criterion_text, gap_target
+from ._problem import as_input, check_count, check_gap_options, check_number, finite_problems, prepare, unbatch
 from .certificate import certify
 from .result import SolverResult
 
@@ -22,16 +22,17 @@ START_SHARE = 0.1  # share of the uniform distribution mixed into the start: the
 QUIET_STEPS = 5  # steps in a row whose decrease is below rounding after which a point counts as centred
 
 
-def _barrier_value(sigma, y, u, lam: float, tau: float) -> torch.Tensor:
-    """``N f(y) - tau sum_ik ln y_ik`` of one problem (float64 0-d)."""
-    n = y.shape[0]
-    fair = torch.where(u > 0, u * torch.log(y.mean(0)), 0.0).sum() if lam != 0 else 0.0
-    return -torch.log((sigma * y).sum(-1)).sum() - lam * n * fair - tau * torch.log(y).sum()
+def _barrier_value(sigma, y, u, lam: float, tau) -> torch.Tensor:
+    """``N f(y) - tau sum_ik ln y_ik`` of each problem ``(B, N, K)`` (float64 ``(B,)``; tau ``(B,)``)."""
+    n = y.shape[-2]
+    fair = torch.where(u > 0, u * torch.log(y.mean(-2)), 0.0).sum(-1) if lam != 0 else 0.0
+    return -torch.log((sigma * y).sum(-1)).sum(-1) - lam * n * fair - tau * torch.log(y).sum((-2, -1))
 
 
-def barrier_direction(sigma, y, u, lam: float, tau: float):
+def barrier_direction(sigma, y, u, lam: float, tau):
     """The Newton direction ``d`` (rows summing to 0) of ``Phi(y) = N f(y) - tau sum ln y`` at an
-    interior y, and its decrement ``-g^T d``. In the scaled variables ``d = y * delta`` the Hessian is,
+    interior y, and its decrement ``-g^T d``; ``(N, K)`` with a number tau, or ``(B, N, K)``
+    problems with ``(B,)`` weights. In the scaled variables ``d = y * delta`` the Hessian is,
     per row, ``tau I + a s s^T`` (``s = y * sigma``, ``a = 1 / (sigma . y)^2``) plus, per class k,
     the coupling ``c_k (y_.k)(y_.k)^T`` over the points (``c_k = lam u_k / (N y_bar_k^2)``); the row
     constraints become ``y_i . delta_i = 0``. Each row's constrained inverse is the identity over
@@ -40,16 +41,22 @@ def barrier_direction(sigma, y, u, lam: float, tau: float):
     removed: a per-row constant does not change the step (the row multiplier absorbs it), but it
     is of the order of lam while the part that matters shrinks with tau, and left in, its rounding
     turns the step uphill once tau is below about 1e-8."""
-    n, k = y.shape
+    if y.dim() == 2:
+        d, decrement = barrier_direction(sigma.unsqueeze(0), y.unsqueeze(0), u, lam,
+                                         torch.as_tensor(tau, dtype=y.dtype, device=y.device).reshape(1))
+        return d[0], decrement[0]
+    _, n, k = y.shape
+    t3 = tau[:, None, None]
     p = (sigma * y).sum(-1, keepdim=True)
     active = (u > 0) & (lam != 0)
-    g = -sigma / p - torch.where(active, lam * u / y.mean(0), 0.0) - tau / y
+    y_bar = y.mean(-2, keepdim=True)
+    g = -sigma / p - torch.where(active, lam * u / y_bar, 0.0) - t3 / y
     g = g - (y * g).sum(-1, keepdim=True)
     s = y * sigma
-    beta = (1.0 / p ** 2) / (tau + (s * s).sum(-1, keepdim=True) / p ** 2)  # a / (tau + a |s|^2)
+    beta = (1.0 / p ** 2) / (t3 + (s * s).sum(-1, keepdim=True) / p ** 2)  # a / (tau + a |s|^2)
 
     def row_inverse(r):  # (tau I + a s s^T)^{-1} r, row by row
-        return (r - beta * s * (s * r).sum(-1, keepdim=True)) / tau
+        return (r - beta * s * (s * r).sum(-1, keepdim=True)) / t3
 
     h = row_inverse(y)
     eta = (y * h).sum(-1, keepdim=True)
@@ -57,88 +64,107 @@ def barrier_direction(sigma, y, u, lam: float, tau: float):
     def constrained(r):  # the row's inverse on the plane y . delta = 0
         return row_inverse(r) - h * ((h * r).sum(-1, keepdim=True) / eta)
 
-    c = torch.where(active, lam * u / (n * y.mean(0) ** 2), 0.0)
-    root_c = c.sqrt()
-    ys = y * (beta / tau).sqrt() * s
+    root_c = torch.where(active, lam * u / (n * y_bar ** 2), 0.0).sqrt()  # (B, 1, K)
+    ys = y * (beta / t3).sqrt() * s
     yh = y * h / eta.sqrt()
     # sum_i Y_i M_i Y_i, M_i the row's constrained inverse: the coupling's K x K Schur complement
-    coupled = torch.diag((y * y).sum(0) / tau) - ys.T @ ys - yh.T @ yh
-    system = torch.eye(k, dtype=y.dtype, device=y.device) + root_c[:, None] * coupled * root_c[None, :]
+    coupled = torch.diag_embed((y * y).sum(-2) / tau[:, None]) - ys.mT @ ys - yh.mT @ yh
+    system = torch.eye(k, dtype=y.dtype, device=y.device) + root_c.mT * coupled * root_c
     mg = constrained(-y * g)
-    rho = torch.linalg.solve(system, root_c * (y * mg).sum(0))
+    rho = torch.linalg.solve(system, (root_c * (y * mg).sum(-2, keepdim=True)).mT).mT
     d = y * (mg - constrained(y * (root_c * rho)))
     d = d - y * d.sum(-1, keepdim=True)  # on the rows' plane exactly (y sums to 1 in each row)
-    return d, -(g * d).sum()
+    return d, -(g * d).sum((-2, -1))
 
 
-def _finish(sigma, y, u, lam, iterations, converged, criterion) -> SolverResult:
-    objective, gap = (x[0] for x in certify("cce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam))
-    return SolverResult(y, torch.tensor(iterations), objective, gap, torch.tensor(converged), criterion,
-                        torch.tensor(math.nan, dtype=torch.float64))
-
-
-def _line_search(sigma, y, u, lam: float, tau: float, d, decrement: float, noise: float):
-    """A damped step along ``d``: the largest of 0.95 of the way to the boundary, halved, that
-    satisfies Armijo on the barrier objective, or whose predicted decrease is below its rounding
-    and that does not raise it beyond that (then flagged quiet). ``(y, quiet)`` or None."""
-    value = float(_barrier_value(sigma, y, u, lam, tau))
-    level = noise * (abs(value) + 1)
-    shrink = d < 0
-    alpha = min(1.0, 0.95 * float((-y[shrink] / d[shrink]).min())) if bool(shrink.any()) else 1.0
-    while alpha > 1e-14:
-        candidate = y + alpha * d
+def _line_search(sigma, y, u, lam: float, tau, d, decrement, noise: float, wanted):
+    """Damped steps along ``d`` for the problems ``wanted``: per problem the largest of 0.95 of the
+    way to the boundary, halved, that satisfies Armijo on the barrier objective, or whose
+    predicted decrease is below its rounding and that does not raise it beyond that (quiet).
+    Returns ``(y, stepped, quiet)``."""
+    value = _barrier_value(sigma, y, u, lam, tau)
+    level = noise * (value.abs() + 1)
+    room = torch.where(d < 0, -y / torch.where(d < 0, d, -1.0), math.inf).amin((-2, -1))
+    alpha = torch.clamp(0.95 * room, max=1.0)
+    out, stepped, quiet = y.clone(), torch.zeros_like(wanted), torch.zeros_like(wanted)
+    pending = wanted.clone()
+    while bool(pending.any()):
+        candidate = y + alpha[:, None, None] * d
         candidate = candidate / candidate.sum(-1, keepdim=True)
-        v_try = float(_barrier_value(sigma, candidate, u, lam, tau))
-        if math.isfinite(v_try):
-            if v_try <= value - 1e-4 * alpha * decrement:
-                return candidate, False
-            if alpha * decrement <= level and v_try <= value + level:
-                return candidate, True
-        alpha /= 2
-    return None
+        v_try = _barrier_value(sigma, candidate, u, lam, tau)
+        finite = torch.isfinite(v_try)
+        armijo = finite & (v_try <= value - 1e-4 * alpha * decrement)
+        hushed = finite & ~armijo & (alpha * decrement <= level) & (v_try <= value + level)
+        take = pending & (armijo | hushed)
+        out[take] = candidate[take]
+        stepped |= take
+        quiet |= take & hushed
+        pending &= ~take
+        alpha = torch.where(pending, alpha / 2, alpha)
+        pending &= alpha > 1e-14
+    return out, stepped, quiet
 
 
-def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, report, start: float,
-             criterion: str) -> SolverResult:
-    """One problem, from the interior start ``y0``; ``start`` is the objective the decrease of
-    the target counts from. Returns the lowest point it passed (the start included)."""
-    n, k = sigma.shape
-    if k == 1:
-        return _finish(sigma, torch.ones_like(sigma), u, lam, 0, True, criterion)
+def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, start, criterion: str, callback,
+             batched: bool):
+    """The problems ``(B, N, K)`` side by side from the interior starts ``y0``, each with its own
+    weight tau; ``start`` ``(B,)`` the objectives the decrease of the target counts from.
+    Returns ``(y, iterations, objective, gap, converged)``: a problem that ends short of its
+    criterion gives the lowest point it passed (of points level with it up to rounding, the
+    best certified)."""
+    b, n, k = sigma.shape
+    device = sigma.device
     y = y0.clone()
-    tau, quiet = TAU_START, 0
-    best, best_value, best_gap, converged = y, math.inf, math.inf, False
+    tau = torch.full((b,), TAU_START, dtype=sigma.dtype, device=device)
+    quiet = torch.zeros(b, dtype=torch.int64, device=device)
+    iterations = torch.zeros(b, dtype=torch.int64, device=device)
+    live = torch.ones(b, dtype=torch.bool, device=device)
+    converged = torch.zeros_like(live)
+    best, best_value = y.clone(), torch.full_like(tau, math.inf)
+    best_gap = torch.full_like(tau, math.inf)
     noise = 64 * torch.finfo(sigma.dtype).eps
-    for iterations in range(max_iter + 1):
-        objective, gap = (x[0] for x in certify("cce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam))
-        # the lowest point so far; among points level with it up to rounding, the best certified
-        level = noise * (abs(float(objective)) + 1)
-        if float(objective) < best_value - level or (float(objective) <= best_value + level and float(gap) < best_gap):
-            best, best_value, best_gap = y, min(best_value, float(objective)), float(gap)
-        met = gap_met(objective, gap, tol, target, start)
-        if report(y, iterations, objective, gap, met) or met:
-            converged = met
+    for step in range(max_iter + 1):
+        objective, gap = certify("cce", sigma, y, u, lam)
+        level = noise * (objective.abs() + 1)
+        better = live & ((objective < best_value - level) | ((objective <= best_value + level) & (gap < best_gap)))
+        best[better] = y[better]
+        best_value = torch.where(better, torch.minimum(best_value, objective), best_value)
+        best_gap = torch.where(better, gap, best_gap)
+        met = gap <= tol
+        if target is not None:
+            met |= target.met(gap, objective, start)
+        converged |= live & met
+        live &= ~met
+        nan = torch.full_like(gap, math.nan)
+        if callback is not None and callback(unbatch(SolverResult(y, iterations, objective, gap, converged, criterion,
+                                                                  nan), batched)):
             break
-        if iterations == max_iter:
+        if not bool(live.any()) or step == max_iter:
             break
-        d, decrement = barrier_direction(sigma, y, u, lam, tau)
-        if not bool(torch.isfinite(d).all()):
-            break
-        centred = float(decrement) <= 1e-3 * tau * n
-        y_try = _line_search(sigma, y, u, lam, tau, d, float(decrement), noise) \
-            if float(decrement) > 0 and quiet < QUIET_STEPS else None
-        if y_try is None:  # no step lowers Phi at float64 precision: as far as this tau goes
-            if tau <= TAU_MIN:
-                break
-            tau, quiet = max(tau * TAU_SHRINK, TAU_MIN), 0
-            continue
-        y, quiet = y_try[0], (quiet + 1 if y_try[1] else 0)
-        if centred and tau > TAU_MIN:  # the step is taken all the same: an interior optimum needs it
-            tau, quiet = max(tau * TAU_SHRINK, TAU_MIN), 0
-    if not converged and best is not y:
-        res = _finish(sigma, best, u, lam, iterations, False, criterion)
-        return res._replace(converged=torch.tensor(gap_met(res.objective, res.gap, tol, target, start)))
-    return _finish(sigma, y, u, lam, iterations, converged, criterion)
+        index = live.nonzero().squeeze(1)
+        s_i, y_i, t_i = sigma[index], y[index], tau[index]
+        d, decrement = barrier_direction(s_i, y_i, u, lam, t_i)
+        finite = torch.isfinite(d).flatten(1).all(1) & torch.isfinite(decrement)
+        centred = decrement <= 1e-3 * t_i * n
+        wanted = finite & (decrement > 0) & (quiet[index] < QUIET_STEPS)
+        y_new, stepped, hushed = _line_search(s_i, y_i, u, lam, t_i, torch.where(finite[:, None, None], d, 0.0),
+                                              torch.where(finite, decrement, 0.0), noise, wanted)
+        y[index] = y_new
+        iterations[index] += 1
+        floor = t_i <= TAU_MIN
+        # no step lowers Phi at float64 precision (or none was tried): as far as this tau goes; at the
+        # floor, or with a step that is not finite, the problem ends
+        ends = ~stepped & (floor | ~finite)
+        lower = (~stepped & ~floor & finite) | (stepped & centred & ~floor)  # a centred step is taken all the same
+        quiet[index] = torch.where(stepped & ~lower, torch.where(hushed, quiet[index] + 1, 0), 0)
+        tau[index] = torch.where(lower, torch.clamp(t_i * TAU_SHRINK, min=TAU_MIN), t_i)
+        live[index] &= ~ends
+    objective, gap = certify("cce", sigma, y, u, lam)
+    fallback = ~converged & (best_value < math.inf)
+    y = torch.where(fallback[:, None, None], best, y)
+    objective = torch.where(fallback, best_value, objective)
+    gap = torch.where(fallback, best_gap, gap)
+    return y, iterations, objective, gap, converged
 
 
 def newton_cce(
@@ -187,22 +213,29 @@ def newton_cce(
     check_count(name, "max_iter", max_iter)
     s64, u64, lam = sigma3.double(), u.double(), float(lam)
     origin = s64 if y0 is None else y0.double()  # tol_progress counts the decrease from here
-    starts = (1 - START_SHARE) * origin + START_SHARE / s64.shape[-1]
     criterion = criterion_text(target, tol, "Frank-Wolfe gap")
-    progress = Progress("cce", s64, origin, u64, lam, callback, batched, criterion)
-    origin_values, origin_gaps = certify("cce", s64, origin, u64, lam)
-    parts = []
-    for i in range(s64.shape[0]):
-        report = lambda y, it, objective, gap, met, i=i: progress.report(i, y, it, objective, gap, met)  # noqa: E731
-        start = float(origin_values[i])
-        part = _barrier(s64[i], u64, lam, tol, max_iter, starts[i], target, report, start, criterion)
-        if not math.isfinite(start) or float(part.objective) <= start:
-            parts.append(part)
-        else:  # stopped above the objective of its own start (y0 or sigma): that is the better answer
-            parts.append(part._replace(y=origin[i].clone(), objective=origin_values[i], fw_gap=origin_gaps[i],
-                                       converged=torch.tensor(gap_met(origin_values[i], origin_gaps[i], tol, target,
-                                                                   start))))
-    return as_input(stack_results(parts), sigma.dtype, batched)
+    start, start_gap = certify("cce", s64, origin, u64, lam)
+    if s64.shape[-1] == 1:
+        y = torch.ones_like(s64)
+        objective, gap = certify("cce", s64, y, u64, lam)
+        res = SolverResult(y, torch.zeros_like(start, dtype=torch.int64), objective, gap,
+                           torch.ones_like(start, dtype=torch.bool), criterion, torch.full_like(gap, math.nan))
+        return as_input(res, sigma.dtype, batched)
+    starts = (1 - START_SHARE) * origin + START_SHARE / s64.shape[-1]
+    y, iterations, objective, gap, converged = _barrier(s64, u64, lam, tol, max_iter, starts, target, start, criterion,
+                                                        callback, batched)
+    # a problem that stopped above the objective of its own start (y0 or sigma): that is the better answer
+    worse = torch.isfinite(start) & (objective > start)
+    if bool(worse.any()):
+        y = torch.where(worse[:, None, None], origin, y)
+        objective, gap = torch.where(worse, start, objective), torch.where(worse, start_gap, gap)
+        met = start_gap <= tol
+        if target is not None:
+            met |= target.met(start_gap, start, start)
+        converged = torch.where(worse, met, converged)
+    converged = converged & finite_problems(y)
+    res = SolverResult(y, iterations, objective, gap, converged, criterion, torch.full_like(gap, math.nan))
+    return as_input(res, sigma.dtype, batched)
 
 
 __all__ = ["barrier_direction", "newton_cce"]
