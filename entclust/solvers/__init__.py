@@ -21,6 +21,6 @@ from ..ops import has_kernels
 
 __all__ = [
     "CCE_SOLVERS", "Comparison", "DEFAULT_TOL", "RCE_SOLVERS", "START_MIX", "SolverResult", "compare",
-    "dual_newton_rce", "duality_gap", "em_cce", "em_rce", "fw_gap", "has_kernels", "newton_cce", "newton_rce", "objective",
-    "pgd_cce", "project_simplex", "relative_gap", "sinkhorn", "sinkhorn_knopp",
+    "dual_newton_rce", "duality_gap", "em_cce", "em_rce", "fw_gap", "has_kernels", "newton_cce", "newton_rce",
+    "objective", "pgd_cce", "project_simplex", "relative_gap", "sinkhorn", "sinkhorn_knopp",
 ]
