@@ -51,16 +51,6 @@ class GapTarget:
 CERTIFICATES = {"rce": "duality gap", "cce": "Frank-Wolfe gap"}
 
 
-def gap_met(objective, gap, tol: float, target: GapTarget | None, start: float) -> bool:
-    """One problem of a sequential solver (Newton): whether the absolute gap criterion (``tol``)
-    or the gap ``target`` (the relative gap, or the gap against the decrease from the start's
-    objective ``start``) holds; ``gap`` its certificate (the tighter one where it has two)."""
-    if float(gap) <= tol:
-        return True
-    return target is not None and bool(target.met(torch.as_tensor(float(gap)), torch.as_tensor(float(objective)),
-                                                  torch.as_tensor(float(start))))
-
-
 def gap_target(name: str, tol_gap: float | None, tol_progress, problem: str = "cce") -> GapTarget | None:
     """The checked ``tol_progress`` (None or a number >= 0) with ``tol_gap`` (checked already) as a
     :class:`GapTarget` on ``problem``'s certificate, or None when neither is given."""

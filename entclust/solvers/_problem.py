@@ -111,13 +111,6 @@ def unbatch(res: SolverResult, batched: bool) -> SolverResult:
                         float(dual[0]) if isinstance(dual, torch.Tensor) else float(dual))
 
 
-def stack_results(parts) -> SolverResult:
-    """Per-problem results of a batch (a solver that runs problem by problem) as one batched SolverResult."""
-    fields = {f: torch.stack([torch.as_tensor(getattr(p, f)) for p in parts])
-              for f in SolverResult._fields if f != "criterion"}
-    return SolverResult(criterion=parts[0].criterion, **fields)
-
-
 def as_input(res: SolverResult, dtype: torch.dtype, batched: bool) -> SolverResult:
     """A float64 result of a composite solver with y in the input's dtype, unbatched if it was."""
     return unbatch(res._replace(y=res.y.to(dtype)), batched)

@@ -22,6 +22,12 @@ START_SHARE = 0.1  # share of the uniform distribution mixed into the start: the
 QUIET_STEPS = 5  # steps in a row whose decrease is below rounding after which a point counts as centred
 
 
+def _met(gap, objective, start, tol: float, target) -> torch.Tensor:
+    """``(B,)`` whether each problem meets its criterion: the gap ``<= tol``, or the gap ``target``."""
+    met = gap <= tol
+    return met | target.met(gap, objective, start) if target is not None else met
+
+
 def _barrier_value(sigma, y, u, lam: float, tau) -> torch.Tensor:
     """``N f(y) - tau sum_ik ln y_ik`` of each problem ``(B, N, K)`` (float64 ``(B,)``; tau ``(B,)``)."""
     n = y.shape[-2]
@@ -130,9 +136,7 @@ def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, start,
         best[better] = y[better]
         best_value = torch.where(better, torch.minimum(best_value, objective), best_value)
         best_gap = torch.where(better, gap, best_gap)
-        met = gap <= tol
-        if target is not None:
-            met |= target.met(gap, objective, start)
+        met = _met(gap, objective, start, tol, target)
         converged |= live & met
         live &= ~met
         nan = torch.full_like(gap, math.nan)
@@ -159,7 +163,7 @@ def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, start,
         quiet[index] = torch.where(stepped & ~lower, torch.where(hushed, quiet[index] + 1, 0), 0)
         tau[index] = torch.where(lower, torch.clamp(t_i * TAU_SHRINK, min=TAU_MIN), t_i)
         live[index] &= ~ends
-    objective, gap = certify("cce", sigma, y, u, lam)
+    # the loop ends right after certifying the current y (a problem that ended earlier kept its y)
     fallback = ~converged & (best_value < math.inf)
     y = torch.where(fallback[:, None, None], best, y)
     objective = torch.where(fallback, best_value, objective)
@@ -231,10 +235,7 @@ def newton_cce(
     if bool(worse.any()):
         y = torch.where(worse[:, None, None], origin, y)
         objective, gap = torch.where(worse, start, objective), torch.where(worse, start_gap, gap)
-        met = start_gap <= tol
-        if target is not None:
-            met |= target.met(start_gap, start, start)
-        converged = torch.where(worse, met, converged)
+        converged = torch.where(worse, _met(start_gap, start, start, tol, target), converged)
     converged = converged & finite_problems(y)
     res = SolverResult(y, iterations, objective, gap, converged, criterion, torch.full_like(gap, math.nan))
     return as_input(res, sigma.dtype, batched)

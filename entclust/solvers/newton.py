@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ._checked import GapTarget, Progress, criterion_text, gap_met, gap_target
-from ._problem import as_input, check_count, check_gap_options, check_number, prepare, stack_results
+from ._checked import GapTarget, Progress, criterion_text, gap_target
+from ._problem import as_input, check_count, check_gap_options, check_number, prepare
 from .certificate import certify, certify_gaps
 from .result import SolverResult, best_gap
 
@@ -28,6 +28,16 @@ def _criterion(tol: float, target: GapTarget | None) -> str:
     return criterion_text(target, tol, "duality gap")
 
 
+def _met(objective, gap, tol: float, target: GapTarget | None, start: float) -> bool:
+    """Whether the absolute gap criterion (``tol``) or the gap ``target`` (the relative gap, or the
+    gap against the decrease from the start's objective ``start``) holds; ``gap`` the certificate
+    (the smaller of the Frank-Wolfe and the duality gap)."""
+    if float(gap) <= tol:
+        return True
+    return target is not None and bool(target.met(torch.as_tensor(float(gap)), torch.as_tensor(float(objective)),
+                                                  torch.as_tensor(float(start))))
+
+
 def _certificate(sigma, y, u, lam):
     """``(objective, fw_gap, duality_gap)`` of one problem, float64 0-d tensors."""
     return (x[0] for x in certify_gaps("rce", sigma.unsqueeze(0), y.unsqueeze(0), u, lam))
@@ -37,6 +47,13 @@ def _finish(sigma, y, u, lam, iterations: int, converged: bool, tol: float, targ
     objective, gap, dual = _certificate(sigma, y, u, lam)
     return SolverResult(y, torch.tensor(iterations), objective, gap, torch.tensor(converged),
                         _criterion(tol, target), dual)
+
+
+def _stack(parts) -> SolverResult:
+    """Per-problem results of a batch as one batched SolverResult."""
+    fields = {f: torch.stack([torch.as_tensor(getattr(p, f)) for p in parts])
+              for f in SolverResult._fields if f != "criterion"}
+    return SolverResult(criterion=parts[0].criterion, **fields)
 
 
 def _positive(name: str, sigma3) -> None:
@@ -102,7 +119,7 @@ def newton_rce(
         report = lambda *state, i=i: progress.report(i, *state)  # noqa: E731
         origin = None if given else float(_value(s64[i], s64[i], u64, float(lam)))
         parts.append(_newton(s64[i], u64, float(lam), tol, max_iter, starts[i], target, report, start=origin))
-    return as_input(stack_results(parts), sigma.dtype, batched)
+    return as_input(_stack(parts), sigma.dtype, batched)
 
 
 def newton_direction(sigma, y, u, lam: float, damping: float = 0.0) -> torch.Tensor:
@@ -155,7 +172,7 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
     for iterations in range(max_iter + 1):
         grad = _gradient(sigma, y, u, lam)
         objective, gap, dual = _certificate(sigma, y, u, lam)
-        met = gap_met(objective, best_gap(gap, dual), tol, target, start)
+        met = _met(objective, best_gap(gap, dual), tol, target, start)
         if report is not None and report(y, offset + iterations, objective, gap, met, dual):
             converged = met
             break
@@ -200,7 +217,7 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
             best, best_value = y, float(value)
     if not converged and float(value) > best_value:  # ended above a point it passed: return that point
         res = _finish(sigma, best, u, lam, iterations, False, tol, target)
-        return res._replace(converged=torch.tensor(gap_met(res.objective, res.gap, tol, target, start)))
+        return res._replace(converged=torch.tensor(_met(res.objective, res.gap, tol, target, start)))
     return _finish(sigma, y, u, lam, iterations, converged, tol, target)
 
 
@@ -251,7 +268,7 @@ def dual_newton_rce(
         report = lambda *state, i=i: progress.report(i, *state)  # noqa: E731
         parts.append(_dual_newton(s64[i], u64, float(lam), tol, max_iter, warm_start, switch_gap, polish, target,
                                   report))
-    return as_input(stack_results(parts), sigma.dtype, batched)
+    return as_input(_stack(parts), sigma.dtype, batched)
 
 
 def _rows_given_w(sigma, w, *, tol: float = 1e-15, max_iter: int = 100):
@@ -331,12 +348,12 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
             primal_value, gap, dual = (float(x) for x in _certificate(sigma, primal, u, lam))
             if primal_value <= best_value:
                 best, best_value = primal, primal_value
-            met = gap_met(primal_value, best_gap(gap, dual), tol, target, origin)
+            met = _met(primal_value, best_gap(gap, dual), tol, target, origin)
             if report is not None and report(primal, iterations, primal_value, gap, met, dual):
                 if met:
                     return _finish(sigma, primal, u, lam, iterations, True, tol, target)
                 res = _finish(sigma, best, u, lam, iterations, False, tol, target)  # the best point so far
-                return res._replace(converged=torch.tensor(gap_met(res.objective, res.gap, tol, target, origin)))
+                return res._replace(converged=torch.tensor(_met(res.objective, res.gap, tol, target, origin)))
             if gap <= switch or met:
                 converged = met
                 break
@@ -379,4 +396,4 @@ def _dual_newton(sigma, u, lam, tol, max_iter, warm_start, switch_gap, polish, t
         if float(res.objective) <= best_value + 1e-12 * (abs(best_value) + 1):
             return res._replace(iterations=res.iterations + iterations)
     res = _finish(sigma, best, u, lam, iterations, False, tol, target)
-    return res._replace(converged=torch.tensor(gap_met(res.objective, res.gap, tol, target, origin)))
+    return res._replace(converged=torch.tensor(_met(res.objective, res.gap, tol, target, origin)))
