@@ -54,7 +54,7 @@ class SelfLabeling(nn.Module):
     not is one that really failed, and is counted and warned of. For collision CE the rule keeps
     the decrease, not the labels' shape: its optimum is nearly one-hot and EM stops (after 25 to 50
     iterations on those batches) with labels about as soft as sigma (docs/guides/clustering.md);
-    ``solver="newton", tol_gap=1e-6`` (interior point, 17 ms a 250 x 10 batch) gets the optimum's. ``tol_progress=0.1``
+    ``solver="newton", tol_gap=1e-6`` (interior point, ~20 ms a 250 x 10 batch) gets the optimum's. ``tol_progress=0.1``
     asks for 91 % of the best decrease, ``tol_gap`` alone for a certified gap, ``tol`` alone for
     the solvers' step criterion ``max|y_t - y_{t-1}| <= tol`` (``tol=1e-10, max_iter=100`` was the
     default until December 2026; EM rarely met it, and the module warned each epoch).
