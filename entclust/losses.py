@@ -13,11 +13,13 @@ from torch import nn
 from typing import NamedTuple
 
 from . import ops
+from .ops.loss_autograd import FusedLoss, derivative_flags, under_transform
 from .ops.checks import (
     check_distributions,
     check_loss_result,
     check_pair,
     check_reduction,
+    check_rows,
     check_tensor,
     class_dim,
     prior_vector,
@@ -68,10 +70,14 @@ def class_targets(name: str, logits: torch.Tensor, y, dim: int, label_smoothing:
                          f"{tuple(expected)}, got {tuple(y.shape)}")
     if y.device != logits.device:
         raise ValueError(f"{name}: y is on {y.device}, logits on {logits.device}")
-    if y.numel() and bool(((y < 0) | (y >= k)).any()):
-        raise ValueError(f"{name}: class indices must lie in 0 .. {k - 1}, got values in "
-                         f"[{int(y.min())}, {int(y.max())}]")
-    rows = nn.functional.one_hot(y.long(), k).to(logits.dtype)
+
+    def in_range(indices):
+        if indices.numel() and bool(((indices < 0) | (indices >= k)).any()):
+            raise ValueError(f"{name}: class indices must lie in 0 .. {k - 1}, got values in "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
+
+    check_rows(y.reshape(-1), in_range)
+    rows = (y.unsqueeze(-1) == torch.arange(k, device=y.device)).to(logits.dtype)  # one-hot, also under vmap
     if label_smoothing:
         rows = rows * (1.0 - label_smoothing) + label_smoothing / k
     return rows.movedim(-1, d)
@@ -91,13 +97,15 @@ def _fused(op_name: str, logits, y, reduction: str, dim: int, validate: bool, su
         batch_shape = logits.movedim(dim, -1).shape[:-1]
         logits2 = logits.movedim(dim, -1).reshape(-1, k)
         y2 = y.movedim(dim, -1).reshape(-1, k)
-    grad_on = torch.is_grad_enabled()
     tol = sum_tolerance(sum_tol, y.dtype)
-    loss, stats, _, _ = getattr(ops, f"{op_name}_kernel")(
-        logits2, y2, ops.REDUCTIONS[reduction], grad_on and logits.requires_grad, grad_on and y.requires_grad, tol
-    )
-    if validate and not torch.compiler.is_compiling():
-        check_loss_result(op_name, logits2.detach(), y2.detach(), stats, tol)
+    transform, want_logits, want_y = derivative_flags(logits, y)
+    flags = (ops.REDUCTIONS[reduction], want_logits, want_y, tol)
+    if transform:  # torch.func: the op as a Function, validated inside (so under vmap)
+        loss = FusedLoss.apply(logits2, y2, op_name, *flags, validate)[0]
+    else:
+        loss, stats, _, _ = getattr(ops, f"{op_name}_kernel")(logits2, y2, *flags)
+        if validate and not torch.compiler.is_compiling():
+            check_loss_result(op_name, logits2.detach(), y2.detach(), stats, tol)
     return loss.reshape(batch_shape) if reduction == "none" and loss.shape != batch_shape else loss
 
 
@@ -129,7 +137,10 @@ def reverse_cross_entropy(
         sum_tol: tolerance on ``|sum_k y_k - 1|`` per row; default 1e-8 (float64), 1e-4
             (float32), 1e-2 (float16/bfloat16); ``math.inf`` accepts unnormalised ``y``.
 
-    Returns the loss; differentiable in ``logits`` and ``y`` (first derivatives).
+    Returns the loss; differentiable in ``logits`` and ``y`` (the fused first derivatives). Works
+    under ``torch.func`` (``grad``, ``vmap``, ``jacrev``, ``jacfwd``, ``hessian``; ``vmap`` runs all
+    its problems in one kernel call), where second derivatives work too; plain
+    ``create_graph=True`` raises (the graph keeps the gradient, not the logits).
     Gradients: ``d/dl_j = sigma_j (-ln y_j - H)``, ``d/dy_k = -sigma_k / y_k``.
 
     Zeros in ``y``: a class with ``sigma_k = 0`` (its softmax underflows, or its logit is
@@ -385,6 +396,10 @@ def linear_self_labeling(x: torch.Tensor, weight: torch.Tensor, bias, fairness: 
     for name, t in (("weight", weight), ("bias", bias), ("fairness", fairness)):
         if t is not None and t.device != x.device:
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    if under_transform(x, weight, *(() if bias is None else (bias,))):
+        raise NotImplementedError("linear_self_labeling does not run under torch.func transforms or forward-mode AD "
+                                  "(its pseudo-labels couple the rows of the batch, and it has first derivatives only); "
+                                  "reverse_cross_entropy of the logits and labels does")
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         if not (x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)):

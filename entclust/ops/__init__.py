@@ -1,5 +1,5 @@
 """The op layer: the compiled library ``torch.ops.entclust`` (loaded here), its fake kernels and
-autograd formulas (:mod:`.fused`), the input checks every public function uses (:mod:`.checks`)
+autograd formulas (:mod:`.fused`, :mod:`.loss_autograd`), the input checks every public function uses (:mod:`.checks`)
 and what the build contains (:mod:`.build`). Nothing here imports the layers above."""
 from .build import (
     available_cpu_capabilities,
@@ -13,8 +13,6 @@ from .build import (
     use_cpu_capability,
 )
 from .fused import (
-    LOSS_OPS,
-    REDUCTIONS,
     certificate_kernel,
     collision_cross_entropy_kernel,
     duality_gap_kernel,
@@ -32,6 +30,7 @@ from .fused import (
     sparse_em_rows_kernel,
     top_entries_kernel,
 )
+from .loss_autograd import LOSS_OPS, REDUCTIONS
 
 __all__ = [
     "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",

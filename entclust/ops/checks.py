@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch._C._functorch import TransformType, get_interpreter_stack
 
 from .build import check_device
 
@@ -100,11 +101,55 @@ def row_sums64(p: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def under_vmap() -> bool:
+    """Whether a ``torch.func.vmap`` is active: a data-dependent check cannot run on its tensors."""
+    stack = get_interpreter_stack()
+    return bool(stack) and any(level.key() == TransformType.Vmap for level in stack)
+
+
+class _RowCheck(torch.autograd.Function):
+    """``check(rows)`` on the rows of a tensor, also under vmap: the vmap rule stacks the rows of
+    every vmapped problem into one real tensor (level by level) and checks them all at once."""
+
+    @staticmethod
+    def forward(rows, check):
+        check(rows)
+        return rows.new_empty(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output)
+
+    @staticmethod
+    def backward(ctx, _):
+        return None, None
+
+    @staticmethod
+    def vmap(info, in_dims, rows, check):
+        if in_dims[0] is not None:
+            rows = rows.movedim(in_dims[0], 0)
+            rows = rows.flatten(0, 1) if rows.dim() > 2 else rows.reshape(-1)
+        return _RowCheck.apply(rows, check), None
+
+
+def check_rows(rows: torch.Tensor, check) -> None:
+    """``check(rows)`` for ``rows`` ``(N, K)`` (or ``(N,)``), under vmap on the rows of all problems
+    (row numbers in a message then count the problems' rows in order)."""
+    if under_vmap():
+        _RowCheck.apply(rows, check)
+    else:
+        check(rows)
+
+
 def check_distributions(name: str, p: torch.Tensor, sum_tol: float | None = None, *, hint: bool = True) -> None:
     """``p``: (N, K) rows that must be finite, non-negative and sum to 1 within ``sum_tol``.
 
     Two reductions and an (N,) float64 temporary when the rows are fine (a NaN or Inf entry
-    makes its row's sum non-finite); the precise diagnosis only runs when something is wrong."""
+    makes its row's sum non-finite); the precise diagnosis only runs when something is wrong.
+    Under vmap it checks the rows of every problem (:func:`check_rows`)."""
+    if under_vmap():
+        check_rows(p, lambda rows: check_distributions(name, rows, sum_tol, hint=hint))
+        return
     tol = sum_tolerance(sum_tol, p.dtype)
     if p.numel() == 0:
         return

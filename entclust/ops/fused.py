@@ -1,10 +1,8 @@
 """Typed access to the compiled ops ``torch.ops.entclust.*``: fake (meta) kernels for
 torch.compile and autograd formulas. The public, validated API is in :mod:`entclust.losses` and :mod:`entclust.solvers`.
 
-The loss ops are *fused*: when an input needs a gradient, the forward kernel writes that
-gradient too (for a unit upstream gradient, already scaled by the reduction), so the backward
-is free when the upstream gradient is 1 and one multiplication otherwise. This halves the
-memory traffic of forward + backward compared with recomputing softmax in the backward.
+The loss ops are *fused* (the forward writes the gradients: half the memory traffic of
+recomputing softmax in the backward); their autograd is in :mod:`.loss_autograd`.
 """
 from __future__ import annotations
 
@@ -12,73 +10,7 @@ import torch
 
 from .. import _C  # noqa: F401  (loads the library: registers torch.ops.entclust.*)
 
-REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
-LOSS_OPS = ("reverse_cross_entropy", "collision_cross_entropy")
-
-
-def _opmath(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _fake_loss(logits, y, reduction, grad_logits, grad_y, sum_tol):
-    n = logits.shape[0]
-    loss = logits.new_empty((n,)) if reduction == 0 else logits.new_empty(())
-    stats = logits.new_empty((3, n), dtype=_opmath(logits.dtype))
-    gl = torch.empty_like(logits, memory_format=torch.contiguous_format) if grad_logits else logits.new_empty((0,))
-    gy = torch.empty_like(y, memory_format=torch.contiguous_format) if grad_y else y.new_empty((0,))
-    return loss, stats, gl, gy
-
-
-def _setup_context(ctx, inputs, output):
-    _, _, reduction, grad_logits, grad_y, _ = inputs
-    _, stats, gl, gy = output
-    ctx.reduction = reduction
-    ctx.computed = (grad_logits, grad_y)
-    ctx.mark_non_differentiable(stats, gl, gy)
-    ctx.save_for_backward(gl, gy)
-
-
-def _is_exactly_one(g: torch.Tensor) -> bool:
-    """True when ``g`` is a concrete CPU scalar equal to 1 (the usual ``loss.backward()``); never
-    inspects values while tracing, under functorch transforms, for tensor subclasses, or on
-    an accelerator (where reading the value would synchronise the stream)."""
-    if type(g) is not torch.Tensor or g.numel() != 1 or g.device.type != "cpu" or torch.compiler.is_compiling():
-        return False
-    if torch._C._functorch.is_functorch_wrapped_tensor(g):
-        return False
-    return g.item() == 1.0
-
-
-def _backward(ctx, g_loss, g_stats, g_gl, g_gy):
-    if torch.is_grad_enabled():
-        raise NotImplementedError(
-            "entclust losses have first derivatives only: backward with create_graph=True "
-            "(double backward) through them is not implemented"
-        )
-    saved = ctx.saved_tensors
-    unit = ctx.reduction != 0 and _is_exactly_one(g_loss)
-    grads = [None] * 6
-    for index, computed in enumerate(ctx.computed):
-        if not ctx.needs_input_grad[index]:
-            continue
-        if not computed:
-            name = ("logits", "y")[index]
-            raise RuntimeError(
-                f"the gradient for {name} was not computed in the forward call "
-                f"(grad_{name}=False); call the op with grad_{name}=True when {name} requires grad"
-            )
-        if unit:
-            grads[index] = saved[index]
-        elif ctx.reduction == 0:
-            grads[index] = saved[index] * g_loss.unsqueeze(-1)
-        else:
-            grads[index] = saved[index] * g_loss
-    return tuple(grads)
-
-
-for _name in LOSS_OPS:
-    torch.library.register_fake(f"entclust::{_name}")(_fake_loss)
-    torch.library.register_autograd(f"entclust::{_name}", _backward, setup_context=_setup_context)
+from .loss_autograd import is_unit
 
 
 def reverse_cross_entropy_kernel(logits: torch.Tensor, y: torch.Tensor, reduction: int, grad_logits: bool,
@@ -191,7 +123,7 @@ def _linear_backward(ctx, g_loss, *_):
     if any(ctx.needs_input_grad[:3]) and not ctx.computed:
         raise RuntimeError("the gradients of linear_rce were not computed in the forward call (grad=False); call "
                            "the op with grad=True when x, weight or bias requires grad")
-    unit = _is_exactly_one(g_loss)
+    unit = is_unit(g_loss)
     grads = [None] * 8
     for index, saved in enumerate(ctx.saved_tensors):
         if ctx.needs_input_grad[index]:

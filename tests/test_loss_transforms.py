@@ -1,0 +1,211 @@
+"""The fused losses under torch.func (grad, vjp, jacrev, jacfwd, vmap, hessian) and with
+second derivatives, against the plain-PyTorch reference of entclust.testing."""
+import math
+
+import pytest
+import torch
+import torch.autograd.forward_ad as forward_ad
+import torch.func as tf
+
+import entclust
+from entclust.testing import reference
+
+from .helpers import make_logits, make_simplex
+
+LOSSES = {
+    "rce": (entclust.reverse_cross_entropy, reference.reverse_cross_entropy),
+    "cce": (entclust.collision_cross_entropy, reference.collision_cross_entropy),
+}
+REDUCTIONS = ["mean", "sum", "none"]
+
+# float64 problems; y off the simplex is allowed where a transform perturbs it
+X = make_logits((5, 4), torch.float64)
+Y = make_simplex((5, 4), torch.float64)
+
+
+def pair(name, reduction):
+    fused, ref = LOSSES[name]
+    return (lambda x, y: fused(x, y, reduction=reduction, sum_tol=math.inf),
+            lambda x, y: ref(x, y, reduction=reduction))
+
+
+def scalar(f):
+    return lambda x, y: f(x, y).sum()
+
+
+TRANSFORMS = {
+    "grad": lambda f: tf.grad(scalar(f), argnums=(0, 1))(X, Y),
+    "vjp": lambda f: tf.vjp(f, X, Y)[1](torch.ones_like(f(X, Y))),
+    "jacrev": lambda f: tf.jacrev(f, argnums=(0, 1))(X, Y),
+    "jacfwd": lambda f: tf.jacfwd(f, argnums=(0, 1))(X, Y),
+    "jvp": lambda f: tf.jvp(f, (X, Y), (X.cos(), Y.sin()))[1],
+    "hessian": lambda f: tf.hessian(scalar(f), argnums=(0, 1))(X, Y),
+    "jacrev_jacrev": lambda f: tf.jacrev(tf.jacrev(scalar(f)))(X, Y),
+    "jacrev_jacfwd": lambda f: tf.jacrev(tf.jacfwd(scalar(f)), argnums=1)(X, Y),
+    "grad_grad": lambda f: tf.grad(lambda x: tf.grad(scalar(f), argnums=1)(x, Y).pow(2).sum())(X),
+    "vmap_grad": lambda f: tf.vmap(tf.grad(scalar(f)))(X[:, None], Y[:, None]),
+}
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name", LOSSES)
+def test_transform_matches_reference(name, reduction, transform):
+    fused, ref = pair(name, reduction)
+    torch.testing.assert_close(TRANSFORMS[transform](fused), TRANSFORMS[transform](ref))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name", LOSSES)
+def test_vmap_runs_all_problems_and_matches_reference(name, reduction):
+    fused, ref = pair(name, reduction)
+    x = make_logits((3, 6, 4), torch.float64)
+    y = make_simplex((3, 6, 4), torch.float64)
+    for in_dims, args in [((0, 0), (x, y)), ((0, None), (x, y[0])), ((None, 0), (x[0], y)),
+                          ((1, 1), (x.transpose(0, 1), y.transpose(0, 1)))]:
+        torch.testing.assert_close(tf.vmap(fused, in_dims=in_dims)(*args), tf.vmap(ref, in_dims=in_dims)(*args))
+    nested = tf.vmap(tf.vmap(fused))(x[:, :, None], y[:, :, None])
+    torch.testing.assert_close(nested, tf.vmap(tf.vmap(ref))(x[:, :, None], y[:, :, None]))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_per_sample_gradients_of_a_linear_head(name):
+    """The use torch.func is for: per-sample gradients (vmap of grad) of a model's parameters."""
+    fused, ref = LOSSES[name]
+    weight = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    features = torch.randn(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    def per_sample(loss):
+        return tf.vmap(tf.grad(lambda w, f, t: loss((f @ w.T)[None], t[None])), in_dims=(None, 0, 0))(weight, features, Y)
+
+    got = per_sample(fused)
+    torch.testing.assert_close(got, per_sample(ref))
+    assert got.shape == (5, 4, 6)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_vmap_with_dim_and_single_rows(name):
+    fused, ref = LOSSES[name]
+    x = make_logits((3, 4, 5), torch.float64)
+    y = make_simplex((3, 4, 5), torch.float64, dim=1)
+    kw = dict(dim=0, reduction="none")
+    torch.testing.assert_close(tf.vmap(lambda a, b: fused(a, b, **kw))(x, y), tf.vmap(lambda a, b: ref(a, b, **kw))(x, y))
+    torch.testing.assert_close(tf.vmap(fused)(X, Y), tf.vmap(ref)(X, Y))  # a (K,) row each
+
+
+def test_vmap_validates_every_problem():
+    x = make_logits((3, 5, 4), torch.float64)
+    y = make_simplex((3, 5, 4), torch.float64)
+    nan = y.clone()
+    nan[1, 2, 0] = math.nan
+    with pytest.raises(ValueError, match="y must be finite"):
+        tf.vmap(entclust.reverse_cross_entropy)(x, nan)
+    off = y.clone()
+    off[2, 1] *= 2
+    with pytest.raises(ValueError, match="must sum to 1"):
+        tf.vmap(entclust.collision_cross_entropy)(x, off)
+    with pytest.raises(ValueError, match="must sum to 1"):
+        tf.vmap(tf.grad(entclust.collision_cross_entropy))(x, off)
+
+
+def test_vmap_of_class_index_targets():
+    x = make_logits((3, 5, 4), torch.float64)
+    targets = torch.randint(0, 4, (3, 5), generator=torch.Generator().manual_seed(0))
+    for fused, kw in [(entclust.collision_cross_entropy, {}), (entclust.reverse_cross_entropy, {"label_smoothing": 0.1})]:
+        got = tf.vmap(lambda a, t: fused(a, t, **kw))(x, targets)
+        torch.testing.assert_close(got, torch.stack([fused(x[i], targets[i], **kw) for i in range(3)]))
+    targets[1, 2] = 7
+    with pytest.raises(ValueError, match=r"class indices must lie in 0 \.\. 3, got values in \[0, 7\]"):
+        tf.vmap(entclust.collision_cross_entropy)(x, targets)
+    with pytest.raises(ValueError, match="class indices must lie in"):
+        tf.vmap(tf.vmap(entclust.collision_cross_entropy))(x, targets)  # a 0-d target each
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("name", LOSSES)
+def test_hessian_vector_products_under_torch_func(name, reduction):
+    """Reverse over reverse (vjp of grad) and forward over reverse (jvp of grad) in logits and y."""
+    fused, ref = pair(name, reduction)
+    results = []
+    for f in (fused, ref):
+        gradient = tf.grad(scalar(f), argnums=(0, 1))
+        results.append(tf.vjp(gradient, X, Y)[1]((X.sin(), Y.cos())))
+        results.append(tf.jvp(gradient, (X, Y), (X.cos(), Y.sin()))[1])
+    torch.testing.assert_close(results[:2], results[2:])
+
+
+def test_plain_double_backward_points_to_torch_func():
+    """The plain path keeps only the fused gradients (the logits may be freed after the forward)."""
+    logits = X.clone().requires_grad_()
+    loss = entclust.collision_cross_entropy(logits, Y)
+    with pytest.raises(NotImplementedError, match="create_graph=True.*torch.func"):
+        torch.autograd.grad(loss, logits, create_graph=True)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_forward_mode_matches_reference(name):
+    fused, ref = LOSSES[name]
+    tangent = X.cos()
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(X, tangent)
+        got = forward_ad.unpack_dual(fused(dual, Y, reduction="none")).tangent
+        want = forward_ad.unpack_dual(ref(dual, Y, reduction="none")).tangent
+    torch.testing.assert_close(got, want)
+
+
+def test_forward_over_forward_raises_instead_of_returning_zeros():
+    with pytest.raises(NotImplementedError, match="forward-mode AD over forward-mode AD"):
+        tf.jacfwd(tf.jacfwd(lambda x: entclust.reverse_cross_entropy(x, Y)))(X)
+
+
+def test_masked_classes_under_grad_and_hessian():
+    """-inf logits (sigma_k = 0) contribute nothing, with zeros in y where they are."""
+    x = X.clone()
+    x[:, 0] = -math.inf
+    y = Y.clone()
+    y[:, 0] = 0
+    y = y / y.sum(1, keepdim=True)
+    for fused in (entclust.reverse_cross_entropy, entclust.collision_cross_entropy):
+        eager = x.clone().requires_grad_()
+        fused(eager, y).backward()
+        torch.testing.assert_close(tf.grad(fused)(x, y), eager.grad)
+        finite = tf.hessian(lambda a: fused(torch.cat([x[:, :1], a], 1), y))(x[:, 1:])
+        want = tf.hessian(lambda a: fused(a, y[:, 1:]))(x[:, 1:])  # the same loss without the masked class
+        torch.testing.assert_close(finite, want)
+
+
+def test_plain_autograd_does_not_keep_the_logits():
+    """Outside torch.func the loss's graph holds the fused gradient only: logits that nothing else
+    needs are freed after the forward pass."""
+    import weakref
+
+    x = X.clone().requires_grad_()
+    logits = x * 2
+    alive = weakref.ref(logits)
+    loss = entclust.reverse_cross_entropy(logits, Y)
+    del logits
+    assert alive() is None
+    loss.backward()
+    assert x.grad is not None
+
+
+def test_vmap_is_one_kernel_call():
+    x = make_logits((8, 5, 4), torch.float64)
+    y = make_simplex((8, 5, 4), torch.float64)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        tf.vmap(entclust.reverse_cross_entropy)(x, y)
+    calls = [e for e in prof.events() if e.name == "entclust::reverse_cross_entropy"]
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("fairness", [entclust.strong_fairness, entclust.weak_fairness])
+def test_fairness_under_vmap_matches_batched_and_validates(fairness):
+    p = make_simplex((3, 6, 4), torch.float64)
+    torch.testing.assert_close(tf.vmap(fairness)(p), fairness(p, batched=True))
+    torch.testing.assert_close(tf.vmap(tf.grad(fairness))(p), torch.stack([tf.grad(fairness)(q) for q in p]))
+    off = p.clone()
+    off[2, 1] *= 2
+    with pytest.raises(ValueError, match="rows of p must sum to 1"):
+        tf.vmap(fairness)(off)
+    with pytest.raises(ValueError, match="rows of p must sum to 1"):
+        tf.vmap(tf.grad(fairness))(off)
