@@ -225,6 +225,30 @@ def test_trainer_rejects_bad_settings():
         SelfLabelingTrainer(small_net(), lr=0.0)
     with pytest.raises(ValueError, match="method_params"):
         SelfLabelingTrainer(small_net(), method="mi-gd", method_params={"nope": 1})
+    # ours: the options of the pseudo-label solve, nothing else (was silently ignored before)
+    with pytest.raises(ValueError, match=r"method_params \['nope'\] are not options of 'cce'"):
+        SelfLabelingTrainer(small_net(), method="cce", method_params={"nope": 1})
+    with pytest.raises(ValueError, match="solver='em'"):  # global labels are solved by EM
+        SelfLabelingTrainer(small_net(), method="rce", pseudo_labels="global", epochs=1, batch_size=100,
+                            method_params={"solver": "newton"}).fit(torch.rand(300, 1, 8, 8))
+
+
+@pytest.mark.filterwarnings("ignore::entclust.EmptyClusterWarning")  # one epoch
+def test_method_params_set_the_pseudo_label_solve_of_ours():
+    x = torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    options = {"solver": "newton", "tol_gap": 1e-6}
+    est = entclust.DeepEntropyClustering(10, method="cce", width=1 / 16, epochs=1, batch_size=100,
+                                         method_params=options, random_state=0).fit(x)
+    criterion = est.trainer_.criterion
+    assert (criterion.solver, criterion.tol_gap, criterion.tol_progress) == ("newton", 1e-6, None)
+    # the solve it ran certifies the requested gap on a batch of the trained network's predictions
+    with torch.no_grad():
+        log_sigma = torch.log_softmax(est.trainer_.model(x[:100]).reshape(100, 10).double(), -1)
+    _, y = criterion(log_sigma, return_labels=True)
+    sigma, y = log_sigma.exp(), y.double()
+    gap = entclust.solvers.fw_gap(sigma, y, lam=100.0, problem="cce")
+    value = entclust.solvers.objective(sigma, y, lam=100.0, problem="cce")
+    assert float(gap / (1 + value.abs())) <= 1e-6
 
 
 # ---- Rényi decisiveness, self-augmentation forms, overclustering, global labels (issue 12) ----

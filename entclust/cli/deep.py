@@ -168,7 +168,8 @@ def add_parser(sub) -> None:
                    help="rce (default) or cce (ours); mi-gd (IMSAT), sela, mi-adm, renyi (Renyi decisiveness, "
                         "Zhang & Boykov 2024 eq. 48), iic (baselines, same network)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a baseline's own parameter (repeatable), e.g. alpha=5 for renyi, weight=1.3 for mi-gd")
+                   help="a baseline's own parameter (repeatable), e.g. alpha=5 for renyi, weight=1.3 for mi-gd; for "
+                        "rce/cce an option of the pseudo-label solve, e.g. solver=newton tol_gap=1e-6")
     p.add_argument("--lam", type=float, help="fairness weight (default 100)")
     p.add_argument("--gamma", type=float, help="margin weight on the head (default 0.01)")
     p.add_argument("--prediction-fairness", dest="prediction_fairness", type=float,

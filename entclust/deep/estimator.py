@@ -30,7 +30,9 @@ class DeepEntropyClustering(ClusterMixin, BaseEstimator):
     ----------
     n_clusters : K. method : ``"rce"`` or ``"cce"`` (ours), or a baseline in the same harness:
         ``"mi-gd"`` (IMSAT), ``"sela"``, ``"mi-adm"``, ``"renyi"``, ``"iic"`` (see the trainer);
-        ``method_params`` overrides a baseline's own parameters. lam, gamma,
+        ``method_params`` overrides a baseline's own parameters, and for ours sets the
+        pseudo-label solve (e.g. ``{"solver": "newton", "tol_gap": 1e-6}``: the trainer's
+        ``SOLVE_OPTIONS``). lam, gamma,
         prediction_fairness : the objective's weights (Zhang & Boykov 2023a E.3: lam 100, the head's weight
         decay 0.01).
     network : ``"auto"`` or a callable ``(sample_shape, n_clusters, n_heads) -> nn.Module`` whose

@@ -25,6 +25,8 @@ OPTIMIZERS = ("adam", "sgd")
 # SeLa and MI-ADM with the estimator methods' per-batch losses, and IIC (paired mutual information)
 METHODS = ("rce", "cce", "mi-gd", "sela", "mi-adm", "renyi", "iic")
 PSEUDO_LABELS = ("auto", "batch", "global")
+# method_params of "rce" and "cce": the options of their pseudo-label solve (entclust.SelfLabeling's)
+SOLVE_OPTIONS = ("solver", "max_iter", "tol", "tol_gap", "tol_progress", "solver_options")
 CHECKPOINT_VERSION = 3  # 2: read with weights_only, settings include the model's shapes and the data; 3: global pseudo-labels as K column sums
 
 
@@ -58,6 +60,10 @@ class SelfLabelingTrainer:
         ``views >= 2``).
     lam, prediction_fairness, solver, max_iter : as :class:`entclust.SelfLabeling` (fairness
         weight 100, the papers'; ``prediction_fairness`` None: 0.5, the module's default).
+        For ``"rce"`` and ``"cce"``, ``method_params`` sets the pseudo-label solve's options
+        (``SOLVE_OPTIONS``: ``solver``, ``max_iter``, ``tol``, ``tol_gap``, ``tol_progress``,
+        ``solver_options``, as :class:`entclust.SelfLabeling`), e.g. ``{"solver": "newton",
+        "tol_gap": 1e-6}`` for the exact collision-CE labels.
     gamma : margin weight ``gamma ||v||^2`` on the head's weight (the papers' weight decay 0.01 of
         the linear head). Needs ``model.heads`` (:class:`ClusterHeads`) or ``head`` (the head's
         ``nn.Linear`` or weight); 0 turns it off.
@@ -137,6 +143,11 @@ class SelfLabelingTrainer:
         self._solver = dict(lam=lam, prediction_fairness=prediction_fairness, solver=solver, max_iter=max_iter,
                             on_unconverged="ignore")
         if self.ours:
+            unknown = set(method_params or {}) - set(SOLVE_OPTIONS)
+            if unknown:
+                raise ValueError(f"method_params {sorted(unknown)} are not options of {method!r}'s pseudo-label solve "
+                                 f"(it takes {list(SOLVE_OPTIONS)}, as entclust.SelfLabeling)")
+            self._solver.update(method_params or {})
             self.criterion = SelfLabeling(method, **self._solver)
         elif method == "iic":
             self.criterion = None
