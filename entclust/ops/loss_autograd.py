@@ -27,7 +27,8 @@ import functools
 
 import torch
 import torch.autograd.forward_ad as forward_ad
-from torch._C._functorch import TransformType, get_interpreter_stack, is_functorch_wrapped_tensor
+from torch._C._functorch import (TransformType, get_interpreter_stack, get_unwrapped, is_functorch_wrapped_tensor,
+                                 is_gradtrackingtensor)
 
 from .. import _C  # noqa: F401  (loads the library: the ops must exist to register their autograd)
 from .checks import check_loss_result
@@ -52,11 +53,22 @@ def _has_tangent(t: torch.Tensor) -> bool:
     return forward_ad.unpack_dual(t).tangent is not None
 
 
+def _differentiated(t: torch.Tensor) -> bool:
+    """Under one torch.func derivative transform: whether it differentiates ``t`` (its wrapper of
+    that level, found under any vmap wrappers, requires grad or carries a tangent)."""
+    while is_functorch_wrapped_tensor(t):
+        if is_gradtrackingtensor(t):
+            return t.requires_grad or _has_tangent(t)
+        t = get_unwrapped(t)
+    return False
+
+
 def derivative_flags(logits: torch.Tensor, y: torch.Tensor) -> tuple[bool, bool, bool]:
     """``(transform, want_logits, want_y)``: whether a torch.func transform is active or an input
     carries a forward-mode tangent (then the losses go through :class:`FusedLoss`; never while
-    compiling), and whether the forward pass must write each input's gradient (it requires grad
-    with grad mode on, it carries a tangent, or a torch.func derivative transform is active)."""
+    compiling), and whether the forward pass must write each input's gradient: it requires grad
+    (grad mode on) or carries a tangent; under one torch.func derivative transform, that
+    transform differentiates it; under several (higher derivatives), always."""
     grad_on = torch.is_grad_enabled()
     wants = [grad_on and logits.requires_grad, grad_on and y.requires_grad]
     if torch.compiler.is_compiling():
@@ -65,8 +77,12 @@ def derivative_flags(logits: torch.Tensor, y: torch.Tensor) -> tuple[bool, bool,
     tangents = [_has_tangent(logits), _has_tangent(y)]
     if not stack and not any(tangents):  # plain eager: the common case
         return False, *wants
-    derivative = bool(stack) and any(level.key() in _DERIVATIVE_TRANSFORMS for level in stack)
-    return True, *(w or derivative or t for w, t in zip(wants, tangents))
+    levels = sum(level.key() in _DERIVATIVE_TRANSFORMS for level in stack or ())
+    if levels > 1:
+        return True, True, True
+    if levels == 1:
+        return True, *(_differentiated(t) for t in (logits, y))
+    return True, *(w or t for w, t in zip(wants, tangents))
 
 
 def under_transform(*tensors: torch.Tensor) -> bool:
@@ -122,26 +138,30 @@ def _scaled_plain_gradients(name: str, reduction: int):
 
 class FusedGradient(torch.autograd.Function):
     """``(g_logits, g_y) * upstream``: the value from the kernel's gradients, the derivatives in
-    ``logits``, ``y`` and ``upstream`` from :func:`plain_gradients` (second derivatives of the loss)."""
+    ``logits``, ``y`` and ``upstream`` from :func:`plain_gradients` (second derivatives of the loss).
+    A gradient that was not written (empty) stays empty."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(logits, y, g_logits, g_y, upstream, name, reduction):
         up = _upstream(upstream, reduction)
-        return g_logits * up, g_y * up
+        return tuple(g * up if g.numel() else g.new_empty(0) for g in (g_logits, g_y))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        logits, y, _, _, upstream, name, reduction = inputs
-        ctx.name, ctx.reduction = name, reduction
+        logits, y, g_logits, g_y, upstream, name, reduction = inputs
+        ctx.name, ctx.reduction, ctx.written = name, reduction, (g_logits.numel() > 0, g_y.numel() > 0)
         ctx.save_for_backward(logits, y, upstream)
         ctx.save_for_forward(logits, y, upstream)
 
     @staticmethod
     def backward(ctx, grad_gl, grad_gy):
-        _, pullback = torch.func.vjp(_scaled_plain_gradients(ctx.name, ctx.reduction), *ctx.saved_tensors)
-        d_logits, d_y, d_upstream = pullback((grad_gl, grad_gy))
+        logits, y, upstream = ctx.saved_tensors
+        cotangents = tuple(torch.zeros_like(like) if g is None or g.shape != like.shape else g
+                           for g, like in ((grad_gl, logits), (grad_gy, y)))
+        _, pullback = torch.func.vjp(_scaled_plain_gradients(ctx.name, ctx.reduction), logits, y, upstream)
+        d_logits, d_y, d_upstream = pullback(cotangents)
         return d_logits, d_y, None, None, d_upstream, None, None
 
     @staticmethod
@@ -149,7 +169,8 @@ class FusedGradient(torch.autograd.Function):
         check_forward_mode()
         primals = ctx.saved_tensors
         tangents = tuple(torch.zeros_like(p) if t is None else t for p, t in zip(primals, (t_logits, t_y, t_upstream)))
-        return torch.func.jvp(_scaled_plain_gradients(ctx.name, ctx.reduction), primals, tangents)[1]
+        out = torch.func.jvp(_scaled_plain_gradients(ctx.name, ctx.reduction), primals, tangents)[1]
+        return tuple(o if written else o.new_empty(0) for o, written in zip(out, ctx.written))
 
 
 def _gradients(ctx, needed, upstream):
@@ -177,9 +198,9 @@ def _gradients(ctx, needed, upstream):
     logits, y = inputs
     # contiguous: an upstream that is an expanded view (a sum's) would be written into by
     # forward-mode AD over this function (torch.func.hessian)
-    g_logits = g_logits if g_logits.numel() else torch.zeros_like(logits)
-    g_y = g_y if g_y.numel() else torch.zeros_like(y)
-    return FusedGradient.apply(logits, y, g_logits, g_y, upstream.contiguous(), ctx.name, ctx.reduction)
+    g_logits, g_y = (g if need else g.new_empty(0) for g, need in zip((g_logits, g_y), needed))
+    out = FusedGradient.apply(logits, y, g_logits, g_y, upstream.contiguous(), ctx.name, ctx.reduction)
+    return [g if need else None for g, need in zip(out, needed)]
 
 
 def _save(ctx, name, reduction, computed, output, *inputs):
