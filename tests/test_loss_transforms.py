@@ -10,7 +10,7 @@ import torch.func as tf
 import entclust
 from entclust.testing import reference
 
-from .helpers import make_logits, make_simplex
+from .helpers import make_logits, make_simplex, script_main
 
 LOSSES = {
     "rce": (entclust.reverse_cross_entropy, reference.reverse_cross_entropy),
@@ -209,3 +209,9 @@ def test_fairness_under_vmap_matches_batched_and_validates(fairness):
         tf.vmap(fairness)(off)
     with pytest.raises(ValueError, match="rows of p must sum to 1"):
         tf.vmap(tf.grad(fairness))(off)
+
+
+def test_bench_func_runs(capsys):
+    """benchmarks/bench_func.py checks fused against reference under every transform it times."""
+    assert script_main("benchmarks/bench_func.py", "--quick", "--loss", "cce") == 0
+    assert "| vmap grad, 4 x 16 x 10 |" in capsys.readouterr().out
