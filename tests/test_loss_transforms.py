@@ -215,3 +215,10 @@ def test_bench_func_runs(capsys):
     """benchmarks/bench_func.py checks fused against reference under every transform it times."""
     assert script_main("benchmarks/bench_func.py", "--quick", "--loss", "cce") == 0
     assert "| vmap grad, 4 x 16 x 10 |" in capsys.readouterr().out
+
+
+def test_vmap_of_empty_problems_gives_nan_means_as_torch_does():
+    x = torch.zeros(3, 0, 4, dtype=torch.float64)
+    for reduction, want in (("mean", math.nan), ("sum", 0.0)):
+        got = tf.vmap(lambda a, b: entclust.reverse_cross_entropy(a, b, reduction=reduction))(x, x)
+        torch.testing.assert_close(got, torch.full((3,), want, dtype=torch.float64), equal_nan=True)

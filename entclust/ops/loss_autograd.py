@@ -24,6 +24,7 @@ the fusion intends) and refuse ``create_graph=True``. Forward mode over forward 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -278,7 +279,8 @@ class FusedLoss(torch.autograd.Function):
         n, k = logits.shape[1:]
         loss, stats, g_logits, g_y = FusedLoss.apply(logits.reshape(size * n, k), y.reshape(size * n, k), name, 0,
                                                      want_logits, want_y, sum_tol, validate)
-        scale = 1.0 / n if reduction == 1 else 1.0
+        scale = (1.0 / n if n else math.nan) if reduction == 1 else 1.0  # the mean over zero rows is NaN
         loss = loss.view(size, n).sum(1) * scale if reduction else loss.view(size, n)
-        grads = [g.view(size, n, k) * scale if g.numel() else g for g in (g_logits, g_y)]
+        grads = [g if not g.numel() else g.view(size, n, k) * scale if scale != 1.0 else g.view(size, n, k)
+                 for g in (g_logits, g_y)]
         return (loss, stats.view(3, size, n), *grads), (0, 1, *(0 if g.numel() else None for g in grads))
