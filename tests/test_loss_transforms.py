@@ -222,3 +222,18 @@ def test_vmap_of_empty_problems_gives_nan_means_as_torch_does():
     for reduction, want in (("mean", math.nan), ("sum", 0.0)):
         got = tf.vmap(lambda a, b: entclust.reverse_cross_entropy(a, b, reduction=reduction))(x, x)
         torch.testing.assert_close(got, torch.full((3,), want, dtype=torch.float64), equal_nan=True)
+
+
+@pytest.mark.parametrize("method", ["rce", "cce"])
+def test_self_labeling_under_grad_of_a_functional_call(method):
+    """SelfLabeling (labels solved on the batch, then the fused loss) differentiated by
+    torch.func.grad over a module's parameters gives loss.backward()'s gradients."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 5).double()
+    x = torch.randn(40, 8, dtype=torch.float64)
+    criterion = entclust.SelfLabeling(method)
+    params = dict(head.named_parameters())
+    got = tf.grad(lambda p: criterion(torch.func.functional_call(head, p, (x,))))(params)
+    criterion(head(x)).backward()
+    for name, parameter in head.named_parameters():
+        torch.testing.assert_close(got[name], parameter.grad)
