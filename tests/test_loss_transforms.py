@@ -237,3 +237,11 @@ def test_self_labeling_under_grad_of_a_functional_call(method):
     criterion(head(x)).backward()
     for name, parameter in head.named_parameters():
         torch.testing.assert_close(got[name], parameter.grad)
+
+
+def test_class_index_targets_compile_fullgraph():
+    """The bounds check of class-index targets is eager-only, as the losses' validation."""
+    targets = torch.tensor([0, 3, 1, 2, 2, 0])
+    fn = torch.compile(lambda a: entclust.collision_cross_entropy(a, targets), backend="aot_eager", fullgraph=True)
+    x = make_logits((6, 4))
+    torch.testing.assert_close(fn(x), entclust.collision_cross_entropy(x, targets))

@@ -102,7 +102,10 @@ def row_sums64(p: torch.Tensor) -> torch.Tensor:
 
 
 def under_vmap() -> bool:
-    """Whether a ``torch.func.vmap`` is active: a data-dependent check cannot run on its tensors."""
+    """Whether a ``torch.func.vmap`` is active: a data-dependent check cannot run on its tensors.
+    Never while compiling (Dynamo cannot trace the interpreter stack)."""
+    if torch.compiler.is_compiling():
+        return False
     stack = get_interpreter_stack()
     return bool(stack) and any(level.key() == TransformType.Vmap for level in stack)
 
