@@ -110,6 +110,17 @@ def test_no_gradient_wanted_no_gradient_formed():
     assert all(t.numel() == 0 for t in raw[3:])
 
 
+def test_backward_fills_no_zero_gradients():
+    """Autograd materialises no zero gradients for the op's outputs other than the loss (one of
+    them weight's size, K x D)."""
+    x, w, bb, fair = problem(8, 10, 4, torch.float32)
+    out = entclust.linear_self_labeling(x, w, bb, fair)
+    upstream = torch.ones(())
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out.loss.backward(upstream)
+    assert not [e.name for e in prof.events() if e.name in ("aten::fill_", "aten::zeros", "aten::zero_")]
+
+
 def test_inputs_are_not_modified():
     x, w, bb, fair = problem(12, 20, 4, torch.float32)
     before = [t.detach().clone() for t in (x, w, bb, fair)]

@@ -113,10 +113,13 @@ def _linear_setup_context(ctx, inputs, output):
     _, labels, columns, gx, gw, gb = output
     ctx.computed = grad
     ctx.mark_non_differentiable(labels, columns, gx, gw, gb)
+    ctx.set_materialize_grads(False)  # no zero tensors for the outputs the backward does not read
     ctx.save_for_backward(gx, gw, gb)
 
 
 def _linear_backward(ctx, g_loss, *_):
+    if g_loss is None:
+        return (None,) * 8
     if torch.is_grad_enabled():
         raise NotImplementedError("linear_rce has first derivatives only: backward with create_graph=True "
                                   "(double backward) through it is not implemented")

@@ -208,6 +208,9 @@ def _save(ctx, name, reduction, computed, output, *inputs):
     _, stats, g_logits, g_y = output
     ctx.name, ctx.reduction, ctx.computed = name, reduction, computed
     ctx.mark_non_differentiable(stats, g_logits, g_y)
+    # the backward reads the loss's gradient only: left on, autograd would fill a zero tensor for
+    # each of the other outputs first, two of them N x K (2.6 of 5.4 ms at 4096 x 1000)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(*inputs, g_logits, g_y)
 
 
@@ -227,6 +230,8 @@ def _op_setup_context(name, ctx, inputs, output):
 
 
 def _op_backward(ctx, g_loss, *_):
+    if g_loss is None:  # (not materialised: no gradient reached the loss)
+        return None, None, None, None, None, None
     g_logits, g_y = _gradients(ctx, ctx.needs_input_grad[:2], g_loss)
     return g_logits, g_y, None, None, None, None
 
@@ -256,6 +261,8 @@ class FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_loss, *_):
+        if g_loss is None:
+            return (None,) * 8
         g_logits, g_y = _gradients(ctx, ctx.needs_input_grad[:2], g_loss)
         return g_logits, g_y, None, None, None, None, None, None
 
