@@ -142,7 +142,10 @@ def keep_freed_memory():
         return False
     libc = ctypes.CDLL(name)
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 62))
+    # mallopt's value is a C int: 1 << 62 (as here until 2026-12-07) wrapped to 0, a trim threshold
+    # of 0, which gave memory back on every free, the opposite of the intent
+    int_max = (1 << 31) - 1
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, int_max))
 
 
 def bench(device, dtype, shapes, repeat, capabilities, copy_gb_s):
