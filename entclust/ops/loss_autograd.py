@@ -153,11 +153,14 @@ class FusedGradient(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         logits, y, g_logits, g_y, upstream, name, reduction = inputs
         ctx.name, ctx.reduction, ctx.written = name, reduction, (g_logits.numel() > 0, g_y.numel() > 0)
+        ctx.set_materialize_grads(False)  # a gradient that nothing differentiates stays None
         ctx.save_for_backward(logits, y, upstream)
         ctx.save_for_forward(logits, y, upstream)
 
     @staticmethod
     def backward(ctx, grad_gl, grad_gy):
+        if grad_gl is None and grad_gy is None:
+            return (None,) * 7
         logits, y, upstream = ctx.saved_tensors
         cotangents = tuple(torch.zeros_like(like) if g is None or g.shape != like.shape else g
                            for g, like in ((grad_gl, logits), (grad_gy, y)))
