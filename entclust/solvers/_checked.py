@@ -48,6 +48,14 @@ class GapTarget:
         return " or ".join(parts)
 
 
+def criterion_met(gap, objective, start, tol: float, target: GapTarget | None) -> torch.Tensor:
+    """Whether each problem meets a sequential solver's criterion: its certificate ``gap <= tol``
+    (the absolute criterion), or the gap ``target``; ``start`` the objective its decrease counts
+    from. Tensors of one shape (``(B,)``, or 0-d)."""
+    met = gap <= tol
+    return met | target.met(gap, objective, start) if target is not None else met
+
+
 CERTIFICATES = {"rce": "duality gap", "cce": "Frank-Wolfe gap"}
 
 

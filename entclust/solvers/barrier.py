@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ._checked import criterion_text, gap_target
+from ._checked import criterion_met, criterion_text, gap_target
 from ._problem import as_input, check_count, check_gap_options, check_number, finite_problems, prepare, unbatch
 from .certificate import certify
 from .result import SolverResult
@@ -20,12 +20,6 @@ from .result import SolverResult
 TAU_START, TAU_SHRINK, TAU_MIN = 1.0, 0.1, 1e-14
 START_SHARE = 0.1  # share of the uniform distribution mixed into the start: the barrier needs y > 0
 QUIET_STEPS = 5  # steps in a row whose decrease is below rounding after which a point counts as centred
-
-
-def _met(gap, objective, start, tol: float, target) -> torch.Tensor:
-    """``(B,)`` whether each problem meets its criterion: the gap ``<= tol``, or the gap ``target``."""
-    met = gap <= tol
-    return met | target.met(gap, objective, start) if target is not None else met
 
 
 def _barrier_value(sigma, y, u, lam: float, tau) -> torch.Tensor:
@@ -136,7 +130,7 @@ def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, start,
         best[better] = y[better]
         best_value = torch.where(better, torch.minimum(best_value, objective), best_value)
         best_gap = torch.where(better, gap, best_gap)
-        met = _met(gap, objective, start, tol, target)
+        met = criterion_met(gap, objective, start, tol, target)
         converged |= live & met
         live &= ~met
         nan = torch.full_like(gap, math.nan)
@@ -235,7 +229,7 @@ def newton_cce(
     if bool(worse.any()):
         y = torch.where(worse[:, None, None], origin, y)
         objective, gap = torch.where(worse, start, objective), torch.where(worse, start_gap, gap)
-        converged = torch.where(worse, _met(start_gap, start, start, tol, target), converged)
+        converged = torch.where(worse, criterion_met(start_gap, start, start, tol, target), converged)
     converged = converged & finite_problems(y)
     res = SolverResult(y, iterations, objective, gap, converged, criterion, torch.full_like(gap, math.nan))
     return as_input(res, sigma.dtype, batched)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from ._checked import GapTarget, Progress, criterion_text, gap_target
+from ._checked import GapTarget, Progress, criterion_met, criterion_text, gap_target
 from ._problem import as_input, check_count, check_gap_options, check_number, prepare
 from .certificate import certify, certify_gaps
 from .result import SolverResult, best_gap
@@ -32,10 +32,8 @@ def _met(objective, gap, tol: float, target: GapTarget | None, start: float) -> 
     """Whether the absolute gap criterion (``tol``) or the gap ``target`` (the relative gap, or the
     gap against the decrease from the start's objective ``start``) holds; ``gap`` the certificate
     (the smaller of the Frank-Wolfe and the duality gap)."""
-    if float(gap) <= tol:
-        return True
-    return target is not None and bool(target.met(torch.as_tensor(float(gap)), torch.as_tensor(float(objective)),
-                                                  torch.as_tensor(float(start))))
+    as_tensor = lambda v: torch.as_tensor(float(v), dtype=torch.float64)  # noqa: E731
+    return bool(criterion_met(as_tensor(gap), as_tensor(objective), as_tensor(start), tol, target))
 
 
 def _certificate(sigma, y, u, lam):
