@@ -211,10 +211,10 @@ def seed_by_calls(points, first, draws, calls=1):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("m,d,k,trials", [(1, 3, 1, 2), (5, 2, 5, None), (3000, 8, 50, None), (2500, 64, 200, None),
-                                          (701, 5, 30, 13), (333, 17, 20, 37)])
+                                          (701, 5, 30, 13), (333, 17, 20, 37), (70001, 3, 30, None)])
 def test_kmeans_plusplus_op_picks_the_reference_seeds(every_cpu_capability, dtype, m, d, k, trials):
     # (m not a multiple of any ISA's lanes; 13 and 37 candidates: the float32 kernel's groups of
-    # at most 12 or 16 candidates split unevenly)
+    # at most 12 or 16 candidates split unevenly; 70 001 points: 64 chunks, the most the draws search)
     g = torch.Generator().manual_seed(m + k)
     centres = 3 * torch.randn(max(1, k // 2), d, generator=g, dtype=torch.float64)
     points = (centres[torch.randint(0, centres.shape[0], (m,), generator=g)]
@@ -234,6 +234,20 @@ def test_kmeans_plusplus_op_picks_the_reference_seeds(every_cpu_capability, dtyp
     for calls in (2, 3, 7):
         again, d2_again = seed_by_calls(points, first, draws, calls)
         assert torch.equal(again, chosen) and torch.equal(d2_again, d2)
+
+
+def test_kmeans_plusplus_op_draws_past_chunks_without_distance(every_cpu_capability):
+    """Whole chunks of points at distance 0 from the first seed (copies of it), others between
+    them: no candidate is drawn where d2 is 0, and the seeds are the reference's."""
+    g = torch.Generator().manual_seed(5)
+    points = torch.randn(12000, 6, generator=g)
+    points[:4000] = points[0]
+    points[6000:9000] = points[0]
+    draws = torch.rand(25, 5, generator=g, dtype=torch.float64)
+    chosen, d2 = seed_by_calls(points, 0, draws, 3)
+    assert torch.equal(chosen, R.kmeans_plusplus(points, 0, draws))
+    assert not ((chosen[1:] < 4000) | ((chosen[1:] >= 6000) & (chosen[1:] < 9000))).any()
+    assert (d2[:4000] == 0).all() and (d2[6000:9000] == 0).all()
 
 
 def test_kmeans_plusplus_op_on_repeated_points_and_its_checks(every_cpu_capability):

@@ -6,11 +6,14 @@
 // between them: at K = 10^5 the loop takes minutes) with the same result as one call.
 // Per seed: draw `trials` candidates with probability proportional to the squared distance d2 to
 // the nearest seed so far (inverse CDF of the draws given), the squared distance of every point
-// to each candidate (|x|^2 + |c|^2 - 2 x.c: in float32 by the ISA's kpp_distances_f32, which
-// holds a block of points against up to 16 candidates in registers, over the points transposed
-// once; in float64 by one matrix product, as the PyTorch version does), each clipped at d2; the
-// candidate of the lowest total (float64, summed over a fixed partition of the points:
-// independent of the number of threads) becomes the seed, and d2 its clipped distances.
+// to each candidate (|x|^2 + |c|^2 - 2 x.c), each clipped at d2; the candidate of the lowest total
+// (float64, summed over a fixed partition of the points: independent of the number of threads)
+// becomes the seed, and d2 its clipped distances. In float64 by one matrix product a seed, as
+// the PyTorch version does. In float32 by the ISA's kpp_gains_f32 and kpp_update_f32 over the
+// points transposed once (seed_f32): what each candidate takes off sum(d2), with no distance
+// written, then the chosen candidate's distances where they are below d2; the draws search
+// per-chunk sums of d2, not a cumulative sum over all points (at K = 10^5 a seed is about a
+// millisecond, and the 2 * 10^5 points' cumulative sum, one thread's serial pass, was a tenth of it).
 // PyTorch equivalent (ground truth of the tests): entclust/testing/reference.py, kmeans_plusplus.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -37,17 +40,18 @@ void draw_candidates(const T* d2, int64_t m, const double* u, int64_t trials, do
     out[t] = std::min<int64_t>(m - 1, std::lower_bound(cumulative, cumulative + m, u[t] * total) - cumulative);
 }
 
-// The candidate of the lowest total: partial[(h * trials + t) * lanes + l] summed over h, then l,
-// in that fixed order (the first of equal totals).
-int64_t lowest_total(const double* partial, int64_t chunks, int64_t trials, int64_t lanes) {
+// The candidate of the lowest total (sign -1) or the highest (sign 1):
+// partial[(h * trials + t) * lanes + l] summed over h, then l, in that fixed order (the first of
+// equal totals).
+int64_t best_total(const double* partial, int64_t chunks, int64_t trials, int64_t lanes, double sign) {
   int64_t best = 0;
-  double lowest = 0;
+  double top = 0;
   for (int64_t t = 0; t < trials; ++t) {
     double sum = 0;
     for (int64_t h = 0; h < chunks; ++h)
       for (int64_t l = 0; l < lanes; ++l) sum += partial[(h * trials + t) * lanes + l];
-    if (t == 0 || sum < lowest) {
-      lowest = sum;
+    if (t == 0 || sign * sum > top) {
+      top = sign * sum;
       best = t;
     }
   }
@@ -104,14 +108,49 @@ void seed_f64(const at::Tensor& points, double* d2, const double* draws, int64_t
         }
       }
     });
-    const int64_t best = lowest_total(partial.data(), chunks, trials, 1);
+    const int64_t best = best_total(partial.data(), chunks, trials, 1, -1.0);
     for (int64_t i = 0; i < m; ++i) d2[i] = dist[i * trials + best];
     chosen[c] = candidates[best];
   }
 }
 
-// float32: the candidates' distances by the ISA's kpp_distances_f32 (the points transposed once,
-// a block of `lanes` points against up to 16 candidates in registers), not a matrix product and a pass.
+// The `trials` candidates of one seed, as draw_candidates, from the d2 of points cut into chunks of
+// chunk_points and each chunk's sum of d2 (lanes[h * L + l], reduced over l in order), without a
+// pass over all points: for each draw u, the first chunk whose running total reaches u * total,
+// then in it the first point whose running sum of d2 from the chunk's start reaches the rest (the
+// chunk's last point with d2 > 0 where rounding leaves the sum short). totals: room for chunks.
+void draw_in_chunks(const float* d2, int64_t m, int64_t chunk_points, int64_t chunks, const double* lanes, int64_t L,
+                    const double* u, int64_t trials, double* totals, int64_t* out) {
+  double total = 0;
+  for (int64_t h = 0; h < chunks; ++h) {
+    double sum = 0;
+    for (int64_t l = 0; l < L; ++l) sum += lanes[h * L + l];
+    totals[h] = (total += sum);
+  }
+  for (int64_t t = 0; t < trials; ++t) {
+    const double target = u[t] * total;
+    const int64_t h = std::min<int64_t>(chunks - 1, std::lower_bound(totals, totals + chunks, target) - totals);
+    const double rest = target - (h > 0 ? totals[h - 1] : 0.0);
+    const int64_t begin = std::min(m - 1, h * chunk_points), end = std::min(m, (h + 1) * chunk_points);
+    int64_t pick = -1, last = begin;
+    double sum = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      sum += static_cast<double>(d2[i]);
+      if (d2[i] > 0) last = i;
+      if (sum >= rest) {
+        pick = i;
+        break;
+      }
+    }
+    out[t] = pick >= 0 ? pick : last;
+  }
+}
+
+// float32: per seed one pass of the ISA's kpp_gains_f32 over the points (transposed once; two
+// blocks of `lanes` points against up to 14 candidates in registers), which writes no distances,
+// then kpp_update_f32 recomputes the chosen candidate's on the blocks it changes (after the
+// first few hundred seeds a small share of them) and sums the new d2 per chunk for the next draws.
+// The candidate that takes most off sum(d2) is the one of the lowest total.
 void seed_f32(const at::Tensor& points, float* d2_io, const double* draws, int64_t k, int64_t trials,
               int64_t* chosen) {
   const KernelTable& isa = kernels();
@@ -120,7 +159,7 @@ void seed_f32(const at::Tensor& points, float* d2_io, const double* draws, int64
   // a fixed partition of the blocks into chunks of >= 1024 points (at most 64)
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, m / 1024)), per = (blocks + chunks - 1) / chunks;
   const float* x = points.data_ptr<float>();
-  std::vector<float> xt(mp * D, 0.0f), norms(mp, 0.0f), d2(mp, 0.0f), dist(trials * mp);
+  std::vector<float> xt(mp * D, 0.0f), norms(mp, 0.0f), d2(mp, 0.0f);
   at::parallel_for(0, blocks, 64, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)
       for (int64_t l = 0; l < L && g * L + l < m; ++l) {
@@ -133,28 +172,41 @@ void seed_f32(const at::Tensor& points, float* d2_io, const double* draws, int64
         norms[g * L + l] = norm;
       }
   });
-  std::vector<float> cand(trials * D), cnorm(trials);
-  std::vector<double> cumulative(m), lane_sums(chunks * trials * L);
+  std::vector<float> cand(D * trials), cnorm(trials);
+  std::vector<uint8_t> flags(blocks * trials, 0);
+  std::vector<double> gains(chunks * trials * L), lanes(chunks * L, 0.0), totals(chunks);
   std::vector<int64_t> candidates(trials);
-  std::copy(d2_io, d2_io + m, d2.begin());  // (the padding lanes stay 0: their clipped distances are 0)
+  std::copy(d2_io, d2_io + m, d2.begin());  // (the padding lanes stay 0: their distances are 0)
+  const KppDistances job{xt.data(), norms.data(), d2.data(), D, cand.data(), cnorm.data(), trials,
+                         flags.data(), gains.data()};
+  // each chunk's lanes of sum(d2), then of the new d2 after every seed; no flag is set before the first
+  const auto update = [&](int64_t t) {
+    at::parallel_for(0, chunks, 1, [&](int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) {
+        double* sums = lanes.data() + h * L;
+        std::fill(sums, sums + L, 0.0);
+        isa.kpp_update_f32(job, t, sums, std::min(blocks, h * per), std::min(blocks, (h + 1) * per));
+      }
+    });
+  };
+  update(0);
   for (int64_t c = 0; c < k; ++c) {
-    draw_candidates(d2.data(), m, draws + c * trials, trials, cumulative.data(), candidates.data());
+    draw_in_chunks(d2.data(), m, per * L, chunks, lanes.data(), L, draws + c * trials, trials, totals.data(),
+                   candidates.data());
     for (int64_t t = 0; t < trials; ++t) {
-      std::copy(x + candidates[t] * D, x + (candidates[t] + 1) * D, cand.data() + t * D);
+      for (int64_t d = 0; d < D; ++d) cand[d * trials + t] = x[candidates[t] * D + d];
       cnorm[t] = norms[candidates[t]];
     }
-    const KppDistances job{xt.data(), norms.data(), d2.data(), D, cand.data(), cnorm.data(), trials,
-                           dist.data(), mp, nullptr};
     at::parallel_for(0, chunks, 1, [&](int64_t h0, int64_t h1) {
       for (int64_t h = h0; h < h1; ++h) {
         KppDistances part = job;
-        part.sums = lane_sums.data() + h * trials * L;
-        std::fill(part.sums, part.sums + trials * L, 0.0);
-        isa.kpp_distances_f32(part, std::min(blocks, h * per), std::min(blocks, (h + 1) * per));
+        part.gains = gains.data() + h * trials * L;
+        std::fill(part.gains, part.gains + trials * L, 0.0);
+        isa.kpp_gains_f32(part, std::min(blocks, h * per), std::min(blocks, (h + 1) * per));
       }
     });
-    const int64_t best = lowest_total(lane_sums.data(), chunks, trials, L);
-    std::copy(dist.data() + best * mp, dist.data() + (best + 1) * mp, d2.data());
+    const int64_t best = best_total(gains.data(), chunks, trials, L, 1.0);
+    update(best);
     chosen[c] = candidates[best];
   }
   std::copy(d2.begin(), d2.begin() + m, d2_io);

@@ -137,27 +137,32 @@ struct LinearTile {
 };
 using LinearTileFn = bool (*)(const LinearTile&);
 
-// Greedy k-means++ (cpu/kmeanspp.cpp), float32: for T candidates (coordinates cand, row t at
-// t * D; squared norms cnorm), every point's clipped
-// squared distance min(max(0, |x|^2 + |c|^2 - 2 x.c), d2) over blocks [begin, end) of `lanes`
-// points. Points are stored transposed a block at a time (block g: D groups of lanes floats
-// at xt + g D lanes); norms and d2 (the squared distance to the nearest seed so far) are padded
-// to whole blocks with zeros, which gives the padding points distance 0. Distances go to
-// dist[t * ldd + point]; each is added in float64 to sums[t * lanes + its lane] (the caller
-// reduces the lanes), so a sum depends on the blocks and the lanes only, never on threads.
+// Greedy k-means++ (cpu/kmeanspp.cpp), float32, over blocks [begin, end) of `lanes` points. Points are
+// stored transposed a block at a time (block g: D groups of lanes floats at xt + g D lanes); norms
+// and d2 (each point's squared distance to its nearest seed so far) are padded to whole blocks
+// with zeros, which gives the padding points distance 0. The squared distance of a point to
+// candidate t (coordinates cand[d * T + t], squared norm cnorm[t]) is
+// dist = max(0, |x|^2 + |c|^2 - 2 x.c), the dot product a multiply-add per coordinate in order.
+// kpp_gains_f32: what each candidate takes off the points' d2, max(0, d2 - dist) in float64,
+// added to gains[t * lanes + its lane] (the caller reduces the lanes, so a sum depends on the
+// blocks and the lanes only, never on threads); flags[g * T + t] = 1 where candidate t takes
+// something off a point of block g, else 0.
+// kpp_update_f32: d2 = min(d2, dist) for candidate t on the blocks whose flag of t is set (the
+// same operations as kpp_gains_f32, so the same distances), and each lane's sum of the new d2
+// over all blocks [begin, end) added in float64 to sums[lane].
 struct KppDistances {
   const float* xt;
   const float* norms;
-  const float* d2;
+  float* d2;
   int64_t D;
   const float* cand;
   const float* cnorm;
   int64_t T;
-  float* dist;
-  int64_t ldd;
-  double* sums;
+  uint8_t* flags;
+  double* gains;
 };
-using KppDistancesFn = void (*)(const KppDistances&, int64_t begin, int64_t end);
+using KppGainsFn = void (*)(const KppDistances&, int64_t begin, int64_t end);
+using KppUpdateFn = void (*)(const KppDistances&, int64_t t, double* sums, int64_t begin, int64_t end);
 
 // sparse_centre_sums_ (cpu/sparse_rows.cpp), float32 y and x: for the entries e (of b x t) whose
 // class k = index[e] is in [k0, k1), in entry order, mass[k] += a and sums[k, :] += a x[e / t, :]
@@ -194,7 +199,8 @@ struct KernelTable {
   LinearRowsFn<float> linear_rce_f32;
   LinearTileFn linear_tile_f32;
   int tile_rows, tile_columns;
-  KppDistancesFn kpp_distances_f32;
+  KppGainsFn kpp_gains_f32;
+  KppUpdateFn kpp_update_f32;
   CentreSumsFn centre_sums_f32;
   int lanes;  // float32 lanes of a vector
 };

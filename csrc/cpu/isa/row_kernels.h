@@ -1129,41 +1129,72 @@ void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
   }
 }
 
-// ---- kpp_distances_f32: the clipped distances of the k-means++ candidates (see KppDistances) ----
+// ---- kpp_gains_f32 and kpp_update_f32: the k-means++ candidates (see KppDistances) ----
 
-// G candidates against one block of L points: G accumulators in registers.
+// x.c of NB blocks of points (gs) against G candidates (from t0): NB * G accumulators in
+// registers, a multiply-add per coordinate in order. Both kernels take their distances from here
+// (and kpp_distance), so a point's distance to a candidate is the same float in both.
+template <int BYTES, int NB, int G>
+ENTCLUST_INLINE void kpp_dots(const KppDistances& k, const int64_t (&gs)[NB], int64_t t0, vfloat<BYTES> (&acc)[NB][G]) {
+  using V = vfloat<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  const int64_t D = k.D, T = k.T;
+  const float* xg[NB];
+  for (int b = 0; b < NB; ++b) xg[b] = k.xt + gs[b] * D * L;
+  const float* c = k.cand + t0;
+  for (int b = 0; b < NB; ++b)
+    for (int j = 0; j < G; ++j) acc[b][j] = V{};
+  for (int64_t d = 0; d < D; ++d) {
+    V xv[NB];
+    for (int b = 0; b < NB; ++b) xv[b] = load<V>(xg[b] + d * L);
+    for (int j = 0; j < G; ++j) {
+      const V cj = c[d * T + j] - V{};
+      for (int b = 0; b < NB; ++b) acc[b][j] += xv[b] * cj;
+    }
+  }
+}
+
+// max(0, |x|^2 + |c|^2 - 2 x.c) from the dot products
+template <int BYTES>
+ENTCLUST_INLINE vfloat<BYTES> kpp_distance(vfloat<BYTES> norm, float cnorm, vfloat<BYTES> dot) {
+  using V = vfloat<BYTES>;
+  const V dist = norm + (cnorm - V{}) - 2.0f * dot;
+  return select(dist > 0.0f, dist, V{});
+}
+
+// One block against G candidates: each candidate's gains on it and its flag.
 template <int BYTES, int G>
-ENTCLUST_INLINE void kpp_block(const KppDistances& k, int64_t g, int64_t t0) {
+ENTCLUST_INLINE void kpp_gain_block(const KppDistances& k, int64_t g, int64_t t0) {
   using V = vfloat<BYTES>;
   using VD = vdouble<BYTES>;
   constexpr int L = Vec<float, BYTES>::kLanes, LD = L / 2;  // LD: float64 lanes of a vector
-  const int64_t D = k.D;
-  const float* xg = k.xt + g * D * L;
-  const float* c = k.cand + t0 * D;
-  V acc[G];
-  for (int j = 0; j < G; ++j) acc[j] = V{};
-  for (int64_t d = 0; d < D; ++d) {
-    const V xv = load<V>(xg + d * L);
-    for (int j = 0; j < G; ++j) acc[j] += xv * (c[j * D + d] - V{});
-  }
+  const int64_t gs[1] = {g};
+  V acc[1][G];
+  kpp_dots<BYTES, 1, G>(k, gs, t0, acc);
   const V norm = load<V>(k.norms + g * L), d2 = load<V>(k.d2 + g * L);
   for (int j = 0; j < G; ++j) {
-    V dist = norm + (k.cnorm[t0 + j] - V{}) - 2.0f * acc[j];
-    dist = select(dist > 0.0f, dist, V{});
-    dist = select(dist < d2, dist, d2);
-    store(k.dist + (t0 + j) * k.ldd + g * L, dist);
-    VD a, b;
-    widen<BYTES>(dist, a, b);
-    double* s = k.sums + (t0 + j) * L;
-    store(s, load<VD>(s) + a);
-    store(s + LD, load<VD>(s + LD) + b);
+    const V dist = kpp_distance<BYTES>(norm, k.cnorm[t0 + j], acc[0][j]);
+    const auto closer = dist < d2;
+    const bool any = any_lane(closer);
+    k.flags[g * k.T + t0 + j] = any;
+    if (any) {  // (late in a seeding, rarely: most blocks are far from a candidate)
+      VD a, b, c, e;
+      widen<BYTES>(d2, a, b);
+      widen<BYTES>(select(closer, dist, d2), c, e);
+      double* s = k.gains + (t0 + j) * L;
+      store(s, load<VD>(s) + (a - c));
+      store(s + LD, load<VD>(s + LD) + (b - e));
+    }
   }
 }
 
 template <int BYTES>
-void kpp_distances_f32(const KppDistances& k, int64_t begin, int64_t end) {
+void kpp_gains_f32(const KppDistances& k, int64_t begin, int64_t end) {
   // the candidates in near-equal groups of at most GMAX (GMAX accumulators, a block of x and a
-  // broadcast fit the register file: 16 vector registers below AVX-512, 32 with it)
+  // broadcast fit the register file: 16 vector registers below AVX-512, 32 with it). (Two blocks
+  // against half as many candidates, a broadcast for two multiply-adds, took 2.3 ms a seed of
+  // 2 * 10^5 points and 13 candidates against 1.3 with one block, AVX-512: their two streams of
+  // points, 4 KiB apart, came from memory more slowly.)
   constexpr int GMAX = BYTES == 64 ? 16 : 12;
   const int64_t groups = (k.T + GMAX - 1) / GMAX, size = (k.T + groups - 1) / groups;
   for (int64_t g = begin; g < end; ++g) {  // a block of points stays in L1 for every candidate
@@ -1171,7 +1202,7 @@ void kpp_distances_f32(const KppDistances& k, int64_t begin, int64_t end) {
       switch (k.T - t0 < size ? k.T - t0 : size) {
 #define ENTCLUST_KPP_CASE(n) \
   case n:                    \
-    if constexpr (n <= GMAX) kpp_block<BYTES, n>(k, g, t0); \
+    if constexpr (n <= GMAX) kpp_gain_block<BYTES, n>(k, g, t0); \
     break;
         ENTCLUST_KPP_CASE(1) ENTCLUST_KPP_CASE(2) ENTCLUST_KPP_CASE(3) ENTCLUST_KPP_CASE(4)
         ENTCLUST_KPP_CASE(5) ENTCLUST_KPP_CASE(6) ENTCLUST_KPP_CASE(7) ENTCLUST_KPP_CASE(8)
@@ -1181,6 +1212,52 @@ void kpp_distances_f32(const KppDistances& k, int64_t begin, int64_t end) {
       }
     }
   }
+}
+
+// d2 = min(d2, dist to candidate t) on NB flagged blocks
+template <int BYTES, int NB>
+ENTCLUST_INLINE void kpp_update_blocks(const KppDistances& k, const int64_t (&gs)[NB], int64_t t) {
+  using V = vfloat<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes;
+  V acc[NB][1];
+  kpp_dots<BYTES, NB, 1>(k, gs, t, acc);
+  for (int b = 0; b < NB; ++b) {
+    float* p = k.d2 + gs[b] * L;
+    const V d2 = load<V>(p), dist = kpp_distance<BYTES>(load<V>(k.norms + gs[b] * L), k.cnorm[t], acc[b][0]);
+    store(p, select(dist < d2, dist, d2));
+  }
+}
+
+template <int BYTES>
+void kpp_update_f32(const KppDistances& k, int64_t t, double* sums, int64_t begin, int64_t end) {
+  using V = vfloat<BYTES>;
+  using VD = vdouble<BYTES>;
+  constexpr int L = Vec<float, BYTES>::kLanes, LD = L / 2;
+  // the flagged blocks four at a time (four independent chains of multiply-adds; early in a
+  // seeding every block is flagged)
+  int64_t gs[4];
+  int n = 0;
+  for (int64_t g = begin; g < end; ++g) {
+    if (!k.flags[g * k.T + t]) continue;
+    gs[n++] = g;
+    if (n == 4) {
+      kpp_update_blocks<BYTES, 4>(k, gs, t);
+      n = 0;
+    }
+  }
+  for (int b = 0; b < n; ++b) {
+    const int64_t one[1] = {gs[b]};
+    kpp_update_blocks<BYTES, 1>(k, one, t);
+  }
+  VD lo{}, hi{};
+  for (int64_t g = begin; g < end; ++g) {
+    VD a, b;
+    widen<BYTES>(load<V>(k.d2 + g * L), a, b);
+    lo += a;
+    hi += b;
+  }
+  store(sums, load<VD>(sums) + lo);
+  store(sums + LD, load<VD>(sums + LD) + hi);
 }
 
 // ---- centre_sums_f32: the weighted points added to their classes' sums (see CentreSums) ----
@@ -1243,7 +1320,8 @@ constexpr KernelTable make_table(const char* name) {
                      &linear_tile_f32<BYTES>,
                      tile_rows<BYTES>(),
                      2 * Vec<float, BYTES>::kLanes,
-                     &kpp_distances_f32<BYTES>,
+                     &kpp_gains_f32<BYTES>,
+                     &kpp_update_f32<BYTES>,
                      &centre_sums_f32<BYTES>,
                      Vec<float, BYTES>::kLanes};
 }
