@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import entclust
 from entclust._warn import say_fit_failures
@@ -38,6 +39,23 @@ def test_the_defaults_on_the_same_data_say_nothing():
         warnings.simplefilter("error")
         est = entclust.EntropyClustering(50, random_state=0).fit(overlapping())
     assert int((est.cluster_sizes_ == 0).sum()) == 0
+
+
+def test_fewer_distinct_points_than_clusters_is_the_cause_the_warning_gives():
+    """10 distinct points repeated, K = 50: identical points get the same label, so 40 clusters
+    must stay empty; the warning says so, not that another start or a lower lr would fill them."""
+    from entclust.cluster.scale import Shard, distinct_rows
+
+    x = np.repeat(np.random.default_rng(0).normal(size=(10, 8)), 20, axis=0).astype(np.float32)
+    with pytest.warns(entclust.EmptyClusterWarning) as record:
+        est = entclust.EntropyClustering(50, random_state=0).fit(x)
+    message = str(record[0].message)
+    assert "40 of 50 clusters are empty" in message and "only 10 distinct points" in message and "lower lr" not in message
+    assert len(np.unique(est.labels_)) == 10
+    assert distinct_rows(torch.from_numpy(x), Shard(200, None)) == 10
+    nearly = torch.from_numpy(x).clone()
+    nearly[5, 3] = torch.nextafter(nearly[5, 3], torch.tensor(np.inf))  # one unit in the last place
+    assert distinct_rows(nearly, Shard(200, None)) == 11
 
 
 def test_mi_adm_is_not_a_diverging_fit():

@@ -22,7 +22,7 @@ from .centroids import kmeans_plusplus, lloyd, self_labeled_centroids, temperatu
 from .head import FittedHead
 from .registry import EstimatorMethod, HeadMethod, get
 from .scale import (GLOBAL_BELOW, ROUND_SAMPLE, SEED_SAMPLE, SPARSE_TOP, Shard, centroid_rounds, global_objective,
-                    head_argmax, plan_memory)
+                    distinct_rows, head_argmax, plan_memory)
 
 # points x clusters of a pass that reports its progress (the final labels take a minute at N = 10^7, K = 10^4)
 PASS_PROGRESS = 1e9
@@ -262,9 +262,13 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         self.cluster_sizes_ = shard.sum(torch.bincount(torch.from_numpy(self.labels_), minlength=self.n_clusters)).numpy()
         # an alternation whose recorded loss is not an objective it descends (MI-ADM) is not checked for a rise
         losses = [h["loss"] for h in self.history_] if getattr(criterion, "descends", True) else []
-        say_fit_failures(f"EntropyClustering({self.method!r})", self.cluster_sizes_, losses,
-                         f"init={self.init_!r}, lr={self.lr_:g}: a start from self-labeled centroids (init='balanced', "
-                         f"the default at large K) keeps every cluster, a lower lr keeps SGD from emptying them",
+        hint = (f"init={self.init_!r}, lr={self.lr_:g}: a start from self-labeled centroids (init='balanced', "
+                f"the default at large K) keeps every cluster, a lower lr keeps SGD from emptying them")
+        distinct = distinct_rows(features, shard) if (self.cluster_sizes_ == 0).any() else None
+        if distinct is not None and distinct < self.n_clusters:
+            hint = (f"the data holds only {distinct} distinct points, and identical points get the same label: "
+                    f"at most {distinct} of the n_clusters={self.n_clusters} clusters can hold points")
+        say_fit_failures(f"EntropyClustering({self.method!r})", self.cluster_sizes_, losses, hint,
                          f"lower lr (now {self.lr_:g})")
         return self
 

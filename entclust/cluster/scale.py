@@ -111,6 +111,20 @@ def head_blocks(head: nn.Linear, features: torch.Tensor):
         yield i, out
 
 
+def distinct_rows(features: torch.Tensor, shard: Shard) -> int | None:
+    """How many distinct points ``features`` holds (rows that differ project to different float64
+    values on a random direction, but for chance of probability zero), over blocks of rows; None
+    across processes (not counted there). Identical points get the same label, so a fit cannot
+    fill more clusters than this."""
+    if shard.group is not None:
+        return None
+    direction = torch.randn(features.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    direction = direction.to(features.device)
+    rows = max(1, BLOCK // max(1, features.shape[1]))
+    keys = torch.cat([features[i:i + rows].double() @ direction for i in range(0, features.shape[0], rows)])
+    return int(torch.unique(keys).numel())
+
+
 def head_argmax(head, features: torch.Tensor) -> torch.Tensor:
     """Each point's most probable cluster, over blocks of rows: the argmax of the logits (the first
     on ties); above ``4 SPARSE_TOP`` clusters, on the CPU in float32, the largest of the entries of
