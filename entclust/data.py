@@ -275,9 +275,15 @@ def validate_features(estimator, X, **kwargs) -> np.ndarray:
     the memory of the data. float16 and bfloat16 (tensors, and float16 arrays) become float32,
     which holds each of their values exactly (numpy has no bfloat16: scikit-learn could not read
     such a tensor at all)."""
+    import scipy.sparse
     import torch
     from sklearn.utils.validation import validate_data
 
+    if scipy.sparse.issparse(X) or (isinstance(X, torch.Tensor) and X.layout != torch.strided):
+        n, v = X.shape
+        raise TypeError(f"X is a sparse matrix ({n} x {v}); {type(estimator).__name__} needs dense features: reduce "
+                        f"it first, e.g. sklearn.decomposition.TruncatedSVD(n_components=128).fit_transform(X) for "
+                        f"text (TF-IDF), or densify it where its {n * v * 4 / 2**30:.2g} GiB as float32 fit in memory")
     if isinstance(X, torch.Tensor):
         X = X.detach()
         if X.dtype in (torch.float16, torch.bfloat16):

@@ -179,6 +179,23 @@ def test_a_float32_tensor_is_read_without_a_float64_copy(monkeypatch):
     assert seen[-1].dtype == np.float32
 
 
+def test_sparse_features_are_refused_with_what_to_do_instead():
+    """A TF-IDF matrix (scipy.sparse) or a sparse tensor: densifying N x V is rarely possible, so
+    the error names the reduction users take (TruncatedSVD) and the memory a dense copy needs."""
+    import scipy.sparse
+
+    x = scipy.sparse.random(1000, 50000, density=1e-3, format="csr", random_state=0)
+    coo = x.tocoo()
+    tensor = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, size=x.shape, check_invariants=True)
+    for sparse in (x, tensor):
+        with pytest.raises(TypeError, match=r"X is a sparse matrix \(1000 x 50000\); EntropyClustering needs dense "
+                                            r"features: .*TruncatedSVD.* 0.19 GiB as float32"):
+            EntropyClustering(4).fit(sparse)
+    est = EntropyClustering(4, epochs=2, random_state=0).fit(np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32))
+    with pytest.raises(TypeError, match="X is a sparse matrix"):
+        est.predict(scipy.sparse.random(10, 8, density=0.5, format="csr"))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (300, 1000), (0, 5)])
 def test_em_rce_rows_op_matches_the_formula(dtype, shape):
