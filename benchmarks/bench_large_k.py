@@ -1,7 +1,8 @@
 """Clustering many points into many clusters, side by side in one run:
 ``python benchmarks/bench_large_k.py [--preset default|million|million-only|gpu|quick] [--quick]
-[--device cuda [--no-cpu-floor]] [--out results]`` (was ``entclust bench large-k``). Datasets,
-float32, one generator seed each:
+[--device cuda [--no-cpu-floor]] [--out results]`` (was ``entclust bench large-k``), or on a file of
+yours: ``--data mnist5k.npz --k 50 200 500`` (an .npz/.pt with X and y, or .npy/.csv features and
+``--labels``: read as ``entclust fit`` reads it, float32). Datasets, float32, one generator seed each:
 
 - ``overlap``: a Gaussian mixture with overlapping clusters, centres ``s N(0, I)``, unit noise,
   uniform labels (the issue's data: where a k-means++ start alone is far from the truth);
@@ -21,7 +22,8 @@ as a nearest-centroid head, ``init="kmeans++", epochs=0``), scikit-learn's ``KMe
 faiss's ``Kmeans`` (20 iterations; the GPU one with ``--device cuda`` where faiss sees a GPU)
 when faiss is installed. Each reads the data memory-mapped from a temporary ``.npy`` and
 reports its wall time (fit to labels), ACC (Hungarian; left out above K = 2000, where the
-assignment costs more than the fit), NMI, empty clusters, the largest cluster over the mean,
+assignment costs more than the fit), NMI, empty clusters, the largest cluster over the mean, the
+mean squared distance of a point to its cluster's mean (K-means's objective, in the data's units),
 its peak resident memory above its footprint after loading the data, and on CUDA the peak of
 PyTorch's GPU allocator (faiss's own GPU memory is not counted there). Prints a markdown table;
 writes ``bench_large_k.json`` to ``--out``.
@@ -132,7 +134,12 @@ def _one(folder: str, method: str, k: int, device: str) -> dict:
     if device == "cuda":
         extra["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     sizes = np.bincount(labels, minlength=k)
-    return {"method": method, "seconds": seconds,
+    sums = np.zeros((k, x.shape[1]))
+    np.add.at(sums, labels, x)
+    means = (sums / np.maximum(sizes, 1)[:, None]).astype(np.float32)
+    msd = sum(float(np.square(x[i:i + 65536] - means[labels[i:i + 65536]]).sum(dtype=np.float64))
+              for i in range(0, x.shape[0], 65536)) / x.shape[0]
+    return {"method": method, "seconds": seconds, "msd": msd,
             "acc": clustering_accuracy(truth, labels) if k <= 2000 else None,
             "nmi": normalized_mutual_info(truth, labels), "empty_clusters": int((sizes == 0).sum()),
             "largest_over_mean": float(sizes.max() / sizes.mean()), "peak_mb": peak, **extra}
@@ -189,21 +196,36 @@ def _methods(device: str, n: int, k: int, cpu_floor: bool = True) -> list[tuple[
     return [(m, device) for m in methods]
 
 
+def read_data(path: str, labels: str | None = None):
+    """``(x float32, labels)`` of a user's file, as ``entclust fit`` reads it; labels are needed."""
+    from entclust.data import load
+
+    x, t = load(path, labels)
+    if t is None:
+        raise ValueError(f"--data {path}: no labels in the file; give them with --labels")
+    return np.ascontiguousarray(x, dtype=np.float32), np.asarray(t)
+
+
 def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | None = None,
-         cpu_floor: bool = True) -> int:
+         cpu_floor: bool = True, data: str | None = None, labels: str | None = None, ks=()) -> int:
     from entclust._files import check_output_folder, write_files
 
     check_output_folder(out)
     preset = preset or ("quick" if quick else "gpu" if device == "cuda" else "default")
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    table = PRESETS[preset]
+    if data is not None:
+        n, d = read_data(data, labels)[0].shape
+        table, preset = [(data, n, d, k, None) for k in ks], os.path.basename(data)
     os.makedirs(out, exist_ok=True)
     rows = []
-    print("| data | N | D | K | method | device | seconds | ACC % | NMI % | empty | largest/mean | peak MB | GPU MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, n, d, k, spread in PRESETS[preset]:
+    print("| data | N | D | K | method | device | seconds | ACC % | NMI % | empty | largest/mean | msd | peak MB "
+          "| GPU MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, n, d, k, spread in table:
         with tempfile.TemporaryDirectory() as folder:
-            x, t = make_data(name, n, d, k, spread)
+            x, t = read_data(name, labels) if data is not None else make_data(name, n, d, k, spread)
             np.save(os.path.join(folder, "x.npy"), x)
             np.save(os.path.join(folder, "t.npy"), t)
             del x, t
@@ -215,17 +237,17 @@ def main(out: str, *, quick: bool = False, device: str = "cpu", preset: str | No
                     row = {"method": method, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
                 else:
                     row = json.loads(proc.stdout.strip().splitlines()[-1])
-                label = f"{name} (s={spread})" if name == "overlap" else name
+                label = f"{name} (s={spread})" if name == "overlap" else os.path.basename(name)
                 row.update(data=name, spread=spread, n=n, d=d, k=k, device=dev)
                 rows.append(row)
                 if "error" in row:
-                    print(f"| {label} | {n} | {d} | {k} | {method} | {dev} | error: {row['error']} |||||||", flush=True)
+                    print(f"| {label} | {n} | {d} | {k} | {method} | {dev} | error: {row['error']} ||||||||", flush=True)
                 else:
                     acc = "-" if row["acc"] is None else f"{100 * row['acc']:.2f}"
                     gpu = f"{row['gpu_peak_mb']:.0f}" if "gpu_peak_mb" in row else "-"
                     print(f"| {label} | {n} | {d} | {k} | {method} | {dev} | {row['seconds']:.1f} | {acc} | "
                           f"{100 * row['nmi']:.2f} | {row['empty_clusters']} | {row['largest_over_mean']:.2f} | "
-                          f"{row['peak_mb']:.0f} | {gpu} |", flush=True)
+                          f"{row['msd']:.5g} | {row['peak_mb']:.0f} | {gpu} |", flush=True)
     report = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "preset": preset, "rows": rows}
     path = os.path.join(out, "bench_large_k.json")
@@ -249,6 +271,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-cpu-floor", dest="cpu_floor", action="store_false",
                         help="with --device cuda: leave out MiniBatchKMeans on the CPU")
     parser.add_argument("--out", default=os.environ.get("OUT", "results"), help="folder for bench_large_k.json")
+    parser.add_argument("--data", help="a file of yours instead of the presets (.npz/.pt with X and y, or features "
+                                       "and --labels), clustered at each --k")
+    parser.add_argument("--labels", help="with --data: the labels' file, where the data file holds none")
+    parser.add_argument("--k", type=int, nargs="+", default=[50, 200, 500], help="with --data: the cluster counts")
 
 
 def run(args) -> int:
@@ -257,7 +283,8 @@ def run(args) -> int:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda needs a GPU; torch sees none")
-    return main(args.out, quick=args.quick, device=args.device, preset=args.preset, cpu_floor=args.cpu_floor)
+    return main(args.out, quick=args.quick, device=args.device, preset=args.preset, cpu_floor=args.cpu_floor,
+                data=args.data, labels=args.labels, ks=args.k)
 
 
 if __name__ == "__main__":

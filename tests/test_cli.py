@@ -179,6 +179,26 @@ def test_bench_large_k_quick(tmp_path, capsys):
     assert "| 5000 | 16 | 50 | entclust |" in capsys.readouterr().out
 
 
+def test_bench_large_k_on_a_users_file(tmp_path, capsys):
+    """``--data FILE --k ...``: the same rows on real data of the user's; the mean squared distance to
+    the cluster means is K-means's objective (scikit-learn's inertia over N)."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    np.savez(tmp_path / "digits.npz", X=x.astype(np.float32), y=y)
+    assert script_main("benchmarks/bench_large_k.py", "--data", str(tmp_path / "digits.npz"), "--k", "20", "40",
+                       "--out", str(tmp_path)) == 0
+    saved = json.loads((tmp_path / "bench_large_k.json").read_text())
+    assert saved["preset"] == "digits.npz" and {r["k"] for r in saved["rows"]} == {20, 40}
+    assert not any("error" in r for r in saved["rows"])
+    kmeans = next(r for r in saved["rows"] if r["method"] == "kmeans" and r["k"] == 20)
+    inertia = KMeans(20, n_init=1, random_state=0).fit(x.astype(np.float32)).inertia_
+    assert kmeans["msd"] == pytest.approx(inertia / len(x), rel=1e-3)
+    assert "| digits.npz | 1797 | 64 | 40 | entclust |" in capsys.readouterr().out
+    assert script_main("benchmarks/bench_large_k.py", "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)) == 2
+
+
 def test_bench_large_k_gpu_rows_run_the_baselines_on_the_gpu_and_minibatch_kmeans_on_the_cpu():
     """Issue 26's rows: entclust, its start and torch-kmeans (faiss's recipe) on the device; faiss
     only where it sees a GPU; MiniBatchKMeans on the CPU as the floor unless left out."""
