@@ -109,6 +109,11 @@ def read_array(path: str, what: str):
                 return np.load(path, allow_pickle=False), None
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as z:
+                if {"indptr", "indices", "data", "shape", "format"} <= set(z.keys()):  # scipy.sparse.save_npz
+                    n, v = (int(a) for a in z["shape"])
+                    raise DataError(f"{what} file {path} is a scipy.sparse matrix ({n} x {v}); entclust needs dense "
+                                    f"features: reduce it first, e.g. sklearn.decomposition.TruncatedSVD(n_components=128)"
+                                    f" for text (TF-IDF), and save that")
                 xkey, lkey = _keys(path, list(z.keys()), "an .npz")
                 return z[xkey], (z[lkey] if lkey else None)
         if ext == ".csv":

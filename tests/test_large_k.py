@@ -196,6 +196,19 @@ def test_sparse_features_are_refused_with_what_to_do_instead():
         est.predict(scipy.sparse.random(10, 8, density=0.5, format="csr"))
 
 
+
+def test_a_scipy_sparse_npz_file_is_refused_with_what_to_do_instead(tmp_path):
+    """scipy.sparse.save_npz writes data/indices/indptr/shape/format: the loader took 'data' as the
+    features and said 'got a 1-D array'; now it names the sparse matrix and the reduction."""
+    import scipy.sparse
+
+    from entclust.data import DataError, read_array
+
+    scipy.sparse.save_npz(tmp_path / "tfidf.npz", scipy.sparse.random(200, 1000, density=0.01, format="csr"))
+    with pytest.raises(DataError, match=r"tfidf.npz is a scipy.sparse matrix \(200 x 1000\); .*TruncatedSVD"):
+        read_array(str(tmp_path / "tfidf.npz"), "features")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (300, 1000), (0, 5)])
 def test_em_rce_rows_op_matches_the_formula(dtype, shape):
