@@ -146,8 +146,8 @@ void draw_in_chunks(const float* d2, int64_t m, int64_t chunk_points, int64_t ch
   }
 }
 
-// float32: per seed one pass of the ISA's kpp_gains_f32 over the points (transposed once; two
-// blocks of `lanes` points against up to 14 candidates in registers), which writes no distances,
+// float32: per seed one pass of the ISA's kpp_gains_f32 over the points (transposed once; a block
+// of `lanes` points against up to 12, or 16, candidates in registers), which writes no distances,
 // then kpp_update_f32 recomputes the chosen candidate's on the blocks it changes (after the
 // first few hundred seeds a small share of them) and sums the new d2 per chunk for the next draws.
 // The candidate that takes most off sum(d2) is the one of the lowest total.
