@@ -93,6 +93,14 @@ def _read_csv(path: str, what: str) -> np.ndarray:
                       encoding="utf-8-sig")
 
 
+def sparse_advice(n: int, v: int, who: str) -> str:
+    """What to do with sparse features of ``n`` rows and ``v`` columns (a TF-IDF matrix, often): the
+    end of an error message."""
+    return (f"a sparse matrix ({n} x {v}); {who} needs dense features: reduce it first, e.g. "
+            f"sklearn.decomposition.TruncatedSVD(n_components=128).fit_transform(X) for text (TF-IDF), or densify it "
+            f"where its {n * v * 4 / 2**30:.2g} GiB as float32 fit in memory")
+
+
 def read_array(path: str, what: str):
     """Array(s) stored in ``path`` (.npy memory-mapped, .npz, .csv with or without a header
     line, .pt read with weights_only): returns (array, labels or None); ``what`` names the file
@@ -111,9 +119,7 @@ def read_array(path: str, what: str):
             with np.load(path, allow_pickle=False) as z:
                 if {"indptr", "indices", "data", "shape", "format"} <= set(z.keys()):  # scipy.sparse.save_npz
                     n, v = (int(a) for a in z["shape"])
-                    raise DataError(f"{what} file {path} is a scipy.sparse matrix ({n} x {v}); entclust needs dense "
-                                    f"features: reduce it first, e.g. sklearn.decomposition.TruncatedSVD(n_components=128)"
-                                    f" for text (TF-IDF), and save that")
+                    raise DataError(f"{what} file {path} is {sparse_advice(n, v, 'entclust')}")
                 xkey, lkey = _keys(path, list(z.keys()), "an .npz")
                 return z[xkey], (z[lkey] if lkey else None)
         if ext == ".csv":
@@ -285,10 +291,7 @@ def validate_features(estimator, X, **kwargs) -> np.ndarray:
     from sklearn.utils.validation import validate_data
 
     if scipy.sparse.issparse(X) or (isinstance(X, torch.Tensor) and X.layout != torch.strided):
-        n, v = X.shape
-        raise TypeError(f"X is a sparse matrix ({n} x {v}); {type(estimator).__name__} needs dense features: reduce "
-                        f"it first, e.g. sklearn.decomposition.TruncatedSVD(n_components=128).fit_transform(X) for "
-                        f"text (TF-IDF), or densify it where its {n * v * 4 / 2**30:.2g} GiB as float32 fit in memory")
+        raise TypeError(f"X is {sparse_advice(*X.shape, type(estimator).__name__)}")
     if isinstance(X, torch.Tensor):
         X = X.detach()
         if X.dtype in (torch.float16, torch.bfloat16):

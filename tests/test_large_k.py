@@ -205,7 +205,7 @@ def test_a_scipy_sparse_npz_file_is_refused_with_what_to_do_instead(tmp_path):
     from entclust.data import DataError, read_array
 
     scipy.sparse.save_npz(tmp_path / "tfidf.npz", scipy.sparse.random(200, 1000, density=0.01, format="csr"))
-    with pytest.raises(DataError, match=r"tfidf.npz is a scipy.sparse matrix \(200 x 1000\); .*TruncatedSVD"):
+    with pytest.raises(DataError, match=r"tfidf.npz is a sparse matrix \(200 x 1000\); entclust needs dense .*TruncatedSVD"):
         read_array(str(tmp_path / "tfidf.npz"), "features")
 
 
