@@ -11,15 +11,14 @@ Prints the medians and the reference-over-fused ratios (> 1: the fused loss is f
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import torch
 import torch.func as tf
 
 import entclust
 from entclust.testing import reference
+from bench_duality_gap import median_ms  # this folder is on the path when the script runs
 
 LOSSES = {"rce": (entclust.reverse_cross_entropy, reference.reverse_cross_entropy),
           "cce": (entclust.collision_cross_entropy, reference.collision_cross_entropy)}
@@ -33,16 +32,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--loss", choices=sorted(LOSSES), default="rce")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per case (median)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 repeats (a smoke run)")
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def _cases(loss: str, per_sample, problems):
@@ -74,7 +63,7 @@ def run(args) -> int:
     print("| case | fused ms | reference ms | reference / fused |\n|---|---|---|---|")
     for name, fused, ref in _cases(args.loss, per_sample, problems):
         torch.testing.assert_close(fused(), ref(), rtol=1e-4, atol=1e-5)
-        a, b = _median_ms(fused, repeats), _median_ms(ref, repeats)
+        a, b = median_ms(fused, repeats), median_ms(ref, repeats)
         print(f"| {name} | {a:.2f} | {b:.2f} | {b / a:.2f} |", flush=True)
     return 0
 
