@@ -199,6 +199,41 @@ def test_collision_ce_underflow_is_exact(dtype):
     torch.testing.assert_close(gy.double(), -ratio, rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("k", [1, 2, 7, 8, 9, 10, 15, 16, 17, 20, 25, 31, 32, 33, 40, 47, 48])
+@pytest.mark.parametrize("name", LOSSES)
+def test_short_rows_go_a_row_per_lane(name, k):
+    """Short rows run a row per lane (below two vectors, and below four where a row ends in a
+    tail; 16 rows at a time on AVX-512): rows [0, 37) cross two whole groups and a partial one
+    and give what each row gives alone; collision-CE rows whose sigma . y underflows, set among
+    ordinary ones, are redone in log space; a bad row is named."""
+    fused, ref = LOSSES[name]
+    n = 37
+    logits, y = make_logits((n, k)), make_simplex((n, k))
+    underflow = [3, 16, 36] if name == "cce" and k > 1 else []
+    for row in underflow:  # sigma . y ~ exp(-80): only class 1 has mass in y
+        logits[row] = 0.0
+        logits[row, 1] = -80.0
+        y[row] = 0.0
+        y[row, 1] = 1.0
+    got = run(fused, logits, y, reduction="none")
+    for row in range(n):  # each row alone: a partial group of one lane
+        one = run(fused, logits[row:row + 1], y[row:row + 1], reduction="none")
+        for a, b in zip(got, one):
+            torch.testing.assert_close(a[row:row + 1], b, rtol=1e-6, atol=1e-7)
+    # the reference's autograd gives NaN for dL/dy where y = 0 and sigma . y is tiny: ordinary rows only
+    ordinary = [row for row in range(n) if row not in underflow]
+    want = run(ref, logits.double(), y.double(), reduction="none")
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a[ordinary].double(), b[ordinary], rtol=1e-5, atol=1e-6)
+    if underflow:  # the log-space rows against the closed form -ln sigma_1
+        ln_p = torch.log_softmax(logits[underflow].double(), dim=1)[:, 1]
+        torch.testing.assert_close(got[0][underflow].double(), -ln_p, rtol=1e-6, atol=0)
+    bad = y.clone()
+    bad[21] *= 1.01
+    with pytest.raises(ValueError, match=r"rows of y must sum to 1 \(tolerance 0.0001\): row 21"):
+        fused(logits, bad)
+
+
 def test_uniform_y_gives_zero_collision_gradient():
     logits = make_logits((4, 6), torch.float64).requires_grad_()
     entclust.collision_cross_entropy(logits, torch.full((4, 6), 1 / 6, dtype=torch.float64)).backward()
