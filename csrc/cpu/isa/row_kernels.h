@@ -198,9 +198,10 @@ double cce_row_logspace(const T* l, const T* y, int64_t K, double scale, T* gl, 
 // lanes after runs of 4 terms (as WideSum), and H and ln(s / w) are formed in float64, as row by
 // row; sum and minimum of y, which only feed the input check, stay in float lanes. Collision-CE
 // lanes whose sigma . y underflowed (or met a NaN) are redone row by row after.
-// Where it pays (forward + backward, rows and lanes interleaved in one process, 2026-12-07, Zen 5):
-// below two vectors, and below four where the row ends in a tail (1.4-2.7x at K = 6-15 on the
-// SSE2 path, 17-31 on AVX2); whole vectors, and on AVX-512 K >= 48, are as fast row by row.
+// Where it pays (forward + backward, the two layouts interleaved in one process, 2026-12-07,
+// Zen 5): below two vectors, and below four where the row ends in a tail (1.5-2.3x at K = 6-15
+// on the SSE2 path, 1.2-2.7x at 8-31 on AVX2, 1.0-2.7x at 8-40 on AVX-512); two or more whole
+// vectors, and on AVX-512 K >= 48, are as fast or faster row by row (0.7-1.05x).
 template <int BYTES>
 ENTCLUST_INLINE bool narrow_pays(int64_t K) {
   constexpr int64_t L = Vec<float, BYTES>::kLanes;
