@@ -234,6 +234,23 @@ def test_short_rows_go_a_row_per_lane(name, k):
         fused(logits, bad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k", [10, 37, 3000])
+@pytest.mark.parametrize("name", LOSSES)
+def test_half_types_run_the_float32_kernels(name, k, dtype):
+    """float16 and bfloat16 go through the float32 kernel a block of rows at a time (several
+    blocks and threads here): the numbers of a float32 call on the converted inputs, rounded."""
+    fused, _ = LOSSES[name]
+    n = 20000 // k + 7
+    logits, y = make_logits((n, k), dtype), make_simplex((n, k), dtype)
+    for reduction in ("none", "sum"):
+        got = run(fused, logits, y, reduction=reduction, sum_tol=math.inf)
+        want = run(fused, logits.float(), y.float(), reduction=reduction, sum_tol=math.inf)
+        for a, b in zip(got, want):
+            assert a.dtype == dtype
+            assert torch.equal(a, b.to(dtype))
+
+
 def test_uniform_y_gives_zero_collision_gradient():
     logits = make_logits((4, 6), torch.float64).requires_grad_()
     entclust.collision_cross_entropy(logits, torch.full((4, 6), 1 / 6, dtype=torch.float64)).backward()

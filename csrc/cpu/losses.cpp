@@ -2,9 +2,9 @@
 // One task per block of rows (at::parallel_for); each row is processed in at most three
 // contiguous passes that stay in L1/L2: max of the logits, exp + sums (+ log y), gradients.
 // float32, the hot path, runs the per-ISA row kernels of isa/row_kernels.h through the table
-// of the CPU capability in use (isa/capability.cpp). float64, float16 and bfloat16 run the
-// portable templates below (default flags; sums in float lanes within blocks of kBlock
-// classes and in float64 across blocks).
+// of the CPU capability in use (isa/capability.cpp); so do float16 and bfloat16, on blocks of
+// rows converted to float32 (half_via_f32). float64 runs the portable templates below (default
+// flags; sums in float64).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -262,6 +262,46 @@ void cce_range(const RowTask<T, A>& t, int64_t begin, int64_t end, A* scratch) {
 
 enum class Loss { kReverse, kCollision };
 
+// float16 and bfloat16 run the float32 kernels of the CPU capability in use, a block of rows at a
+// time: the block's logits and y converted to float32 scratch (ATen's vectorised copy), the
+// kernel, the gradients converted back (round to nearest even, as a cast). The numbers are
+// those of a float32 call on the converted inputs. Per-row losses and checks are float32 for
+// these types already (their opmath type). The portable template below, which converted each
+// element in scalar SSE2 code, ran 4096 x 1000 bfloat16 in 39 ms against 7 ms for float32.
+void half_via_f32(LossRowsFn rows, const at::Tensor& logits, const at::Tensor& y, LossBuffers& b, double sum_tol) {
+  const int64_t N = logits.size(0), K = logits.size(1);
+  const bool gl = b.grad_logits.numel() > 0, gy = b.grad_y.numel() > 0;
+  const int64_t block = std::max<int64_t>(1, 32768 / K);  // rows: 4 float32 arrays of ~128 KB
+  float* out_rows = b.rows.data_ptr<float>();
+  float* stats = b.stats.data_ptr<float>();
+  at::parallel_for(0, N, block, [&](int64_t begin, int64_t end) {
+    const int64_t cap = std::min(block, end - begin);
+    const auto f32 = logits.options().dtype(at::kFloat);
+    at::Tensor lf = at::empty({cap, K}, f32), yf = at::empty({cap, K}, f32);
+    at::Tensor glf = gl ? at::empty({cap, K}, f32) : at::Tensor(), gyf = gy ? at::empty({cap, K}, f32) : at::Tensor();
+    std::vector<float> scratch(gl || gy ? 2 * K : 0);
+    for (int64_t r0 = begin; r0 < end; r0 += block) {
+      const int64_t n = std::min(block, end - r0);
+      lf.narrow(0, 0, n).copy_(logits.narrow(0, r0, n));
+      yf.narrow(0, 0, n).copy_(y.narrow(0, r0, n));
+      const LossRows task{lf.data_ptr<float>(),
+                          yf.data_ptr<float>(),
+                          K,
+                          static_cast<float>(b.scale),
+                          gl ? glf.data_ptr<float>() : nullptr,
+                          gy ? gyf.data_ptr<float>() : nullptr,
+                          out_rows + r0,
+                          stats + r0,
+                          stats + N + r0,
+                          stats + 2 * N + r0,
+                          sum_tol};
+      rows(task, 0, n, scratch.data());
+      if (gl) b.grad_logits.narrow(0, r0, n).copy_(glf.narrow(0, 0, n));
+      if (gy) b.grad_y.narrow(0, r0, n).copy_(gyf.narrow(0, 0, n));
+    }
+  });
+}
+
 template <Loss LOSS>
 LossResult loss_cpu(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t reduction,
                     bool grad_logits, bool grad_y, double sum_tol) {
@@ -292,7 +332,11 @@ LossResult loss_cpu(const at::Tensor& logits_in, const at::Tensor& y_in, int64_t
     });
     return finish(b, reduction, logits.scalar_type());
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "entclust_loss_cpu", [&] {
+  if (logits.scalar_type() == at::kHalf || logits.scalar_type() == at::kBFloat16) {
+    half_via_f32(LOSS == Loss::kReverse ? kernels().rce_f32 : kernels().cce_f32, logits, y, b, sum_tol);
+    return finish(b, reduction, logits.scalar_type());
+  }
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "entclust_loss_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
     if constexpr (!std::is_same_v<scalar_t, float>) {  // float32 returned above
       RowTask<scalar_t, A> task{logits.data_ptr<scalar_t>(),
