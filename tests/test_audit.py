@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -112,7 +113,7 @@ def test_sinkhorn_with_zeros_stays_finite_and_balanced(case):
     else:
         sigma = torch.nn.functional.one_hot(torch.arange(60) % 3, 4).double()
     sigma = sigma / sigma.sum(-1, keepdim=True)
-    result = entclust.sinkhorn(sigma, max_iter=2000, warn=False)
+    result = entclust.sinkhorn(sigma, tol=1e-9, max_iter=2000, warn=False)
     q, labels = result.y / 60, result.labels
     assert bool(torch.isfinite(q).all()) and result.converged
     torch.testing.assert_close(q.sum(-1), torch.full((60,), 1 / 60, dtype=torch.float64), atol=1e-6, rtol=0)
@@ -123,6 +124,31 @@ def test_sinkhorn_with_zeros_stays_finite_and_balanced(case):
 def test_sinkhorn_warns_when_it_stops_early():
     with pytest.warns(RuntimeWarning, match="max_iter=1"):
         entclust.sinkhorn(problem(30, 3), max_iter=1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
+@pytest.mark.parametrize("n, k", [(250, 10), (250, 200)])
+def test_sinkhorn_defaults_converge_quietly_on_peaked_sigma(n, k, scale):
+    # sigma = softmax(scale z), as a network's outputs sharpen: the defaults (tol 1e-3, 10 000
+    # sweeps) meet tol without a warning; the old 1e-9 / 1000 warned from scale 3 (and for every
+    # float32 sigma, below)
+    z = torch.randn(n, k, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+    sigma = torch.softmax(scale * z, -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = entclust.sinkhorn(sigma.float())
+    assert result.converged
+    y = result.y.double()  # rows on the simplex, columns within tol (relative) of N u
+    assert (y.sum(-1) - 1).abs().max() <= 1e-6 and (y.sum(0) / (n / k) - 1).abs().max() <= 1e-3 + 1e-5
+
+
+def test_sinkhorn_float32_sigma_reaches_a_tight_tol():
+    # the prior was used in sigma's dtype: a float32 uniform 1/10 sums to 1 + 1.5e-8, and the row
+    # error stalled at 3e-8 whatever the sweeps; it is renormalised in float64 now
+    sigma = torch.softmax(torch.randn(250, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64), -1)
+    float32, float64 = entclust.sinkhorn(sigma.float(), tol=1e-9), entclust.sinkhorn(sigma, tol=1e-9)
+    assert float32.converged and float32.iterations == float64.iterations
+    torch.testing.assert_close(float32.y.double(), float64.y, atol=1e-6, rtol=0)
 
 
 # 6. second-order solvers across lambda in [0, 1e12] ------------------------------------

@@ -13,7 +13,7 @@ from ._problem import check_count, check_number, prepare, unbatch
 from .result import SolverResult
 
 
-def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9, max_iter: int = 1000,
+def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-3, max_iter: int = 10000,
              validate: bool = True, warn: bool = True, callback=None) -> SolverResult:
     """SeLa's pseudo-labels: ``Q = diag(alpha) P diag(beta)`` with ``P = sigma^lam_sk``, rows
     summing to ``1/N`` and columns to the prior ``u``, by Sinkhorn-Knopp scaling in the log domain.
@@ -22,13 +22,19 @@ def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: floa
         sigma: ``Tensor[N, K]`` predictions, or ``Tensor[B, N, K]`` for B independent problems.
         prior: ``Tensor[K]`` target proportions u (uniform when None).
         lam_sk: the power of sigma (SeLa's lambda; larger is closer to the hard assignment).
-        tol: stop when every row sum is within ``tol / N`` of ``1/N``.
+        tol: stop when every row sum is within ``tol / N`` of ``1/N``. SeLa's code stops when
+            ``sum_i |c_i / c_new_i - 1| <= 0.1`` over its N points, the sum of these relative
+            row errors: a mean of ``0.1 / N`` (4e-4 for a batch of 250). Sinkhorn-Knopp on
+            ``sigma^25`` converges slowly where sigma is peaked (a trained network's): 1e-3
+            takes up to a few thousand sweeps there, 1e-6 tens of thousands or more (the
+            defaults were 1e-9 and 1000 sweeps until 2026-12-07, and warned on such inputs).
         max_iter: scaling sweeps at most (>= 1); ``warn``: a RuntimeWarning when they end before ``tol``.
         callback: ``callback(sweeps, row_error)`` after every sweep with the largest relative
             row-sum error; a true return stops.
 
     Returns:
-        :class:`SolverResult` with ``y = N Q`` (each row on the simplex; ``result.labels`` is
+        :class:`SolverResult` with ``y = N Q`` (each row put on the simplex, so the columns sum
+        to ``N u`` within about tol, relative; ``result.labels`` is
         SeLa's hard assignment ``argmax_k Q_ik``), the sweeps run as ``iterations``, SeLa's loss
         ``mean_i H(y_i, sigma_i)`` as ``objective``, and ``fw_gap`` NaN: the transport problem is
         not the pseudo-label problem of the other solvers, so there is no Frank-Wolfe certificate;
@@ -56,6 +62,12 @@ def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: floa
         raise ValueError(f"{name}: callback must be callable or None, got {callback!r}")
     n = sigma3.shape[-2]
     log_sigma = torch.log(sigma3.clamp_min(torch.finfo(sigma3.dtype).tiny))
+    # the prior renormalised, on the CPU in float64 (the sweeps' type there): u in float32 (uniform
+    # 1/10 sums to 1 + 1.5e-8) made the problem infeasible by that much, and the row error stalled
+    # at 3e-8 for float32 sigma
+    if sigma3.device.type == "cpu":
+        u = u.to(torch.float64)
+    u = u / u.sum(-1, keepdim=True)
     # a zero prior entry is a class that receives no points: its column is left out (beta = -inf)
     log_u = torch.where(u > 0, torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)), -math.inf)
     if sigma3.device.type == "cpu":
@@ -69,7 +81,10 @@ def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: floa
     if warn and not bool(converged.all()):
         warnings.warn(f"{name}: row sums still off by more than tol={tol:g} (relative) after "
                       f"max_iter={max_iter} sweeps; raise max_iter or lower lam_sk", RuntimeWarning, stacklevel=2)
-    y = (log_p + log_alpha[..., None] + log_beta[:, None, :] + math.log(n)).exp().to(sigma3.dtype)
+    # the last sweep's column scaling leaves the columns at u and each row within tol of 1/N: its
+    # rows are put on the simplex, as every solver's y, so the columns are within about tol of u
+    y = (log_p + log_alpha[..., None] + log_beta[:, None, :] + math.log(n)).exp()
+    y = (y / y.sum(-1, keepdim=True)).to(sigma3.dtype)
     objective = -(y * log_sigma).sum(-1).mean(-1)
     return unbatch(SolverResult(y, sweeps, objective, torch.full(sweeps.shape, math.nan), converged,
                                 f"row sums within tol={tol:g} of 1/N (relative)"), batched)
@@ -141,11 +156,11 @@ def _torch_sweep(log_p, log_u):
     return sweep
 
 
-def sinkhorn_knopp(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-9,
-                   max_iter: int = 1000, validate: bool = True, warn: bool = True, callback=None):
+def sinkhorn_knopp(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: float = 1e-3,
+                   max_iter: int = 10000, validate: bool = True, warn: bool = True, callback=None):
     """Deprecated: use :func:`sinkhorn`, which returns a :class:`SolverResult` as every other
     solver does. Returns ``(Q, labels, iterations)``: ``Q = y / N`` (rows sum to 1/N, columns to
-    u), ``labels = argmax_k Q_ik`` and the sweeps run."""
+    u within about tol), ``labels = argmax_k Q_ik`` and the sweeps run."""
     warnings.warn("entclust.sinkhorn_knopp is deprecated and will be removed in the next release: use "
                   "entclust.sinkhorn, which returns a SolverResult (Q = result.y / N, labels = result.labels, "
                   "sweeps = result.iterations)", DeprecationWarning, stacklevel=2)
