@@ -51,8 +51,8 @@ def assert_within_reference_error(kernel, ref32, truth, what):
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("reduction", ["none", "sum"])
 @pytest.mark.parametrize(
-    "n, k, logit_scale", [(64, 1000, 3.0), (256, 7, 3.0), (1000, 10, 3.0), (100, 40, 30.0), (33, 200, 30.0), (16, 16384, 3.0),
-     (3, 100_000, 3.0)]
+    "n, k, logit_scale",
+    [(64, 1000, 3.0), (256, 7, 3.0), (1000, 10, 3.0), (100, 40, 30.0), (33, 200, 30.0), (16, 16384, 3.0), (3, 100_000, 3.0)],
 )
 def test_losses_within_eager_float32_error(loss, reduction, n, k, logit_scale):
     fused, reference = LOSSES[loss]
