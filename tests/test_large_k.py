@@ -151,6 +151,28 @@ def test_float32_kept_and_memory_mapped_input(tmp_path):
     assert not np.shares_memory(s.transform(x), x)
 
 
+def test_predict_proba_and_transform_go_over_blocks_and_refuse_what_cannot_fit(monkeypatch):
+    """The dense (N, K) results are written a block of rows at a time (one block and the output in
+    memory) and match the whole-matrix formulas; one that cannot fit is refused before any work."""
+    import entclust.cluster.scale as scale
+    from entclust.cluster.scale import MemoryPlanError
+
+    x, _ = make_blobs(300, n_features=5, centers=6, random_state=0)
+    est = EntropyClustering(6, epochs=2, random_state=0).fit(x)
+    with torch.no_grad():
+        logits = est.head_(torch.from_numpy(est.scaler_.transform(x, np.float32)))
+    monkeypatch.setattr(scale, "block_rows", lambda k: 7)  # 43 blocks, the last one short
+    np.testing.assert_array_equal(est.predict_proba(x), torch.softmax(logits, 1).double().numpy())
+    np.testing.assert_array_equal(est.transform(x), torch.log_softmax(logits.double(), 1).numpy())
+    assert np.array_equal(est.predict_proba(x).argmax(1), est.predict(x))
+    import entclust.cluster.head as head
+    monkeypatch.setattr(head, "available_bytes", lambda: 1000)
+    with pytest.raises(MemoryPlanError, match=r"predict_proba: the \(300, 6\) float64 result needs .* pass fewer rows"):
+        est.predict_proba(x)
+    with pytest.raises(MemoryPlanError, match=r"transform: the \(300, 6\)"):
+        est.transform(x)
+
+
 def test_a_float32_tensor_is_read_without_a_float64_copy(monkeypatch):
     """scikit-learn reads a torch tensor as float64 (a copy twice the data's size); the estimator
     hands it a view of the tensor's memory instead, for fit, partial_fit and predict."""

@@ -13,7 +13,7 @@ from torch import nn
 
 from .._files import CheckpointError, read_checkpoint, write_files
 from ..data import Scaler, validate_features
-from .scale import head_argmax
+from .scale import MemoryPlanError, available_bytes, head_argmax, head_blocks
 
 FORMAT = "entclust.EntropyClustering"
 VERSION = 1
@@ -89,9 +89,28 @@ class FittedHead:
         x = validate_features(self, X, reset=False)
         return torch.from_numpy(self.scaler_.transform(x, np.float32))
 
+    def _dense(self, X, fn, what: str) -> np.ndarray:
+        """``fn`` of the head's float32 logits, ``(N, K)`` float64, computed over blocks of rows into
+        the output: the output and one block in memory (it was the float32 logits, their softmax
+        and two float64 copies, 24 bytes an entry above the output). An output that cannot fit in
+        the memory this machine has free is refused before any work."""
+        features = self._transform(X)
+        n, k = features.shape[0], self.n_clusters
+        need, free = 8 * n * k, available_bytes()
+        if free is not None and need > 0.9 * free:
+            raise MemoryPlanError(f"{type(self).__name__}.{what}: the ({n}, {k}) float64 result needs "
+                                  f"{need / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free; pass fewer rows "
+                                  f"at a time, or use predict for the labels alone")
+        out = np.empty((n, k), dtype=np.float64)
+        with torch.no_grad():
+            for i, logits in head_blocks(self.head_, features):
+                out[i:i + logits.shape[0]] = fn(logits).numpy()
+        return out
+
     def predict_proba(self, X) -> np.ndarray:
-        """Soft cluster memberships ``softmax(v^T x + b)``, ``(N, K)``."""
-        return torch.softmax(self._logits(self._transform(X)), 1).numpy().astype(np.float64)
+        """Soft cluster memberships ``softmax(v^T x + b)``, ``(N, K)`` float64 (computed over blocks
+        of rows; refused up front where the result cannot fit in free memory)."""
+        return self._dense(X, lambda z: torch.softmax(z, 1), "predict_proba")  # float32, as before
 
     def predict(self, X) -> np.ndarray:
         """The most probable cluster of each point (over blocks of rows: never N x K logits)."""
@@ -101,8 +120,9 @@ class FittedHead:
 
     def transform(self, X) -> np.ndarray:
         """The head's log-probabilities ``log softmax(v^T x + b)``, ``(N, K)``: the model's
-        analogue of K-means' distances (larger is nearer), e.g. for a classifier downstream."""
-        return torch.log_softmax(self._logits(self._transform(X)).double(), 1).numpy()
+        analogue of K-means' distances (larger is nearer), e.g. for a classifier downstream
+        (over blocks of rows, as :meth:`predict_proba`)."""
+        return self._dense(X, lambda z: torch.log_softmax(z.double(), 1), "transform")
 
     @property
     def _n_features_out(self) -> int:  # transform's columns, for get_feature_names_out
