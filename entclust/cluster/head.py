@@ -91,9 +91,10 @@ class FittedHead:
 
     def _dense(self, X, fn, what: str) -> np.ndarray:
         """``fn`` of the head's float32 logits, ``(N, K)`` float64, computed over blocks of rows into
-        the output: the output and one block in memory (it was the float32 logits, their softmax
-        and two float64 copies, 24 bytes an entry above the output). An output that cannot fit in
-        the memory this machine has free is refused before any work."""
+        the output: the output and one block in memory (whole, predict_proba held the float32
+        softmax beside the output, 12 bytes an entry, and transform float64 copies of the logits,
+        up to 24). An output that cannot fit in the memory this machine has free is refused before
+        any work."""
         features = self._transform(X)
         n, k = features.shape[0], self.n_clusters
         need, free = 8 * n * k, available_bytes()
