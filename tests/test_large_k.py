@@ -151,9 +151,10 @@ def test_float32_kept_and_memory_mapped_input(tmp_path):
     assert not np.shares_memory(s.transform(x), x)
 
 
-def test_predict_proba_and_transform_go_over_blocks_and_refuse_what_cannot_fit(monkeypatch):
+def test_dense_results_go_over_blocks_and_what_cannot_fit_is_refused(monkeypatch):
     """The dense (N, K) results are written a block of rows at a time (one block and the output in
-    memory) and match the whole-matrix formulas; one that cannot fit is refused before any work."""
+    memory) and match the whole-matrix formulas; one that cannot fit is refused before any work,
+    and so is a score whose N x K pseudo-labels cannot."""
     import entclust.cluster.scale as scale
     from entclust.cluster.scale import MemoryPlanError
 
@@ -167,10 +168,12 @@ def test_predict_proba_and_transform_go_over_blocks_and_refuse_what_cannot_fit(m
     assert np.array_equal(est.predict_proba(x).argmax(1), est.predict(x))
     import entclust.cluster.head as head
     monkeypatch.setattr(head, "available_bytes", lambda: 1000)
-    with pytest.raises(MemoryPlanError, match=r"predict_proba: the \(300, 6\) float64 result needs .* pass fewer rows"):
+    with pytest.raises(MemoryPlanError, match=r"predict_proba: the float64 result \(300 x 6\) needs .* pass fewer rows"):
         est.predict_proba(x)
-    with pytest.raises(MemoryPlanError, match=r"transform: the \(300, 6\)"):
+    with pytest.raises(MemoryPlanError, match=r"transform: the float64 result \(300 x 6\)"):
         est.transform(x)
+    with pytest.raises(MemoryPlanError, match=r"score: the logits and pseudo-labels \(300 x 6\) .* score a sample"):
+        est.score(x)
 
 
 def test_a_float32_tensor_is_read_without_a_float64_copy(monkeypatch):

@@ -478,11 +478,15 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
     def score(self, X, y=None) -> float:
         """Minus the method's objective on ``X`` taken as one batch (pseudo-labels solved on all
         of ``X``): higher is better, as scikit-learn's ``score`` (K-means: minus the inertia).
-        Holds ``X``'s N x K pseudo-labels in memory."""
+        Holds ``X``'s N x K logits and pseudo-labels in memory (about 24 bytes an entry), and
+        refuses, before any work, where they cannot fit."""
         method, params = self._method()
         criterion = method.build(_Settings(self), params)
+        features = self._transform(X)
+        self._refuse_above_free(features.shape[0], 24, "score", "the logits and pseudo-labels",
+                                "score a sample of the rows (the objective of one batch)")
         with torch.no_grad():
-            return -float(criterion(self._logits(self._transform(X)), self.head_))
+            return -float(criterion(self._logits(features), self.head_))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

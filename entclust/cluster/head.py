@@ -89,6 +89,14 @@ class FittedHead:
         x = validate_features(self, X, reset=False)
         return torch.from_numpy(self.scaler_.transform(x, np.float32))
 
+    def _refuse_above_free(self, n: int, per_entry: int, what: str, held: str, hint: str) -> None:
+        """:class:`MemoryPlanError` before any work where ``per_entry`` bytes for each of the n x K
+        entries exceed 90 % of the memory this machine has free."""
+        need, free = per_entry * n * self.n_clusters, available_bytes()
+        if free is not None and need > 0.9 * free:
+            raise MemoryPlanError(f"{type(self).__name__}.{what}: {held} ({n} x {self.n_clusters}) needs "
+                                  f"{need / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free; {hint}")
+
     def _dense(self, X, fn, what: str) -> np.ndarray:
         """``fn`` of the head's float32 logits, ``(N, K)`` float64, computed over blocks of rows into
         the output: the output and one block in memory (whole, predict_proba held the float32
@@ -97,11 +105,8 @@ class FittedHead:
         any work."""
         features = self._transform(X)
         n, k = features.shape[0], self.n_clusters
-        need, free = 8 * n * k, available_bytes()
-        if free is not None and need > 0.9 * free:
-            raise MemoryPlanError(f"{type(self).__name__}.{what}: the ({n}, {k}) float64 result needs "
-                                  f"{need / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free; pass fewer rows "
-                                  f"at a time, or use predict for the labels alone")
+        self._refuse_above_free(n, 8, what, "the float64 result", "pass fewer rows at a time, or use predict "
+                                "for the labels alone")
         out = np.empty((n, k), dtype=np.float64)
         with torch.no_grad():
             for i, logits in head_blocks(self.head_, features):
