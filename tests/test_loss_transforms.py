@@ -44,7 +44,16 @@ TRANSFORMS = {
     "jacrev_jacfwd": lambda f: tf.jacrev(tf.jacfwd(scalar(f)), argnums=1)(X, Y),
     "grad_grad": lambda f: tf.grad(lambda x: tf.grad(scalar(f), argnums=1)(x, Y).pow(2).sum())(X),
     "vmap_grad": lambda f: tf.vmap(tf.grad(scalar(f)))(X[:, None], Y[:, None]),
+    # plain autograd outside a transform: backward through torch.func.grad's result
+    "backward_through_grad": lambda f: _backward_through_grad(f),
+    "jvp_of_grad": lambda f: tf.jvp(lambda x: tf.grad(scalar(f))(x, Y), (X,), (X.sin(),))[1],
 }
+
+
+def _backward_through_grad(f):
+    x = X.clone().requires_grad_()
+    tf.grad(scalar(f))(x, Y).pow(2).sum().backward()
+    return x.grad
 
 
 @pytest.mark.parametrize("transform", TRANSFORMS)
@@ -81,6 +90,26 @@ def test_per_sample_gradients_of_a_linear_head(name):
     got = per_sample(fused)
     torch.testing.assert_close(got, per_sample(ref))
     assert got.shape == (5, 4, 6)
+
+
+def test_second_function_only_where_something_differentiates_the_gradient(monkeypatch):
+    """The backward under torch.func returns the kernel's gradient times the upstream, and only
+    where a second derivative transform or autograd outside may differentiate it does it go
+    through FusedGradient (whose own derivatives are the plain formulas)."""
+    from entclust.ops import loss_autograd
+
+    calls = []
+    original = loss_autograd.FusedGradient.apply
+    monkeypatch.setattr(loss_autograd.FusedGradient, "apply", lambda *a: calls.append(1) or original(*a))
+    fused = pair("rce", "mean")[0]
+    for name in ("vmap_grad", "grad", "vjp", "jacrev"):
+        calls.clear()
+        TRANSFORMS[name](fused)
+        assert not calls, name
+    for name in ("grad_grad", "hessian", "jacrev_jacrev", "backward_through_grad", "jvp_of_grad"):
+        calls.clear()
+        TRANSFORMS[name](fused)
+        assert calls, name
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -200,11 +200,34 @@ def _gradients(ctx, needed, upstream):
             "call the loss under torch.func (torch.func.hessian, torch.func.grad of torch.func.grad, jacrev of "
             "jacrev), which keeps what they need")
     logits, y = inputs
+    if not ctx.differentiated_again:  # decided at the forward, where every transform is in the stack
+        up = _upstream(upstream, ctx.reduction)
+        return [g * up if need else None for g, need in zip((g_logits, g_y), needed)]
     # contiguous: an upstream that is an expanded view (a sum's) would be written into by
     # forward-mode AD over this function (torch.func.hessian)
     g_logits, g_y = (g if need else g.new_empty(0) for g, need in zip((g_logits, g_y), needed))
     out = FusedGradient.apply(logits, y, g_logits, g_y, upstream.contiguous(), ctx.name, ctx.reduction)
     return [g if need else None for g, need in zip(out, needed)]
+
+
+def _differentiated_again(logits: torch.Tensor, y: torch.Tensor) -> bool:
+    """At the forward of :class:`FusedLoss` (where the stack holds every transform; a ``vjp``'s
+    backward runs after its own level has left it): whether something may differentiate the
+    gradient its backward returns, which must then be :class:`FusedGradient`'s. That is a second
+    derivative transform (``grad`` of ``grad``, ``hessian``, ``jacrev`` of ``jacrev``), or plain
+    autograd or forward-mode AD outside the transforms (the logits' or y's unwrapped tensor
+    requires grad or carries a tangent). Otherwise, as in per-sample gradients ``vmap(grad(f))``
+    of a head whose weight does not require grad outside, the gradient is the kernel's times the
+    upstream: a product the transform still differentiates in the upstream, without a second
+    Function (0.45 ms of a 1.3 ms call at 256 rows x 10 classes)."""
+    if sum(level.key() in _DERIVATIVE_TRANSFORMS for level in get_interpreter_stack() or ()) > 1:
+        return True
+    for t in (logits, y):
+        while is_functorch_wrapped_tensor(t):
+            t = get_unwrapped(t)
+        if t.requires_grad or _has_tangent(t):
+            return True
+    return False
 
 
 def _save(ctx, name, reduction, computed, output, *inputs):
@@ -260,6 +283,7 @@ class FusedLoss(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         logits, y, name, reduction, want_logits, want_y, _, _ = inputs
         _save(ctx, name, reduction, (want_logits, want_y), output, logits, y)
+        ctx.differentiated_again = _differentiated_again(logits, y)
         ctx.save_for_forward(logits, y, *output[2:])
 
     @staticmethod
