@@ -13,10 +13,11 @@ when the upstream gradient is 1 and one multiplication otherwise. Two ways in:
   tensors, where a data-dependent check on a batched tensor could not run.
 
 Second derivatives (``torch.func.hessian``, ``grad`` of ``grad``, ``jacrev`` of ``jacrev``) go
-through :class:`FusedLoss`: when its backward runs with grad mode on, the fused gradient is the
-output of :class:`FusedGradient`, whose value is the kernel's and whose own derivatives are
-those of the same gradient in plain PyTorch ops (:func:`plain_gradients`), computed only when
-something differentiates through it; that needs the logits and y, which :class:`FusedLoss`
+through :class:`FusedLoss`: when its backward runs with grad mode on and something may
+differentiate the gradient again (``_differentiated_again``, decided at the forward), the
+fused gradient is the output of :class:`FusedGradient`, whose value is the kernel's and whose
+own derivatives are those of the same gradient in plain PyTorch ops (:func:`plain_gradients`),
+computed only when something differentiates through it; that needs the logits and y, which :class:`FusedLoss`
 keeps. The raw ops keep only the gradients (the logits can be freed after the forward pass, as
 the fusion intends) and refuse ``create_graph=True``. Forward mode over forward mode cannot work
 (PyTorch runs a Function's ``jvp`` with forward-mode AD off) and raises.
