@@ -189,7 +189,10 @@ def _gradients(ctx, needed, upstream):
             raise RuntimeError(f"the gradient for {which} was not computed in the forward call "
                                f"(grad_{which}=False); call the op with grad_{which}=True when {which} requires grad")
     *inputs, g_logits, g_y = ctx.saved_tensors
-    if not torch.is_grad_enabled() and not is_functorch_wrapped_tensor(upstream):  # first order: no graph
+    first_order = not torch.is_grad_enabled() and not is_functorch_wrapped_tensor(upstream)
+    # under torch.func, FusedLoss decided at the forward (where every transform is in the stack)
+    # whether anything may differentiate the gradient; if not, it needs no graph of its own either
+    if first_order or (inputs and not ctx.differentiated_again):
         unit = ctx.reduction != 0 and is_unit(upstream)
         up = _upstream(upstream, ctx.reduction)
         return [None if not need else g if unit else g * up for g, need in zip((g_logits, g_y), needed)]
@@ -201,9 +204,6 @@ def _gradients(ctx, needed, upstream):
             "call the loss under torch.func (torch.func.hessian, torch.func.grad of torch.func.grad, jacrev of "
             "jacrev), which keeps what they need")
     logits, y = inputs
-    if not ctx.differentiated_again:  # decided at the forward, where every transform is in the stack
-        up = _upstream(upstream, ctx.reduction)
-        return [g * up if need else None for g, need in zip((g_logits, g_y), needed)]
     # contiguous: an upstream that is an expanded view (a sum's) would be written into by
     # forward-mode AD over this function (torch.func.hessian)
     g_logits, g_y = (g if need else g.new_empty(0) for g, need in zip((g_logits, g_y), needed))

@@ -195,7 +195,7 @@ double cce_row_logspace(const T* l, const T* y, int64_t K, double scale, T* gl, 
 // against 1.6 ms for torch.compile of the reference. Here the L rows are transposed into
 // class-major scratch (K vectors of L rows), the maximum and every sum are lane-wise (no
 // horizontal step), and the gradients are transposed back. The sums s and w go to float64
-// lanes after runs of 4 terms (as WideSum), and H and ln(s / w) are formed in float64, as row by
+// lanes after runs of WideSum::kRun terms, and H and ln(s / w) are formed in float64, as row by
 // row; sum and minimum of y, which only feed the input check, stay in float lanes. Collision-CE
 // lanes whose sigma . y underflowed (or met a NaN) are redone row by row after.
 // Where it pays (forward + backward, the two layouts interleaved in one process, 2026-12-07,
@@ -219,18 +219,6 @@ ENTCLUST_INLINE vfloat<BYTES> narrow(vdouble<BYTES> lo, vdouble<BYTES> hi) {
   __builtin_memcpy(reinterpret_cast<char*>(&v) + sizeof a, &b, sizeof b);
   return v;
 }
-
-// A float32 vector's lanes summed in float64 (the halves of widen).
-template <int BYTES>
-struct Wide {
-  vdouble<BYTES> lo{}, hi{};
-  ENTCLUST_INLINE void add(vfloat<BYTES> v) {
-    vdouble<BYTES> a, b;
-    widen<BYTES>(v, a, b);
-    lo += a;
-    hi += b;
-  }
-};
 
 template <bool RCE, bool GL, bool GY, int BYTES>
 void narrow_rows(const LossRows& t, int64_t begin, int64_t end) {
@@ -262,27 +250,28 @@ void narrow_rows(const LossRows& t, int64_t begin, int64_t end) {
     }
     V m = load<V>(lt);
     for (int64_t k = 1; k < K; ++k) m = vmax(m, load<V>(lt + k * L));
-    Wide<BYTES> s, w;  // runs of 4 terms in float lanes, as WideSum, in registers
+    // runs of WideSum::kRun terms in float lanes, flushed into float64 lanes; the runs are loops
+    // of their own (WideSum::add's count, kept across a runtime loop, went through memory)
+    WideSum<BYTES> s, w;
     V ys{}, ymin = inf;
-    for (int64_t k0 = 0; k0 < K; k0 += 4) {
-      V sp{}, wp{};
-      for (int64_t k = k0; k < (k0 + 4 < K ? k0 + 4 : K); ++k) {
+    for (int64_t k0 = 0; k0 < K; k0 += WideSum<BYTES>::kRun) {
+      for (int64_t k = k0; k < (k0 + WideSum<BYTES>::kRun < K ? k0 + WideSum<BYTES>::kRun : K); ++k) {
         const V yk = load<V>(yt + k * L);
         const V e = vexp<BYTES>(load<V>(lt + k * L) - m);
-        sp += e;
+        s.part += e;
         if (RCE) {
           const V v = -vlog<BYTES>(yk);
-          wp += select(e > 0.0f, e * v, V{});
+          w.part += select(e > 0.0f, e * v, V{});
           if (STORE) store(vt + k * L, v);
         } else {
-          wp += e * yk;
+          w.part += e * yk;
         }
         ys += yk;
         ymin = vmin(ymin, yk);
         if (STORE) store(et + k * L, e);
       }
-      s.add(sp);
-      w.add(wp);
+      s.flush();
+      w.flush();
     }
     const V inv_s = narrow<BYTES>(1.0 / s.lo, 1.0 / s.hi);
     V loss;
