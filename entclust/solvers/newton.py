@@ -79,12 +79,16 @@ def newton_rce(
     the rank-one coupling ``lam u_k / (N^2 y_bar_k^2) 1 1^T`` over the points. The N row
     constraints are exact; the KKT system reduces to K unknowns (one K x K solve and an
     ``O(N K^2)`` product per step; the ``NK x NK`` matrix is never formed). A fraction-to-the-boundary
-    rule keeps y inside the simplex, Armijo backtracking on the objective; a step the boundary cuts
-    below 1/10 (confident sigma, where ``-sigma ln y`` is nearly linear) is damped with the log
-    barrier's curvature until full steps return (:func:`newton_direction`'s ``damping``). Stops on
+    rule keeps y inside the simplex, Armijo backtracking on the objective. A step the boundary
+    cuts below 1/10 (confident sigma: ``-sigma_ik ln y_ik`` with sigma_ik ~ 1e-20 is nearly linear,
+    and plain Newton jams there) is damped with a log barrier's curvature until full steps return;
+    where four in a row are cut, the solve follows a log-barrier path once, from the centre
+    ``y ~ sigma + 1/K`` down towards the problem itself (``sigma + tau``, tau lowered tenfold from
+    centre to centre; docs/maths.md), then damped steps go on; all counted in ``max_iter``. Stops on
     the certificate (the duality gap, :attr:`SolverResult.gap`) ``<= tol`` (default 1e-10), or when
-    no step decreases the objective at float64 precision even damped (then ``converged`` is False
-    and the gap says how far it is). Returns the lowest point it passed. Starts from
+    no step decreases the objective at float64 precision, or the path's certificate stops
+    improving (then ``converged`` is False and the gap says how far it is; float64 certifies
+    confident sigma at K = 200 to about 1e-7). Returns the lowest point it passed. Starts from
     ``y0``, or from ``warm_start`` fused EM steps from sigma (``0``: sigma itself; at a large
     ``lam`` the start sigma is far from fair, and its Newton systems are too ill-conditioned
     to make progress from there).
@@ -122,10 +126,10 @@ def newton_rce(
 
 def newton_direction(sigma, y, u, lam: float, damping: float = 0.0) -> torch.Tensor:
     """Newton direction of the reverse-CE problem at an interior y, with the N row constraints
-    ``sum_k d_ik = 0`` exact. The Hessian is ``diag(a) + sum_k c_k v_k v_k^T`` with
-    ``a_ik = (sigma_ik + damping) / (N y_ik^2)`` (``damping = 0``: the true Hessian; > 0 adds the
-    log barrier's curvature, which keeps the step inside the simplex where sigma_ik is tiny),
-    ``c_k = lam u_k / (N^2 y_bar_k^2)`` and ``v_k`` the indicator of
+    ``sum_k d_ik = 0`` exact (sigma > 0; the rows of ``sigma + tau`` give the barrier path's
+    problems, which weigh each row by ``1 + K tau``). The Hessian is ``diag(a) + sum_k c_k v_k v_k^T`` with
+    ``a_ik = (sigma_ik + damping) / (N y_ik^2)`` (``damping = 0``: the true Hessian; > 0 adds a
+    log barrier's curvature, which keeps the step inside the simplex where sigma_ik is tiny), ``c_k = lam u_k / (N^2 y_bar_k^2)`` and ``v_k`` the indicator of
     column k (docs/maths.md), so the KKT system ``H d + A^T mu = -g, A d = 0`` reduces to K unknowns
     ``s_k = sum_i d_ik``: with ``b = 1/a``, ``B_i = sum_k b_ik``, ``p = b / B`` and the projected
     negative gradient ``r_ik = -g_ik + sum_m p_im g_im``,
@@ -147,76 +151,160 @@ def newton_direction(sigma, y, u, lam: float, damping: float = 0.0) -> torch.Ten
     return b * (r - cs + (p * cs).sum(-1, keepdim=True))
 
 
-MIN_DAMPING, MAX_DAMPING = 1e-10, 1e2  # newton_rce's damping of jammed steps: its first value and its cap
+# newton_rce's log-barrier path, taken once Newton steps jam (docs/maths.md, "Newton on confident
+# sigma"): the barrier weight tau of -(1/N) sum_ik (sigma_ik + tau) ln y_ik starts at 1/K and
+# shrinks tenfold once a point is centred (its Newton decrement <= CENTRED K tau, 1 % of a centred
+# point's gap K tau); a stage takes at most STAGE_STEPS steps; the path ends when its certificate
+# has not improved for STALL stages (float64 cannot certify much closer there).
+PATH_SHRINK, CENTRED, STAGE_STEPS, STALL = 0.1, 1e-2, 30, 2
+# A plain step cut below 1/10 raises a damping of the Hessian (x10 from MIN_DAMPING, newton_direction's
+# ``damping``), a full step lowers it (/10, to 0): ordinary problems keep Newton's quadratic steps.
+# At PATH_DAMPING the path is taken (once); at MAX_DAMPING with no step accepted the solve ends (no
+# step lowers the objective at float64 precision).
+MIN_DAMPING, PATH_DAMPING, MAX_DAMPING = 1e-10, 1e-7, 1e2
+
+
+def _step(value_at, y, d, decrement: float, noise: float):
+    """A damped step along ``d``: the largest of 0.99 of the way to the boundary, halved, that
+    meets Armijo on ``value_at``, or whose predicted decrease is below rounding without a rise
+    beyond it. Returns ``(y_new, alpha, value at y_new)``, or ``(None, 0.0, None)`` when none is found."""
+    shrink = d < 0
+    alpha = min(1.0, 0.99 * float((-y[shrink] / d[shrink]).min())) if bool(shrink.any()) else 1.0
+    value = float(value_at(y))
+    level = noise * (abs(value) + 1)
+    while alpha > 1e-14:
+        y_try = y + alpha * d
+        y_try = y_try / y_try.sum(-1, keepdim=True)  # rows already sum to 1 up to rounding
+        v_try = float(value_at(y_try))
+        # near the optimum the decrease drops below rounding: accept a step whose predicted decrease
+        # is itself below the noise, unless it rises by more than rounding could explain (at a huge
+        # lam a tiny predicted change can hide a jump)
+        if v_try == v_try and (v_try <= value - 1e-4 * alpha * decrement
+                               or (alpha * decrement <= level and v_try <= value + 1e-8 * (abs(value) + 1))):
+            return y_try, alpha, v_try
+        alpha /= 2
+    return None, 0.0, None
 
 
 def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarget | None = None, report=None,
             offset: int = 0, start: float | None = None) -> SolverResult:
     """One problem; ``report(y, iterations, objective, gap, met) -> stop`` sees every iterate
     (its iteration count plus ``offset``); ``start``: the objective the decrease of the target is
-    counted from (default: at ``y0``)."""
+    counted from (default: at ``y0``). Plain Newton steps until one jams, then :func:`_path`."""
     y = sigma.clone() if y0 is None else y0.clone()
-    value = _value(sigma, y, u, lam)
-    start = float(value) if start is None else start
-    iterations, converged = 0, False
+    start = float(_value(sigma, y, u, lam)) if start is None else start
     noise = 64 * torch.finfo(sigma.dtype).eps
-    best, best_value = y, float(value)  # the noise-level steps below may rise a little: keep the lowest point
-    # Confident sigma (entries ~1e-20) makes -sigma_ik ln y_ik nearly linear in y_ik: the Newton step
-    # then runs into the simplex's boundary and the fraction-to-boundary rule shrinks it to nothing
-    # (jamming, as in an interior-point method with a vanishing barrier). A step cut below 1/10, or
-    # none accepted, raises the damping (x10 from 1e-10), a full step lowers it (/10, to 0), so
-    # ordinary problems take the plain Newton steps and keep its quadratic convergence.
-    damping = 0.0
-    for iterations in range(max_iter + 1):
-        grad = _gradient(sigma, y, u, lam)
+    value_at = lambda point: _value(sigma, point, u, lam)  # noqa: E731
+    best, best_value = y, float(value_at(y))  # the noise-level steps may rise a little: keep the lowest point
+    iterations, converged, damping = 0, False, 0.0
+    path = "not taken"  # then "next" (the path follows once the last plain point is reported), "taken"
+    reported = False  # whether this point's count was reported already (by the path)
+    while True:
         objective, gap, dual = _certificate(sigma, y, u, lam)
         met = _met(objective, best_gap(gap, dual), tol, target, start)
-        if report is not None and report(y, offset + iterations, objective, gap, met, dual):
+        if report is not None and not reported and report(y, offset + iterations, objective, gap, met, dual):
             converged = met
             break
         if met:
             converged = True
             break
-        if iterations == max_iter:
+        if iterations >= max_iter:
             break
+        if path == "next":
+            path = "taken"
+            y_path, steps, met, stop = _path(sigma, u, lam, tol, max_iter - iterations, target, report,
+                                             offset + iterations, start)
+            iterations += steps
+            if met or float(value_at(y_path)) <= best_value:
+                y, best, best_value = y_path, y_path, float(value_at(y_path))
+            if stop or steps == 0 or iterations >= max_iter:
+                converged = met
+                break
+            reported = True  # its last point was (its best may be an earlier stage's end)
+            continue
         try:
             d = newton_direction(sigma, y, u, lam, damping)
         except RuntimeError:  # a singular K x K system (torch.linalg.LinAlgError)
             break
         if not bool(torch.isfinite(d).all()):
             break
-        slope = float((grad * d).sum())  # < 0 for a descent direction, up to rounding near the optimum
-        shrink = d < 0
-        alpha = min(1.0, 0.99 * float((-y[shrink] / d[shrink]).min())) if bool(shrink.any()) else 1.0
-        accepted = False
-        while alpha > 1e-14:
-            y_try = y + alpha * d
-            y_try = y_try / y_try.sum(-1, keepdim=True)  # rows already sum to 1 up to rounding
-            v_try = _value(sigma, y_try, u, lam)
-            # Armijo; near the optimum the decrease drops below rounding, so accept a step
-            # whose predicted decrease is itself below the objective's noise, unless it rises by
-            # more than rounding could explain (at a huge lam a tiny predicted change can hide a jump)
-            level = noise * (abs(float(value)) + 1)
-            if bool(torch.isfinite(v_try)) and (bool(v_try <= value + 1e-4 * alpha * slope)
-                                                or (-alpha * slope <= level and float(v_try) <= float(value) + 1e-8 * (abs(float(value)) + 1))):
-                accepted = True
-                break
-            alpha /= 2
-        if not accepted or alpha < 0.1:
-            if not accepted and damping >= MAX_DAMPING:  # no step lowers the objective at float64 precision
+        decrement = -float((_gradient(sigma, y, u, lam) * d).sum())  # > 0, up to rounding near the optimum
+        y_new, alpha, value = _step(value_at, y, d, decrement, noise)
+        reported = y_new is None  # no step: the same point again
+        if y_new is not None:
+            y, iterations = y_new, iterations + 1
+            if value <= best_value:
+                best, best_value = y, value
+        # Confident sigma (entries ~1e-20) makes -sigma_ik ln y_ik nearly linear in y_ik: the step
+        # runs into the simplex's boundary and is cut to nothing (jamming, as an interior-point
+        # method without a barrier). A step cut below 1/10, or none, raises the damping, a full
+        # step lowers it; where it reaches PATH_DAMPING (four such steps, none full between) the
+        # barrier path follows once, and damped plain steps go on from its end.
+        if alpha < 0.1 and path == "not taken" and damping >= PATH_DAMPING:
+            path, damping = "next", 0.0
+        elif alpha < 0.1:
+            if y_new is None and damping >= MAX_DAMPING:  # no step lowers the objective at float64 precision
                 break
             damping = max(10 * damping, MIN_DAMPING)
         elif alpha == 1.0:
             damping = damping / 10 if damping > MIN_DAMPING else 0.0
-        if not accepted:
-            continue
-        y, value = y_try, v_try
-        if float(value) <= best_value:
-            best, best_value = y, float(value)
-    if not converged and float(value) > best_value:  # ended above a point it passed: return that point
+    if not converged and float(value_at(y)) > best_value:  # ended above a point it passed: return that point
         res = _finish(sigma, best, u, lam, iterations, False, tol, target)
         return res._replace(converged=torch.tensor(_met(res.objective, res.gap, tol, target, start)))
     return _finish(sigma, y, u, lam, iterations, converged, tol, target)
+
+
+def _path(sigma, u, lam: float, tol: float, budget: int, target, report, offset: int, start: float):
+    """newton_rce's barrier path (the constants above) from ``y = (sigma + 1/K) / 2``, at most
+    ``budget`` Newton steps, each reported as in :func:`_newton` (numbered on from ``offset``).
+    The centre of weight tau minimises ``f(y) - (tau/N) sum_ik ln y_ik``: the problem with
+    ``sigma + tau`` in place of sigma, whose Newton step :func:`newton_direction` gives; a
+    centre's gap on the problem itself is about ``K tau``. Returns ``(y, steps, met, stop)``: the
+    point that met the criterion or at which ``report`` stopped the solve (``stop``), or else the
+    stage end of the lowest objective (of ends level with it up to rounding, the best certified)."""
+    n, k = sigma.shape
+    tau = 1.0 / k
+    y = (sigma + tau) / (sigma + tau).sum(-1, keepdim=True)
+    noise = 64 * torch.finfo(sigma.dtype).eps
+    steps, stalled, least = 0, 0, float("inf")
+    best, best_value, best_cert = y, float("inf"), float("inf")
+    while steps < budget and stalled < STALL and tau > 0:
+        shifted = sigma + tau
+        value_at = lambda point: -(shifted * torch.log(point)).sum() / n + _fairness(point, u, lam)  # noqa: E731
+        for _ in range(STAGE_STEPS):
+            if steps >= budget:
+                break
+            try:
+                d = newton_direction(shifted, y, u, lam)
+            except RuntimeError:
+                break
+            decrement = -float((_gradient(shifted, y, u, lam) * d).sum())
+            if not decrement > CENTRED * k * tau:  # centred (or the direction is not finite)
+                break
+            y_new, _, _ = _step(value_at, y, d, decrement, noise)
+            if y_new is None:  # no step lowers the barrier problem at float64 precision: centred
+                break
+            y, steps = y_new, steps + 1
+            objective, gap, dual = _certificate(sigma, y, u, lam)
+            met = _met(objective, best_gap(gap, dual), tol, target, start)
+            if (report is not None and report(y, offset + steps, objective, gap, met, dual)) or met:
+                return y, steps, met, True
+        objective, gap, dual = _certificate(sigma, y, u, lam)
+        objective, cert = float(objective), float(best_gap(gap, dual))
+        level = noise * (abs(objective) + 1)
+        if objective < best_value - level or (objective <= best_value + level and cert < best_cert):
+            best, best_value, best_cert = y, min(objective, best_value), cert
+        stalled = 0 if cert < least else stalled + 1
+        least = min(least, cert)
+        tau *= PATH_SHRINK
+    return best, steps, False, False
+
+
+def _fairness(y, u, lam: float) -> torch.Tensor:
+    """``lam sum_k u_k ln(u_k / y_bar_k)`` without its constant: ``-lam sum_k u_k ln y_bar_k``."""
+    if lam == 0:
+        return torch.zeros((), dtype=y.dtype, device=y.device)
+    return -lam * torch.where(u > 0, u * torch.log(y.mean(0)), 0.0).sum()
 
 
 def dual_newton_rce(
