@@ -1302,6 +1302,20 @@ ENTCLUST_INLINE double dual_phi(const double* sd, const double* dd, int64_t Kp, 
 // the certificate cost about as much as the EM steps it checks. L rows are transposed into
 // class-major scratch (d_k is the same for every row: broadcast); the start, Newton (each lane
 // stopping on its own test) and the logarithms run lane-wise, sums over classes in class order.
+// The dual gap's terms s_k ln(s_k / ((tau + d_k) y_k)) that its one-logarithm form leaves out, where
+// the quotient leaves the normal range (a denormal or zero y, a tiny s over a large denominator),
+// as two logarithms; s and y of a row at a stride (1: a row, L: a lane of class-major scratch).
+ENTCLUST_INLINE double dual_rare_terms(const double* s, const double* y, const double* d, double tau, int64_t K,
+                                       int64_t stride) {
+  constexpr double kTiny = 2.2250738585072014e-308, kHuge = 1.7976931348623157e308;
+  double sum = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double sk = s[k * stride], yk = y[k * stride], den = (tau + d[k]) * yk, q = sk / den;
+    if (sk > 0 && !(den >= kTiny && q >= kTiny && q <= kHuge)) sum += sk * (log(sk / (tau + d[k])) - log(yk));
+  }
+  return sum;
+}
+
 template <int BYTES>
 constexpr int64_t cert_narrow_max() {
   // classes; measured against the row layout at 10 x 250 x K after 20 EM steps (2026-12-07, AMD
@@ -1321,7 +1335,7 @@ void cert_dual_narrow(const CertRows<T>& c, int64_t begin, int64_t end, double* 
   const int64_t K = c.K;
   const double* dd = c.w;
   const D zero{}, one = splat<D>(1.0), tiny = splat<D>(kTiny), huge = splat<D>(kHuge);
-  // phi(t) + 1 and -phi'(t) of each lane's row (a zero s_k adds nothing, as in dual_phi)
+  // phi(t) and -phi'(t) of each lane's row (a zero s_k adds nothing, as in dual_phi)
   auto phi = [&](D t, D& slope) {
     D f{}, g{};
     for (int64_t k = 0; k < K; ++k) {
@@ -1379,14 +1393,7 @@ void cert_dual_narrow(const CertRows<T>& c, int64_t begin, int64_t end, double* 
     store(rows, tau - mass + excess + acc);
     store(taus, tau);
     for (int j = 0; j < n; ++j) {
-      double row = rows[j];
-      if (rare[j]) {  // two logarithms where the quotient leaves the normal range, as cert_dual
-        for (int64_t k = 0; k < K; ++k) {
-          const double sk = sd[k * L + j], yk = yd[k * L + j], den = (taus[j] + dd[k]) * yk, q = sk / den;
-          if (sk > 0 && !(den >= kTiny && q >= kTiny && q <= kHuge)) row += sk * (log(sk / (taus[j] + dd[k])) - log(yk));
-        }
-      }
-      total += row;
+      total += rare[j] ? rows[j] + dual_rare_terms(sd + j, yd + j, dd, taus[j], K, L) : rows[j];
     }
   }
   *gap += total;
@@ -1451,13 +1458,7 @@ void cert_dual(const CertRows<T>& c, int64_t begin, int64_t end, double*, double
       rare |= (sv > zero) & ~normal;
     }
     double row = tau - mass + excess + hsum(acc);
-    if (any_lane(rare)) {
-      for (int64_t k = 0; k < K; ++k) {
-        const double den = (tau + dd[k]) * yd[k], q = sd[k] / den;
-        if (sd[k] > 0 && !(den >= kTiny && q >= kTiny && q <= kHuge))
-          row += sd[k] * (log(sd[k] / (tau + dd[k])) - log(yd[k]));
-      }
-    }
+    if (any_lane(rare)) row += dual_rare_terms(sd, yd, dd, tau, K, 1);
     total += row;
   }
   *gap += total;
