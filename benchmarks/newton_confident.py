@@ -63,7 +63,8 @@ def grid(rows: bool = False) -> None:
     ``--grid --rows``: also each problem's objective, certificate and steps with the defaults
     (to compare two versions problem by problem)."""
     if not rows:
-        print("| s | converged, tol 1e-10 | seconds | converged, tol_gap 1e-6 | seconds | largest relative gap (1e-6 run) |")
+        print("| s | converged, tol 1e-10 | seconds | converged, tol_gap 1e-6 | seconds | "
+              "largest relative gap (1e-6 run) |")
         print("|---|---|---|---|---|---|")
     for scale in (0.3, 1, 3, 10, 20):
         cells = [[0, 0.0], [0, 0.0]]

@@ -206,7 +206,7 @@ def test_lam_zero_with_an_empty_class_is_finite():
 @pytest.mark.parametrize("k", [1, 2, 9, 10, 24, 32, 33, 1000])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_both_certificates_equal_the_reference_on_every_cpu_path(every_cpu_capability, k, dtype):
-    """Rows padded to whole vectors of every width (K = 1, 2, 9, 33, 1000), zeros in sigma and in y
+    """Rows padded to whole vectors of every width (K = 1, 2, 9, 10, 24, 32, 33, 1000), zeros in sigma and in y
     (where sigma is 0 too), both problems, with and without fairness. The duality gap runs a row
     per lane up to K = 24 (AVX2) or 32 (AVX-512): 43 rows leave lanes of the last group empty."""
     from entclust.solvers.certificate import certify

@@ -127,12 +127,13 @@ def newton_rce(
 def newton_direction(sigma, y, u, lam: float, damping: float = 0.0) -> torch.Tensor:
     """Newton direction of the reverse-CE problem at an interior y, with the N row constraints
     ``sum_k d_ik = 0`` exact (sigma > 0; the rows of ``sigma + tau`` give the barrier path's
-    problems, which weigh each row by ``1 + K tau``). The Hessian is ``diag(a) + sum_k c_k v_k v_k^T`` with
-    ``a_ik = (sigma_ik + damping) / (N y_ik^2)`` (``damping = 0``: the true Hessian; > 0 adds a
-    log barrier's curvature, which keeps the step inside the simplex where sigma_ik is tiny), ``c_k = lam u_k / (N^2 y_bar_k^2)`` and ``v_k`` the indicator of
-    column k (docs/maths.md), so the KKT system ``H d + A^T mu = -g, A d = 0`` reduces to K unknowns
-    ``s_k = sum_i d_ik``: with ``b = 1/a``, ``B_i = sum_k b_ik``, ``p = b / B`` and the projected
-    negative gradient ``r_ik = -g_ik + sum_m p_im g_im``,
+    problems, which weigh each row by ``1 + K tau``). The Hessian is ``diag(a) + sum_k c_k v_k v_k^T``
+    with ``a_ik = (sigma_ik + damping) / (N y_ik^2)`` (``damping = 0``: the true Hessian; > 0 adds a
+    log barrier's curvature, which keeps the step inside the simplex where sigma_ik is tiny),
+    ``c_k = lam u_k / (N^2 y_bar_k^2)`` and ``v_k`` the indicator of column k (docs/maths.md), so
+    the KKT system ``H d + A^T mu = -g, A d = 0`` reduces to K unknowns ``s_k = sum_i d_ik``: with
+    ``b = 1/a``, ``B_i = sum_k b_ik``, ``p = b / B`` and the projected negative gradient
+    ``r_ik = -g_ik + sum_m p_im g_im``,
 
         ``(I + diag(c * sum_i b_i) - M diag(c)) s = sum_i b_i * r_i``,  ``M = b^T p`` (K x K),
         ``d_ik = b_ik (r_ik - c_k s_k + sum_m p_im c_m s_m)``.
