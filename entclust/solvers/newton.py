@@ -82,16 +82,16 @@ def newton_rce(
     rule keeps y inside the simplex, Armijo backtracking on the objective. A step the boundary
     cuts below 1/10 (confident sigma: ``-sigma_ik ln y_ik`` with sigma_ik ~ 1e-20 is nearly linear,
     and plain Newton jams there) is damped with a log barrier's curvature until full steps return;
-    where four in a row are cut, the solve follows a log-barrier path once, from the centre
-    ``y ~ sigma + 1/K`` down towards the problem itself (``sigma + tau``, tau lowered tenfold from
-    centre to centre; docs/maths.md), then damped steps go on; all counted in ``max_iter``. Stops on
-    the certificate (the duality gap, :attr:`SolverResult.gap`) ``<= tol`` (default 1e-10), or when
-    no step decreases the objective at float64 precision, or the path's certificate stops
-    improving (then ``converged`` is False and the gap says how far it is; float64 certifies
-    confident sigma at K = 200 to about 1e-7). Returns the lowest point it passed. Starts from
-    ``y0``, or from ``warm_start`` fused EM steps from sigma (``0``: sigma itself; at a large
-    ``lam`` the start sigma is far from fair, and its Newton systems are too ill-conditioned
-    to make progress from there).
+    at the fifth cut step with no full step between, the solve follows a log-barrier path once,
+    from the centre ``y ~ sigma + 1/K`` down towards the problem itself (``sigma + tau``, tau
+    lowered tenfold from centre to centre; docs/maths.md), then damped steps go on; all counted in
+    ``max_iter``. Stops on the certificate (the duality gap, :attr:`SolverResult.gap`) ``<= tol``
+    (default 1e-10), or when no step decreases the objective at float64 precision, or the path's
+    certificate stops improving (then ``converged`` is False and the gap says how far it is;
+    float64 certifies confident sigma at K = 200 to 1e-9 .. 1e-6, docs/benchmarks.md). Returns the
+    lowest point it passed. Starts from ``y0``, or from ``warm_start`` fused EM steps from sigma
+    (``0``: sigma itself; at a large ``lam`` the start sigma is far from fair, and its Newton
+    systems are too ill-conditioned to make progress from there).
 
     Needs ``sigma > 0`` (a zero prior entry is allowed: that class only loses its fairness
     coupling). Composite PyTorch (float64 inside); its steps and times against EM's are in
@@ -239,8 +239,8 @@ def _newton(sigma, u, lam: float, tol: float, max_iter: int, y0, target: GapTarg
         # Confident sigma (entries ~1e-20) makes -sigma_ik ln y_ik nearly linear in y_ik: the step
         # runs into the simplex's boundary and is cut to nothing (jamming, as an interior-point
         # method without a barrier). A step cut below 1/10, or none, raises the damping, a full
-        # step lowers it; where it reaches PATH_DAMPING (four such steps, none full between) the
-        # barrier path follows once, and damped plain steps go on from its end.
+        # step lowers it; a cut step that finds it at PATH_DAMPING (the fifth, none full between)
+        # takes the barrier path once, and damped plain steps go on from its end.
         if alpha < 0.1 and path == "not taken" and damping >= PATH_DAMPING:
             path, damping = "next", 0.0
         elif alpha < 0.1:
