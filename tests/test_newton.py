@@ -117,3 +117,16 @@ def test_newton_callback_stops_inside_the_path():
     res = entclust.newton_rce(sigma, lam=100.0, callback=lambda r: seen.append(int(r.iterations)) or len(seen) == 20)
     # every step reported once, in order (plain, path and damped steps alike), and the stop is where it was asked
     assert seen == list(range(20)) and int(res.iterations) == 19
+
+
+def test_newton_takes_no_step_uphill_at_a_huge_lam():
+    """At lam = 1e12 the K x K systems are so ill-conditioned that the Newton direction can point
+    uphill (its decrement -3.6e11); Armijo with that decrement allowed rises, and the steps climbed
+    to an objective of 5.68 (its optimum is about 0.43). Such a direction now takes only a step
+    that lowers the objective."""
+    g = torch.Generator().manual_seed(1)
+    sigma = torch.softmax(20 * torch.randn(120, 30, generator=g, dtype=torch.float64), -1)
+    res = entclust.newton_rce(sigma, lam=1e12)
+    assert torch.isfinite(res.y).all() and res.objective < 0.5
+    moderate = entclust.newton_rce(sigma, lam=1e6)
+    assert abs(float(moderate.objective) - 0.428571910) < 1e-8  # dual_newton_rce's optimum at this lam

@@ -168,11 +168,15 @@ MIN_DAMPING, PATH_DAMPING, MAX_DAMPING = 1e-10, 1e-7, 1e2
 def _step(value_at, y, d, decrement: float, noise: float):
     """A damped step along ``d``: the largest of 0.99 of the way to the boundary, halved, that
     meets Armijo on ``value_at``, or whose predicted decrease is below rounding without a rise
-    beyond it. Returns ``(y_new, alpha, value at y_new)``, or ``(None, 0.0, None)`` when none is found."""
-    shrink = d < 0
-    alpha = min(1.0, 0.99 * float((-y[shrink] / d[shrink]).min())) if bool(shrink.any()) else 1.0
+    beyond it; where ``d`` is not a descent direction beyond rounding (Armijo would allow a rise,
+    and at lam = 1e12 the steps climbed), only a step that lowers the value beyond rounding. Returns ``(y_new, alpha, value at y_new)``, or ``(None, 0.0, None)`` when none is found."""
     value = float(value_at(y))
     level = noise * (abs(value) + 1)
+    # a decrement below minus the rounding: the system was too ill-conditioned to give a descent
+    # direction, and only a real decrease will do
+    descent = decrement > -level
+    shrink = d < 0
+    alpha = min(1.0, 0.99 * float((-y[shrink] / d[shrink]).min())) if bool(shrink.any()) else 1.0
     while alpha > 1e-14:
         y_try = y + alpha * d
         y_try = y_try / y_try.sum(-1, keepdim=True)  # rows already sum to 1 up to rounding
@@ -180,8 +184,12 @@ def _step(value_at, y, d, decrement: float, noise: float):
         # near the optimum the decrease drops below rounding: accept a step whose predicted decrease
         # is itself below the noise, unless it rises by more than rounding could explain (at a huge
         # lam a tiny predicted change can hide a jump)
-        if v_try == v_try and (v_try <= value - 1e-4 * alpha * decrement
-                               or (alpha * decrement <= level and v_try <= value + 1e-8 * (abs(value) + 1))):
+        if descent:
+            ok = v_try <= value - 1e-4 * alpha * decrement or (alpha * decrement <= level
+                                                                 and v_try <= value + 1e-8 * (abs(value) + 1))
+        else:
+            ok = v_try < value - level
+        if ok:
             return y_try, alpha, v_try
         alpha /= 2
     return None, 0.0, None
@@ -302,10 +310,13 @@ def _path(sigma, u, lam: float, tol: float, budget: int, target, report, offset:
 
 
 def _fairness(y, u, lam: float) -> torch.Tensor:
-    """``lam sum_k u_k ln(u_k / y_bar_k)`` without its constant: ``-lam sum_k u_k ln y_bar_k``."""
+    """``lam KL(u || y_bar) = lam sum_k u_k ln(u_k / y_bar_k)``, near 0 where y is fair: without the
+    constant (``-lam sum_k u_k ln y_bar_k``, about ``lam ln K``) the rounding of the barrier value
+    grows with lam, and the line search's noise-level rule (:func:`_step`) then takes steps that
+    rise (at lam = 1e12 the path wandered to an objective 13 times the optimum's)."""
     if lam == 0:
         return torch.zeros((), dtype=y.dtype, device=y.device)
-    return -lam * torch.where(u > 0, u * torch.log(y.mean(0)), 0.0).sum()
+    return lam * torch.where(u > 0, u * torch.log(u / y.mean(0)), 0.0).sum()
 
 
 def dual_newton_rce(
