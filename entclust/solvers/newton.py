@@ -169,7 +169,8 @@ def _step(value_at, y, d, decrement: float, noise: float):
     """A damped step along ``d``: the largest of 0.99 of the way to the boundary, halved, that
     meets Armijo on ``value_at``, or whose predicted decrease is below rounding without a rise
     beyond it; where ``d`` is not a descent direction beyond rounding (Armijo would allow a rise,
-    and at lam = 1e12 the steps climbed), only a step that lowers the value beyond rounding. Returns ``(y_new, alpha, value at y_new)``, or ``(None, 0.0, None)`` when none is found."""
+    and at lam = 1e12 the steps climbed), only a step that lowers the value beyond rounding.
+    Returns ``(y_new, alpha, value at y_new)``, or ``(None, 0.0, None)`` when none is found."""
     value = float(value_at(y))
     level = noise * (abs(value) + 1)
     # a decrement below minus the rounding: the system was too ill-conditioned to give a descent
@@ -280,6 +281,7 @@ def _path(sigma, u, lam: float, tol: float, budget: int, target, report, offset:
     while steps < budget and stalled < STALL and tau > 0:
         shifted = sigma + tau
         value_at = lambda point: -(shifted * torch.log(point)).sum() / n + _fairness(point, u, lam)  # noqa: E731
+        certified = None  # the certificate of the stage's last step
         for _ in range(STAGE_STEPS):
             if steps >= budget:
                 break
@@ -295,10 +297,11 @@ def _path(sigma, u, lam: float, tol: float, budget: int, target, report, offset:
                 break
             y, steps = y_new, steps + 1
             objective, gap, dual = _certificate(sigma, y, u, lam)
+            certified = objective, gap, dual
             met = _met(objective, best_gap(gap, dual), tol, target, start)
             if (report is not None and report(y, offset + steps, objective, gap, met, dual)) or met:
                 return y, steps, met, True
-        objective, gap, dual = _certificate(sigma, y, u, lam)
+        objective, gap, dual = certified if certified is not None else _certificate(sigma, y, u, lam)
         objective, cert = float(objective), float(best_gap(gap, dual))
         level = noise * (abs(objective) + 1)
         if objective < best_value - level or (objective <= best_value + level and cert < best_cert):
@@ -310,10 +313,11 @@ def _path(sigma, u, lam: float, tol: float, budget: int, target, report, offset:
 
 
 def _fairness(y, u, lam: float) -> torch.Tensor:
-    """``lam KL(u || y_bar) = lam sum_k u_k ln(u_k / y_bar_k)``, near 0 where y is fair: without the
-    constant (``-lam sum_k u_k ln y_bar_k``, about ``lam ln K``) the rounding of the barrier value
-    grows with lam, and the line search's noise-level rule (:func:`_step`) then takes steps that
-    rise (at lam = 1e12 the path wandered to an objective 13 times the optimum's)."""
+    """``lam KL(u || y_bar) = lam sum_k u_k ln(u_k / y_bar_k)``, the barrier value's fairness term,
+    near 0 where y is fair (so the value's rounding, and with it the line search's noise level,
+    does not grow as ``lam ln K`` would with the constant left in). The fused certificate
+    (:func:`_value`) computes the same to rounding; its last bits steer the line search, and the
+    path's figures in docs/benchmarks.md were measured with this one."""
     if lam == 0:
         return torch.zeros((), dtype=y.dtype, device=y.device)
     return lam * torch.where(u > 0, u * torch.log(u / y.mean(0)), 0.0).sum()

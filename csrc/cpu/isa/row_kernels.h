@@ -589,6 +589,22 @@ constexpr int64_t cce_narrow_max() {
   return BYTES >= 32 ? 128 : 0;  // classes (measured to 128: 1.0-2.5x); 16-byte vectors (2 rows) gain little
 }
 
+// Rows r0 .. r0 + n - 1 of s and y (N x K) as class-major float64 scratch, s_out[k * L + j] and
+// y_out[k * L + j] (y times scale[k] where scale is given), for the layouts that run a row per
+// lane; lanes j >= n repeat row r0: valid numbers, whose results are dropped.
+template <int L, typename T>
+ENTCLUST_INLINE void rows_to_lanes(const T* s, const T* y, const T* scale, int64_t K, int64_t r0, int n,
+                                   double* s_out, double* y_out) {
+  for (int j = 0; j < L; ++j) {
+    const int64_t i = r0 + (j < n ? j : 0);
+    for (int64_t k = 0; k < K; ++k) {
+      s_out[k * L + j] = static_cast<double>(s[i * K + k]);
+      const double yk = static_cast<double>(y[i * K + k]);
+      y_out[k * L + j] = scale ? yk * static_cast<double>(scale[k]) : yk;
+    }
+  }
+}
+
 template <typename T, int BYTES>
 T em_cce_rows_narrow(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v, double* col_out,
                      double* x_state, double newton_tol, int64_t newton_max_iter) {
@@ -601,14 +617,8 @@ T em_cce_rows_narrow(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end
   T max_delta = 0;
   for (int64_t r0 = begin; r0 < end; r0 += L) {
     const int n = static_cast<int>(end - r0 < L ? end - r0 : L);
-    for (int j = 0; j < L; ++j) {  // padding lanes repeat row r0: valid numbers, results dropped
-      const int64_t i = r0 + (j < n ? j : 0);
-      for (int64_t k = 0; k < K; ++k) {
-        sd[k * L + j] = static_cast<double>(sigma[i * K + k]);
-        a[k * L + j] = static_cast<double>(y[i * K + k]) * static_cast<double>(v[k]);
-      }
-      lanes[j] = x_state[i - begin];
-    }
+    rows_to_lanes<L>(sigma, y, v, K, r0, n, sd, a);  // a = y v
+    for (int j = 0; j < L; ++j) lanes[j] = x_state[r0 + (j < n ? j : 0) - begin];
     D raw_sum{};
     for (int64_t k = 0; k < K; ++k) raw_sum += load<D>(a + k * L);
     const D floor_a = kFreeClass * (one + raw_sum);
@@ -1350,13 +1360,7 @@ void cert_dual_narrow(const CertRows<T>& c, int64_t begin, int64_t end, double* 
   double total = 0;
   for (int64_t r0 = begin; r0 < end; r0 += L) {
     const int n = static_cast<int>(end - r0 < L ? end - r0 : L);
-    for (int j = 0; j < L; ++j) {  // padding lanes repeat row r0: valid numbers, results dropped
-      const int64_t i = r0 + (j < n ? j : 0);
-      for (int64_t k = 0; k < K; ++k) {
-        sd[k * L + j] = static_cast<double>(c.sigma[i * K + k]);
-        yd[k * L + j] = static_cast<double>(c.y[i * K + k]);
-      }
-    }
+    rows_to_lanes<L, T>(c.sigma, c.y, nullptr, K, r0, n, sd, yd);
     D mass{}, excess{}, left{};
     for (int64_t k = 0; k < K; ++k) {
       const D sv = load<D>(sd + k * L), dv = splat<D>(dd[k]);
