@@ -55,10 +55,12 @@ TORCH_LIBRARY(entclust, m) {
   // passes over sigma and y. problem: 0 reverse CE, 1 collision CE. Returns (objective, gap), (B,).
   m.def("certificate(Tensor sigma, Tensor y, Tensor prior, float lam, int problem) -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
-  // Lagrangian duality gap of the reverse-CE problem at y (docs/maths.md, "A tighter certificate"), with the
-  // multipliers w = lam u / y_bar read off y and each row's dual maximised exactly: an upper bound
-  // on objective(y) - min, never above the Frank-Wolfe gap. float64, (B,).
-  m.def("duality_gap(Tensor sigma, Tensor y, Tensor prior, float lam) -> Tensor", {at::Tag::pt2_compliant_tag});
+  // Lagrangian duality gap at y (docs/maths.md, "A tighter certificate", "A duality gap for the CCE
+  // problem"), with the multipliers w = lam u / y_bar read off y and each row's dual maximised exactly: an
+  // upper bound on objective(y) - min, never above the Frank-Wolfe gap. problem: 0 reverse CE, 1
+  // collision CE. float64, (B,).
+  m.def("duality_gap(Tensor sigma, Tensor y, Tensor prior, float lam, int problem=0) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
   // One reverse-CE M-step on a block of rows (M, K) of a larger problem, with the fairness
   // weights w_k = c u_k / col_k (float64, (K,)) of the whole problem's column sums:
   // y_ik <- (sigma_ik + w_k y_ik) / (1 + sum_m w_m y_im). Returns (new y, its column sums float64).

@@ -113,17 +113,20 @@ def test_cuda_solvers_match_cpu(name, dtype, shape):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_certificates_match_cpu(dtype, shape):
     """The solvers' stopping certificates on CUDA (the blocked PyTorch versions) against the CPU
-    kernels: objective, Frank-Wolfe gap and duality gap, far from and near the optimum, lam = 0."""
+    kernels: objective, Frank-Wolfe gap and duality gap of both problems, far from and near the
+    optimum, lam = 0."""
     sigma = solver_problem(shape, dtype, seed=5)
-    near = entclust.em_rce(sigma, lam=10.0, max_iter=200).y
-    for y in (torch.full_like(sigma, 1.0 / shape[-1]), near):
-        for lam in (0.0, 10.0):
-            for name in ("objective", "fw_gap", "duality_gap"):
-                fn = getattr(entclust, name)
-                want, got = fn(sigma, y, lam=lam), fn(sigma.cuda(), y.cuda(), lam=lam).cpu()
-                assert got.dtype == want.dtype == torch.float64
-                torch.testing.assert_close(got, want, rtol=1e-9 if dtype == torch.float64 else 1e-5, atol=1e-12,
-                                           msg=lambda m: f"{name}, lam {lam}: {m}")
+    for problem in ("rce", "cce"):
+        near = getattr(entclust, f"em_{problem}")(sigma, lam=10.0, max_iter=200).y
+        for y in (torch.full_like(sigma, 1.0 / shape[-1]), near):
+            for lam in (0.0, 10.0):
+                for name in ("objective", "fw_gap", "duality_gap"):
+                    fn = getattr(entclust, name)
+                    want = fn(sigma, y, lam=lam, problem=problem)
+                    got = fn(sigma.cuda(), y.cuda(), lam=lam, problem=problem).cpu()
+                    assert got.dtype == want.dtype == torch.float64
+                    torch.testing.assert_close(got, want, rtol=1e-9 if dtype == torch.float64 else 1e-5, atol=1e-12,
+                                               msg=lambda m: f"{problem} {name}, lam {lam}: {m}")
 
 
 @pytest.mark.parametrize("shape", [(64, 40, 6), (1, 400, 300)], ids=str)

@@ -110,8 +110,8 @@ def test_an_empty_class_is_infinitely_far():
 
 def test_bad_input_is_refused():
     sigma = problem(20, 3, 1.0, 7)
-    with pytest.raises(ValueError, match="problem must be 'rce'"):
-        entclust.duality_gap(sigma, sigma, problem="cce")
+    with pytest.raises(ValueError, match="problem must be 'rce' or 'cce'"):
+        entclust.duality_gap(sigma, sigma, problem="mi")
     with pytest.raises(ValueError, match="y"):
         entclust.duality_gap(sigma, sigma[:5])
     bad = sigma.clone()

@@ -58,6 +58,84 @@ void cert_rows(bool dual, const T* s, const T* y, int64_t K, const double* w, do
   else (dual ? isa.cert_dual_f64 : isa.cert_fw_f64)(rows, begin, end, ce, gap);
 }
 
+// Most lines a collision-CE row's walk along its envelope passes (certificate.py's ENVELOPE_STEPS):
+// any x gives a valid bound; near the optimum the walk ends after one or two.
+constexpr int kEnvelopeSteps = 64;
+
+// max_k (x s_k - d_k) over a row (vectorised: -fopenmp-simd).
+inline double envelope_at(const double* sd, const double* d, int64_t K, double x) {
+  double top = -std::numeric_limits<double>::infinity();
+#pragma omp simd reduction(max : top)
+  for (int64_t k = 0; k < K; ++k) {
+    const double v = x * sd[k] - d[k];
+    top = top > v ? top : v;
+  }
+  return top;
+}
+
+// One collision-CE row's duality gap (certificate.py, cce_dual_row_sums): with the distances d_k =
+// w_max - w_k >= 0, the x > 0 minimising max_k (x s_k - d_k) - ln x is found by walking the upper
+// envelope of those lines from x = 1 / p (p = s . y; there the gap is the row's Frank-Wolfe gap);
+// the gap is sum_k y_k (M - v_k) + (x p - 1 - ln(x p)) + M (1 - sum_k y_k), v_k = x s_k - d_k,
+// M = max_k v_k; infinite where p = 0. sd: K doubles of scratch (the row of s in float64).
+// On the line a that is highest at x the minimum is at t = 1 / s_a unless another line overtakes a
+// before t: one pass of the envelope at t says whether one does (near the optimum none does, and
+// that pass gives M); only then a pass finds the nearest crossing, and the walk goes on from it.
+template <typename T>
+double cce_dual_row(const T* s, const T* y, int64_t K, const double* d, double* sd) {
+  double p = 0, mass = 0;
+#pragma omp simd reduction(+ : p, mass)
+  for (int64_t k = 0; k < K; ++k) {
+    sd[k] = static_cast<double>(s[k]);
+    p += sd[k] * static_cast<double>(y[k]);
+    mass += static_cast<double>(y[k]);
+  }
+  if (!(p > 0)) return std::numeric_limits<double>::infinity();
+  double x = 1.0 / p;
+  double top = envelope_at(sd, d, K, x);
+  int64_t a = 0;  // the first line at the top
+  while (a < K - 1 && !(x * sd[a] - d[a] >= top)) ++a;
+  const int direction = sd[a] * x < 1 ? 1 : sd[a] * x > 1 ? -1 : 0;
+  for (int step = 0; direction != 0 && step < kEnvelopeSteps; ++step) {
+    const double slope = sd[a], dist = d[a];
+    const double target = 1.0 / slope;  // inf for a line of slope 0: some steeper line overtakes
+    if (std::isfinite(target)) {
+      const double at_target = envelope_at(sd, d, K, target);
+      if (at_target <= target * slope - dist) {  // no line overtakes a before its minimum
+        x = target;
+        top = at_target;
+        break;
+      }
+    }
+    // the nearest crossing ahead (a steeper line, to the right) or behind (a flatter one, to the left)
+    int64_t next = -1;
+    double at = direction > 0 ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < K; ++j) {
+      const double rise = sd[j] - slope;
+      if (direction > 0 ? !(rise > 0) : !(rise < 0)) continue;
+      const double cross = direction > 0 ? std::max(x, (d[j] - dist) / rise) : std::min(x, (d[j] - dist) / rise);
+      if (direction > 0 ? cross < at : cross > at) {
+        at = cross;
+        next = j;
+      }
+    }
+    if (next < 0 || (direction > 0 ? target <= at : target >= at)) {  // rounding: the check above said otherwise
+      x = target;
+      top = envelope_at(sd, d, K, x);
+      break;
+    }
+    x = at;
+    a = next;
+    top = envelope_at(sd, d, K, x);
+    if (direction > 0 ? sd[a] * x >= 1 : sd[a] * x <= 1) break;
+  }
+  double spread = 0;
+#pragma omp simd reduction(+ : spread)
+  for (int64_t k = 0; k < K; ++k) spread += static_cast<double>(y[k]) * (top - (x * sd[k] - d[k]));
+  const double q1 = x * p - 1;
+  return spread + (q1 - std::log1p(q1)) + top * (1 - mass);
+}
+
 // The checks both certificate ops make of their inputs: sigma and y (B, N, K) of one float dtype,
 // prior (K,).
 void check_inputs(const char* op, const at::Tensor& sigma, const at::Tensor& y, const at::Tensor& prior) {
@@ -121,8 +199,10 @@ std::tuple<at::Tensor, at::Tensor> certificate_cpu(const at::Tensor& sigma_in, c
   return {objective, gap};
 }
 
-at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, const at::Tensor& prior, double lam) {
+at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, const at::Tensor& prior, double lam,
+                          int64_t problem) {
   check_inputs("duality_gap", sigma_in, y_in, prior);
+  TORCH_CHECK(problem == 0 || problem == 1, "duality_gap: problem must be 0 (reverse CE) or 1 (collision CE)");
   const int64_t B = sigma_in.size(0), N = sigma_in.size(1), K = sigma_in.size(2);
   const at::Tensor sigma = sigma_in.contiguous(), y = y_in.contiguous();
   const at::Tensor u = prior.to(at::kDouble).contiguous();
@@ -162,7 +242,13 @@ at::Tensor duality_gap_cpu(const at::Tensor& sigma_in, const at::Tensor& y_in, c
       at::parallel_for(0, chunks.count, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t begin = c * chunks.rows, end = std::min(N, begin + chunks.rows);
-          cert_rows<scalar_t>(true, sb, yb, K, d.data(), inv_n, true, begin, end, nullptr, &gp[c]);
+          if (problem == 0) {
+            cert_rows<scalar_t>(true, sb, yb, K, d.data(), inv_n, true, begin, end, nullptr, &gp[c]);
+            continue;
+          }
+          std::vector<double> scratch(K);
+          for (int64_t i = begin; i < end; ++i)
+            gp[c] += cce_dual_row(sb + i * K, yb + i * K, K, d.data(), scratch.data());
         }
       });
       double sum = 0;

@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="pseudo-label solvers to one relative gap (Zhang & Boykov 2024, Table 1, or your "
                                          "--sigma)")
     bench.add_argument("suite", nargs="?", default="solvers", choices=("solvers", "kernels", "large-k"),
-                       help="solvers (default): every solver to one relative gap (duality gap for reverse CE, Frank-Wolfe for "
-                            "collision CE), on --sigma or "
+                       help="solvers (default): every solver to one relative gap (the duality gap, or the "
+                            "Frank-Wolfe gap where smaller), on --sigma or "
                             "Zhang & Boykov 2024's Table 1 families; kernels, large-k: deprecated, now benchmarks/bench_kernels.py "
                             "and benchmarks/bench_large_k.py of the source tree")
     bench.add_argument("--out", default=os.environ.get("OUT", "results"), help="folder for the results (made if absent)")

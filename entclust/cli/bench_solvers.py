@@ -1,7 +1,6 @@
 """``entclust bench solvers``: pseudo-label solvers side by side, each run to one relative gap
-(the duality gap of the reverse-CE problem, the Frank-Wolfe gap of the collision-CE one;
-:func:`entclust.solvers.compare`), on your own sigma or on Zhang & Boykov 2024's Table 1 problem
-families.
+(the duality gap, or the Frank-Wolfe gap where that is smaller; :func:`entclust.solvers.compare`),
+on your own sigma or on Zhang & Boykov 2024's Table 1 problem families.
 
 - ``--sigma sigma.npy`` (or ``.pt``; ``(N, K)`` or a batch ``(B, N, K)``, rows on the simplex, or
   logits with ``--logits``), ``--prior p.npy``, ``--lam``, ``--problem rce|cce``: your problem.
@@ -39,8 +38,8 @@ def add_arguments(parser) -> None:
                         help=f"solvers to run (default all of the problem's: {', '.join(solvers.RCE_SOLVERS)}; "
                              f"{', '.join(solvers.CCE_SOLVERS)}; pgd_cce@STEP: PGD with a fixed step)")
     parser.add_argument("--target-gap", type=float, default=1e-6,
-                        help="relative gap every solver runs to (default 1e-6): duality gap for reverse CE, Frank-Wolfe "
-                             "gap for collision CE")
+                        help="relative gap every solver runs to (default 1e-6): the duality gap, or the "
+                             "Frank-Wolfe gap where smaller")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds per solver and problem (default 10)")
     parser.add_argument("--check-every", default="auto",
                         help="iterations between two gap checks of the first-order solvers, or 'auto' (default): "
@@ -218,8 +217,8 @@ def main(args) -> int:
     machine = (torch.cuda.get_device_name() if args.device == "cuda" else
                f"{cpu_model()}, {torch.get_num_threads()} threads") + f", torch {torch.__version__}"
     header = (f"entclust bench solvers, {machine}, {date.today()}: each solver to a relative gap of "
-              f"{args.target_gap:g} (gap / (1 + |objective|); the duality gap for reverse CE, the Frank-Wolfe gap for "
-              f"collision CE), at most {args.time_limit:g} s, lam = {args.lam:g}")
+              f"{args.target_gap:g} (gap / (1 + |objective|); the duality gap, or the Frank-Wolfe gap where "
+              f"smaller), at most {args.time_limit:g} s, lam = {args.lam:g}")
     print(header + "\n", flush=True)
     lines = [f"# {header}", ""]
     results, record = [], []

@@ -41,7 +41,7 @@ class SelfLabeling(nn.Module):
     prediction_fairness``; the y-step is unchanged.
 
     **When a solve stops.** The certificate of the labels (:attr:`SolverResult.gap`: the duality
-    gap for reverse CE, the Frank-Wolfe gap for collision CE) bounds how far their objective is
+    gap, or the Frank-Wolfe gap where that is smaller) bounds how far their objective is
     from the optimum. By default a per-batch solve stops, within ``max_iter = 1000`` iterations,
     when its relative gap ``gap / (1 + |objective|)`` is ``<= tol_gap = 1e-2`` or when its
     gap is ``<= tol_progress = 0.5`` times the decrease of the objective since the start (every

@@ -58,7 +58,7 @@ def _fake_certificate(sigma, y, prior, lam, problem):
 
 
 @torch.library.register_fake("entclust::duality_gap")
-def _fake_duality_gap(sigma, y, prior, lam):
+def _fake_duality_gap(sigma, y, prior, lam, problem=0):
     return sigma.new_empty((sigma.shape[0],), dtype=torch.float64)
 
 
@@ -194,9 +194,9 @@ def certificate_kernel(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor
     return torch.ops.entclust.certificate(sigma, y, prior, lam, problem)
 
 
-def duality_gap_kernel(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float):
-    """Raw reverse-CE duality-gap op on ``(B, N, K)`` (CPU): ``(B,)`` float64."""
-    return torch.ops.entclust.duality_gap(sigma, y, prior, lam)
+def duality_gap_kernel(sigma: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float, problem: int = 0):
+    """Raw duality-gap op on ``(B, N, K)`` (CPU): ``(B,)`` float64; problem 0 reverse CE, 1 collision CE."""
+    return torch.ops.entclust.duality_gap(sigma, y, prior, lam, problem)
 
 
 def em_rce_kernel(sigma: torch.Tensor, prior: torch.Tensor, lam: float, tol: float, max_iter: int, y0=None):

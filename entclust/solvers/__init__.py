@@ -5,7 +5,7 @@
 - :mod:`.newton`: Newton on the primal reverse-CE problem and on its dual;
 - :mod:`.barrier`: interior-point Newton for the collision-CE problem;
 - :mod:`.sinkhorn`: SeLa's Sinkhorn-Knopp;
-- :mod:`.certificate`: objective, Frank-Wolfe gap and (reverse CE) duality gap; :mod:`.result`: the result type;
+- :mod:`.certificate`: objective, Frank-Wolfe gap and duality gap; :mod:`.result`: the result type;
 - :mod:`.comparison`: :func:`compare`, the solvers side by side to one relative gap.
 """
 from ._problem import DEFAULT_TOL, START_MIX

@@ -1,6 +1,6 @@
 """Solves that are checked on the certificate as they go: stopping on the relative gap
-(``tol_gap=``, ``tol_progress=``; the duality gap of the reverse-CE problem, the Frank-Wolfe gap
-of the collision-CE one) and reporting to a ``callback``, for the fused solvers (iterations in
+(``tol_gap=``, ``tol_progress=``; the duality gap, or the Frank-Wolfe gap where it is smaller) and
+reporting to a ``callback``, for the fused solvers (iterations in
 chunks of ``check_every`` between two certificates) and for the sequential ones (Newton, every
 step).
 
@@ -24,13 +24,13 @@ class GapTarget:
     """What a checked solve stops a problem on: its relative gap ``gap / (1 + |objective|) <= tol_gap``,
     or (``tol_progress``) a gap that is at most ``tol_progress`` times the decrease of the objective
     since the start, ``gap <= tol_progress (objective_start - objective)``. The gap is the problem's
-    certificate (:attr:`SolverResult.gap`): the duality gap of the reverse-CE problem (the smaller
-    of it and the Frank-Wolfe gap), the Frank-Wolfe gap of the collision-CE one. It bounds
+    certificate: the smaller of the duality gap and the Frank-Wolfe gap
+    (:func:`~entclust.solvers.result.best_gap`). It bounds
     ``objective - f*``, so the second means the solve has made at least ``1 / (1 + tol_progress)``
     of the largest decrease it could make from its start: an inexact block step of a training
     loop that keeps a fixed share of the exact one (at ``tol_progress = 0.1``, 91 %)."""
 
-    def __init__(self, tol_gap: float | None, tol_progress: float | None, certificate: str = "Frank-Wolfe gap"):
+    def __init__(self, tol_gap: float | None, tol_progress: float | None, certificate: str = "duality gap"):
         self.tol_gap, self.tol_progress, self.certificate = tol_gap, tol_progress, certificate
 
     def met(self, gap: torch.Tensor, objective: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -56,20 +56,18 @@ def criterion_met(gap, objective, start, tol: float, target: GapTarget | None) -
     return met | target.met(gap, objective, start) if target is not None else met
 
 
-CERTIFICATES = {"rce": "duality gap", "cce": "Frank-Wolfe gap"}
-
-
-def gap_target(name: str, tol_gap: float | None, tol_progress, problem: str = "cce") -> GapTarget | None:
+def gap_target(name: str, tol_gap: float | None, tol_progress) -> GapTarget | None:
     """The checked ``tol_progress`` (None or a number >= 0) with ``tol_gap`` (checked already) as a
-    :class:`GapTarget` on ``problem``'s certificate, or None when neither is given."""
+    :class:`GapTarget` on the certificate (the duality gap, or the Frank-Wolfe gap where smaller),
+    or None when neither is given."""
     if tol_progress is not None:
         tol_progress = check_number(name, "tol_progress", tol_progress)
     if tol_gap is None and tol_progress is None:
         return None
-    return GapTarget(tol_gap, tol_progress, CERTIFICATES[problem])
+    return GapTarget(tol_gap, tol_progress)
 
 
-def criterion_text(target, tol: float, step: str = "max|dy|", *, certificate: str = "Frank-Wolfe gap") -> str:
+def criterion_text(target, tol: float, step: str = "max|dy|", *, certificate: str = "duality gap") -> str:
     """What a solve stops on: its gap target (a :class:`GapTarget`, or a relative ``tol_gap`` on
     ``certificate``; and its own ``step`` criterion where ``tol > 0``), or only the step criterion
     when it is None."""

@@ -1,7 +1,7 @@
 """An interior-point Newton solver of the collision-CE pseudo-label problem (docs/maths.md, "An
 interior-point Newton method for the collision-CE problem"): EM and PGD crawl towards its optimum,
 whose rows are nearly one-hot, where a log barrier followed down to a small weight reaches a
-Frank-Wolfe gap of 1e-9 in about a hundred Newton steps. Composite PyTorch in float64 (any
+gap of 1e-9 in about a hundred Newton steps. Composite PyTorch in float64 (any
 device); the problems of a batch side by side, each with its own barrier weight."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 from ._checked import criterion_met, criterion_text, gap_target
 from ._problem import as_input, check_count, check_gap_options, check_number, finite_problems, prepare, unbatch
-from .certificate import certify
-from .result import SolverResult
+from .certificate import certify_gaps
+from .result import SolverResult, best_gap
 
 # The barrier's weight: its first value, the factor it shrinks by once a point is centred, and its
 # floor (the certificate of a centred point is about K times the weight; float64 stops centring it
@@ -109,7 +109,7 @@ def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, start,
              batched: bool):
     """The problems ``(B, N, K)`` side by side from the interior starts ``y0``, each with its own
     weight tau; ``start`` ``(B,)`` the objectives the decrease of the target counts from.
-    Returns ``(y, iterations, objective, gap, converged)``: a problem that ends short of its
+    Returns ``(y, iterations, objective, gap, dual, converged)``: a problem that ends short of its
     criterion gives the lowest point it passed (of points level with it up to rounding, the
     best certified)."""
     b, n, k = sigma.shape
@@ -121,21 +121,22 @@ def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, start,
     live = torch.ones(b, dtype=torch.bool, device=device)
     converged = torch.zeros_like(live)
     best, best_value = y.clone(), torch.full_like(tau, math.inf)
-    best_gap = torch.full_like(tau, math.inf)
+    best_cert, best_gaps = torch.full_like(tau, math.inf), torch.full((2, b), math.inf, dtype=tau.dtype, device=device)
     noise = 64 * torch.finfo(sigma.dtype).eps
     for step in range(max_iter + 1):
-        objective, gap = certify("cce", sigma, y, u, lam)
+        objective, gap, dual = certify_gaps("cce", sigma, y, u, lam)
+        cert = best_gap(gap, dual)
         level = noise * (objective.abs() + 1)
-        better = live & ((objective < best_value - level) | ((objective <= best_value + level) & (gap < best_gap)))
+        better = live & ((objective < best_value - level) | ((objective <= best_value + level) & (cert < best_cert)))
         best[better] = y[better]
         best_value = torch.where(better, torch.minimum(best_value, objective), best_value)
-        best_gap = torch.where(better, gap, best_gap)
-        met = criterion_met(gap, objective, start, tol, target)
+        best_cert = torch.where(better, cert, best_cert)
+        best_gaps = torch.where(better, torch.stack([gap, dual]), best_gaps)
+        met = criterion_met(cert, objective, start, tol, target)
         converged |= live & met
         live &= ~met
-        nan = torch.full_like(gap, math.nan)
         if callback is not None and callback(unbatch(SolverResult(y, iterations, objective, gap, converged, criterion,
-                                                                  nan), batched)):
+                                                                  dual), batched)):
             break
         if not bool(live.any()) or step == max_iter:
             break
@@ -161,8 +162,8 @@ def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, start,
     fallback = ~converged & (best_value < math.inf)
     y = torch.where(fallback[:, None, None], best, y)
     objective = torch.where(fallback, best_value, objective)
-    gap = torch.where(fallback, best_gap, gap)
-    return y, iterations, objective, gap, converged
+    gap, dual = torch.where(fallback, best_gaps, torch.stack([gap, dual]))
+    return y, iterations, objective, gap, dual, converged
 
 
 def newton_cce(
@@ -182,7 +183,7 @@ def newton_cce(
     ``min_y -(1/N) sum_i ln(sigma_i . y_i) + lam KL(u || y_bar)``: Newton steps on
     ``N f(y) - tau sum_ik ln y_ik`` over the row simplices, ``tau`` lowered by 10 each time the
     point is centred (Newton decrement ``<= 1e-3 tau N``), from 1 down to 1e-14. A centred point's
-    Frank-Wolfe gap is about ``K tau``, so the path reaches a gap of 1e-9 in about a hundred steps
+    gap is about ``K tau``, so the path reaches a gap of 1e-9 in about a hundred steps
     (5 to 10 for each tenfold drop of tau), where EM and PGD need tens of thousands of
     iterations (docs/benchmarks.md). Below tau of about 1e-13 float64 no longer centres the point
     (the Newton systems carry ``1 / tau``): the smallest gap is about ``K 1e-13`` (measured 2e-11 to
@@ -191,7 +192,8 @@ def newton_cce(
     Hessian is never formed); a fraction-to-the-boundary rule keeps y > 0, Armijo
     backtracking on the barrier objective.
 
-    Stops on the certificate (the Frank-Wolfe gap) ``<= tol`` (default 1e-9), or with
+    Stops on the certificate (the duality gap, or the Frank-Wolfe gap where that is smaller,
+    :func:`~entclust.solvers.result.best_gap`) ``<= tol`` (default 1e-9), or with
     ``tol_gap`` / ``tol_progress`` as :func:`~entclust.solvers.em_cce` (either makes ``tol``
     default to no absolute criterion); ``max_iter`` counts Newton steps. ``converged`` is False
     when ``max_iter`` ran out or tau reached its floor first, and the gap then says how far the
@@ -207,31 +209,33 @@ def newton_cce(
     dtype."""
     name = "newton_cce"
     tol_gap = check_gap_options(name, tol_gap, 1, callback)
-    target = gap_target(name, tol_gap, tol_progress, "cce")
+    target = gap_target(name, tol_gap, tol_progress)
     sigma3, u, _, y0, batched = prepare(name, sigma, prior, lam, None, max_iter, y0, validate, start=False)
     tol = (1e-9 if target is None else 0.0) if tol is None else check_number(name, "tol", tol)
     check_count(name, "max_iter", max_iter)
     s64, u64, lam = sigma3.double(), u.double(), float(lam)
     origin = s64 if y0 is None else y0.double()  # tol_progress counts the decrease from here
-    criterion = criterion_text(target, tol, "Frank-Wolfe gap")
-    start, start_gap = certify("cce", s64, origin, u64, lam)
+    criterion = criterion_text(target, tol, "duality gap")
+    start, start_gap, start_dual = certify_gaps("cce", s64, origin, u64, lam)
     if s64.shape[-1] == 1:
         y = torch.ones_like(s64)
-        objective, gap = certify("cce", s64, y, u64, lam)
+        objective, gap, dual = certify_gaps("cce", s64, y, u64, lam)
         res = SolverResult(y, torch.zeros_like(start, dtype=torch.int64), objective, gap,
-                           torch.ones_like(start, dtype=torch.bool), criterion, torch.full_like(gap, math.nan))
+                           torch.ones_like(start, dtype=torch.bool), criterion, dual)
         return as_input(res, sigma.dtype, batched)
     starts = (1 - START_SHARE) * origin + START_SHARE / s64.shape[-1]
-    y, iterations, objective, gap, converged = _barrier(s64, u64, lam, tol, max_iter, starts, target, start, criterion,
-                                                        callback, batched)
+    y, iterations, objective, gap, dual, converged = _barrier(s64, u64, lam, tol, max_iter, starts, target, start,
+                                                              criterion, callback, batched)
     # a problem that stopped above the objective of its own start (y0 or sigma): that is the better answer
     worse = torch.isfinite(start) & (objective > start)
     if bool(worse.any()):
         y = torch.where(worse[:, None, None], origin, y)
         objective, gap = torch.where(worse, start, objective), torch.where(worse, start_gap, gap)
-        converged = torch.where(worse, criterion_met(start_gap, start, start, tol, target), converged)
+        dual = torch.where(worse, start_dual, dual)
+        converged = torch.where(worse, criterion_met(best_gap(start_gap, start_dual), start, start, tol, target),
+                                converged)
     converged = converged & finite_problems(y)
-    res = SolverResult(y, iterations, objective, gap, converged, criterion, torch.full_like(gap, math.nan))
+    res = SolverResult(y, iterations, objective, gap, converged, criterion, dual)
     return as_input(res, sigma.dtype, batched)
 
 

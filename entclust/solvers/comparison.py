@@ -1,7 +1,6 @@
 """Pseudo-label solvers side by side on one problem (or one batch of problems), each run to the
-same certificate: the relative gap ``gap / (1 + |objective|)`` (docs/maths.md), the duality gap for
-the reverse-CE solvers and the Frank-Wolfe gap for the collision-CE ones (:attr:`SolverResult.gap`;
-it bounds ``f(y) - f*`` whatever the solver did, so the numbers mean the same thing for every row).
+same certificate: the relative gap ``gap / (1 + |objective|)`` (docs/maths.md), the duality gap
+(:attr:`SolverResult.gap`, the Frank-Wolfe gap where that is smaller; it bounds ``f(y) - f*`` whatever the solver did, so the numbers mean the same thing for every row).
 
 Example::
 
@@ -115,7 +114,7 @@ class Comparison:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("seconds")
-        ax.set_ylabel("relative Frank-Wolfe gap")
+        ax.set_ylabel("relative gap (certificate)")
         s = self.setting
         ax.set_title(title or f"{s['problem']} pseudo-labels, B×N×K = {s['shape']}, lam = {s['lam']:g}, {s['dtype']}",
                      fontsize=9)
@@ -274,8 +273,8 @@ def compare(
     verbose: bool = False,
 ) -> Comparison:
     """Run pseudo-label solvers on one problem (``sigma`` ``(N, K)``) or a batch (``(B, N, K)``)
-    to one common certificate, the relative gap ``gap / (1 + |objective|)`` (the duality gap of the
-    reverse-CE problem, the Frank-Wolfe gap of the collision-CE one).
+    to one common certificate, the relative gap ``gap / (1 + |objective|)`` (the duality gap, or the
+    Frank-Wolfe gap where that is smaller).
 
     Args:
         sigma: ``Tensor[N, K]`` or ``Tensor[B, N, K]``, rows on the simplex, float32 or float64,

@@ -47,19 +47,20 @@ def em_rce(
         tol: stop a problem when ``max |y_new - y| <= tol``; default 1e-10 (float64), 1e-6 (float32),
             or no step criterion when ``tol_gap`` is given.
         max_iter: iteration cap. EM converges linearly, and slowly for large ``lam N``
-            (docs/maths.md): check ``result.fw_gap``, not only ``converged``.
+            (docs/maths.md): check ``result.gap``, not only ``converged``.
         y0: optional start, same shape as sigma; default sigma, or ``0.99 sigma + 0.01 u`` when
             sigma has exact zeros (EM never moves a y_ik away from 0, so a zero start could
-            miss the optimum; the result would show it as a large Frank-Wolfe gap).
+            miss the optimum; the result would show it as a large gap).
         accel: None (plain EM, all iterations in one kernel call) or ``"squarem"``: SQUAREM
             (Varadhan & Roland 2008, scheme S3) on the EM map, each cycle two fused EM steps, an
             extrapolation kept strictly inside the simplex, one stabilising EM step, and a fall
             back to plain EM whenever the objective would rise. Same fixed point; ``iterations``
             counts EM-map evaluations.
-        tol_gap: stop a problem when its relative Frank-Wolfe gap
-            ``fw_gap / (1 + |objective|)`` is ``<= tol_gap`` (the criterion every solver shares;
+        tol_gap: stop a problem when its relative gap ``gap / (1 + |objective|)`` is ``<= tol_gap``
+            (:attr:`~entclust.SolverResult.gap`: the duality gap, or the Frank-Wolfe gap where
+            that is smaller; the criterion every solver shares;
             ``converged`` then says whether it was met); checked every ``check_every`` iterations.
-        tol_progress: stop a problem when its Frank-Wolfe gap is ``<= tol_progress`` times the
+        tol_progress: stop a problem when its gap is ``<= tol_progress`` times the
             decrease of the objective since the start (the solve then made at least
             ``1 / (1 + tol_progress)`` of the decrease it could make: the criterion of
             :class:`~entclust.SelfLabeling`'s inexact steps); with ``tol_gap``, either stops.
@@ -71,8 +72,8 @@ def em_rce(
         callback: called with the current :class:`~entclust.SolverResult` after the start and
             after every check; a true return stops the solve (as scipy's callbacks).
         validate: check sigma/y0 are on the simplex and finite (two reductions over each).
-        certificate: compute the objective and the Frank-Wolfe gap (float64, in blocks of rows:
-            about the cost of two EM iterations); ``False`` leaves them NaN.
+        certificate: compute the objective and both gaps (float64, fused on the CPU: about the
+            cost of two to four EM iterations); ``False`` leaves them NaN.
 
     Returns a :class:`~entclust.SolverResult`. ``converged`` is False for a problem whose y
     is not finite (NaN input with ``validate=False``), whatever the stopping rule said.
@@ -84,7 +85,7 @@ def em_rce(
         >>> res.converged, res.relative_gap <= 1e-6
         (True, True)
     """
-    target = gap_target("em_rce", check_gap_options("em_rce", tol_gap, check_every, callback), tol_progress, "rce")
+    target = gap_target("em_rce", check_gap_options("em_rce", tol_gap, check_every, callback), tol_progress)
     sigma3, u, tol, y0, batched = prepare("em_rce", sigma, prior, lam, tol, max_iter, y0, validate,
                                           step_tol=target is None)
 
@@ -129,7 +130,7 @@ def em_cce(
 
     Arguments (``accel="squarem"`` included) and result as in :func:`em_rce`. Its optimum often has many ``y_ik = 0``, which
     multiplicative updates approach slowly (docs/maths.md: Frank-Wolfe gap 2.8e-2 after 1000
-    iterations at N = 250, K = 200, lam = 100): check ``result.fw_gap``.
+    iterations at N = 250, K = 200, lam = 100): check ``result.gap``.
     """
     target = gap_target("em_cce", check_gap_options("em_cce", tol_gap, check_every, callback), tol_progress)
     sigma3, u, tol, y0, batched = prepare("em_cce", sigma, prior, lam, tol, max_iter, y0, validate,

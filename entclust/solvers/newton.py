@@ -105,7 +105,7 @@ def newton_rce(
     :func:`~entclust.solvers.em_rce`)."""
     name = "newton_rce"
     tol_gap = check_gap_options(name, tol_gap, 1, callback)
-    target = gap_target(name, tol_gap, tol_progress, "rce")
+    target = gap_target(name, tol_gap, tol_progress)
     sigma3, u, _, y0, batched = prepare(name, sigma, prior, lam, None, max_iter, y0, validate, start=False)
     tol = (1e-10 if target is None else 0.0) if tol is None else check_number(name, "tol", tol)
     check_count(name, "warm_start", warm_start)
@@ -356,7 +356,7 @@ def dual_newton_rce(
     :func:`newton_rce`, after every dual or polish step."""
     name = "dual_newton_rce"
     tol_gap = check_gap_options(name, tol_gap, 1, callback)
-    target = gap_target(name, tol_gap, tol_progress, "rce")
+    target = gap_target(name, tol_gap, tol_progress)
     sigma3, u, _, _, batched = prepare(name, sigma, prior, lam, None, max_iter, None, validate, start=False)
     tol = (1e-10 if target is None else 0.0) if tol is None else check_number(name, "tol", tol)
     switch_gap = check_number(name, "switch_gap", switch_gap)

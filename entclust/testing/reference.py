@@ -136,6 +136,39 @@ def rce_duality_gap(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
     w = torch.where(u > 0, lam * u / y.mean(0), 0.0)
     return rce_objective(sigma, y, u, lam) - rce_dual(sigma, w, u, lam)
 
+def cce_dual(sigma, w, prior=None, lam: float = 100.0) -> torch.Tensor:
+    """The Lagrangian dual of the collision-CE problem at multipliers ``w`` for ``y_bar = z`` (as
+    :func:`rce_dual`), one ``(N, K)`` problem, float64, the plain way:
+    ``D(w) = (1/N) sum_i min_{y_i in simplex} [-ln(sigma_i . y_i) - w . y_i] + sum_k lam u_k (ln(w_k / lam) + 1)``.
+    The row minimum depends on y only through the point ``(sigma . y, w . y)`` of the polygon spanned
+    by the K points ``(sigma_k, w_k)``, and ``-ln a - b`` falls as b grows, so it lies on an edge of
+    the polygon's upper boundary: the minimum over every segment between two of the K points
+    (``O(K^2)`` a row; at an end, or where the derivative ``-(sigma_j - sigma_k) / a - (w_j - w_k)``
+    along it vanishes). Any w gives ``D(w) <= min``."""
+    sigma, w = sigma.double(), torch.as_tensor(w, dtype=torch.float64)
+    u = _prior(prior, sigma).double()
+    vertices = -torch.log(sigma) - w  # (N, K): y one-hot
+    ds = sigma[:, :, None] - sigma[:, None, :]  # (N, K, K): sigma_j - sigma_k
+    dw = (w[:, None] - w[None, :]).expand_as(ds)  # w_j - w_k
+    a = -ds / dw  # where the derivative along the segment from k to j vanishes
+    t = (a - sigma[:, None, :]) / ds
+    inside = (dw != 0) & (ds != 0) & (t > 0) & (t < 1) & (a > 0)
+    a_safe = torch.where(inside, a, 1.0)
+    along = torch.where(inside, -torch.log(a_safe) - (w[None, :] + torch.where(inside, t, 0.0) * dw), torch.inf)
+    rows = torch.minimum(vertices.amin(-1), along.flatten(1).amin(-1))
+    if lam == 0:
+        return rows.mean()
+    return rows.mean() + torch.where(u > 0, lam * u * (torch.log(w / lam) + 1), 0.0).sum()
+
+
+def cce_duality_gap(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
+    """``cce_objective(y) - cce_dual(w)`` with ``w_k = lam u_k / y_bar_k`` (0 where ``u_k = 0``), one problem."""
+    sigma, y = sigma.double(), y.double()
+    u = _prior(prior, sigma).double()
+    w = torch.where(u > 0, lam * u / y.mean(0), 0.0)
+    return cce_objective(sigma, y, u, lam) - cce_dual(sigma, w, u, lam)
+
+
 def _e_step(y: torch.Tensor) -> torch.Tensor:
     """S_ik = y_ik / sum_j y_jk (a class no point uses gets S = 0)."""
     col = y.sum(-2, keepdim=True)
