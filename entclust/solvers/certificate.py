@@ -167,18 +167,23 @@ def dual_distances(y_bar: torch.Tensor, u: torch.Tensor, lam: float):
     return omega_max, omega_max.unsqueeze(-1) - omega
 
 
+def float64_blocks(sigma3: torch.Tensor, y3: torch.Tensor):
+    """``(s, y)``: float64 copies of the same blocks of rows of ``(B, N, K)`` problems, as many rows at
+    a time as :func:`~entclust.ops.checks.block_rows` allows on their device."""
+    b, n, k = sigma3.shape
+    rows = block_rows(sigma3.device, b * k)
+    for start in range(0, n, rows):
+        yield sigma3[:, start:start + rows].to(torch.float64), y3[:, start:start + rows].to(torch.float64)
+
+
 def dual_row_sums(sigma3: torch.Tensor, y3: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """``(B,)`` float64 sums over the rows of ``(B, N, K)`` problems of each row's duality gap for the
     distances ``d`` ``(B, K)`` (:func:`dual_distances`):
     ``sum_k s_k ln(s_k / ((tau + d_k) y_k)) + tau - |s| + d . y`` (>= 0 for a row on the simplex), in
     PyTorch over blocks of rows."""
-    b, n, k = sigma3.shape
-    rows = block_rows(sigma3.device, b * k)
     d = d.unsqueeze(1)  # (B, 1, K)
-    total = torch.zeros(b, dtype=torch.float64, device=sigma3.device)
-    for start in range(0, n, rows):
-        s = sigma3[:, start:start + rows].to(torch.float64)
-        y = y3[:, start:start + rows].to(torch.float64)
+    total = torch.zeros(sigma3.shape[0], dtype=torch.float64, device=sigma3.device)
+    for s, y in float64_blocks(sigma3, y3):
         mass = s.sum(-1, keepdim=True)  # 1 up to the rounding the validation allows
         excess = (d * y).sum(-1, keepdim=True)
         tau = _row_roots(s, d, mass - excess)
@@ -231,13 +236,9 @@ def cce_dual_row_sums(sigma3: torch.Tensor, y3: torch.Tensor, d: torch.Tensor) -
     ``sum_k y_k (M - v_k) + (x p - 1 - ln(x p)) + M (1 - sum_k y_k)`` with ``v_k = x s_k - d_k``,
     ``M = max_k v_k`` at the minimising x (:func:`envelope_minimum`, from ``x = 1 / p``, where the
     gap is the row's Frank-Wolfe gap); infinite where ``p = 0``."""
-    b, n, k = sigma3.shape
-    rows = block_rows(sigma3.device, b * k)
     d = d.unsqueeze(1)  # (B, 1, K)
-    total = torch.zeros(b, dtype=torch.float64, device=sigma3.device)
-    for start in range(0, n, rows):
-        s = sigma3[:, start:start + rows].to(torch.float64)
-        y = y3[:, start:start + rows].to(torch.float64)
+    total = torch.zeros(sigma3.shape[0], dtype=torch.float64, device=sigma3.device)
+    for s, y in float64_blocks(sigma3, y3):
         p = (s * y).sum(-1, keepdim=True)
         x = envelope_minimum(s, d.expand_as(s), 1 / p)
         v = x * s - d

@@ -129,12 +129,19 @@ def rce_dual(sigma, w, prior=None, lam: float = 100.0, *, bisections: int = 200)
     return rows.mean() + torch.where(u > 0, lam * u * (torch.log(w / lam) + 1), 0.0).sum()
 
 
-def rce_duality_gap(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
-    """``rce_objective(y) - rce_dual(w)`` with ``w_k = lam u_k / y_bar_k`` (0 where ``u_k = 0``), one problem."""
+def _gap_at_y(objective, dual, sigma, y, prior, lam: float) -> torch.Tensor:
+    """``objective(y) - dual(w)`` with the multipliers read off y, ``w_k = lam u_k / y_bar_k`` (0 where
+    ``u_k = 0``), one problem, float64."""
     sigma, y = sigma.double(), y.double()
     u = _prior(prior, sigma).double()
     w = torch.where(u > 0, lam * u / y.mean(0), 0.0)
-    return rce_objective(sigma, y, u, lam) - rce_dual(sigma, w, u, lam)
+    return objective(sigma, y, u, lam) - dual(sigma, w, u, lam)
+
+
+def rce_duality_gap(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
+    """``rce_objective(y) - rce_dual(w)`` with ``w_k = lam u_k / y_bar_k`` (0 where ``u_k = 0``), one problem."""
+    return _gap_at_y(rce_objective, rce_dual, sigma, y, prior, lam)
+
 
 def cce_dual(sigma, w, prior=None, lam: float = 100.0) -> torch.Tensor:
     """The Lagrangian dual of the collision-CE problem at multipliers ``w`` for ``y_bar = z`` (as
@@ -163,10 +170,7 @@ def cce_dual(sigma, w, prior=None, lam: float = 100.0) -> torch.Tensor:
 
 def cce_duality_gap(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:
     """``cce_objective(y) - cce_dual(w)`` with ``w_k = lam u_k / y_bar_k`` (0 where ``u_k = 0``), one problem."""
-    sigma, y = sigma.double(), y.double()
-    u = _prior(prior, sigma).double()
-    w = torch.where(u > 0, lam * u / y.mean(0), 0.0)
-    return cce_objective(sigma, y, u, lam) - cce_dual(sigma, w, u, lam)
+    return _gap_at_y(cce_objective, cce_dual, sigma, y, prior, lam)
 
 
 def _e_step(y: torch.Tensor) -> torch.Tensor:
