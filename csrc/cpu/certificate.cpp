@@ -4,7 +4,8 @@
 // sum_k y_ik g_ik and min_k g_ik. Gap = sum_i (y_i . g_i - min_k g_ik). All in float64; no
 // N x K temporary (the Python version needed float64 blocks and ~12 passes over them). The rows
 // run in the per-ISA kernels (cert_fw, cert_dual of isa/row_kernels.h: vectors of float64, a
-// vectorised float64 logarithm).
+// vectorised float64 logarithm), except the collision-CE duality gap's (cce_dual_row below: one
+// logarithm a row, its passes vectorised by the compiler for the build's baseline ISA).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>

@@ -13,7 +13,8 @@ from .. import solvers
 SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "newton", "pgd")}
 SOLVER_FUNCTIONS = {"em": "em_{method}", "newton": "newton_{method}", "dual_newton": "dual_newton_rce", "pgd": "pgd_cce"}
 # The default stopping rule of a per-batch solve (see the class doc): a relative gap (the duality gap,
-# or the Frank-Wolfe gap where that is smaller), or a gap within half the decrease made (two thirds of the best step), for every solver.
+# or the Frank-Wolfe gap where that is smaller), or a gap within half the decrease made (two thirds
+# of the best step), for every solver.
 DEFAULT_TOL_GAP = 1e-2
 DEFAULT_TOL_PROGRESS = 0.5
 DEFAULT_MAX_ITER = 1000

@@ -221,7 +221,8 @@ def envelope_minimum(s: torch.Tensor, d: torch.Tensor, scale: torch.Tensor) -> t
         stop_right = right & (target <= b_right)
         stop_left = left & (target >= b_left)
         move_right, move_left = right & ~stop_right, left & ~stop_left
-        x = torch.where(stop_right | stop_left, target, torch.where(move_right, b_right, torch.where(move_left, b_left, x)))
+        moved = torch.where(move_right, b_right, torch.where(move_left, b_left, x))
+        x = torch.where(stop_right | stop_left, target, moved)
         a = torch.where(move_right, j_right, torch.where(move_left, j_left, a))
         slope, dist = s.gather(-1, a), d.gather(-1, a)
         right = move_right & (slope * x < 1)

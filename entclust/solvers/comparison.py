@@ -1,6 +1,7 @@
 """Pseudo-label solvers side by side on one problem (or one batch of problems), each run to the
 same certificate: the relative gap ``gap / (1 + |objective|)`` (docs/maths.md), the duality gap
-(:attr:`SolverResult.gap`, the Frank-Wolfe gap where that is smaller; it bounds ``f(y) - f*`` whatever the solver did, so the numbers mean the same thing for every row).
+(:attr:`SolverResult.gap`, the Frank-Wolfe gap where that is smaller; it bounds ``f(y) - f*``
+whatever the solver did, so the numbers mean the same thing for every row).
 
 Example::
 

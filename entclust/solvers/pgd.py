@@ -45,8 +45,8 @@ def pgd_cce(
     The weak-fairness variant (eq. 10) is ``entclust.testing.reference.pgd_cce(..., fairness="weak")``.
 
     ``tol_gap``, ``tol_progress``, ``check_every``, ``callback``: stop on the relative gap (the
-    duality gap, or the Frank-Wolfe gap where that is smaller; or the gap against the decrease made), checked every
-    ``check_every`` iterations, as in :func:`~entclust.solvers.em_rce` (``tol`` then defaults to no
+    duality gap, or the Frank-Wolfe gap where that is smaller; or the gap against the decrease
+    made), checked every ``check_every`` iterations, as in :func:`~entclust.solvers.em_rce` (``tol`` then defaults to no
     step criterion). With ``step=None`` the step is then picked on the first ``check_every``
     iterations (a run that diverges later ends NaN and not converged).
     """

@@ -38,10 +38,10 @@ class SolverResult(NamedTuple):
     value, Frank-Wolfe gap ``fw_gap`` (a certificate: ``>= f(y) - f*``, 0 exactly at the optimum),
     whether ``criterion`` was met (``converged``), and the Lagrangian ``duality_gap``
     (:func:`~entclust.duality_gap`: also ``>= f(y) - f*``, never above the Frank-Wolfe gap and far
-    tighter near the optimum; NaN where the solver has none: Sinkhorn). For one ``(N, K)`` problem these are Python numbers (int,
-    float, float, bool, float); for a ``(B, N, K)`` batch, ``(B,)`` tensors. :attr:`gap` is the
-    tighter of the two certificates and :attr:`relative_gap` the one every solver stops on
-    (``tol_gap=``, ``tol_progress=``).
+    tighter near the optimum; NaN where the solver has none: Sinkhorn). For one ``(N, K)`` problem
+    these are Python numbers (int, float, float, bool, float); for a ``(B, N, K)`` batch, ``(B,)``
+    tensors. :attr:`gap` is the tighter of the two certificates and :attr:`relative_gap` the one
+    every solver stops on (``tol_gap=``, ``tol_progress=``).
     """
 
     y: torch.Tensor
