@@ -30,8 +30,8 @@ class GapTarget:
     of the largest decrease it could make from its start: an inexact block step of a training
     loop that keeps a fixed share of the exact one (at ``tol_progress = 0.1``, 91 %)."""
 
-    def __init__(self, tol_gap: float | None, tol_progress: float | None, certificate: str = "duality gap"):
-        self.tol_gap, self.tol_progress, self.certificate = tol_gap, tol_progress, certificate
+    def __init__(self, tol_gap: float | None, tol_progress: float | None):
+        self.tol_gap, self.tol_progress = tol_gap, tol_progress
 
     def met(self, gap: torch.Tensor, objective: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         met = torch.zeros_like(gap, dtype=torch.bool)
@@ -42,9 +42,9 @@ class GapTarget:
         return met
 
     def __str__(self) -> str:
-        parts = [] if self.tol_gap is None else [f"relative {self.certificate} <= {self.tol_gap:g}"]
+        parts = [] if self.tol_gap is None else [f"relative duality gap <= {self.tol_gap:g}"]
         if self.tol_progress is not None:
-            parts.append(f"{self.certificate} <= {self.tol_progress:g} x decrease")
+            parts.append(f"duality gap <= {self.tol_progress:g} x decrease")
         return " or ".join(parts)
 
 

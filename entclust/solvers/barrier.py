@@ -121,16 +121,16 @@ def _barrier(sigma, u, lam: float, tol: float, max_iter: int, y0, target, start,
     live = torch.ones(b, dtype=torch.bool, device=device)
     converged = torch.zeros_like(live)
     best, best_value = y.clone(), torch.full_like(tau, math.inf)
-    best_cert, best_gaps = torch.full_like(tau, math.inf), torch.full((2, b), math.inf, dtype=tau.dtype, device=device)
+    best_gaps = torch.full((2, b), math.inf, dtype=tau.dtype, device=device)  # Frank-Wolfe and duality gap
     noise = 64 * torch.finfo(sigma.dtype).eps
     for step in range(max_iter + 1):
         objective, gap, dual = certify_gaps("cce", sigma, y, u, lam)
         cert = best_gap(gap, dual)
         level = noise * (objective.abs() + 1)
-        better = live & ((objective < best_value - level) | ((objective <= best_value + level) & (cert < best_cert)))
+        better = live & ((objective < best_value - level)
+                         | ((objective <= best_value + level) & (cert < best_gap(best_gaps[0], best_gaps[1]))))
         best[better] = y[better]
         best_value = torch.where(better, torch.minimum(best_value, objective), best_value)
-        best_cert = torch.where(better, cert, best_cert)
         best_gaps = torch.where(better, torch.stack([gap, dual]), best_gaps)
         met = criterion_met(cert, objective, start, tol, target)
         converged |= live & met
