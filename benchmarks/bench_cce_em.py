@@ -6,24 +6,14 @@ z ~ N(0, 1) seeded per batch, after 3 warm-up batches; its EM iterations and cer
 ``python benchmarks/bench_cce_em.py``; run it on two commits one after the other to compare."""
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 
 import entclust
+from bench_duality_gap import median_ms  # this folder, as the script runs
 
 SHAPES = ((250, 20), (250, 32), (250, 50), (250, 100), (250, 200), (250, 1000), (10_000, 100))
-
-
-def median_us(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e6 * statistics.median(times)
 
 
 def em_iteration_us(n: int, k: int) -> float:
@@ -31,8 +21,8 @@ def em_iteration_us(n: int, k: int) -> float:
     sigma = torch.softmax(3 * torch.randn(1, n, k, generator=g, dtype=torch.float64), -1)
     u = torch.full((k,), 1.0 / k, dtype=torch.float64)
     y = entclust.em_cce(sigma, u, lam=100.0, max_iter=25, tol=0.0).y
-    call = median_us(lambda: entclust.ops.em_cce_kernel(sigma, u, 100.0, 0.0, 21, 1e-12, 50, y), 5 if n > 1000 else 9)
-    return call / 21
+    call = median_ms(lambda: entclust.ops.em_cce_kernel(sigma, u, 100.0, 0.0, 21, 1e-12, 50, y), 5 if n > 1000 else 9)
+    return 1e3 * call / 21
 
 
 def self_labeling_ms(k: int, batches: int = 30) -> tuple[float, float]:
