@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -215,13 +216,23 @@ at::Tensor project_simplex_cpu(const at::Tensor& v_in) {
   return out;
 }
 
-// Sinkhorn-Knopp in the log domain (entclust/solvers/sinkhorn.py, SeLa): for each problem, from
-// its column shifts beta, sweeps of alpha_i = -ln N - lse_k(log_p_ik + beta_k), then beta_k =
-// log_u_k - lse_i(log_p_ik + alpha_i), until the row sums' error max_i N |exp(alpha_i +
-// lse_k(log_p_ik + beta_k)) - 1/N| <= tol (each problem on its own) or max_iter sweeps. The rows
-// run in the fixed chunks of row_chunks (chunks.h); a column's log-sum-exp takes its maximum over
-// the chunks, then adds the chunks' sums in chunk order, so the result does not depend on the
-// threads. Problems side by side where there are enough of them, else one at a time over chunks.
+// Sinkhorn-Knopp (entclust/solvers/sinkhorn.py, SeLa): for each problem, from its column shifts
+// beta, sweeps of alpha_i = -ln N - lse_k(log_p_ik + beta_k), then beta_k = log_u_k -
+// lse_i(log_p_ik + alpha_i), until the row sums' error max_i N |exp(alpha_i + lse_k(log_p_ik +
+// beta_k)) - 1/N| <= tol (each problem on its own) or max_iter sweeps.
+//
+// The sweeps run on the scaled plan q_ik = exp(log_p_ik + b_k - m_i), m_i = max_k(log_p_ik + b_k)
+// for column shifts b absorbed into it (Schmitzer 2019, "Stabilized sparse scaling algorithms for
+// entropy regularized transport problems"): with beta = b + ln v, a row's log-sum-exp is m_i + ln s_i,
+// s_i = sum_k q_ik v_k, so alpha_i = -m_i - ln(N s_i), and the column update is v_k = u_k / t_k,
+// t_k = sum_i q_ik / (N s_i). A sweep is then one pass over q, a multiply-add an entry, where the
+// log domain takes two exponentials and four reads of log_p. The shifts are absorbed afresh (one
+// pass of exponentials) whenever a scaling leaves [1e-50, 1e50], so that every s_i >= 1e-50 (a
+// row's largest entry of q is 1, in a column of prior > 0) and an entry lost to underflow weighs
+// at most 1e-250 of its row; a column sum t_k below 1e-200 (or not finite: NaN input) is taken in
+// the log domain instead, then absorbed. The rows run in the fixed chunks of row_chunks
+// (chunks.h), a column's sums added in chunk order, so the result does not depend on the threads.
+// Problems side by side where there are enough of them, else one at a time over chunks.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at::Tensor& log_p_in,
                                                                         const at::Tensor& log_u_in,
                                                                         const at::Tensor& log_beta_in, double tol,
@@ -247,52 +258,109 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at
   const double* lu = log_u.data_ptr<double>();
   const SinkhornPassFn pass = kernels().sinkhorn_pass;
   const double log_n = std::log(static_cast<double>(N)), inv_n = 1.0 / static_cast<double>(N);
+  const double inf = std::numeric_limits<double>::infinity(), big = std::numeric_limits<double>::max();
+  constexpr double s_lo = 1e-50, v_lo = 1e-200, v_hi = 1e50, t_lo = 1e-200;
+  std::vector<double> prior(K);
+  for (int64_t k = 0; k < K; ++k) prior[k] = std::exp(lu[k]);
   auto one = [&](int64_t b) {
     const double* lp = lp_all + b * N * K;
     double* al = alpha.data_ptr<double>() + b * N;
     double* be = beta.data_ptr<double>() + b * K;
-    std::vector<double> lse(N), cmax(K), csum(K), partial(chunks * K);
+    // q: the scaled plan; m, s: its row maxima and sums, m_col, s_col: those the last column update
+    // used; b_abs: the absorbed shifts, v the scalings on top (beta = b_abs + ln v)
+    const std::unique_ptr<double[]> q(new double[N * K]);  // (not zeroed: every entry is written first)
+    std::vector<double> m(N), s(N), m_col(N), s_col(N), b_abs(K), v(K), t(K), cmax(K), csum(K), partial(chunks * K);
     auto each_chunk = [&](auto&& fn) {  // inline where already inside a parallel region
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) fn(c, c * rows, std::min(N, (c + 1) * rows), partial.data() + c * K);
+        for (int64_t c = c0; c < c1; ++c) fn(c * rows, std::min(N, (c + 1) * rows), partial.data() + c * K);
       });
     };
-    auto row_lse = [&]() {
-      each_chunk([&](int64_t, int64_t r0, int64_t r1, double*) {
-        pass(SinkhornPass{lp, K, nullptr, be, nullptr, lse.data(), 0}, r0, r1);
+    auto absorb = [&](const double* shift) {  // q and m for the column shifts `shift`, v = 1
+      std::copy(shift, shift + K, b_abs.begin());
+      std::fill(v.begin(), v.end(), 1.0);
+      each_chunk([&](int64_t r0, int64_t r1, double*) {
+        SinkhornPass p{lp, K, nullptr, b_abs.data(), nullptr, m.data(), 3};
+        p.q = q.get();
+        pass(p, r0, r1);
       });
     };
-    row_lse();
-    double err = 0;
-    int64_t s = 0;
-    while (s < max_iter) {
-      ++s;
-      for (int64_t i = 0; i < N; ++i) al[i] = -log_n - lse[i];
-      each_chunk([&](int64_t, int64_t r0, int64_t r1, double* part) {
-        std::fill(part, part + K, -std::numeric_limits<double>::infinity());
+    auto scaling_sweep = [&]() {  // s = q v, then t_k = sum_i q_ik / (N s_i)
+      each_chunk([&](int64_t r0, int64_t r1, double* part) {
+        std::fill(part, part + K, 0.0);
+        SinkhornPass p{lp, K, nullptr, v.data(), nullptr, part, 4};
+        p.q = q.get();
+        p.rows = s.data();
+        p.scale = inv_n;
+        pass(p, r0, r1);
+      });
+      add_partials(partial.data(), chunks, K, t.data());
+    };
+    auto log_domain_columns = [&]() {  // be from alpha = al, as the log-domain sweep does
+      each_chunk([&](int64_t r0, int64_t r1, double* part) {
+        std::fill(part, part + K, -inf);
         pass(SinkhornPass{lp, K, al, nullptr, nullptr, part, 1}, r0, r1);
       });
       for (int64_t k = 0; k < K; ++k) {
-        double m = partial[k];
-        for (int64_t c = 1; c < chunks; ++c) m = std::max(m, partial[c * K + k]);
-        cmax[k] = m;
+        double mk = partial[k];
+        for (int64_t c = 1; c < chunks; ++c) mk = std::max(mk, partial[c * K + k]);
+        cmax[k] = mk;
       }
-      each_chunk([&](int64_t, int64_t r0, int64_t r1, double* part) {
+      each_chunk([&](int64_t r0, int64_t r1, double* part) {
         std::fill(part, part + K, 0.0);
         pass(SinkhornPass{lp, K, al, nullptr, cmax.data(), part, 2}, r0, r1);
       });
       add_partials(partial.data(), chunks, K, csum.data());
       // (a class of prior 0 keeps beta = -inf: it receives nothing)
       for (int64_t k = 0; k < K; ++k) be[k] = lu[k] - (cmax[k] + std::log(csum[k]));
-      row_lse();
+    };
+    absorb(be);
+    scaling_sweep();
+    double err = 0;
+    int64_t sweep = 0;
+    bool absorbed = false;
+    while (sweep < max_iter) {
+      ++sweep;
+      std::copy(m.begin(), m.end(), m_col.begin());
+      std::copy(s.begin(), s.end(), s_col.begin());
+      bool exact = true, in_range = true;  // (a NaN fails both tests)
+      for (int64_t k = 0; k < K; ++k) {
+        if (lu[k] == -inf) {
+          v[k] = 0.0;
+          continue;
+        }
+        exact = exact && t[k] >= t_lo && t[k] <= big;
+        v[k] = prior[k] / t[k];
+        in_range = in_range && v[k] >= v_lo && v[k] <= v_hi;
+      }
+      absorbed = !exact || !in_range;
+      if (!exact) {
+        for (int64_t i = 0; i < N; ++i) al[i] = -m_col[i] - log_n - std::log(s_col[i]);
+        log_domain_columns();
+      } else if (!in_range) {
+        for (int64_t k = 0; k < K; ++k) be[k] = b_abs[k] + std::log(v[k]);
+      }
+      if (absorbed) absorb(be);
+      scaling_sweep();
+      if (!absorbed && !std::all_of(s.begin(), s.end(), [&](double x) { return x >= s_lo && x <= big; })) {
+        for (int64_t k = 0; k < K; ++k) be[k] = b_abs[k] + std::log(v[k]);
+        absorb(be);
+        scaling_sweep();
+        absorbed = true;
+      }
+      // the rows' sums under the new columns, against 1/N: N exp(alpha_i + m_i + ln s_i) - 1
       err = 0;
       for (int64_t i = 0; i < N; ++i) {  // (a NaN stays: never within tol)
-        const double e = std::abs(std::exp(al[i] + lse[i]) - inv_n) * N;
+        const double ratio =
+            absorbed ? std::exp(m[i] - m_col[i] + std::log(s[i]) - std::log(s_col[i])) : s[i] / s_col[i];
+        const double e = std::abs(ratio - 1.0);
         err = e > err || e != e ? e : err;
       }
       if (err <= tol) break;
     }
-    sweeps.data_ptr<int64_t>()[b] = s;
+    for (int64_t i = 0; i < N; ++i) al[i] = -m_col[i] - log_n - std::log(s_col[i]);
+    if (!absorbed)
+      for (int64_t k = 0; k < K; ++k) be[k] = b_abs[k] + std::log(v[k]);
+    sweeps.data_ptr<int64_t>()[b] = sweep;
     error.data_ptr<double>()[b] = err;
   };
   each_problem(B, chunks, one);

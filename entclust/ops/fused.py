@@ -216,10 +216,12 @@ def pgd_cce_kernel(sigma: torch.Tensor, prior: torch.Tensor, lam: float, step: f
 
 
 def sinkhorn_kernel(log_p: torch.Tensor, log_u: torch.Tensor, log_beta: torch.Tensor, tol: float, max_iter: int):
-    """Raw log-domain Sinkhorn-Knopp op (CPU), float64: from the column shifts ``log_beta`` ``(B, K)``,
-    sweeps of ``log_p`` ``(B, N, K)`` towards row sums 1/N and column sums ``exp(log_u)``, each problem
-    until its relative row-sum error is ``<= tol`` or ``max_iter`` sweeps. Returns ``(log_alpha (B, N),
-    log_beta (B, K), sweeps (B,) int64, error (B,))``; the inputs are not modified."""
+    """Raw Sinkhorn-Knopp op (CPU), float64: from the column shifts ``log_beta`` ``(B, K)``, the
+    log-domain sweeps of ``log_p`` ``(B, N, K)`` towards row sums 1/N and column sums ``exp(log_u)``,
+    each problem until its relative row-sum error is ``<= tol`` or ``max_iter`` sweeps. Returns
+    ``(log_alpha (B, N), log_beta (B, K), sweeps (B,) int64, error (B,))``; the inputs are not
+    modified. The sweeps run on the plan rescaled by absorbed shifts (docs/maths.md,
+    "Sinkhorn-Knopp"): one more ``N x K`` float64 buffer for each problem being solved."""
     return torch.ops.entclust.sinkhorn(log_p, log_u, log_beta, tol, max_iter)
 
 
