@@ -31,7 +31,7 @@ def sinkhorn(sigma: torch.Tensor, prior=None, *, lam_sk: float = 25.0, tol: floa
         max_iter: scaling sweeps at most (>= 1); ``warn``: a RuntimeWarning when they end before ``tol``.
         callback: ``callback(sweeps, row_error)`` after every sweep with the largest relative
             row-sum error; a true return stops. (The sweeps then run one op call each: the same
-            sweeps and the result equal to rounding, at 3-6 times the time a sweep.)
+            sweeps and the result equal to rounding, at 5-7 times the time a sweep.)
 
     Returns:
         :class:`SolverResult` with ``y = N Q`` (each row put on the simplex, so the columns sum
