@@ -83,3 +83,47 @@ def test_mi_loss_is_non_positive_and_fairness_non_negative(problem):
     p = torch.softmax(logits, 1)
     assert entclust.strong_fairness(p) >= -1e-12
     assert entclust.weak_fairness(p) >= -1e-12
+
+
+@st.composite
+def sinkhorn_problems(draw):
+    """A batch of transport problems for SeLa's Sinkhorn-Knopp: sigma from logits of any scale
+    (peaked rows whose sigma^lam_sk underflows far below float64's range), a power lam_sk up to
+    300, optionally a class of prior 0, a class nobody predicts (sigma 1e-40) and one-hot rows."""
+    b, n, k = draw(st.integers(1, 2)), draw(st.integers(1, 40)), draw(st.integers(1, 12))
+    scale = draw(st.floats(0.1, 60.0))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    sigma = torch.softmax(scale * torch.randn(b, n, k, generator=g, dtype=torch.float64), -1)
+    if k > 1 and draw(st.booleans()):
+        sigma[..., draw(st.integers(0, k - 1))] = 1e-40
+    if draw(st.booleans()):
+        sigma[:, : n // 2] = torch.nn.functional.one_hot(sigma[:, : n // 2].argmax(-1), k).double()
+    sigma = sigma / sigma.sum(-1, keepdim=True)
+    u = torch.rand(k, generator=g, dtype=torch.float64) + 0.05
+    if k > 1 and draw(st.booleans()):
+        u[draw(st.integers(0, k - 1))] = 0.0
+    return sigma, u / u.sum(), draw(st.floats(1.0, 300.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sinkhorn_problems())
+def test_sinkhorn_op_follows_the_log_domain_sweeps(problem):
+    """The op's sweeps on its rescaled plan are the log-domain sweeps (the PyTorch ones, float64),
+    whatever the range: the same shifts to rounding after 30 sweeps, the same row errors, every
+    value finite (a class of prior 0 gets -inf)."""
+    import importlib
+
+    S = importlib.import_module("entclust.solvers.sinkhorn")
+    sigma, u, lam_sk = problem
+    log_u = torch.where(u > 0, torch.log(u), -math.inf)
+    log_p = lam_sk * torch.log(sigma.clamp_min(torch.finfo(torch.float64).tiny))
+    fused = S._solve(S._op_sweep(log_p, log_u), log_p, 0.0, 30, None)
+    plain = S._solve(S._torch_sweep(log_p, log_u), log_p, 0.0, 30, None)
+    assert bool(torch.isfinite(fused[0]).all()) and bool(torch.isfinite(fused[3]).all())
+    assert torch.equal(torch.isneginf(fused[1]), torch.isneginf(plain[1]))
+    finite = torch.isfinite(plain[1])
+    size = 1.0 + float(log_p.abs().max())  # the shifts' scale: rounding grows with it
+    torch.testing.assert_close(fused[0], plain[0], rtol=1e-10, atol=1e-11 * size)
+    torch.testing.assert_close(fused[1][finite], plain[1][finite], rtol=1e-10, atol=1e-11 * size)
+    torch.testing.assert_close(fused[3], plain[3], rtol=1e-6, atol=1e-9)

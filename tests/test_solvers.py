@@ -1,5 +1,6 @@
 """Fused pseudo-label solvers against entclust.reference, properties and input errors."""
 import math
+import sys
 import warnings
 
 import pytest
@@ -479,6 +480,32 @@ def test_sinkhorn_op_rescales_where_the_scaled_plan_loses_range(case):
     torch.testing.assert_close(fused[0], plain[0], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(fused[1][finite], plain[1][finite], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(fused[3], plain[3], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="an address-space limit (Linux)")
+def test_sinkhorn_op_says_when_its_plan_does_not_fit(tmp_path):
+    """The rescaled plan is one more N x K float64 buffer: where it cannot be had, a RuntimeError
+    that names it and its size, not a bare std::bad_alloc (in a subprocess under an address-space
+    limit a little above what it holds already)."""
+    import subprocess
+
+    code = """
+import resource, torch, entclust
+n = k = 4000  # log_p 128 MB; the plan another 128 MB
+log_p = torch.zeros(1, n, k, dtype=torch.float64)
+log_u = torch.full((k,), -torch.log(torch.tensor(float(k))).item(), dtype=torch.float64)
+beta = torch.zeros(1, k, dtype=torch.float64)
+entclust.ops.sinkhorn_kernel(log_p[:, :8], log_u, beta, 0.0, 1)  # threads and arenas first
+held = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (held + 64 * 2**20, held + 64 * 2**20))
+try:
+    entclust.ops.sinkhorn_kernel(log_p, log_u, beta, 0.0, 1)
+except RuntimeError as error:
+    print(str(error).splitlines()[0])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "sinkhorn: out of memory for the rescaled plan of a problem, 4000 x 4000 float64 (0.128 GB" in proc.stdout
 
 
 def test_sinkhorn_problems_stop_on_their_own_and_the_callback_changes_nothing():

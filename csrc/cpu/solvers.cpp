@@ -16,6 +16,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -268,7 +269,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at
     double* be = beta.data_ptr<double>() + b * K;
     // q: the scaled plan; m, s: its row maxima and sums, m_col, s_col: those the last column update
     // used; b_abs: the absorbed shifts, v the scalings on top (beta = b_abs + ln v)
-    const std::unique_ptr<double[]> q(new double[N * K]);  // (not zeroed: every entry is written first)
+    std::unique_ptr<double[]> q;  // (not zeroed: every entry is written first)
+    try {
+      q.reset(new double[N * K]);
+    } catch (const std::bad_alloc&) {
+      TORCH_CHECK(false, "sinkhorn: out of memory for the rescaled plan of a problem, ", N, " x ", K, " float64 (",
+                  static_cast<double>(N * K) * 8e-9, " GB, one for each problem solved at once: at most one a thread)");
+    }
     std::vector<double> m(N), s(N), m_col(N), s_col(N), b_abs(K), v(K), t(K), cmax(K), csum(K), partial(chunks * K);
     auto each_chunk = [&](auto&& fn) {  // inline where already inside a parallel region
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
