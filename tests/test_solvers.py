@@ -39,6 +39,18 @@ def test_em_rce_matches_reference(shape, lam):
     torch.testing.assert_close(got.fw_gap, want.fw_gap, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_em_rce_kernel_at_every_short_row_length(dtype):
+    """Short rows run on half or quarter vectors where that leaves less scalar work (K = 10 in
+    float32 on AVX-512: quarter vectors); every K up to 40 crosses each width's boundaries on
+    every path, against the reference."""
+    for k in range(1, 41):
+        sigma = problem((12, k), seed=k)
+        want = R.em_rce(sigma, lam=100.0, max_iter=20, tol=0)
+        got = entclust.em_rce(sigma.to(dtype), lam=100.0, max_iter=20, tol=0)
+        torch.testing.assert_close(got.y.double(), want.y, rtol=0, atol=1e-12 if dtype == torch.float64 else 2e-6)
+
+
 def test_em_rce_float32_and_unbatched_and_y0_and_prior():
     sigma = problem((30, 5))
     prior = torch.tensor([0.1, 0.2, 0.0, 0.3, 0.4], dtype=torch.float64)
@@ -307,6 +319,21 @@ def test_pgd_cce_matches_reference(shape, lam, step):
     want = R.pgd_cce(sigma, lam=lam, step=step, max_iter=50, tol=0)
     torch.testing.assert_close(got.y, want.y, rtol=0, atol=1e-10)
     torch.testing.assert_close(got.objective, want.objective, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_pgd_cce_and_projection_at_every_row_length(dtype):
+    """The projection and the PGD rows take scalar loops up to K = 10, 4 lanes below K = 256 and
+    8 above (as the path allows): every K to 40 and each side of 256, against the reference."""
+    for k in [*range(1, 41), 255, 256, 257]:
+        sigma = problem((40, k), seed=k)
+        want = R.pgd_cce(sigma, lam=1.0, step=0.05, max_iter=8, tol=0)
+        assert bool(torch.isfinite(want.y).all())
+        got = entclust.pgd_cce(sigma.to(dtype), lam=1.0, step=0.05, max_iter=8, tol=0)
+        torch.testing.assert_close(got.y.double(), want.y, rtol=0, atol=1e-10 if dtype == torch.float64 else 2e-6)
+        z = 3 * torch.randn(5, k, generator=torch.Generator().manual_seed(k), dtype=torch.float64).to(dtype)
+        torch.testing.assert_close(entclust.project_simplex(z).double(), R.project_simplex(z.double()), rtol=0,
+                                   atol=1e-12 if dtype == torch.float64 else 1e-6)
 
 
 def test_pgd_cce_divergence_is_reported_not_hidden():

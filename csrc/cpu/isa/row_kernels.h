@@ -467,6 +467,34 @@ T em_rce_rows(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const
   return smax(max_delta, hmax(delta));
 }
 
+// em_rce_rows at the vector width that leaves the least work for its scalar tail: a row of K
+// takes K / L vector steps and K % L scalar ones at L lanes, so a short row on a wide ISA (K = 10
+// in float32 on AVX-512: no whole vector, ten scalar steps) runs on half or quarter vectors of
+// the same ISA instead (250 x 10 on an AVX-512 Xeon: 7.0 -> 2.7 us an iteration,
+// `python benchmarks/bench_short_rows.py`).
+template <typename T, int BYTES>
+ENTCLUST_INLINE int64_t em_rce_steps(int64_t K) {
+  constexpr int64_t L = Vec<T, BYTES>::kLanes;
+  return K / L + K % L;
+}
+template <typename T, int BYTES>
+ENTCLUST_INLINE int64_t em_rce_fewest_steps(int64_t K) {  // at this width or a narrower one
+  const int64_t here = em_rce_steps<T, BYTES>(K);
+  if constexpr (BYTES > 16) {
+    const int64_t narrower = em_rce_fewest_steps<T, BYTES / 2>(K);
+    return narrower < here ? narrower : here;
+  }
+  return here;
+}
+template <typename T, int BYTES>
+T em_rce_rows_isa(const T* sigma, T* y, int64_t K, int64_t begin, int64_t end, const T* v, double* col_out) {
+  if constexpr (BYTES > 16) {
+    if (em_rce_fewest_steps<T, BYTES / 2>(K) < em_rce_steps<T, BYTES>(K))
+      return em_rce_rows_isa<T, BYTES / 2>(sigma, y, K, begin, end, v, col_out);
+  }
+  return em_rce_rows<T, BYTES>(sigma, y, K, begin, end, v, col_out);
+}
+
 // Collision-CE M-step for rows [begin, end) (seed 003 §4 and appendix C; MATH.md), with
 // a_k = y_ik v_k (= c u_k S_ik) and b = 1 + sum_k a_k: minimise -ln(sigma . y) - sum_k a_k ln y_k.
 // * some a_k = 0: free mass on c* = argmax_{a_k = 0} sigma_k, y_k = a_k / (b (1 - sigma_k / sigma_c*)),
@@ -1105,7 +1133,8 @@ bool linear_tile_f32(const LinearTile& t) {
 // projection is invariant to adding a constant to every entry): theta - max lies in [-1, 0),
 // entries below max - 1 are never active, so |z| up to 1e308 neither cancels nor overflows.
 // A row with a non-finite value projects to NaN.
-void project_row(const double* z, int64_t K, double* out) {
+template <int S>
+void project_row_lanes(const double* z, int64_t K, double* out) {
   double top = -__builtin_inf();
   bool finite = true;
   for (int64_t k = 0; k < K; ++k) {
@@ -1121,7 +1150,7 @@ void project_row(const double* z, int64_t K, double* out) {
   for (int64_t pass = 0; pass <= K; ++pass) {
     double sum = 0;
     int64_t count = 0;
-#pragma omp simd reduction(+ : sum, count)
+#pragma omp simd simdlen(S) reduction(+ : sum, count)
     for (int64_t k = 0; k < K; ++k) {
       const double shifted = z[k] - top;
       const bool keep = shifted > theta;
@@ -1132,7 +1161,7 @@ void project_row(const double* z, int64_t K, double* out) {
     if (count == active) break;
     active = count;
   }
-#pragma omp simd
+#pragma omp simd simdlen(S)
   for (int64_t k = 0; k < K; ++k) out[k] = smax((z[k] - top) - theta, 0.0);
 }
 
@@ -1140,8 +1169,8 @@ void project_row(const double* z, int64_t K, double* out) {
 // [begin, end): g_ik = -(sigma_ik / p_i + v_k) / N with p_i = sigma_i . y_i, then
 // y_i <- proj(y_i - step g_i). Updates y in place, adds the new column sums to col_out, returns
 // max |dy|. Float64 throughout (scratch: 2 K doubles).
-template <typename T>
-T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
+template <typename T, int S>
+T pgd_cce_rows_lanes(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
                double* col_out, double* scratch) {
   double* z = scratch;
   double* next = scratch + K;
@@ -1151,12 +1180,12 @@ T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t 
     const T* s = sigma + i * K;
     T* yi = y + i * K;
     double p = 0;
-#pragma omp simd reduction(+ : p)
+#pragma omp simd simdlen(S) reduction(+ : p)
     for (int64_t k = 0; k < K; ++k) p += static_cast<double>(s[k]) * static_cast<double>(yi[k]);
-#pragma omp simd
+#pragma omp simd simdlen(S)
     for (int64_t k = 0; k < K; ++k)
       z[k] = static_cast<double>(yi[k]) + scale * (static_cast<double>(s[k]) / p + static_cast<double>(v[k]));
-    project_row(z, K, next);
+    project_row_lanes<S>(z, K, next);
     T row_delta = 0;
     for (int64_t k = 0; k < K; ++k) {
       const T value = static_cast<T>(next[k]);
@@ -1168,6 +1197,37 @@ T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t 
     max_delta = row_delta > max_delta || row_delta != row_delta ? row_delta : max_delta;
   }
   return max_delta;
+}
+
+// The float64 lanes that the projection and the projected-gradient rows use for a row of K on
+// this ISA (at most BYTES / 8): on short rows a lane's reductions and masked tails cost more
+// than the lanes save. Chosen on an AVX-512 Xeon (2026-12-07) with each loop's lanes forced:
+// scalar fastest to K = 10, 4 lanes to about K = 200, 8 beyond. At 250 x 10 an iteration took
+// 42-44 us on AVX-512 (8 lanes) and 28-30 on AVX2 (4) before, 19-20 on both now; at 250 x 50
+// 94 -> 72-76 on AVX-512 (`python benchmarks/bench_short_rows.py` on 32c8d91 and after).
+template <int BYTES>
+ENTCLUST_INLINE int pgd_lanes(int64_t K) {
+  const int lanes = K <= 10 ? 1 : K < 256 ? 4 : 8;
+  return lanes < BYTES / 8 ? lanes : BYTES / 8;
+}
+template <int BYTES>
+void project_row(const double* z, int64_t K, double* out) {
+  switch (pgd_lanes<BYTES>(K)) {
+    case 1: return project_row_lanes<1>(z, K, out);
+    case 2: return project_row_lanes<2>(z, K, out);
+    case 4: return project_row_lanes<4>(z, K, out);
+    default: return project_row_lanes<8>(z, K, out);
+  }
+}
+template <typename T, int BYTES>
+T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
+               double* col_out, double* scratch) {
+  switch (pgd_lanes<BYTES>(K)) {
+    case 1: return pgd_cce_rows_lanes<T, 1>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
+    case 2: return pgd_cce_rows_lanes<T, 2>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
+    case 4: return pgd_cce_rows_lanes<T, 4>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
+    default: return pgd_cce_rows_lanes<T, 8>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
+  }
 }
 
 // ---- cert_fw, cert_dual: the rows of the two certificates (see CertRows) ----
@@ -1742,13 +1802,13 @@ constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
                      &rce_rows_f32<BYTES>,
                      &cce_rows_f32<BYTES>,
-                     &em_rce_rows<float, BYTES>,
-                     &em_rce_rows<double, BYTES>,
+                     &em_rce_rows_isa<float, BYTES>,
+                     &em_rce_rows_isa<double, BYTES>,
                      &em_cce_rows_isa<float, BYTES>,
                      &em_cce_rows_isa<double, BYTES>,
-                     &pgd_cce_rows<float>,
-                     &pgd_cce_rows<double>,
-                     &project_row,
+                     &pgd_cce_rows<float, BYTES>,
+                     &pgd_cce_rows<double, BYTES>,
+                     &project_row<BYTES>,
                      &cert_fw<float, BYTES>,
                      &cert_fw<double, BYTES>,
                      &cert_dual<float, BYTES>,
