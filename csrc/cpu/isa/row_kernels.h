@@ -1169,7 +1169,7 @@ void project_row_lanes(const double* z, int64_t K, double* out) {
 // [begin, end): g_ik = -(sigma_ik / p_i + v_k) / N with p_i = sigma_i . y_i, then
 // y_i <- proj(y_i - step g_i). Updates y in place, adds the new column sums to col_out, returns
 // max |dy|. Float64 throughout (scratch: 2 K doubles).
-template <typename T, int S>
+template <typename T, int S, int SD>  // S lanes where T and float64 mix, SD in the projection
 T pgd_cce_rows_lanes(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
                double* col_out, double* scratch) {
   double* z = scratch;
@@ -1185,7 +1185,7 @@ T pgd_cce_rows_lanes(const T* sigma, T* y, int64_t K, int64_t N, double step, in
 #pragma omp simd simdlen(S)
     for (int64_t k = 0; k < K; ++k)
       z[k] = static_cast<double>(yi[k]) + scale * (static_cast<double>(s[k]) / p + static_cast<double>(v[k]));
-    project_row_lanes<S>(z, K, next);
+    project_row_lanes<SD>(z, K, next);
     T row_delta = 0;
     for (int64_t k = 0; k < K; ++k) {
       const T value = static_cast<T>(next[k]);
@@ -1199,34 +1199,35 @@ T pgd_cce_rows_lanes(const T* sigma, T* y, int64_t K, int64_t N, double step, in
   return max_delta;
 }
 
-// The float64 lanes that the projection and the projected-gradient rows use for a row of K on
-// this ISA (at most BYTES / 8): on short rows a lane's reductions and masked tails cost more
-// than the lanes save. Chosen on an AVX-512 Xeon (2026-12-07) with each loop's lanes forced:
-// scalar fastest to K = 10, 4 lanes to about K = 200, 8 beyond. At 250 x 10 an iteration took
-// 42-44 us on AVX-512 (8 lanes) and 28-30 on AVX2 (4) before, 19-20 on both now; at 250 x 50
-// 94 -> 72-76 on AVX-512 (`python benchmarks/bench_short_rows.py` on 32c8d91 and after).
+// The lanes that the projection and the projected-gradient rows use for a row of K on this ISA:
+// 1 (scalar) up to K = 10, 4 on AVX-512 below K = 256, else 0: the ISA's own (BYTES / 8 float64
+// lanes; BYTES / sizeof(T) where the row's T mixes with float64, as the compiler picks). On short
+// rows a lane's reductions and masked tails cost more than the lanes save. Chosen on an AVX-512
+// Xeon (2026-12-07) with each loop's lanes forced: scalar fastest to K = 10 on every path, 4
+// lanes to about K = 200 on AVX-512. At 250 x 10 an iteration took 42-44 us on AVX-512 and 28-30
+// on AVX2 before, 19-20 on both now; at 250 x 50 94 -> 72-76 on AVX-512
+// (`python benchmarks/bench_short_rows.py` on 32c8d91 and after).
 template <int BYTES>
 ENTCLUST_INLINE int pgd_lanes(int64_t K) {
-  const int lanes = K <= 10 ? 1 : K < 256 ? 4 : 8;
-  return lanes < BYTES / 8 ? lanes : BYTES / 8;
+  return K <= 10 ? 1 : BYTES == 64 && K < 256 ? 4 : 0;
 }
 template <int BYTES>
 void project_row(const double* z, int64_t K, double* out) {
   switch (pgd_lanes<BYTES>(K)) {
     case 1: return project_row_lanes<1>(z, K, out);
-    case 2: return project_row_lanes<2>(z, K, out);
     case 4: return project_row_lanes<4>(z, K, out);
-    default: return project_row_lanes<8>(z, K, out);
+    default: return project_row_lanes<BYTES / 8>(z, K, out);
   }
 }
 template <typename T, int BYTES>
 T pgd_cce_rows(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
                double* col_out, double* scratch) {
   switch (pgd_lanes<BYTES>(K)) {
-    case 1: return pgd_cce_rows_lanes<T, 1>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
-    case 2: return pgd_cce_rows_lanes<T, 2>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
-    case 4: return pgd_cce_rows_lanes<T, 4>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
-    default: return pgd_cce_rows_lanes<T, 8>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
+    case 1: return pgd_cce_rows_lanes<T, 1, 1>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
+    case 4: return pgd_cce_rows_lanes<T, 4, 4>(sigma, y, K, N, step, begin, end, v, col_out, scratch);
+    default:
+      return pgd_cce_rows_lanes<T, BYTES / static_cast<int>(sizeof(T)), BYTES / 8>(sigma, y, K, N, step, begin, end,
+                                                                                  v, col_out, scratch);
   }
 }
 
