@@ -228,10 +228,10 @@ at::Tensor project_simplex_cpu(const at::Tensor& v_in) {
 // s_i = sum_k q_ik v_k, so alpha_i = -m_i - ln(N s_i), and the column update is v_k = u_k / t_k,
 // t_k = sum_i q_ik / (N s_i). A sweep is then one pass over q, a multiply-add an entry, where the
 // log domain takes two exponentials and four reads of log_p. The shifts are absorbed afresh (one
-// pass of exponentials) whenever a scaling leaves [1e-50, 1e50], so that every s_i >= 1e-50 (a
-// row's largest entry of q is 1, in a column of prior > 0) and an entry lost to underflow weighs
-// at most 1e-250 of its row; a column sum t_k below 1e-200 (or not finite: NaN input) is taken in
-// the log domain instead, then absorbed. The rows run in the fixed chunks of row_chunks
+// pass of exponentials) whenever a v_k leaves [1e-200, 1e50] or an s_i falls below 1e-50, so an
+// entry of q lost to underflow weighs at most K 2.2e-308 1e50 against s_i >= 1e-50 (and at most
+// 2.2e-308 1e50 in a column sum); a column sum t_k below 1e-200 (or not finite: NaN input) is taken
+// in the log domain instead, then absorbed. The rows run in the fixed chunks of row_chunks
 // (chunks.h), a column's sums added in chunk order, so the result does not depend on the threads.
 // Problems side by side where there are enough of them, else one at a time over chunks.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at::Tensor& log_p_in,
@@ -286,26 +286,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at
       std::copy(shift, shift + K, b_abs.begin());
       std::fill(v.begin(), v.end(), 1.0);
       each_chunk([&](int64_t r0, int64_t r1, double*) {
-        SinkhornPass p{lp, K, nullptr, b_abs.data(), nullptr, m.data(), 3};
-        p.q = q.get();
-        pass(p, r0, r1);
+        pass({.mode = SinkhornPass::kAbsorb, .K = K, .log_p = lp, .q = q.get(), .column = b_abs.data(),
+              .rows = m.data()},
+             r0, r1);
       });
     };
     auto scaling_sweep = [&]() {  // s = q v, then t_k = sum_i q_ik / (N s_i)
       each_chunk([&](int64_t r0, int64_t r1, double* part) {
         std::fill(part, part + K, 0.0);
-        SinkhornPass p{lp, K, nullptr, v.data(), nullptr, part, 4};
-        p.q = q.get();
-        p.rows = s.data();
-        p.scale = inv_n;
-        pass(p, r0, r1);
+        pass({.mode = SinkhornPass::kScaling, .K = K, .q = q.get(), .column = v.data(), .rows = s.data(), .out = part,
+              .scale = inv_n},
+             r0, r1);
       });
       add_partials(partial.data(), chunks, K, t.data());
     };
     auto log_domain_columns = [&]() {  // be from alpha = al, as the log-domain sweep does
       each_chunk([&](int64_t r0, int64_t r1, double* part) {
         std::fill(part, part + K, -inf);
-        pass(SinkhornPass{lp, K, al, nullptr, nullptr, part, 1}, r0, r1);
+        pass({.mode = SinkhornPass::kColumnMax, .K = K, .log_p = lp, .alpha = al, .out = part}, r0, r1);
       });
       for (int64_t k = 0; k < K; ++k) {
         double mk = partial[k];
@@ -314,7 +312,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sinkhorn_cpu(const at
       }
       each_chunk([&](int64_t r0, int64_t r1, double* part) {
         std::fill(part, part + K, 0.0);
-        pass(SinkhornPass{lp, K, al, nullptr, cmax.data(), part, 2}, r0, r1);
+        pass({.mode = SinkhornPass::kColumnExpSum, .K = K, .log_p = lp, .alpha = al, .column = cmax.data(),
+              .out = part},
+             r0, r1);
       });
       add_partials(partial.data(), chunks, K, csum.data());
       // (a class of prior 0 keeps beta = -inf: it receives nothing)

@@ -74,23 +74,24 @@ template <typename T>
 using CertRowsFn = void (*)(const CertRows<T>&, int64_t begin, int64_t end, double* ce, double* gap);
 
 // One pass of a Sinkhorn-Knopp sweep (cpu/solvers.cpp, sinkhorn) over rows [begin, end) of
-// log_p (N, K), float64. In the log domain: mode 0: out[i] = ln sum_k exp(log_p_ik + beta_k) (each
-// row's log-sum-exp, its maximum taken out first); mode 1: out[k] = max(out[k], log_p_ik + alpha_i)
-// over the rows; mode 2: out[k] += exp(log_p_ik + alpha_i - cmax_k), the rows in order. On the
-// scaled plan q (N, K): mode 3 (absorb beta): out[i] = m_i = max_k(log_p_ik + beta_k) and
-// q_ik = exp(log_p_ik + beta_k - m_i); mode 4 (a scaling sweep, no exp): rows[i] = s_i =
-// sum_k q_ik v_k (v: `beta`), then out[k] += q_ik / (N s_i) (1/N: `scale`), the rows in order.
+// log_p (N, K), float64, or of the scaled plan q (N, K) (docs/maths.md, "Sinkhorn-Knopp"):
+// kColumnMax: out[k] = max(out[k], log_p_ik + alpha_i) over the rows;
+// kColumnExpSum: out[k] += exp(log_p_ik + alpha_i - column_k) (column: the maxima), rows in order;
+// kAbsorb: rows[i] = m_i = max_k(log_p_ik + column_k) and q_ik = exp(log_p_ik + column_k - m_i)
+//   (column: the shifts absorbed);
+// kScaling: rows[i] = s_i = sum_k q_ik column_k (column: the scalings v), then
+//   out[k] += q_ik / (N s_i) (1/N: scale), the rows in order; no exp.
 struct SinkhornPass {
-  const double* log_p;
+  enum Mode { kColumnMax, kColumnExpSum, kAbsorb, kScaling };
+  Mode mode;
   int64_t K;
-  const double* alpha;  // (N,) row shifts, modes 1 and 2
-  const double* beta;   // (K,) column shifts, modes 0 and 3; column scalings v, mode 4
-  const double* cmax;   // (K,) column maxima, mode 2
-  double* out;          // (N,) in modes 0 and 3, (K,) in modes 1, 2 and 4
-  int mode;
-  double* q = nullptr;     // (N, K) scaled plan: written in mode 3, read in mode 4
-  double* rows = nullptr;  // (N,) row sums s_i, mode 4
-  double scale = 0.0;      // 1/N, mode 4
+  const double* log_p;
+  double* q;
+  const double* alpha;   // (N,) row shifts: the column modes
+  const double* column;  // (K,): see the modes
+  double* rows;          // (N,): kAbsorb, kScaling
+  double* out;           // (K,): kColumnMax, kColumnExpSum, kScaling
+  double scale;          // kScaling
 };
 using SinkhornPassFn = void (*)(const SinkhornPass&, int64_t begin, int64_t end);
 

@@ -1556,7 +1556,7 @@ void cert_dual(const CertRows<T>& c, int64_t begin, int64_t end, double*, double
   *gap += total;
 }
 
-// ---- sinkhorn_pass: one pass of a log-domain Sinkhorn-Knopp sweep (see SinkhornPass) ----
+// ---- sinkhorn_pass: one pass of a Sinkhorn-Knopp sweep (see SinkhornPass) ----
 
 template <int BYTES>
 void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
@@ -1564,60 +1564,48 @@ void sinkhorn_pass(const SinkhornPass& t, int64_t begin, int64_t end) {
   constexpr int LD = BYTES / 8;
   const int64_t K = t.K, main = K / LD * LD, rest = K - main;
   const double inf = __builtin_inf();
+  const double* c = t.column;
   for (int64_t i = begin; i < end; ++i) {
-    const double* l = t.log_p + i * K;
-    if (t.mode == 0) {
-      V m = splat<V>(-inf);
-      for (int64_t k = 0; k < main; k += LD) m = vmax(m, load<V>(l + k) + load<V>(t.beta + k));
-      if (rest) m = vmax(m, load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf));
-      const double top = hmax(m);
-      const V shift = splat<V>(top);
-      V sum{};
-      for (int64_t k = 0; k < main; k += LD) sum += exp_lanes<BYTES>(load<V>(l + k) + load<V>(t.beta + k) - shift);
-      if (rest)
-        sum += exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf) -
-                                shift);
-      t.out[i] = top + log(hsum(sum));
-    } else if (t.mode == 1) {
+    const double* l = t.mode == SinkhornPass::kScaling ? nullptr : t.log_p + i * K;  // (no log_p there)
+    if (t.mode == SinkhornPass::kColumnMax) {
       const V a = splat<V>(t.alpha[i]);
       for (int64_t k = 0; k < main; k += LD) store(t.out + k, vmax(load<V>(t.out + k), load<V>(l + k) + a));
       for (int64_t k = main; k < K; ++k) t.out[k] = smax(t.out[k], l[k] + t.alpha[i]);
-    } else if (t.mode == 2) {
+    } else if (t.mode == SinkhornPass::kColumnExpSum) {
       const V a = splat<V>(t.alpha[i]);
       for (int64_t k = 0; k < main; k += LD)
-        store(t.out + k, load<V>(t.out + k) + exp_lanes<BYTES>(load<V>(l + k) + a - load<V>(t.cmax + k)));
+        store(t.out + k, load<V>(t.out + k) + exp_lanes<BYTES>(load<V>(l + k) + a - load<V>(c + k)));
       if (rest) {
-        const V e =
-            exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, 0.0) + a - load_part<BYTES>(t.cmax + main, rest, 0.0));
+        const V e = exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, 0.0) + a - load_part<BYTES>(c + main, rest, 0.0));
         for (int64_t j = 0; j < rest; ++j) t.out[main + j] += e[j];
       }
-    } else if (t.mode == 3) {
+    } else if (t.mode == SinkhornPass::kAbsorb) {
       double* q = t.q + i * K;
       V m = splat<V>(-inf);
-      for (int64_t k = 0; k < main; k += LD) m = vmax(m, load<V>(l + k) + load<V>(t.beta + k));
-      if (rest) m = vmax(m, load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf));
+      for (int64_t k = 0; k < main; k += LD) m = vmax(m, load<V>(l + k) + load<V>(c + k));
+      if (rest) m = vmax(m, load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(c + main, rest, -inf));
       const double top = hmax(m);
       const V shift = splat<V>(top);
-      for (int64_t k = 0; k < main; k += LD) store(q + k, exp_lanes<BYTES>(load<V>(l + k) + load<V>(t.beta + k) - shift));
+      for (int64_t k = 0; k < main; k += LD) store(q + k, exp_lanes<BYTES>(load<V>(l + k) + load<V>(c + k) - shift));
       if (rest) {
-        const V e = exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(t.beta + main, rest, -inf) -
-                                     shift);
+        const V e =
+            exp_lanes<BYTES>(load_part<BYTES>(l + main, rest, -inf) + load_part<BYTES>(c + main, rest, -inf) - shift);
         for (int64_t j = 0; j < rest; ++j) q[main + j] = e[j];
       }
-      t.out[i] = top;
+      t.rows[i] = top;
     } else {
       // four accumulators: the dot product is bound by the multiply-add latency, not the loads
       const double* q = t.q + i * K;
       const int64_t main4 = main / (4 * LD) * (4 * LD);
       V s0{}, s1{}, s2{}, s3{};
       for (int64_t k = 0; k < main4; k += 4 * LD) {
-        s0 += load<V>(q + k) * load<V>(t.beta + k);
-        s1 += load<V>(q + k + LD) * load<V>(t.beta + k + LD);
-        s2 += load<V>(q + k + 2 * LD) * load<V>(t.beta + k + 2 * LD);
-        s3 += load<V>(q + k + 3 * LD) * load<V>(t.beta + k + 3 * LD);
+        s0 += load<V>(q + k) * load<V>(c + k);
+        s1 += load<V>(q + k + LD) * load<V>(c + k + LD);
+        s2 += load<V>(q + k + 2 * LD) * load<V>(c + k + 2 * LD);
+        s3 += load<V>(q + k + 3 * LD) * load<V>(c + k + 3 * LD);
       }
-      for (int64_t k = main4; k < main; k += LD) s0 += load<V>(q + k) * load<V>(t.beta + k);
-      if (rest) s1 += load_part<BYTES>(q + main, rest, 0.0) * load_part<BYTES>(t.beta + main, rest, 0.0);
+      for (int64_t k = main4; k < main; k += LD) s0 += load<V>(q + k) * load<V>(c + k);
+      if (rest) s1 += load_part<BYTES>(q + main, rest, 0.0) * load_part<BYTES>(c + main, rest, 0.0);
       const double row = hsum((s0 + s1) + (s2 + s3));
       t.rows[i] = row;
       const double w = t.scale / row;
