@@ -1171,7 +1171,7 @@ void project_row_lanes(const double* z, int64_t K, double* out) {
 // max |dy|. Float64 throughout (scratch: 2 K doubles).
 template <typename T, int S, int SD>  // S lanes where T and float64 mix, SD in the projection
 T pgd_cce_rows_lanes(const T* sigma, T* y, int64_t K, int64_t N, double step, int64_t begin, int64_t end, const T* v,
-               double* col_out, double* scratch) {
+                     double* col_out, double* scratch) {
   double* z = scratch;
   double* next = scratch + K;
   T max_delta = 0;
