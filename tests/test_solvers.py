@@ -550,6 +550,33 @@ def test_sinkhorn_problems_stop_on_their_own_and_the_callback_changes_nothing():
     torch.testing.assert_close(watched.y, together.y, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("check_every", [3, "auto"])
+def test_sinkhorn_check_every_runs_the_same_sweeps_in_chunks(check_every):
+    """With check_every the sweeps between two callbacks run in one op call, warm-started from
+    the last shifts: the same sweeps per problem as without a callback, the result equal to
+    rounding, the callback told the sweeps so far on the schedule (every 3, or 1, 2, ..., 8, 9,
+    10, 11, ...: 1/8 of those run so far), and a true return stops at that check."""
+    sigma = torch.stack([problem((60, 5), seed=0), problem((60, 5), 0.3, seed=1), problem((60, 5), 1.0, 2)])
+    alone = entclust.sinkhorn(sigma, lam_sk=10.0, tol=1e-11)
+    seen = []
+    watched = entclust.sinkhorn(sigma, lam_sk=10.0, tol=1e-11, check_every=check_every,
+                                callback=lambda it, err: seen.append((it, err)))
+    assert torch.equal(watched.iterations, alone.iterations)
+    torch.testing.assert_close(watched.y, alone.y, rtol=0, atol=1e-12)
+    counts = [it for it, _ in seen]
+    if check_every == 3:
+        assert counts[:-1] == list(range(3, 3 * len(counts), 3))
+    else:
+        assert counts[:9] == [1, 2, 3, 4, 5, 6, 7, 8, 9] and counts[9:12] == [10, 11, 12]
+        assert len(counts) < int(alone.iterations.max()) // 4  # O(log n) calls, not one a sweep
+    assert counts[-1] >= int(alone.iterations.max()) and seen[-1][1] <= 1e-11
+    stopped = entclust.sinkhorn(sigma, lam_sk=10.0, tol=1e-11, check_every=check_every, warn=False,
+                                callback=lambda it, err: it >= 20)
+    assert int(stopped.iterations.max()) == next(c for c in counts if c >= 20)
+    with pytest.raises(ValueError, match="check_every must be an int >= 1 or 'auto', got 0"):
+        entclust.sinkhorn(sigma, check_every=0)
+
+
 def test_sinkhorn_op_checks_and_opcheck():
     log_p = torch.log(problem((2, 20, 4)))
     log_u = torch.full((4,), -math.log(4), dtype=torch.float64)
