@@ -575,6 +575,17 @@ def test_sinkhorn_check_every_runs_the_same_sweeps_in_chunks(check_every):
     assert int(stopped.iterations.max()) == next(c for c in counts if c >= 20)
     with pytest.raises(ValueError, match="check_every must be an int >= 1 or 'auto', got 0"):
         entclust.sinkhorn(sigma, check_every=0)
+    # the PyTorch sweeps (off the CPU) in the same chunks
+    import importlib
+
+    S = importlib.import_module("entclust.solvers.sinkhorn")
+    log_p = 10.0 * torch.log(sigma)
+    log_u = torch.full((5,), -math.log(5.0), dtype=torch.float64)
+    whole = S._solve(S._torch_sweep(log_p, log_u), log_p, 1e-11, 2000, None)
+    chunked = S._solve(S._torch_sweep(log_p, log_u), log_p, 1e-11, 2000, lambda it, err: None, check_every)
+    assert torch.equal(chunked[2], whole[2])
+    for got, want in zip(chunked, whole):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_sinkhorn_op_checks_and_opcheck():
