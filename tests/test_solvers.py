@@ -323,8 +323,9 @@ def test_pgd_cce_matches_reference(shape, lam, step):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_pgd_cce_and_projection_at_every_row_length(dtype):
-    """The projection and the PGD rows take scalar loops up to K = 10, 4 lanes below K = 256 and
-    8 above (as the path allows): every K to 40 and each side of 256, against the reference."""
+    """The projection and the PGD rows take scalar loops up to K = 10, 4 lanes on AVX-512 below
+    K = 256 and the ISA's own width elsewhere: every K to 40 and each side of 256, against the
+    reference."""
     for k in [*range(1, 41), 255, 256, 257]:
         sigma = problem((40, k), seed=k)
         want = R.pgd_cce(sigma, lam=1.0, step=0.05, max_iter=8, tol=0)
@@ -510,7 +511,7 @@ def test_sinkhorn_op_rescales_where_the_scaled_plan_loses_range(case):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="an address-space limit (Linux)")
-def test_sinkhorn_op_says_when_its_plan_does_not_fit(tmp_path):
+def test_sinkhorn_op_says_when_its_plan_does_not_fit():
     """The rescaled plan is one more N x K float64 buffer: where it cannot be had, a RuntimeError
     that names it and its size, not a bare std::bad_alloc (in a subprocess under an address-space
     limit a little above what it holds already)."""
