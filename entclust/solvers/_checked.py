@@ -67,13 +67,13 @@ def gap_target(name: str, tol_gap: float | None, tol_progress) -> GapTarget | No
     return GapTarget(tol_gap, tol_progress)
 
 
-def criterion_text(target, tol: float, step: str = "max|dy|", *, certificate: str = "duality gap") -> str:
-    """What a solve stops on: its gap target (a :class:`GapTarget`, or a relative ``tol_gap`` on
-    ``certificate``; and its own ``step`` criterion where ``tol > 0``), or only the step criterion
+def criterion_text(target, tol: float, step: str = "max|dy|") -> str:
+    """What a solve stops on: its gap target (a :class:`GapTarget`, or a relative ``tol_gap`` on the
+    duality gap; and its own ``step`` criterion where ``tol > 0``), or only the step criterion
     when it is None."""
     if target is None:
         return f"{step} <= {tol:g}"
-    text = str(target) if isinstance(target, GapTarget) else f"relative {certificate} <= {target:g}"
+    text = str(target) if isinstance(target, GapTarget) else f"relative duality gap <= {target:g}"
     return text + (f" or {step} <= {tol:g}" if tol > 0 else "")
 
 

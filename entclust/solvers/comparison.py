@@ -198,7 +198,7 @@ def em_rce_compiled(sigma3, u, lam, *, tol_gap, max_iter, check_every, callback)
     b = sigma3.shape[0]
     iterations = torch.zeros(b, dtype=torch.int64, device=sigma3.device)
     converged = torch.zeros(b, dtype=torch.bool, device=sigma3.device)
-    criterion = criterion_text(tol_gap, 0.0, certificate="duality gap")
+    criterion = criterion_text(tol_gap, 0.0)
     while True:
         objective, gap, dual = certify_gaps("rce", sigma3, y, u, lam)
         converged = relative_gap(best_gap(gap, dual), objective) <= tol_gap
@@ -414,7 +414,7 @@ def _measure(name, sigma, sigma3, prior, u, lam, target_gap, levels, time_limit,
 def _sinkhorn(sigma, prior, target_gap, levels, time_limit):
     """Sinkhorn-Knopp to its own criterion (row sums within ``target_gap`` of 1/N, relative), timed,
     stopped at the time limit; its trace holds the row-sum error in place of the gap, at the
-    checks of ``check_every="auto"`` as the other solvers' (a callback every sweep costs 4-7
+    checks of ``check_every="auto"`` as the other solvers' (a callback every sweep costs 4-14
     sweeps' time on the CPU: one op call a sweep)."""
     sinkhorn(sigma, prior, tol=0.0, max_iter=2, validate=False, warn=False)  # warm-up
     trace, timed_out = [], [False]

@@ -200,7 +200,7 @@ def em_rce_sharded(sigma: torch.Tensor, prior=None, lam: float = 100.0, *, group
     else:
         objective = gap = dual = float("nan")
     return SolverResult(y, iterations, float(objective), float(gap), converged,
-                        criterion_text(tol_gap, tol, certificate="duality gap") + " over all ranks", float(dual))
+                        criterion_text(tol_gap, tol) + " over all ranks", float(dual))
 
 
 __all__ = ["column_sums", "em_rce_block_", "em_rce_sharded", "em_step_", "fairness_weights"]
