@@ -182,6 +182,20 @@ def test_digits_with_the_package_defaults_learns_the_classes():
     assert np.mean(accs) > 0.7  # measured 0.90, 0.75 (README: 5 seeds); K-means 0.79, chance 0.1
 
 
+def test_default_epochs_are_a_budget_of_steps_not_of_passes(monkeypatch):
+    from entclust.cluster import scale
+    # batch 250: the papers' 50 passes up to 10 000 points, then fewer, never below one pass
+    assert [scale.default_epochs(n, 250) for n in (1, 1797, 5000, 10_000, 20_000, 100_000, 500_000, 10**7)] == \
+        [50, 50, 50, 50, 25, 5, 1, 1]
+    assert scale.default_epochs(20_000, 1000) == 50 and scale.default_epochs(20_000, 100) == 10
+    # the fit resolves epochs=None with it (a budget of 12 steps: 4 batches of 400 points, 3 passes)
+    monkeypatch.setattr(scale, "STEP_BUDGET", 12)
+    x, _ = data.make_blobs(400, 2, random_state=0)
+    est = entclust.EntropyClustering(2, batch_size=100, random_state=0).fit(x)
+    assert est.pseudo_labels_ == "batch" and est.epochs_ == 3 and len(est.history_) == 3
+    assert entclust.EntropyClustering(2, batch_size=100, epochs=2, random_state=0).fit(x).epochs_ == 2
+
+
 def test_quality_anisotropic_clusters_seed_004_fig_1():
     """The README's quality bar: entropy clustering >= 95% where K-means < 70%."""
     x, y = data.make_anisotropic(1000, 2, random_state=0)

@@ -4,6 +4,8 @@ of rows (never N x K at once), the global objective of the column-sum pseudo-lab
 process's shard of the rows under ``torch.distributed``."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -155,6 +157,12 @@ def head_top_blocks(head: nn.Linear, features: torch.Tensor):
 
 # "auto" pseudo-labels are global below this many points per cluster in a batch.
 GLOBAL_BELOW = 20
+# per-batch pseudo-labels, epochs=None: SGD steps the schedule aims at, in at most MAX_EPOCHS passes (the
+# papers' 50 up to N = 10 000 points at batch 250; one pass from N = 500 000). What the fit reaches is set
+# by its steps, not its passes: 800 steps gave the objective of 8000 at N = 200 000, and 2000 steps that of
+# 20 000 on 20 copies of 5000 MNIST digits (benchmarks/epochs_by_size.py, docs/guides/clustering.md).
+STEP_BUDGET = 2000
+MAX_EPOCHS = 50
 # init "balanced" (the large-K start): k-means++ seeds drawn from SEED_SAMPLE(K) points, then at most
 # CENTROID_ROUNDS rounds of self-labeled centroids over ROUND_SAMPLE(K) points (all of a smaller
 # set), the pseudo-labels sparse (the SPARSE_TOP nearest centres of each point) above 4 SPARSE_TOP
@@ -165,6 +173,13 @@ CENTROID_ROUNDS = 30
 SPARSE_TOP = 64
 ROUND_ENTRIES = 3e9  # points x clusters over all rounds (6 rounds of 100 000 points at K = 5000: ~27 s on 2 cores)
 ROUND_PASSES = 1.6  # or, where more, the entries of this many passes over all N points (8 rounds at N = 10^6, K = 10^4)
+
+
+def default_epochs(n: int, batch_size: int) -> int:
+    """The per-batch mode's epochs for ``epochs=None``: enough passes over ``n`` points in batches of
+    about ``batch_size`` for STEP_BUDGET SGD steps, between 1 and MAX_EPOCHS."""
+    batches = max(1, round(n / batch_size))  # as the epoch loop splits them (near_equal_batches)
+    return min(MAX_EPOCHS, max(1, math.ceil(STEP_BUDGET / batches)))
 
 
 def centroid_rounds(m: int, k: int, n: int | None = None) -> int:
