@@ -155,7 +155,11 @@ class EpochLoop:
             for epoch in range(start, epochs):
                 begin = time.perf_counter()
                 totals = None
-                for idx in self.split(generator):
+                batches = self.split(generator)
+                count = f"/{len(batches)}" if hasattr(batches, "__len__") else ""
+                for i, idx in enumerate(batches):
+                    if self.verbose and i:  # a long epoch (one pass over 10^6 points) says how far it is
+                        progress.note(f"epoch {epoch + 1}/{epochs}, batch {i}{count}", throttle=True)
                     out = step(idx)
                     losses, record = out if isinstance(out, tuple) else (out, None)
                     loss = losses.sum()

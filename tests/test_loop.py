@@ -88,6 +88,18 @@ def test_progress_in_a_log_is_a_line_first_last_and_every_few_seconds(capsys, mo
         "rounds: round 1/30, changed=0.5, 0.00 s", "rounds: round 3/30, changed=0.01, 0.00 s"]
 
 
+def test_a_long_epoch_says_which_batch_it_is_at(capsys, monkeypatch):
+    """One pass over 10^6 points is the default schedule there: its batches are said within it,
+    at most one line every LINE_EVERY seconds (here every batch's check passes)."""
+    monkeypatch.setattr(_loop, "_is_terminal", lambda: False)
+    monkeypatch.setattr(_loop, "LINE_EVERY", -1.0)
+    w, loop, step = quadratic(total=10, batch_size=3, verbose=True)
+    loop.run(step, 1, torch.Generator().manual_seed(0), desc="toy fit")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[:2] == ["toy fit: epoch 1/1, batch 1/3", "toy fit: epoch 1/1, batch 2/3"]
+    assert lines[2].startswith("toy fit: epoch 1/1, loss=") and len(lines) == 3
+
+
 def test_progress_is_silent_without_verbose(capsys):
     w, loop, step = quadratic()
     loop.run(step, 3, torch.Generator().manual_seed(0))
