@@ -196,6 +196,33 @@ def test_default_epochs_are_a_budget_of_steps_not_of_passes(monkeypatch):
     assert entclust.EntropyClustering(2, batch_size=100, epochs=2, random_state=0).fit(x).epochs_ == 2
 
 
+def test_restarts_are_compared_on_a_sample_of_many_points_and_the_kept_one_scored_on_all(monkeypatch):
+    from entclust.cluster import scale
+    from entclust.cluster.estimator import EntropyClustering
+
+    seen, score = [], EntropyClustering._objective
+
+    def objective(self, criterion, head, features, shard):
+        value = score(self, criterion, head, features, shard)
+        seen.append((features.shape[0], value[0], head.weight.detach().clone()))
+        return value
+
+    monkeypatch.setattr(EntropyClustering, "_objective", objective)
+    x, _ = data.make_blobs(400, 3, random_state=0)
+    fit = lambda: EntropyClustering(3, epochs=2, n_init=3, random_state=0).fit(x)  # noqa: E731
+    whole = fit()  # 400 points: every run scored on all of them
+    assert [n for n, _, _ in seen] == [400] * 3 and whole.objective_ == min(v for _, v, _ in seen)
+    heads = [w for _, _, w in seen]
+    seen.clear()
+    monkeypatch.setattr(scale, "SELECT_SAMPLE", 50)
+    est = fit()
+    assert [n for n, _, _ in seen] == [50, 50, 50, 400]
+    assert all(torch.equal(w, h) for (_, _, w), h in zip(seen, heads))  # the runs trained as before
+    kept = min(range(3), key=lambda i: seen[i][1])
+    assert torch.equal(est.head_.weight, heads[kept]) and torch.equal(seen[3][2], heads[kept])
+    assert est.objective_ == seen[3][1]
+
+
 def test_quality_anisotropic_clusters_seed_004_fig_1():
     """The README's quality bar: entropy clustering >= 95% where K-means < 70%."""
     x, y = data.make_anisotropic(1000, 2, random_state=0)

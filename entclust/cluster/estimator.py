@@ -18,6 +18,7 @@ from ..data import SCALINGS, Scaler, validate_features
 from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
+from . import scale
 from .centroids import kmeans_plusplus, lloyd, self_labeled_centroids, temperature
 from .head import FittedHead
 from .registry import EstimatorMethod, HeadMethod, get
@@ -84,8 +85,8 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         fairness splits the clusters K-means merges. ``"auto"`` (default): ``"balanced"`` with
         global pseudo-labels, else ``"random"``.
     n_init : independent trainings from different heads; the one with the lowest objective on
-        all points (the method's loss, pseudo-labels solved on all points) is kept, as K-means
-        keeps its best restart. Linear entropy clustering has poor local minima (Zhang & Boykov
+        all points (the method's loss, pseudo-labels solved on all points; on the same 100 000 of
+        them for every run where there are more) is kept, as K-means keeps its best restart. Linear entropy clustering has poor local minima (Zhang & Boykov
         2024, Fig. 3): on elongated clusters a run can lock onto the cut along the long axis, and
         with an imbalanced prior half the runs merge the small cluster away. The restarts train
         side by side as one batched problem (one ``(B, N, K)`` solve per step), so 10 cost about
@@ -251,13 +252,24 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
             runs = self._train_batched(features, criterion, generator, self.n_init_, shard)
         else:
             runs = (self._train(features, criterion, generator, run, shard) for run in range(self.n_init_))
+        # the method's own objective on all points picks the restart, on SELECT_SAMPLE of them where
+        # more (the same rows for every run; a separate generator: the runs' draws stay as they were)
+        probe = None
+        if self.n_init_ > 1 and self.pseudo_labels_ == "batch" and shard.total > scale.SELECT_SAMPLE:
+            draw = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
+            probe = torch.randperm(shard.total, generator=draw)[:scale.SELECT_SAMPLE].to(features.device)
         best = None
         for head, history in runs:
-            with torch.no_grad():  # the method's own objective on all points picks the restart
-                objective, labels = self._objective(criterion, head, features, shard)
+            with torch.no_grad():
+                objective, labels = self._objective(criterion, head, features if probe is None else features[probe],
+                                                    shard)
             if best is None or objective < best[0]:
                 best = (objective, head, history, labels)
-        self.objective_, head, self.history_, labels = best
+        objective, head, self.history_, labels = best
+        if probe is not None:
+            with torch.no_grad():
+                objective, labels = self._objective(criterion, head, features, shard)
+        self.objective_ = objective
         # labels on the fitting device (on a GPU, not N x D x K multiply-adds on the CPU); the
         # global objective's pass over the points found them already
         self.labels_ = (labels if labels is not None else head_argmax(head.eval(), features)).cpu().numpy()
