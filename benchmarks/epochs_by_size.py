@@ -100,7 +100,7 @@ def main() -> None:
         t = time.perf_counter()
         mb = MiniBatchKMeans(k, n_init=1, batch_size=4096, random_state=0).fit(x)
         row("MiniBatchKMeans", "-", time.perf_counter() - t, y, mb.labels_, base)
-    for method in args.methods.split(","):
+    for method in filter(None, args.methods.split(",")):  # --methods "": the K-means rows alone
         for epochs in (int(e) for e in args.epochs.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):
                 t = time.perf_counter()
