@@ -56,8 +56,9 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
     epochs, batch_size, lr : SGD schedule on the method's loss. The points are split each epoch
         into ``max(1, round(N / batch_size))`` near-equal batches (no tiny tail batch). None
         (defaults): ``epochs`` with per-batch pseudo-labels the passes that make 2000 SGD steps,
-        at most 50 (50 up to N = 10 000 at batch 250, 5 at N = 100 000, 1 from N = 500 000: a fit
-        reaches what its steps reach, whatever N, docs/guides/clustering.md), 0 after the ``"balanced"`` start
+        at most 50 (50 up to N = 10 000 at batch 250, 5 at N = 100 000, 1 from N = 500 000: a
+        fit reaches what its steps reach, whatever N; docs/guides/clustering.md), 0 after the
+        ``"balanced"`` start
         (SGD on the papers' loss after it left ACC unchanged at K = 50 and 200 on overlapping
         mixtures), 3 with global labels from another start; ``lr`` 1.0 from a random head, 0.1
         from a centroid head.
@@ -86,9 +87,10 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         global pseudo-labels, else ``"random"``.
     n_init : independent trainings from different heads; the one with the lowest objective on
         all points (the method's loss, pseudo-labels solved on all points; on the same 100 000 of
-        them for every run where there are more) is kept, as K-means keeps its best restart. Linear entropy clustering has poor local minima (Zhang & Boykov
-        2024, Fig. 3): on elongated clusters a run can lock onto the cut along the long axis, and
-        with an imbalanced prior half the runs merge the small cluster away. The restarts train
+        them for every run where there are more) is kept, as K-means keeps its best restart.
+        Linear entropy clustering has poor local minima (Zhang & Boykov 2024, Fig. 3): on
+        elongated clusters a run can lock onto the cut along the long axis, and with an
+        imbalanced prior half the runs merge the small cluster away. The restarts train
         side by side as one batched problem (one ``(B, N, K)`` solve per step), so 10 cost about
         2-4 times one on small data. ``"auto"`` (default, like scikit-learn's KMeans): 10 from
         random heads, 1 from a centroid head (docs/benchmarks.md measures both).

@@ -159,8 +159,8 @@ def head_top_blocks(head: nn.Linear, features: torch.Tensor):
 GLOBAL_BELOW = 20
 # per-batch pseudo-labels, epochs=None: SGD steps the schedule aims at, in at most MAX_EPOCHS passes (the
 # papers' 50 up to N = 10 000 points at batch 250; one pass from N = 500 000). What the fit reaches is set
-# by its steps, not its passes: 800 steps gave the objective of 8000 at N = 200 000, and 2000 steps that of
-# 20 000 on 20 copies of 5000 MNIST digits (benchmarks/epochs_by_size.py, docs/guides/clustering.md).
+# by its steps, not its passes: 800 steps reached the objective of 40 000 on 200 000 Gaussian points, and 2000
+# steps that of 20 000 on 20 noisy copies of 5000 MNIST digits (benchmarks/epochs_by_size.py, docs/guides/clustering.md).
 STEP_BUDGET = 2000
 MAX_EPOCHS = 50
 # n_init > 1 with per-batch labels: the restarts are compared on the objective over this many points (the
