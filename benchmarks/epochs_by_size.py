@@ -9,8 +9,8 @@ above what it was with the data loaded, so a row's own peak only where it is the
 above the earlier ones (run one fit a process for each: ``--no-kmeans`` and one ``--epochs``).
 Data:
 
-- ``blobs``: ``--n`` points, K = 10 centres ``s N(0, I)`` in 64 dimensions (``--spread`` s),
-  unit noise: at s = 0.3 the clusters overlap (K-means about 77 %).
+- ``blobs``: ``--n`` points, ``--k`` centres (10) ``s N(0, I)`` in 64 dimensions (``--spread`` s),
+  unit noise: at s = 0.3 and K = 10 the clusters overlap (K-means about 77 %).
 - ``digits`` or an ``.npz`` file with ``X`` and ``y`` (the 5000 MNIST digits of docs/results.md):
   ``--copies`` copies of the real points, each with Gaussian noise (``--noise``, in the data's
   units; 0.5 for digits' 0-16 pixels, 8 for MNIST's 0-255), so that N grows while the
@@ -40,8 +40,8 @@ from entclust.metrics import clustering_accuracy
 def load(args) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     if args.data == "blobs":
-        centres = (rng.normal(size=(10, 64)) * args.spread).astype(np.float32)
-        y = rng.integers(0, 10, args.n)
+        centres = (rng.normal(size=(args.k, 64)) * args.spread).astype(np.float32)
+        y = rng.integers(0, args.k, args.n)
         x = np.empty((args.n, 64), np.float32)
         for s in range(0, args.n, 100_000):  # float32 blocks: no float64 copy of the data raises the peak
             e = min(args.n, s + 100_000)
@@ -77,6 +77,9 @@ def main() -> None:
     p.add_argument("--data", default="blobs", help="blobs, digits, or an .npz file with X and y")
     p.add_argument("--n", type=int, default=200_000, help="blobs: points")
     p.add_argument("--spread", type=float, default=0.3, help="blobs: scale of the centres")
+    p.add_argument("--k", type=int, default=10, help="blobs: clusters")
+    p.add_argument("--pseudo-labels", dest="pseudo_labels", default="auto",
+                   help="EntropyClustering's pseudo_labels (batch: per-batch labels also above K = 12)")
     p.add_argument("--copies", type=int, default=1, help="real data: noisy copies of every point")
     p.add_argument("--noise", type=float, help="real data: noise of the copies (default 0.5 digits, 8 a file)")
     p.add_argument("--epochs", default="0,50", help="comma-separated; 0 is the default schedule")
@@ -105,7 +108,8 @@ def main() -> None:
             for seed in (int(s) for s in args.seeds.split(",")):
                 t = time.perf_counter()
                 est = entclust.EntropyClustering(k, method=method, epochs=epochs or None, batch_size=args.batch_size,
-                                                 random_state=seed, verbose=args.verbose).fit(x)
+                                                 pseudo_labels=args.pseudo_labels, random_state=seed,
+                                                 verbose=args.verbose).fit(x)
                 name = f"{method}, epochs {est.epochs_}{' (default)' if not epochs else ''}, seed {seed}"
                 row(name, est.epochs_ * batches, time.perf_counter() - t, y, est.labels_, base, est.objective_,
                     int((est.cluster_sizes_ == 0).sum()))

@@ -18,12 +18,11 @@ from ..data import SCALINGS, Scaler, validate_features
 from ..nn import ColumnMemory
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
-from . import scale
 from .centroids import kmeans_plusplus, lloyd, self_labeled_centroids, temperature
 from .head import FittedHead
 from .registry import EstimatorMethod, HeadMethod, get
 from .scale import (GLOBAL_BELOW, ROUND_SAMPLE, SEED_SAMPLE, SPARSE_TOP, Shard, centroid_rounds, default_epochs,
-                    global_objective, distinct_rows, head_argmax, plan_memory)
+                    global_objective, distinct_rows, head_argmax, keep_best, plan_memory, select_sample)
 
 # points x clusters of a pass that reports its progress (the final labels take a minute at N = 10^7, K = 10^4)
 PASS_PROGRESS = 1e9
@@ -254,24 +253,10 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
             runs = self._train_batched(features, criterion, generator, self.n_init_, shard)
         else:
             runs = (self._train(features, criterion, generator, run, shard) for run in range(self.n_init_))
-        # the method's own objective on all points picks the restart, on SELECT_SAMPLE of them where
-        # more (the same rows for every run; a separate generator: the runs' draws stay as they were)
-        probe = None
-        if self.n_init_ > 1 and self.pseudo_labels_ == "batch" and shard.total > scale.SELECT_SAMPLE:
-            draw = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
-            probe = torch.randperm(shard.total, generator=draw)[:scale.SELECT_SAMPLE].to(features.device)
-        best = None
-        for head, history in runs:
-            with torch.no_grad():
-                objective, labels = self._objective(criterion, head, features if probe is None else features[probe],
-                                                    shard)
-            if best is None or objective < best[0]:
-                best = (objective, head, history, labels)
-        objective, head, self.history_, labels = best
-        if probe is not None:
-            with torch.no_grad():
-                objective, labels = self._objective(criterion, head, features, shard)
-        self.objective_ = objective
+        # the method's own objective picks the restart (on a sample of many points: keep_best)
+        probe = select_sample(shard.total, self.n_init_ > 1 and self.pseudo_labels_ == "batch", rng, features.device)
+        self.objective_, head, self.history_, labels = keep_best(
+            runs, lambda h, rows: self._objective(criterion, h, rows, shard), features, probe)
         # labels on the fitting device (on a GPU, not N x D x K multiply-adds on the CPU); the
         # global objective's pass over the points found them already
         self.labels_ = (labels if labels is not None else head_argmax(head.eval(), features)).cpu().numpy()

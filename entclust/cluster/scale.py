@@ -186,6 +186,33 @@ def default_epochs(n: int, batch_size: int) -> int:
     return min(MAX_EPOCHS, max(1, math.ceil(STEP_BUDGET / batches)))
 
 
+def select_sample(n: int, several: bool, rng, device) -> torch.Tensor | None:
+    """The rows that compare several restarts of the per-batch mode (``several``), SELECT_SAMPLE of the
+    ``n`` points drawn with their own generator (seeded from ``rng``, a RandomState: the runs' draws stay
+    as they were), or None: all points."""
+    if not several or n <= SELECT_SAMPLE:
+        return None
+    draw = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
+    return torch.randperm(n, generator=draw)[:SELECT_SAMPLE].to(device)
+
+
+def keep_best(runs, objective, features: torch.Tensor, probe: torch.Tensor | None):
+    """The run of ``runs`` (``(head, history)`` pairs) with the lowest ``objective(head, rows) ->
+    (value, labels or None)`` over the rows ``probe`` of ``features`` (all when None), and then that
+    run's objective over all of them: ``(value, head, history, labels)``."""
+    best = None
+    for head, history in runs:
+        with torch.no_grad():
+            value, labels = objective(head, features if probe is None else features[probe])
+        if best is None or value < best[0]:
+            best = (value, head, history, labels)
+    value, head, history, labels = best
+    if probe is not None:
+        with torch.no_grad():
+            value, labels = objective(head, features)
+    return value, head, history, labels
+
+
 def centroid_rounds(m: int, k: int, n: int | None = None) -> int:
     """Rounds of self-labeled centroids over m of the n points: CENTROID_ROUNDS where a round is
     cheap, fewer where m K is large, so that the start costs a bounded number of point-cluster
