@@ -1,7 +1,7 @@
 """What the default schedule of the per-batch mode costs and reaches as N grows: a fit's result is
-set by its SGD steps, not by its passes over the data (entclust.cluster.scale.STEP_BUDGET).
+set by its SGD steps, not by its passes over the data (entclust.cluster.scale.STEPS_PER_CLUSTER).
 
-For each data set and each ``--epochs`` value (0: the default, ``default_epochs(N, 250)``) one
+For each data set and each ``--epochs`` value (0: the default, ``default_epochs(N, 250, K)``) one
 ``EntropyClustering(K, epochs=...)`` fit per seed: SGD steps, seconds, ACC, NMI, the kept run's
 objective on all points and its empty clusters; K-means (``n_init=1``) and MiniBatchKMeans on the
 same points as what a user would pick instead. "peak MB": the process's peak resident memory
@@ -93,7 +93,7 @@ def main() -> None:
     k = len(np.unique(y))
     batches = max(1, round(x.shape[0] / args.batch_size))
     print(f"{args.data}: N = {x.shape[0]}, D = {x.shape[1]}, K = {k}; {batches} batches an epoch, default "
-          f"epochs {default_epochs(x.shape[0], args.batch_size)}\n")
+          f"epochs {default_epochs(x.shape[0], args.batch_size, k)}\n")
     print("| fit | steps | seconds | ACC % | NMI % | objective | empty | peak MB |\n|---|---|---|---|---|---|---|---|")
     base = peak_mb()
     if not args.no_kmeans:

@@ -184,12 +184,14 @@ def test_digits_with_the_package_defaults_learns_the_classes():
 
 def test_default_epochs_are_a_budget_of_steps_not_of_passes(monkeypatch):
     from entclust.cluster import scale
-    # batch 250: the papers' 50 passes up to 10 000 points, then fewer, never below one pass
-    assert [scale.default_epochs(n, 250) for n in (1, 1797, 5000, 10_000, 20_000, 100_000, 500_000, 10**7)] == \
+    # batch 250, K = 10: the papers' 50 passes up to 10 000 points, then fewer, never below one pass
+    assert [scale.default_epochs(n, 250, 10) for n in (1, 1797, 5000, 10_000, 20_000, 100_000, 500_000, 10**7)] == \
         [50, 50, 50, 50, 25, 5, 1, 1]
-    assert scale.default_epochs(20_000, 1000) == 50 and scale.default_epochs(20_000, 100) == 10
-    # the fit resolves epochs=None with it (a budget of 12 steps: 4 batches of 400 points, 3 passes)
-    monkeypatch.setattr(scale, "STEP_BUDGET", 12)
+    assert scale.default_epochs(20_000, 1000, 10) == 50 and scale.default_epochs(20_000, 100, 10) == 10
+    # 200 steps a cluster, for at least 10: K = 2 as K = 10, K = 50 five times the steps
+    assert scale.default_epochs(100_000, 250, 2) == 5 and scale.default_epochs(100_000, 250, 50) == 25
+    # the fit resolves epochs=None with it (12 steps for max(2, 10) clusters: 4 batches of 100 points, 3 passes)
+    monkeypatch.setattr(scale, "STEPS_PER_CLUSTER", 1.2)
     x, _ = data.make_blobs(400, 2, random_state=0)
     est = entclust.EntropyClustering(2, batch_size=100, random_state=0).fit(x)
     assert est.pseudo_labels_ == "batch" and est.epochs_ == 3 and len(est.history_) == 3

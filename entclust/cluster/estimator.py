@@ -54,10 +54,10 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         one cluster after one epoch).
     epochs, batch_size, lr : SGD schedule on the method's loss. The points are split each epoch
         into ``max(1, round(N / batch_size))`` near-equal batches (no tiny tail batch). None
-        (defaults): ``epochs`` with per-batch pseudo-labels the passes that make 2000 SGD steps,
-        at most 50 (50 up to N = 10 000 at batch 250, 5 at N = 100 000, 1 from N = 500 000: a
-        fit reaches what its steps reach, whatever N; docs/guides/clustering.md), 0 after the
-        ``"balanced"`` start
+        (defaults): ``epochs`` with per-batch pseudo-labels the passes that make ``200 max(K, 10)``
+        SGD steps, at most 50 (K = 10: 50 up to N = 10 000 at batch 250, 5 at N = 100 000, 1
+        from N = 500 000; a fit reaches what its steps reach, whatever N:
+        docs/guides/clustering.md), 0 after the ``"balanced"`` start
         (SGD on the papers' loss after it left ACC unchanged at K = 50 and 200 on overlapping
         mixtures), 3 with global labels from another start; ``lr`` 1.0 from a random head, 0.1
         from a centroid head.
@@ -225,7 +225,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         # per-batch labels: a budget of SGD steps, at most 50 passes (50 up to 10 000 points at batch 250)
         self.epochs_ = self.epochs if self.epochs is not None else (
             0 if self.init_ == "balanced" else 3 if self.pseudo_labels_ == "global"
-            else default_epochs(shard.total, self.batch_size))
+            else default_epochs(shard.total, self.batch_size, k))
         self.prior_ = self._prior()
         self.n_init_ = (10 if self.init_ == "random" else 1) if isinstance(self.n_init, str) else int(self.n_init)
         rng = check_random_state(self.random_state)

@@ -157,11 +157,13 @@ def head_top_blocks(head: nn.Linear, features: torch.Tensor):
 
 # "auto" pseudo-labels are global below this many points per cluster in a batch.
 GLOBAL_BELOW = 20
-# per-batch pseudo-labels, epochs=None: SGD steps the schedule aims at, in at most MAX_EPOCHS passes (the
-# papers' 50 up to N = 10 000 points at batch 250; one pass from N = 500 000). What the fit reaches is set
-# by its steps, not its passes: 800 steps reached the objective of 40 000 on 200 000 Gaussian points, and 2000
-# steps that of 20 000 on 20 noisy copies of 5000 MNIST digits (benchmarks/epochs_by_size.py, docs/guides/clustering.md).
-STEP_BUDGET = 2000
+# per-batch pseudo-labels, epochs=None: SGD steps the schedule aims at, STEPS_PER_CLUSTER for each of max(K, 10)
+# clusters, in at most MAX_EPOCHS passes (the papers' 50 up to N = 10 000 points at batch 250 and K <= 10;
+# one pass from N = 500 000). What the fit reaches is set by its steps, not its passes: 800 steps reached the
+# objective of 40 000 on 200 000 Gaussian points (K = 10), 2000 steps that of 20 000 on 20 noisy copies of 5000
+# MNIST digits; with per-batch labels forced at K = 50, 2000 steps stopped at 33 % ACC and 10 000 reached the
+# 51.7 % of 20 000 (benchmarks/epochs_by_size.py, docs/guides/clustering.md).
+STEPS_PER_CLUSTER = 200
 MAX_EPOCHS = 50
 # n_init > 1 with per-batch labels: the restarts are compared on the objective over this many points (the
 # same for every run; all of a smaller set), and the kept one's is then taken over all points. At
@@ -179,11 +181,11 @@ ROUND_ENTRIES = 3e9  # points x clusters over all rounds (6 rounds of 100 000 po
 ROUND_PASSES = 1.6  # or, where more, the entries of this many passes over all N points (8 rounds at N = 10^6, K = 10^4)
 
 
-def default_epochs(n: int, batch_size: int) -> int:
+def default_epochs(n: int, batch_size: int, k: int) -> int:
     """The per-batch mode's epochs for ``epochs=None``: enough passes over ``n`` points in batches of
-    about ``batch_size`` for STEP_BUDGET SGD steps, between 1 and MAX_EPOCHS."""
+    about ``batch_size`` for ``STEPS_PER_CLUSTER * max(k, 10)`` SGD steps, between 1 and MAX_EPOCHS."""
     batches = max(1, round(n / batch_size))  # as the epoch loop splits them (near_equal_batches)
-    return min(MAX_EPOCHS, max(1, math.ceil(STEP_BUDGET / batches)))
+    return min(MAX_EPOCHS, max(1, math.ceil(STEPS_PER_CLUSTER * max(k, 10) / batches)))
 
 
 def select_sample(n: int, several: bool, rng, device) -> torch.Tensor | None:
