@@ -133,8 +133,8 @@ def _add_training_options(p) -> None:
     p.add_argument("--lam", type=float, help="fairness weight of rce/cce (default 100)")
     p.add_argument("--gamma", type=float, help="margin weight gamma ||v||^2 (default 0.01 min(1, 10/K))")
     p.add_argument("--epochs", type=int, help="training epochs (default with per-batch pseudo-labels: the passes "
-                                              "that make 200 max(K, 10) SGD steps, at most 50; 0 after the balanced start of "
-                                              "global ones, 3 from another start)")
+                                              "that make 200 max(K, 10) SGD steps, at most 50; 0 after the "
+                                              "balanced start of global ones, 3 from another start)")
     p.add_argument("--lr", type=float, help="SGD learning rate (default 1.0 from a random head, 0.1 from a centroid head)")
     p.add_argument("--pseudo-labels", dest="pseudo_labels", choices=("auto", "batch", "global"),
                    help="rce: per-batch or global pseudo-labels (default auto: global when batch_size < 20 K)")

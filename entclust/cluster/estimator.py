@@ -222,7 +222,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
         self._rates()
         # global labels: the balanced start does the work (SGD epochs on the papers' loss after it did
         # not move ACC at K = 50 or 200: benchmarks/large_k_design.py), so none by default
-        # per-batch labels: a budget of SGD steps, at most 50 passes (50 up to 10 000 points at batch 250)
+        # per-batch labels: a budget of SGD steps, at most 50 passes (50 up to 10 000 points at batch 250, K <= 10)
         self.epochs_ = self.epochs if self.epochs is not None else (
             0 if self.init_ == "balanced" else 3 if self.pseudo_labels_ == "global"
             else default_epochs(shard.total, self.batch_size, k))

@@ -167,7 +167,7 @@ STEPS_PER_CLUSTER = 200
 MAX_EPOCHS = 50
 # n_init > 1 with per-batch labels: the restarts are compared on the objective over this many points (the
 # same for every run; all of a smaller set), and the kept one's is then taken over all points. At
-# N = 10^6 the ten objectives over all points took 9.4 s of a 28 s fit (docs/guides/clustering.md).
+# N = 10^6, K = 10 the ten objectives over all points took about 9 s of a 27.7 s fit (docs/guides/clustering.md).
 SELECT_SAMPLE = 100_000
 # init "balanced" (the large-K start): k-means++ seeds drawn from SEED_SAMPLE(K) points, then at most
 # CENTROID_ROUNDS rounds of self-labeled centroids over ROUND_SAMPLE(K) points (all of a smaller
