@@ -68,7 +68,8 @@ class Progress:
         work within a step has come, said at most once every ``LINE_EVERY`` seconds in a log (a
         pending step's line is not held back by it)."""
         now = time.perf_counter()
-        if throttle and now - self.noted < (BAR_EVERY if self.bar is not None else LINE_EVERY):
+        last = max(self.noted, self.printed) if self.lines else self.noted  # a log: not just after a step's line
+        if throttle and now - last < (BAR_EVERY if self.bar is not None else LINE_EVERY):
             return
         self.noted = now
         if self.bar is not None:

@@ -100,6 +100,18 @@ def test_a_long_epoch_says_which_batch_it_is_at(capsys, monkeypatch):
     assert lines[2].startswith("toy fit: epoch 1/1, loss=") and len(lines) == 3
 
 
+def test_a_throttled_note_waits_after_a_steps_line(capsys, monkeypatch):
+    """In a log, how far a step has come is not said just after the last step's line (an epoch's
+    first batches came right after the line of the epoch before)."""
+    monkeypatch.setattr(_loop, "_is_terminal", lambda: False)
+    progress = Progress("fit", 5, verbose=True)
+    monkeypatch.setattr(progress, "noted", progress.noted - 10 * _loop.LINE_EVERY)  # the last note long ago
+    progress.update(1.0)  # the first step's line, printed now
+    progress.note("epoch 2/5, batch 1/400", throttle=True)
+    progress.close()
+    assert capsys.readouterr().err.strip().splitlines() == ["fit: epoch 1/5, 1.00 s"]
+
+
 def test_progress_is_silent_without_verbose(capsys):
     w, loop, step = quadratic()
     loop.run(step, 3, torch.Generator().manual_seed(0))
