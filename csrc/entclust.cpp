@@ -90,6 +90,12 @@ TORCH_LIBRARY(entclust, m) {
   // by inverse CDF of the uniform draws[c] over d2 (best: lowest total distance). Returns the
   // draws.size(0) indices of the new seeds (int64) and d2 after them (a new tensor).
   m.def("kmeans_plusplus(Tensor points, Tensor d2, Tensor draws) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
+  // Prediction fairness KL(u || sigma_bar) of B problems from their logits (B, N, K) float32/64,
+  // sigma_bar the mean of softmax over each problem's N rows, prior u (K,) float64 (cpu/fairness.cpp;
+  // CPU kernel, PyTorch elsewhere). Returns (value (B,) in the logits' dtype, the gradient of each
+  // problem's value in its logits (B, N, K), or an empty tensor without `grad`).
+  m.def("prediction_fairness(Tensor logits, Tensor prior, bool grad) -> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
   // Fused linear self-labeling (linear.h): logits l = x weight^T + bias one block of rows at a
   // time, sigma = softmax(l), pseudo-labels y = `iterations` reverse-CE M-steps from sigma
   // against the fixed fairness weights `fair` (float64 (K,), c u_k / col_k of the global column

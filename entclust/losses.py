@@ -256,10 +256,19 @@ def prediction_fairness(logits: torch.Tensor, prior=None, *, dim: int = -1, batc
     whose mean prediction underflows still has a finite value and gradient; the gradient in a
     class's logits is ``u_k sigma_ik / (N sigma_bar_k)``-scaled and does not fade as the class
     empties. :class:`SelfLabeling` adds it with weight ``prediction_fairness``. ``batched``: as
-    in :func:`strong_fairness`.
+    in :func:`strong_fairness`. On the CPU (float32 and float64; half types computed in float32)
+    a kernel forms the value and its gradient in one call (``benchmarks/bench_prediction_fairness.py``);
+    elsewhere, and under torch.func transforms, the same formula in PyTorch ops.
     """
     rows = _problems("logits", logits, dim, batched)
     wide = torch.promote_types(rows.dtype, torch.float32)
+    if rows.device.type == "cpu" and wide in (torch.float32, torch.float64) and not under_transform(rows):
+        # the CPU kernel (value and gradient in one call, csrc/cpu/fairness.cpp): PyTorch's
+        # reductions along a short last dim are most of a linear head's SGD step
+        problems = rows.to(wide).reshape(-1, *rows.shape[-2:])
+        u = prior_vector(prior, rows.shape[-1], torch.zeros((), dtype=torch.float64))
+        want = torch.is_grad_enabled() and problems.requires_grad
+        return ops.prediction_fairness_kernel(problems, u, want)[0].reshape(rows.shape[:-2])
     log_sigma = torch.log_softmax(rows.to(wide), dim=-1)
     log_bar = torch.logsumexp(log_sigma, dim=-2) - math.log(rows.shape[-2])
     u = prior_vector(prior, rows.shape[-1], log_bar.detach())

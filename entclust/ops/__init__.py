@@ -23,6 +23,7 @@ from .fused import (
     linear_rce_kernel,
     linear_top_entries_kernel,
     pgd_cce_kernel,
+    prediction_fairness_kernel,
     project_simplex_kernel,
     reverse_cross_entropy_kernel,
     sinkhorn_kernel,
@@ -36,7 +37,7 @@ __all__ = [
     "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",
     "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS",
     "certificate_kernel", "collision_cross_entropy_kernel", "duality_gap_kernel", "em_cce_kernel", "em_rce_kernel", "em_rce_rows_kernel",
-    "kmeans_plusplus_kernel", "linear_rce_kernel", "linear_top_entries_kernel", "pgd_cce_kernel", "project_simplex_kernel", "reverse_cross_entropy_kernel",
+    "kmeans_plusplus_kernel", "linear_rce_kernel", "linear_top_entries_kernel", "pgd_cce_kernel", "prediction_fairness_kernel", "project_simplex_kernel", "reverse_cross_entropy_kernel",
     "sinkhorn_kernel", "sparse_centre_sums_kernel", "sparse_em_rows_kernel", "top_entries_kernel",
 ]
 

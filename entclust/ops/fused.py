@@ -6,6 +6,8 @@ recomputing softmax in the backward); their autograd is in :mod:`.loss_autograd`
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import _C  # noqa: F401  (loads the library: registers torch.ops.entclust.*)
@@ -141,6 +143,58 @@ def linear_rce_kernel(x: torch.Tensor, weight: torch.Tensor, bias, fair: torch.T
                       reduction: int, grad: bool, block_rows: int = 0):
     """Raw fused linear self-labeling op: ``(loss, labels, columns, grad_x, grad_weight, grad_bias)``."""
     return torch.ops.entclust.linear_rce(x, weight, bias, fair, iterations, reduction, grad, block_rows)
+
+
+@torch.library.register_fake("entclust::prediction_fairness")
+def _fake_prediction_fairness(logits, prior, grad):
+    return (logits.new_empty((logits.shape[0],)),
+            torch.empty_like(logits, memory_format=torch.contiguous_format) if grad else logits.new_empty((0,)))
+
+
+def _fairness_setup_context(ctx, inputs, output):
+    logits, prior, grad = inputs
+    _, g = output
+    ctx.computed = grad
+    ctx.mark_non_differentiable(g)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(logits, prior, g)
+
+
+def plain_fairness_gradient(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """The gradient of each problem's ``KL(u || sigma_bar)`` in its logits ``(B, N, K)`` in plain
+    (twice differentiable) PyTorch ops: ``-(1/N) (r_ik - sigma_ik sum_j r_ij)``, ``r_ik = u_k
+    sigma_ik / sigma_bar_k`` (0 where ``u_k = 0``)."""
+    log_sigma = torch.log_softmax(logits, -1)
+    log_bar = torch.logsumexp(log_sigma, -2, keepdim=True) - math.log(logits.shape[-2])
+    u = prior.to(logits.dtype)
+    r = torch.where(u > 0, u * torch.exp(log_sigma - log_bar), 0.0)
+    return -(r - log_sigma.exp() * r.sum(-1, keepdim=True)) / logits.shape[-2]
+
+
+def _fairness_backward(ctx, g_value, _):
+    if g_value is None:
+        return None, None, None
+    logits, prior, g = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: a gradient that is itself differentiable
+        return plain_fairness_gradient(logits, prior) * g_value[:, None, None], None, None
+    if not ctx.computed:
+        raise RuntimeError("the gradient of prediction_fairness was not computed in the forward call (grad=False); "
+                           "call the op with grad=True when the logits require grad")
+    # always a new tensor: handing autograd the saved gradient itself (as the loss ops do for a unit
+    # upstream) lets a reshape's backward pass a view of it into a leaf's .grad, which a second
+    # backward of a retained graph then adds to in place
+    return g * g_value.to(g.dtype)[:, None, None], None, None
+
+
+torch.library.register_autograd("entclust::prediction_fairness", _fairness_backward,
+                                setup_context=_fairness_setup_context)
+
+
+def prediction_fairness_kernel(logits: torch.Tensor, prior: torch.Tensor, grad: bool):
+    """Raw op (CPU) on ``(B, N, K)`` float32/float64 logits and the float64 prior ``(K,)``: each
+    problem's ``KL(u || sigma_bar)`` ``(B,)`` and, with ``grad``, its gradient in the logits
+    (else an empty tensor)."""
+    return torch.ops.entclust.prediction_fairness(logits, prior, grad)
 
 
 def em_rce_rows_kernel(sigma: torch.Tensor, y: torch.Tensor, weights: torch.Tensor):

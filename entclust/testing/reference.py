@@ -8,6 +8,8 @@ decisiveness in log space, the symmetric KL, IIC) have the plain definitions at 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..solvers.result import SolverResult
@@ -56,6 +58,18 @@ def prediction_fairness(logits: torch.Tensor, prior=None) -> torch.Tensor:
     """``KL(u || sigma_bar)``, ``sigma_bar`` the mean of ``softmax(logits)`` over all rows, the plain way."""
     sigma = torch.softmax(logits.reshape(-1, logits.shape[-1]), dim=-1)
     return _fairness(sigma, _prior(prior, sigma))
+
+
+def prediction_fairness_log(logits: torch.Tensor, prior=None) -> torch.Tensor:
+    """``KL(u || sigma_bar)`` of each problem of ``(B, N, K)`` logits, ``(B,)``, with ``ln sigma_bar`` a
+    log-sum-exp of the log-probabilities (finite for a class whose mean underflows) and the terms of
+    ``u_k = 0`` left out before the product (so their gradient is 0, not NaN); in float64."""
+    z = logits.double()
+    log_bar = torch.logsumexp(torch.log_softmax(z, -1), -2) - math.log(z.shape[-2])
+    u = _prior(prior, z)
+    alive = u > 0
+    terms = torch.where(alive, u * (torch.log(torch.where(alive, u, 1.0)) - log_bar), 0.0)
+    return terms.sum(-1)
 
 
 def rce_objective(sigma, y, prior=None, lam: float = 100.0) -> torch.Tensor:

@@ -187,6 +187,28 @@ struct CentreSums {
 };
 using CentreSumsFn = void (*)(const CentreSums&, int64_t k0, int64_t k1);
 
+// Prediction fairness KL(u || sigma_bar) from logits (cpu/fairness.cpp), over one chunk of `rows`
+// rows of a problem, in three passes. fairness_rows: each row's log-sum-exp lse_i (float64; `e` is
+// scratch) and the chunk's column maxima col_k of z_ik - lse_i (in T: -inf for a column of -inf
+// logits); returns true where a row's lse is NaN (a NaN or +inf logit). fairness_exps: with the
+// problem's shifts col_k (its column maxima; +inf for a column of -inf logits), e_ik = exp(z_ik -
+// lse_i - col_k) and their column sums S_k (float64, rows in order). The row's lse_i is applied in
+// T (float32: as float32 log_softmax does). fairness_grad: per row, with R = sum_k f_k e_k,
+// e_k <- scale e_k (f_k - g_k R) (the gradient, from the chunk's e).
+template <typename T>
+struct FairnessChunk {
+  const T* z;    // (rows, K)
+  T* e;          // (rows, K)
+  double* lse;   // (rows,)
+  T* col;        // (K,)
+  double* S;     // (K,)
+  int64_t rows, K;
+};
+template <typename T>
+using FairnessPassFn = bool (*)(const FairnessChunk<T>&);
+template <typename T>
+using FairnessGradFn = void (*)(T* e, int64_t rows, int64_t K, const T* f, const T* g, T scale);
+
 struct KernelTable {
   const char* name;
   LossRowsFn rce_f32;
@@ -210,6 +232,12 @@ struct KernelTable {
   KppUpdateFn kpp_update_f32;
   CentreSumsFn centre_sums_f32;
   int lanes;  // float32 lanes of a vector
+  FairnessPassFn<float> fairness_rows_f32;
+  FairnessPassFn<double> fairness_rows_f64;
+  FairnessPassFn<float> fairness_exps_f32;
+  FairnessPassFn<double> fairness_exps_f64;
+  FairnessGradFn<float> fairness_grad_f32;
+  FairnessGradFn<double> fairness_grad_f64;
 };
 
 // The table in use: the best capability this CPU supports, or ENTCLUST_CPU_CAPABILITY

@@ -1786,6 +1786,159 @@ void centre_sums_f32(const CentreSums& c, int64_t k0, int64_t k1) {
   }
 }
 
+// ---- prediction fairness (kernel_table.h, FairnessChunk; cpu/fairness.cpp) ----------------------
+
+// x[i] = exp(x[i]) over n entries in place: the exps of a chunk in one run of whole vectors (a
+// short row's exps, row by row, would not fill one)
+template <typename T, int BYTES>
+void exp_all(T* x, int64_t n) {
+  using V = typename Vec<T, BYTES>::type;
+  constexpr int L = Vec<T, BYTES>::kLanes;
+  const auto vec_exp = [](V v) {
+    if constexpr (sizeof(T) == 4) {
+      return vexp<BYTES>(v);
+    } else {
+      return vexp64<BYTES>(v);
+    }
+  };
+  int64_t i = 0;
+  for (; i + L <= n; i += L) store(x + i, vec_exp(load<V>(x + i)));
+  if (i < n) {  // the tail through a padded vector
+    alignas(64) T tail[L] = {};
+    for (int64_t j = i; j < n; ++j) tail[j - i] = x[j];
+    store(tail, vec_exp(load<V>(tail)));
+    for (int64_t j = i; j < n; ++j) x[j] = tail[j - i];
+  }
+}
+
+// sum_k x[k] in float64 (float32 lanes widened), and the maximum of x in T
+template <typename T, int BYTES>
+ENTCLUST_INLINE double wide_sum(const T* x, int64_t K) {
+  using V = typename Vec<T, BYTES>::type;
+  constexpr int L = Vec<T, BYTES>::kLanes;
+  vdouble<BYTES> lo{}, hi{};
+  int64_t k = 0;
+  for (; k + L <= K; k += L) {
+    if constexpr (sizeof(T) == 4) {
+      vdouble<BYTES> a, b;
+      widen<BYTES>(load<V>(x + k), a, b);
+      lo += a;
+      hi += b;
+    } else {
+      lo += load<V>(x + k);
+    }
+  }
+  double s0 = 0, s1 = 0;
+  for (; k + 1 < K; k += 2) {
+    s0 += static_cast<double>(x[k]);
+    s1 += static_cast<double>(x[k + 1]);
+  }
+  if (k < K) s0 += static_cast<double>(x[k]);
+  return hsum(lo + hi) + (s0 + s1);
+}
+
+template <typename T, int BYTES>
+ENTCLUST_INLINE T vec_row_max(const T* x, int64_t K) {
+  using V = typename Vec<T, BYTES>::type;
+  constexpr int L = Vec<T, BYTES>::kLanes;
+  V m = splat<V>(-__builtin_inf());
+  int64_t k = 0;
+  for (; k + L <= K; k += L) m = vmax(m, load<V>(x + k));
+  T a = hmax(m), b = -__builtin_inf();
+  for (; k + 1 < K; k += 2) {
+    a = x[k] > a ? x[k] : a;
+    b = x[k + 1] > b ? x[k + 1] : b;
+  }
+  if (k < K) a = x[k] > a ? x[k] : a;
+  return a > b ? a : b;  // (a NaN is passed over here and caught by the row's sum)
+}
+
+template <typename T, int BYTES>
+bool fairness_rows(const FairnessChunk<T>& c) {
+  using V = typename Vec<T, BYTES>::type;
+  constexpr int L = Vec<T, BYTES>::kLanes;
+  const int64_t K = c.K, rows = c.rows;
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* z = c.z + i * K;
+    T* e = c.e + i * K;
+    const T m = vec_row_max<T, BYTES>(z, K);
+    int64_t k = 0;
+    for (; k + L <= K; k += L) store(e + k, load<V>(z + k) - m);
+    for (; k < K; ++k) e[k] = z[k] - m;
+    c.lse[i] = static_cast<double>(m);  // the row's max until its sum is known
+  }
+  exp_all<T, BYTES>(c.e, rows * K);
+  T* col = c.col;
+  for (int64_t k = 0; k < K; ++k) col[k] = -__builtin_inf();
+  bool bad = false;
+  for (int64_t i = 0; i < rows; ++i) {
+    const double l = c.lse[i] + __builtin_log(wide_sum<T, BYTES>(c.e + i * K, K));
+    bad |= l != l;
+    c.lse[i] = l;
+    const T lt = static_cast<T>(l);
+    const T* z = c.z + i * K;
+    int64_t k = 0;
+    for (; k + L <= K; k += L) store(col + k, vmax(load<V>(col + k), load<V>(z + k) - lt));
+    for (; k < K; ++k) col[k] = z[k] - lt > col[k] ? z[k] - lt : col[k];
+  }
+  return bad;
+}
+
+template <typename T, int BYTES>
+bool fairness_exps(const FairnessChunk<T>& c) {
+  using V = typename Vec<T, BYTES>::type;
+  constexpr int L = Vec<T, BYTES>::kLanes;
+  const int64_t K = c.K, rows = c.rows;
+  for (int64_t i = 0; i < rows; ++i) {
+    const T lt = static_cast<T>(c.lse[i]);
+    const T* z = c.z + i * K;
+    T* e = c.e + i * K;
+    int64_t k = 0;
+    for (; k + L <= K; k += L) store(e + k, (load<V>(z + k) - lt) - load<V>(c.col + k));
+    for (; k < K; ++k) e[k] = (z[k] - lt) - c.col[k];
+  }
+  exp_all<T, BYTES>(c.e, rows * K);
+  for (int64_t k = 0; k < K; ++k) c.S[k] = 0.0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* e = c.e + i * K;
+    int64_t k = 0;
+    for (; k + L <= K; k += L) {
+      if constexpr (sizeof(T) == 4) {
+        vdouble<BYTES> a, b;
+        widen<BYTES>(load<V>(e + k), a, b);
+        store(c.S + k, load<vdouble<BYTES>>(c.S + k) + a);
+        store(c.S + k + L / 2, load<vdouble<BYTES>>(c.S + k + L / 2) + b);
+      } else {
+        store(c.S + k, load<V>(c.S + k) + load<V>(e + k));
+      }
+    }
+    for (; k < K; ++k) c.S[k] += static_cast<double>(e[k]);
+  }
+  return false;
+}
+
+template <typename T, int BYTES>
+void fairness_grad(T* e0, int64_t rows, int64_t K, const T* f, const T* g, T scale) {
+  using V = typename Vec<T, BYTES>::type;
+  constexpr int L = Vec<T, BYTES>::kLanes;
+  for (int64_t i = 0; i < rows; ++i) {
+    T* e = e0 + i * K;
+    V acc{};
+    int64_t k = 0;
+    for (; k + L <= K; k += L) acc += load<V>(f + k) * load<V>(e + k);
+    T r0 = 0, r1 = 0;
+    for (; k + 1 < K; k += 2) {
+      r0 += f[k] * e[k];
+      r1 += f[k + 1] * e[k + 1];
+    }
+    if (k < K) r0 += f[k] * e[k];
+    const T R = static_cast<T>(hsum(acc)) + (r0 + r1);
+    k = 0;
+    for (; k + L <= K; k += L) store(e + k, scale * load<V>(e + k) * (load<V>(f + k) - load<V>(g + k) * R));
+    for (; k < K; ++k) e[k] = scale * e[k] * (f[k] - g[k] * R);
+  }
+}
+
 template <int BYTES>
 constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
@@ -1810,5 +1963,11 @@ constexpr KernelTable make_table(const char* name) {
                      &kpp_gains_f32<BYTES>,
                      &kpp_update_f32<BYTES>,
                      &centre_sums_f32<BYTES>,
-                     Vec<float, BYTES>::kLanes};
+                     Vec<float, BYTES>::kLanes,
+                     &fairness_rows<float, BYTES>,
+                     &fairness_rows<double, BYTES>,
+                     &fairness_exps<float, BYTES>,
+                     &fairness_exps<double, BYTES>,
+                     &fairness_grad<float, BYTES>,
+                     &fairness_grad<double, BYTES>};
 }
