@@ -96,6 +96,9 @@ TORCH_LIBRARY(entclust, m) {
   // problem's value in its logits (B, N, K), or an empty tensor without `grad`).
   m.def("prediction_fairness(Tensor logits, Tensor prior, bool grad) -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
+  // softmax along the last dim in float64 from float32/float64 logits (cpu/fairness.cpp; CPU kernel,
+  // PyTorch elsewhere): torch.softmax(logits.double(), -1) without the float64 copy of the logits.
+  m.def("softmax_double(Tensor logits) -> Tensor", {at::Tag::pt2_compliant_tag});
   // Fused linear self-labeling (linear.h): logits l = x weight^T + bias one block of rows at a
   // time, sigma = softmax(l), pseudo-labels y = `iterations` reverse-CE M-steps from sigma
   // against the fixed fairness weights `fair` (float64 (K,), c u_k / col_k of the global column

@@ -1,6 +1,6 @@
 """The CPU kernel of prediction fairness ``KL(u || sigma_bar)`` from logits (csrc/cpu/fairness.cpp),
 value and gradient in one call, against the plain log-domain formula of entclust.testing.reference,
-on every instruction-set path."""
+and the float64 softmax of the pseudo-label solves beside it, on every instruction-set path."""
 from __future__ import annotations
 
 import math
@@ -170,3 +170,19 @@ def test_raw_op_names_what_is_wrong():
         entclust.ops.prediction_fairness_kernel(torch.zeros(1, 4, 3), u.float(), False)
     with pytest.raises(RuntimeError, match="N >= 1"):
         entclust.ops.prediction_fairness_kernel(torch.zeros(1, 0, 3), u, False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(10, 250, 10), (300, 1000), (3, 1), (5, 17), (2, 0, 3), (7,)],
+                         ids=lambda s: "x".join(map(str, s)) if isinstance(s, tuple) else str(s))
+def test_softmax_double_is_softmax_in_float64(shape, dtype):
+    """The float64 sigma of the pseudo-label solves (ops.softmax_double, csrc/cpu/fairness.cpp) is
+    torch.softmax(logits.double(), -1) to a few ulps, also for NaN, +-inf and masked rows."""
+    g = torch.Generator().manual_seed(len(shape))
+    logits = (5 * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+    got = entclust.ops.softmax_double(logits)
+    assert got.dtype == torch.float64 and got.shape == logits.shape
+    torch.testing.assert_close(got, torch.softmax(logits.double(), -1), rtol=1e-14, atol=1e-15)
+    special = torch.tensor([[0.0, math.nan, 1.0], [-math.inf] * 3, [math.inf, 0.0, 0.0], [0.0, -math.inf, 1.0]], dtype=dtype)
+    torch.testing.assert_close(entclust.ops.softmax_double(special), torch.softmax(special.double(), -1), equal_nan=True)
+    torch.library.opcheck(torch.ops.entclust.softmax_double, (logits,))

@@ -147,9 +147,44 @@ std::tuple<at::Tensor, at::Tensor> prediction_fairness_cpu(const at::Tensor& log
   return {value.to(logits.scalar_type()), g};
 }
 
+// softmax along the last dim in float64, from float32 or float64 logits: torch.softmax(z.double(), -1)
+// without the float64 copy of z, in chunks of rows (the exps of a chunk one run of vectors); for the
+// pseudo-label solves, which take sigma in float64 (SelfLabeling, SeLa).
+at::Tensor softmax_double_cpu(const at::Tensor& logits_in) {
+  TORCH_CHECK(logits_in.dim() >= 1, "softmax_double: logits must have a class dim, got a scalar");
+  TORCH_CHECK(logits_in.scalar_type() == at::kFloat || logits_in.scalar_type() == at::kDouble,
+              "softmax_double: logits must be float32 or float64, got ", logits_in.scalar_type());
+  const at::Tensor logits = logits_in.contiguous();
+  at::Tensor out = at::empty(logits.sizes(), logits.options().dtype(at::kDouble));
+  const int64_t K = logits.size(-1), M = K == 0 ? 0 : logits.numel() / K;
+  if (M == 0 || K == 0) return out;
+  const int64_t rows = chunk_rows(K);
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "entclust_softmax_double", [&] {
+    const scalar_t* z = logits.data_ptr<scalar_t>();
+    double* o = out.data_ptr<double>();
+    const SoftmaxRowsFn<scalar_t> kernel = [] {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        return kernels().softmax_rows_f32;
+      } else {
+        return kernels().softmax_rows_f64;
+      }
+    }();
+    at::parallel_for(0, (M + rows - 1) / rows, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        const int64_t r0 = c * rows;
+        kernel(z + r0 * K, o + r0 * K, std::min(rows, M - r0), K);
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(entclust, CPU, m) { m.impl("prediction_fairness", &prediction_fairness_cpu); }
+TORCH_LIBRARY_IMPL(entclust, CPU, m) {
+  m.impl("prediction_fairness", &prediction_fairness_cpu);
+  m.impl("softmax_double", &softmax_double_cpu);
+}
 
 }  // namespace cpu
 }  // namespace entclust

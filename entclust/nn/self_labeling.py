@@ -9,6 +9,7 @@ from torch import nn
 from .. import solvers
 from .._dist import all_reduce
 from .._warn import warn_user
+from ..ops import softmax_double
 from ..ops.checks import check_tensor
 from ..solvers.sharded import em_rce_block_
 from .losses import SelfLabelingLoss
@@ -230,7 +231,7 @@ class SelfLabeling(nn.Module):
         check_tensor("logits", logits)
         if logits.dim() not in (2, 3):
             raise ValueError(f"logits must have shape (N, K) or (B, N, K), got {tuple(logits.shape)}")
-        sigma = torch.softmax(logits.detach().double(), dim=-1)
+        sigma = softmax_double(logits)
         kwargs = solver_kwargs(self.solver, self.solver_options, self.tol, self.tol_gap, self.tol_progress,
                                 self.max_iter)
         solve = getattr(solvers, SOLVER_FUNCTIONS[self.solver].format(method=self.method))

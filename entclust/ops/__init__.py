@@ -27,6 +27,7 @@ from .fused import (
     project_simplex_kernel,
     reverse_cross_entropy_kernel,
     sinkhorn_kernel,
+    softmax_double,
     sparse_centre_sums_kernel,
     sparse_em_rows_kernel,
     top_entries_kernel,
@@ -38,7 +39,7 @@ __all__ = [
     "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS",
     "certificate_kernel", "collision_cross_entropy_kernel", "duality_gap_kernel", "em_cce_kernel", "em_rce_kernel", "em_rce_rows_kernel",
     "kmeans_plusplus_kernel", "linear_rce_kernel", "linear_top_entries_kernel", "pgd_cce_kernel", "prediction_fairness_kernel", "project_simplex_kernel", "reverse_cross_entropy_kernel",
-    "sinkhorn_kernel", "sparse_centre_sums_kernel", "sparse_em_rows_kernel", "top_entries_kernel",
+    "sinkhorn_kernel", "softmax_double", "sparse_centre_sums_kernel", "sparse_em_rows_kernel", "top_entries_kernel",
 ]
 
 # The raw ops were named as the checked public functions (entclust.ops.em_rce, positional and

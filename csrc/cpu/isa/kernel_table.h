@@ -209,6 +209,12 @@ using FairnessPassFn = bool (*)(const FairnessChunk<T>&);
 template <typename T>
 using FairnessGradFn = void (*)(T* e, int64_t rows, int64_t K, const T* f, const T* g, T scale);
 
+// softmax of rows [0, rows) of z (rows, K) in float64 (cpu/fairness.cpp, softmax_double): out_ik =
+// exp(z_ik - max_k z_ik) / sum, the differences formed in float64 (as softmax of z.double()), the
+// exps one run of vectors over the rows. A NaN or +inf logit, or a row of -inf, gives a NaN row.
+template <typename T>
+using SoftmaxRowsFn = void (*)(const T* z, double* out, int64_t rows, int64_t K);
+
 struct KernelTable {
   const char* name;
   LossRowsFn rce_f32;
@@ -238,6 +244,8 @@ struct KernelTable {
   FairnessPassFn<double> fairness_exps_f64;
   FairnessGradFn<float> fairness_grad_f32;
   FairnessGradFn<double> fairness_grad_f64;
+  SoftmaxRowsFn<float> softmax_rows_f32;
+  SoftmaxRowsFn<double> softmax_rows_f64;
 };
 
 // The table in use: the best capability this CPU supports, or ENTCLUST_CPU_CAPABILITY

@@ -1939,6 +1939,38 @@ void fairness_grad(T* e0, int64_t rows, int64_t K, const T* f, const T* g, T sca
   }
 }
 
+template <typename T, int BYTES>
+void softmax_rows(const T* z0, double* out0, int64_t rows, int64_t K) {
+  using V = typename Vec<T, BYTES>::type;
+  using D = vdouble<BYTES>;
+  constexpr int L = Vec<T, BYTES>::kLanes, LD = Vec<double, BYTES>::kLanes;
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* z = z0 + i * K;
+    double* out = out0 + i * K;
+    const double m = static_cast<double>(vec_row_max<T, BYTES>(z, K));
+    int64_t k = 0;
+    for (; k + L <= K; k += L) {
+      if constexpr (sizeof(T) == 4) {
+        D a, b;
+        widen<BYTES>(load<V>(z + k), a, b);
+        store(out + k, a - m);
+        store(out + k + LD, b - m);
+      } else {
+        store(out + k, load<V>(z + k) - m);
+      }
+    }
+    for (; k < K; ++k) out[k] = static_cast<double>(z[k]) - m;
+  }
+  exp_all<double, BYTES>(out0, rows * K);
+  for (int64_t i = 0; i < rows; ++i) {
+    double* out = out0 + i * K;
+    const double inv = 1.0 / wide_sum<double, BYTES>(out, K);
+    int64_t k = 0;
+    for (; k + LD <= K; k += LD) store(out + k, load<D>(out + k) * inv);
+    for (; k < K; ++k) out[k] *= inv;
+  }
+}
+
 template <int BYTES>
 constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
@@ -1969,5 +2001,7 @@ constexpr KernelTable make_table(const char* name) {
                      &fairness_exps<float, BYTES>,
                      &fairness_exps<double, BYTES>,
                      &fairness_grad<float, BYTES>,
-                     &fairness_grad<double, BYTES>};
+                     &fairness_grad<double, BYTES>,
+                     &softmax_rows<float, BYTES>,
+                     &softmax_rows<double, BYTES>};
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...ops import softmax_double
 from ...solvers import sinkhorn
 from ..registry import HeadLoss, HeadMethod, register
 
@@ -17,7 +18,7 @@ class SinkhornSelfLabelLoss(HeadLoss):
         self.lam_sk, self.max_iter = float(lam_sk), int(max_iter)
 
     def forward(self, logits, head=None, reduction: str = "mean"):
-        sigma = torch.softmax(logits.detach().double(), -1)
+        sigma = softmax_double(logits)
         # a per-batch solve capped at max_iter sweeps, as in SeLa: no warning when it is reached
         # (each problem of (B, N, K) logits its own transport problem)
         labels = sinkhorn(sigma, self.prior, lam_sk=self.lam_sk, tol=1e-6, max_iter=self.max_iter, validate=False,
