@@ -8,6 +8,7 @@ import json
 import torch
 
 from .. import solvers
+from ..ops import softmax_double
 
 # Pseudo-label solvers SelfLabeling can use, per problem, and their functions in entclust.solvers.
 SOLVERS = {"rce": ("em", "newton", "dual_newton"), "cce": ("em", "newton", "pgd")}
@@ -45,7 +46,7 @@ def solve_op(logits: torch.Tensor, prior: torch.Tensor, lam: float, method: str,
     training step around it (the solvers' checks, loops and certificates are data-dependent).
     ``tol``, ``tol_gap`` or ``tol_progress < 0``: not given; ``options``: the solver's extra keyword arguments as
     JSON. Returns ``(y float64, converged, gap)`` (the certificate, :attr:`SolverResult.gap`)."""
-    sigma = torch.softmax(logits.double(), dim=-1)
+    sigma = softmax_double(logits)  # as SelfLabeling.solve: the same labels eager and compiled
     given = lambda value: None if value < 0 else value  # noqa: E731
     kwargs = solver_kwargs(solver, json.loads(options), given(tol), given(tol_gap), given(tol_progress), max_iter)
     res = getattr(solvers, SOLVER_FUNCTIONS[solver].format(method=method))(sigma, prior, lam, validate=False, **kwargs)

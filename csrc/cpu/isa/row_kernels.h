@@ -1801,6 +1801,10 @@ void exp_all(T* x, int64_t n) {
       return vexp64<BYTES>(v);
     }
   };
+  if constexpr (sizeof(T) == 8 && BYTES == 16) {  // two float64 lanes: the C library's exp a lane measured faster
+    for (int64_t i = 0; i < n; ++i) x[i] = __builtin_exp(x[i]);
+    return;
+  }
   int64_t i = 0;
   for (; i + L <= n; i += L) store(x + i, vec_exp(load<V>(x + i)));
   if (i < n) {  // the tail through a padded vector
