@@ -6,7 +6,8 @@ B problems of N rows: 10 x 250 x 10 is the step of ``EntropyClustering``'s per-b
 restarts side by side, batch 250, K = 10), the others a network's batch at larger K.
 
 Prints a markdown table of medians (microseconds) and the ratios eager / kernel and compiled /
-kernel (above 1: the kernel is faster).
+kernel (above 1: the kernel is faster); then the float64 softmax the per-batch pseudo-label solves
+take (``entclust.ops.softmax_double``) against ``torch.softmax(z.double(), -1)``, forward only.
 
     python benchmarks/bench_prediction_fairness.py
     python benchmarks/bench_prediction_fairness.py --shapes 10x250x10 --repeat 400 --threads 1
@@ -32,14 +33,19 @@ def composition(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (torch.special.xlogy(u, u) - torch.where(u > 0, u * log_bar, 0.0)).sum(-1)
 
 
-def median_us(fn, leaf: torch.Tensor, repeat: int) -> float:
+def median_us(fn, leaf: torch.Tensor, repeat: int, backward: bool = True) -> float:
+    def once():
+        out = fn(leaf)
+        if backward:
+            out.sum().backward()
+
     for _ in range(3):
-        fn(leaf).sum().backward()
+        once()
     times = []
     for _ in range(repeat):
         leaf.grad = None
         t = time.perf_counter()
-        fn(leaf).sum().backward()
+        once()
         times.append(time.perf_counter() - t)
     return 1e6 * statistics.median(times)
 
@@ -74,6 +80,19 @@ def main() -> None:
         best = kernel[entclust.cpu_capability()] if entclust.cpu_capability() in kernel else min(kernel.values())
         print(f"| {text} | " + " | ".join(f"{kernel[c]:.0f}" for c in capabilities)
               + f" | {eager:.0f} | {comp:.0f} | {eager / best:.2f} | {comp / best:.2f} |", flush=True)
+    print("\n| B x N x K | " + " | ".join(f"softmax_double {c}" for c in capabilities)
+          + " | torch.softmax(z.double()) | torch / kernel |")
+    print("|---" * (len(capabilities) + 3) + "|")
+    for text in args.shapes.split(","):
+        z = 3 * torch.randn(*(int(v) for v in text.split("x")), generator=torch.Generator().manual_seed(0))
+        kernel = {}
+        for cap in capabilities:
+            with entclust.use_cpu_capability(cap):
+                kernel[cap] = median_us(lambda t: entclust.ops.softmax_double(t), z, args.repeat, backward=False)
+        plain = median_us(lambda t: torch.softmax(t.double(), -1), z, args.repeat, backward=False)
+        best = kernel[entclust.cpu_capability()] if entclust.cpu_capability() in kernel else min(kernel.values())
+        print(f"| {text} | " + " | ".join(f"{kernel[c]:.0f}" for c in capabilities)
+              + f" | {plain:.0f} | {plain / best:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
