@@ -192,7 +192,7 @@ using CentreSumsFn = void (*)(const CentreSums&, int64_t k0, int64_t k1);
 // scratch) and the chunk's column maxima col_k of z_ik - lse_i (in T: -inf for a column of -inf
 // logits); returns true where a row's lse is NaN (a NaN or +inf logit). fairness_exps: with the
 // problem's shifts col_k (its column maxima; +inf for a column of -inf logits), e_ik = exp(z_ik -
-// lse_i - col_k) and their column sums S_k (float64, rows in order). The row's lse_i is applied in
+// lse_i - col_k) and their column sums S_k (float64, rows in order; returns false). The row's lse_i is applied in
 // T (float32: as float32 log_softmax does). fairness_grad: per row, with R = sum_k f_k e_k,
 // e_k <- scale e_k (f_k - g_k R) (the gradient, from the chunk's e).
 template <typename T>

@@ -1815,7 +1815,7 @@ void exp_all(T* x, int64_t n) {
   }
 }
 
-// sum_k x[k] in float64 (float32 lanes widened), and the maximum of x in T
+// sum_k x[k] in float64 (float32 lanes widened)
 template <typename T, int BYTES>
 ENTCLUST_INLINE double wide_sum(const T* x, int64_t K) {
   using V = typename Vec<T, BYTES>::type;
@@ -1841,6 +1841,7 @@ ENTCLUST_INLINE double wide_sum(const T* x, int64_t K) {
   return hsum(lo + hi) + (s0 + s1);
 }
 
+// max_k x[k] in T: whole vectors, then the tail in two independent maxima
 template <typename T, int BYTES>
 ENTCLUST_INLINE T vec_row_max(const T* x, int64_t K) {
   using V = typename Vec<T, BYTES>::type;
