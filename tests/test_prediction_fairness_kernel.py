@@ -186,3 +186,15 @@ def test_softmax_double_is_softmax_in_float64(shape, dtype):
     special = torch.tensor([[0.0, math.nan, 1.0], [-math.inf] * 3, [math.inf, 0.0, 0.0], [0.0, -math.inf, 1.0]], dtype=dtype)
     torch.testing.assert_close(entclust.ops.softmax_double(special), torch.softmax(special.double(), -1), equal_nan=True)
     torch.library.opcheck(torch.ops.entclust.softmax_double, (logits,))
+
+
+def test_argmax_rows_is_argmax():
+    """ops.argmax_rows (torch.max(t, dim).indices, faster on the CPU) gives argmax's indices: the
+    first of tied maxima, and a NaN as the maximum."""
+    g = torch.Generator().manual_seed(6)
+    for shape, dim in (((7, 33, 10), -1), ((50, 4), 1), ((3, 1000), -1), ((5, 6), 0)):
+        ties = torch.randint(0, 3, shape, generator=g).float()  # many tied maxima
+        assert torch.equal(entclust.ops.argmax_rows(ties, dim), ties.argmax(dim))
+    special = torch.tensor([[1.0, 3.0, 3.0, 0.0], [math.nan, 1.0, 2.0, math.nan], [0.0, 0.0, 0.0, 0.0],
+                            [1.0, math.inf, math.inf, 2.0], [-math.inf, -math.inf, 2.0, math.nan]])
+    assert torch.equal(entclust.ops.argmax_rows(special), special.argmax(-1))

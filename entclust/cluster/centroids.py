@@ -293,7 +293,7 @@ def self_labeled_centroids(points: torch.Tensor, mu: torch.Tensor, lam: float, p
                 add_sparse_sums(sums, mass, labels, index, block, 1.0 / scale)
             else:
                 logits = torch.addmm(bias, block, weight.T)
-                closest[i:i + rows] = logits.argmax(1)
+                closest[i:i + rows] = ops.argmax_rows(logits, 1)
                 y = memory.update(logits)
                 mass.add_(y.sum(0, dtype=torch.float64), alpha=1.0 / scale)
                 sums.add_((y.T.to(block.dtype) @ block).double(), alpha=1.0 / scale)

@@ -16,6 +16,7 @@ from .._params import Int, OneOf, Real, check_params
 from .._warn import say_fit_failures
 from ..data import SCALINGS, Scaler, validate_features
 from ..nn import ColumnMemory
+from ..ops import argmax_rows
 from ..ops.checks import prior_vector
 from . import methods as _builtin  # noqa: F401  (registers the built-in methods)
 from .centroids import kmeans_plusplus, lloyd, self_labeled_centroids, temperature
@@ -401,7 +402,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
             entries = []
             with torch.no_grad():
                 for b in range(runs):
-                    sizes = torch.bincount((features @ weight[b].T + bias[b]).argmax(1), minlength=k)
+                    sizes = torch.bincount(argmax_rows(features @ weight[b].T + bias[b], 1), minlength=k)
                     entry = {"epoch": epoch + 1, "loss": float(totals[b]), "seconds": seconds,
                              "empty_clusters": int((sizes == 0).sum())}
                     entries.append({**entry, **solves.entry(b)})
@@ -451,7 +452,7 @@ class EntropyClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Clust
             if self.gamma_ > 0:
                 loss = loss + self.gamma_ * margin_penalty(head)
             # the clusters the head predicted over the epoch (no extra pass over all N points)
-            predicted.add_(torch.bincount(logits.detach().argmax(1), minlength=self.n_clusters))
+            predicted.add_(torch.bincount(argmax_rows(logits.detach(), 1), minlength=self.n_clusters))
             return loss, ce.detach()  # the CE summed over the epoch, then over the ranks
 
         def end_epoch(epoch, total, seconds):

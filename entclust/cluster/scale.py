@@ -11,6 +11,7 @@ from torch import nn
 
 from .._dist import all_reduce
 from ..nn import ColumnMemory
+from ..ops import argmax_rows
 from .centroids import BLOCK, block_rows, linear_top_entries, top_label, top_span
 
 
@@ -138,7 +139,7 @@ def head_argmax(head, features: torch.Tensor) -> torch.Tensor:
             labels[i:i + index.shape[0]] = top_label(values, index)
         return labels
     for i, logits in head_blocks(head, features):
-        torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
+        labels[i:i + logits.shape[0]] = argmax_rows(logits, 1)
     return labels
 
 
@@ -247,7 +248,7 @@ def global_objective(memory: ColumnMemory, head: nn.Linear, features: torch.Tens
                 progress.update(steps=index.shape[0])
     else:
         for i, logits in head_blocks(head, features):
-            torch.argmax(logits, 1, out=labels[i:i + logits.shape[0]])
+            labels[i:i + logits.shape[0]] = argmax_rows(logits, 1)
             y = memory.solve_fixed(logits).to(logits.dtype).clamp_min_(tiny)
             ce += reverse_cross_entropy(logits, y, reduction="sum", validate=False).double()
             if progress is not None:

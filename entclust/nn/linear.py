@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..losses import LinearSelfLabelingOutput, linear_self_labeling
+from ..ops import argmax_rows
 from .memory import ColumnMemory
 
 
@@ -73,7 +74,7 @@ class LinearSelfLabeling(nn.Module):
     def predict(self, x: torch.Tensor, block_rows: int = 1024) -> torch.Tensor:
         """``argmax_k`` of the logits (the head's own clusters, no pseudo-labels), ``block_rows``
         rows of logits at a time."""
-        labels = [torch.nn.functional.linear(x[i:i + block_rows], self.weight, self.bias).argmax(-1)
+        labels = [argmax_rows(torch.nn.functional.linear(x[i:i + block_rows], self.weight, self.bias))
                   for i in range(0, x.shape[0], block_rows)]
         return torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64, device=x.device)
 

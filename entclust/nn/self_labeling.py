@@ -9,7 +9,7 @@ from torch import nn
 from .. import solvers
 from .._dist import all_reduce
 from .._warn import warn_user
-from ..ops import softmax_double
+from ..ops import argmax_rows, softmax_double
 from ..ops.checks import check_tensor
 from ..solvers.sharded import em_rce_block_
 from .losses import SelfLabelingLoss
@@ -177,7 +177,7 @@ class SelfLabeling(nn.Module):
 
     def _count_predictions(self, logits: torch.Tensor) -> None:
         k = logits.shape[-1]
-        counts = torch.bincount(logits.detach().argmax(-1).reshape(-1), minlength=k)
+        counts = torch.bincount(argmax_rows(logits.detach()).reshape(-1), minlength=k)
         if self.group is not None:
             counts = all_reduce(counts, self.group)
         if self._predicted is None or self._predicted.shape[0] != k:

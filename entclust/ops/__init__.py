@@ -13,6 +13,7 @@ from .build import (
     use_cpu_capability,
 )
 from .fused import (
+    argmax_rows,
     certificate_kernel,
     collision_cross_entropy_kernel,
     duality_gap_kernel,
@@ -35,7 +36,7 @@ from .fused import (
 from .loss_autograd import LOSS_OPS, REDUCTIONS
 
 __all__ = [
-    "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",
+    "argmax_rows", "available_cpu_capabilities", "build_info", "check_device", "compiled_with_cuda", "cpu_capability", "cpu_model",
     "has_kernels", "set_cpu_capability", "use_cpu_capability", "LOSS_OPS", "REDUCTIONS",
     "certificate_kernel", "collision_cross_entropy_kernel", "duality_gap_kernel", "em_cce_kernel", "em_rce_kernel", "em_rce_rows_kernel",
     "kmeans_plusplus_kernel", "linear_rce_kernel", "linear_top_entries_kernel", "pgd_cce_kernel", "prediction_fairness_kernel", "project_simplex_kernel", "reverse_cross_entropy_kernel",
