@@ -42,7 +42,8 @@ int64_t chunk_rows(int64_t K) { return std::clamp<int64_t>(32768 / std::max<int6
 
 template <typename T>
 struct Kernels {
-  FairnessPassFn<T> rows, exps;
+  FairnessRowsFn<T> rows;
+  FairnessExpsFn<T> exps;
   FairnessGradFn<T> grad;
 };
 

@@ -192,7 +192,7 @@ using CentreSumsFn = void (*)(const CentreSums&, int64_t k0, int64_t k1);
 // scratch) and the chunk's column maxima col_k of z_ik - lse_i (in T: -inf for a column of -inf
 // logits); returns true where a row's lse is NaN (a NaN or +inf logit). fairness_exps: with the
 // problem's shifts col_k (its column maxima; +inf for a column of -inf logits), e_ik = exp(z_ik -
-// lse_i - col_k) and their column sums S_k (float64, rows in order; returns false). The row's lse_i is applied in
+// lse_i - col_k) and their column sums S_k (float64, rows in order). The row's lse_i is applied in
 // T (float32: as float32 log_softmax does). fairness_grad: per row, with R = sum_k f_k e_k,
 // e_k <- scale e_k (f_k - g_k R) (the gradient, from the chunk's e).
 template <typename T>
@@ -205,7 +205,9 @@ struct FairnessChunk {
   int64_t rows, K;
 };
 template <typename T>
-using FairnessPassFn = bool (*)(const FairnessChunk<T>&);
+using FairnessRowsFn = bool (*)(const FairnessChunk<T>&);
+template <typename T>
+using FairnessExpsFn = void (*)(const FairnessChunk<T>&);
 template <typename T>
 using FairnessGradFn = void (*)(T* e, int64_t rows, int64_t K, const T* f, const T* g, T scale);
 
@@ -238,10 +240,10 @@ struct KernelTable {
   KppUpdateFn kpp_update_f32;
   CentreSumsFn centre_sums_f32;
   int lanes;  // float32 lanes of a vector
-  FairnessPassFn<float> fairness_rows_f32;
-  FairnessPassFn<double> fairness_rows_f64;
-  FairnessPassFn<float> fairness_exps_f32;
-  FairnessPassFn<double> fairness_exps_f64;
+  FairnessRowsFn<float> fairness_rows_f32;
+  FairnessRowsFn<double> fairness_rows_f64;
+  FairnessExpsFn<float> fairness_exps_f32;
+  FairnessExpsFn<double> fairness_exps_f64;
   FairnessGradFn<float> fairness_grad_f32;
   FairnessGradFn<double> fairness_grad_f64;
   SoftmaxRowsFn<float> softmax_rows_f32;

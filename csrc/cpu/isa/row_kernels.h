@@ -1890,7 +1890,7 @@ bool fairness_rows(const FairnessChunk<T>& c) {
 }
 
 template <typename T, int BYTES>
-bool fairness_exps(const FairnessChunk<T>& c) {
+void fairness_exps(const FairnessChunk<T>& c) {
   using V = typename Vec<T, BYTES>::type;
   constexpr int L = Vec<T, BYTES>::kLanes;
   const int64_t K = c.K, rows = c.rows;
@@ -1919,7 +1919,6 @@ bool fairness_exps(const FairnessChunk<T>& c) {
     }
     for (; k < K; ++k) c.S[k] += static_cast<double>(e[k]);
   }
-  return false;
 }
 
 template <typename T, int BYTES>
